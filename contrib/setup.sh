@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine for dockpod, idempotently, as root:
+#   1. installs what is missing of Debian's docker.io, protobuf-compiler, busybox-static,
+#      containernetworking-plugins and docker-registry;
+#   2. starts dockerd when none answers on its socket (log: /var/log/dockpod-dockerd.log);
+#   3. builds the local images from busybox-static, with no registry: the sandbox image
+#      localhost/dockpod/pause:1 and the tool image localhost/dockpod/busybox:1;
+#   4. builds the release binaries (target/release/shim-manager, target/release/pod-shim).
+# Environment: DOCKER_SOCK (default /var/run/docker.sock), DOCKERD_TIMEOUT (seconds, 60),
+# SKIP_BUILD=1 to leave out step 4.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+DOCKER_SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
+DOCKERD_TIMEOUT="${DOCKERD_TIMEOUT:-60}"
+DOCKERD_LOG=/var/log/dockpod-dockerd.log
+BASE_IMAGE=localhost/dockpod/busybox-base:1
+PAUSE_IMAGE=localhost/dockpod/pause:1
+TOOL_IMAGE=localhost/dockpod/busybox:1
+PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts dockerd)"
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && { say "packages present"; return; }
+	say "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# Debian's package scripts try to start the services; without an init system that fails
+	# harmlessly, and dockerd is started below in any case.
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+docker_answers() {
+	timeout 10 docker --host "unix://$DOCKER_SOCK" version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+start_dockerd() {
+	if docker_answers; then say "dockerd answers on $DOCKER_SOCK"; return; fi
+	say "starting dockerd (log: $DOCKERD_LOG)"
+	# setsid: dockerd must outlive this script and the shell that ran it.
+	setsid dockerd --host "unix://$DOCKER_SOCK" >>"$DOCKERD_LOG" 2>&1 < /dev/null &
+	local pid=$! deadline=$((SECONDS + DOCKERD_TIMEOUT))
+	until docker_answers; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			tail -n 20 "$DOCKERD_LOG" >&2 || true
+			die "dockerd exited during start-up; see $DOCKERD_LOG"
+		fi
+		[ $SECONDS -lt $deadline ] || die "dockerd did not answer on $DOCKER_SOCK within ${DOCKERD_TIMEOUT}s; see $DOCKERD_LOG"
+		sleep 0.5
+	done
+	say "dockerd is up"
+}
+
+docker_cli() { docker --host "unix://$DOCKER_SOCK" "$@"; }
+
+image_present() { docker_cli image inspect "$1" >/dev/null 2>&1; }
+
+# A content hash of an image's build inputs, kept in a label so a changed input rebuilds it.
+inputs_hash() { cat "$@" | sha256sum | cut -c1-16; }
+
+build_images() {
+	local busybox=/bin/busybox
+	[ -x "$busybox" ] || die "$busybox is missing (package busybox-static)"
+	local base_hash
+	base_hash="$(inputs_hash "$busybox")"
+	if [ "$(docker_cli image inspect -f '{{index .Config.Labels "io.dockpod.inputs"}}' "$BASE_IMAGE" 2>/dev/null)" != "$base_hash" ]; then
+		say "importing $BASE_IMAGE from $busybox"
+		local rootfs
+		rootfs="$(mktemp -d)"
+		trap 'rm -rf "$rootfs"' RETURN
+		mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,proc,sys,dev,var/www}
+		chmod 1777 "$rootfs/tmp"
+		cp "$busybox" "$rootfs/bin/busybox"
+		# Every applet as a link, so sh, httpd, nc, sleep, ... exist by name.
+		"$busybox" --list-full | while read -r applet; do
+			[ -e "$rootfs/$applet" ] || ln -s /bin/busybox "$rootfs/$applet"
+		done
+		printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
+		printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+		tar -C "$rootfs" -c . | docker_cli import \
+			--change "LABEL io.dockpod.inputs=$base_hash" \
+			--change 'ENV PATH=/bin:/sbin:/usr/bin:/usr/sbin' \
+			- "$BASE_IMAGE" >/dev/null
+	fi
+	build_from_base pause "$PAUSE_IMAGE"
+	build_from_base busybox "$TOOL_IMAGE"
+}
+
+build_from_base() {
+	local dir="$here/images/$1" tag="$2" hash
+	hash="$(inputs_hash "$dir"/* <(docker_cli image inspect -f '{{.Id}}' "$BASE_IMAGE"))"
+	if [ "$(docker_cli image inspect -f '{{index .Config.Labels "io.dockpod.inputs"}}' "$tag" 2>/dev/null)" = "$hash" ]; then
+		return
+	fi
+	say "building $tag"
+	# The classic builder: Debian's docker.io ships no buildx, and the build needs nothing it adds.
+	DOCKER_BUILDKIT=0 docker_cli build -q --build-arg "BASE=$BASE_IMAGE" \
+		--label "io.dockpod.inputs=$hash" -t "$tag" "$dir" >/dev/null
+}
+
+build_binaries() {
+	if [ "${SKIP_BUILD:-0}" = 1 ]; then return; fi
+	command -v cargo >/dev/null || die "cargo is not on PATH"
+	say "building release binaries"
+	(cd "$repo" && cargo build --release --locked --bins)
+}
+
+install_packages
+start_dockerd
+build_images
+build_binaries
+say "ready: $PAUSE_IMAGE and $TOOL_IMAGE built; binaries in $repo/target/release"

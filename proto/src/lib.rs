@@ -1,0 +1,17 @@
+//! What both dockpod binaries agree on: the `dockpod.shim.v1` protocol spoken between the
+//! front (`shim-manager`) and each pod's supervisor (`pod-shim`), and the helpers for the unix
+//! sockets and `/proc` readings that both sides use.
+#![deny(unsafe_code)]
+
+pub mod files;
+pub mod procfs;
+pub mod sockets;
+
+/// Generated `dockpod.shim.v1` messages, client and server.
+pub mod shim {
+    tonic::include_proto!("dockpod.shim.v1");
+}
+
+/// Revision of `dockpod.shim.v1` this build speaks. Raised when a call or field is added, so
+/// the front can tell whether an older shim understands what it is about to ask.
+pub const PROTOCOL_VERSION: u32 = 1;

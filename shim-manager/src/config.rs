@@ -1,0 +1,202 @@
+//! Command line and environment of `shim-manager`: one clap struct per subcommand, each flag
+//! named as cri-dockerd names it where the meaning is the same, validated before any side
+//! effect.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Image the sandbox ("pause") container runs unless told otherwise; `contrib/setup.sh`
+/// builds it locally. The `localhost/` registry means a missing image is never fetched from
+/// anywhere but this machine.
+pub const DEFAULT_SANDBOX_IMAGE: &str = "localhost/dockpod/pause:1";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shim-manager",
+    version,
+    about = "dockpod: a CRI runtime on Docker Engine with one supervisor process per pod"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the CRI (runtime.v1 RuntimeService and ImageService) on a unix socket.
+    // A flag given twice takes its last value, so wrappers can append overrides.
+    #[command(args_override_self = true)]
+    Serve(ServeConfig),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// CRI endpoint the kubelet connects to (unix:///path); created with mode 0660.
+    #[arg(
+        long,
+        env = "DOCKPOD_CONTAINER_RUNTIME_ENDPOINT",
+        default_value = "unix:///run/dockpod/cri.sock"
+    )]
+    pub container_runtime_endpoint: String,
+
+    /// Docker Engine API endpoint (unix:///path or tcp://host:port).
+    #[arg(
+        long,
+        env = "DOCKPOD_DOCKER_ENDPOINT",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    pub docker_endpoint: String,
+
+    /// Directory for persisted state (pod records, runtime configuration, instance identity).
+    #[arg(
+        long,
+        env = "DOCKPOD_ROOT_DIRECTORY",
+        default_value = "/var/lib/dockpod"
+    )]
+    pub root_directory: PathBuf,
+
+    /// Directory for sockets and pid files; emptied by a reboot.
+    #[arg(long, env = "DOCKPOD_RUN_DIRECTORY", default_value = "/run/dockpod")]
+    pub run_directory: PathBuf,
+
+    /// Image of each pod's sandbox ("pause") container. It is reported as pinned so the
+    /// kubelet's image garbage collection keeps it.
+    #[arg(long, env = "DOCKPOD_POD_INFRA_CONTAINER_IMAGE", default_value = DEFAULT_SANDBOX_IMAGE)]
+    pub pod_infra_container_image: String,
+
+    /// Address of the streaming server for exec, attach and port-forward: an IP (a free port
+    /// is chosen) or IP:PORT.
+    #[arg(long, env = "DOCKPOD_STREAMING_BIND_ADDR", default_value = "127.0.0.1", value_parser = parse_bind_addr)]
+    pub streaming_bind_addr: SocketAddr,
+
+    /// Network plugin for pods: empty for Docker's default bridge, or `cni`.
+    #[arg(long, env = "DOCKPOD_NETWORK_PLUGIN", default_value = "", value_parser = parse_network_plugin)]
+    pub network_plugin: NetworkPlugin,
+
+    /// Directory of CNI network configurations (.conflist, .conf, .json).
+    #[arg(long, env = "DOCKPOD_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+
+    /// Comma-separated directories searched for CNI plugin binaries.
+    #[arg(
+        long,
+        env = "DOCKPOD_CNI_BIN_DIR",
+        default_value = "/opt/cni/bin,/usr/lib/cni",
+        value_delimiter = ','
+    )]
+    pub cni_bin_dir: Vec<PathBuf>,
+
+    /// Directory where CNI results are cached for later DEL and CHECK.
+    #[arg(
+        long,
+        env = "DOCKPOD_CNI_CACHE_DIR",
+        default_value = "/var/lib/cni/cache"
+    )]
+    pub cni_cache_dir: PathBuf,
+
+    /// Log verbosity.
+    #[arg(long, env = "DOCKPOD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkPlugin {
+    /// No plugin: pods join Docker's default bridge network.
+    DockerBridge,
+    Cni,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+fn parse_bind_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 0))
+        .map_err(|_| format!("{s:?} is neither an IP address nor IP:PORT"))
+}
+
+fn parse_network_plugin(s: &str) -> Result<NetworkPlugin, String> {
+    match s {
+        "" => Ok(NetworkPlugin::DockerBridge),
+        "cni" => Ok(NetworkPlugin::Cni),
+        other => Err(format!(
+            "unsupported network plugin {other:?} (use \"cni\" or leave empty for Docker's bridge)"
+        )),
+    }
+}
+
+impl std::fmt::Display for NetworkPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NetworkPlugin::DockerBridge => "",
+            NetworkPlugin::Cni => "cni",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, clap::Error> {
+        let mut argv = vec!["shim-manager", "serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(c) => c,
+        })
+    }
+
+    #[test]
+    fn defaults_match_cri_dockerd_conventions() {
+        let c = serve(&[]).expect("defaults parse");
+        assert_eq!(c.container_runtime_endpoint, "unix:///run/dockpod/cri.sock");
+        assert_eq!(c.streaming_bind_addr, "127.0.0.1:0".parse().expect("addr"));
+        assert_eq!(c.network_plugin, NetworkPlugin::DockerBridge);
+        assert_eq!(c.pod_infra_container_image, DEFAULT_SANDBOX_IMAGE);
+        assert_eq!(c.cni_bin_dir.len(), 2);
+    }
+
+    #[test]
+    fn last_occurrence_of_a_flag_wins() {
+        let c = serve(&["--root-directory", "/a", "--root-directory", "/b"]).expect("parse");
+        assert_eq!(c.root_directory, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn validates_flags() {
+        assert!(serve(&["--network-plugin", "kubenet"]).is_err());
+        assert!(serve(&["--streaming-bind-addr", "nowhere"]).is_err());
+        let c = serve(&[
+            "--streaming-bind-addr",
+            "[::1]:10010",
+            "--network-plugin",
+            "cni",
+        ])
+        .expect("parse");
+        assert_eq!(c.streaming_bind_addr.port(), 10010);
+        assert_eq!(c.network_plugin, NetworkPlugin::Cni);
+    }
+}

@@ -1,0 +1,441 @@
+//! CRI `ImageService`: images are node-wide, so every call goes straight to dockerd.
+
+use std::collections::HashMap;
+
+use bollard::auth::DockerCredentials;
+use bollard::models::ImageInspect;
+use bollard::query_parameters::{CreateImageOptions, ListImagesOptions, RemoveImageOptions};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::{
+    AuthConfig, FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest,
+    ImageFsInfoResponse, ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value,
+    ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
+    RemoveImageResponse, UInt64Value,
+};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::docker::Engine;
+use crate::error::{docker_status, Error, Result};
+use crate::image_ref::ImageName;
+use crate::imagefs::UsageCache;
+
+/// Images inspected at once when listing (one inspect each, for the USER of every image).
+const LIST_CONCURRENCY: usize = 8;
+
+pub struct ImageApi {
+    engine: Engine,
+    sandbox_image: String,
+    usage: UsageCache,
+}
+
+impl ImageApi {
+    pub fn new(engine: Engine, sandbox_image: String) -> Self {
+        ImageApi {
+            engine,
+            sandbox_image,
+            usage: UsageCache::default(),
+        }
+    }
+
+    /// Inspects `name`; `None` when Docker has no such image.
+    async fn inspect(&self, name: &str) -> Result<Option<ImageInspect>> {
+        match self.engine.api()?.inspect_image(name).await {
+            Ok(image) => Ok(Some(image)),
+            Err(e) if docker_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
+        }
+    }
+
+    /// ID of the sandbox image, which is reported as pinned; `None` if it is not present.
+    async fn pinned_id(&self) -> Option<String> {
+        self.inspect(&self.sandbox_image)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|i| i.id)
+    }
+
+    async fn list(&self, filter: Option<&str>) -> Result<Vec<Image>> {
+        let pinned = self.pinned_id().await;
+        let ids: Vec<String> = match filter.map(ImageName::parse).transpose()? {
+            Some(ImageName::Id(id)) => vec![id],
+            other => {
+                let filters = other.map(|_| {
+                    HashMap::from([(
+                        "reference".to_string(),
+                        vec![filter.unwrap_or_default().to_string()],
+                    )])
+                });
+                let options = ListImagesOptions {
+                    filters,
+                    ..Default::default()
+                };
+                self.engine
+                    .api()?
+                    .list_images(Some(options))
+                    .await
+                    .map_err(Error::docker("listing images"))?
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect()
+            }
+        };
+        let images: Vec<Option<ImageInspect>> = futures_util::stream::iter(ids)
+            .map(|id| async move { self.inspect(&id).await })
+            .buffered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        // An image removed between the list and its inspect is simply gone.
+        Ok(images
+            .into_iter()
+            .flatten()
+            .map(|i| to_cri_image(i, pinned.as_deref()))
+            .collect())
+    }
+
+    async fn status(&self, spec: &ImageSpec, verbose: bool) -> Result<ImageStatusResponse> {
+        ImageName::parse(&spec.image)?;
+        let Some(inspect) = self.inspect(&spec.image).await? else {
+            return Ok(ImageStatusResponse::default());
+        };
+        let info = if verbose {
+            let json = serde_json::to_string(&inspect).unwrap_or_default();
+            HashMap::from([("info".to_string(), json)])
+        } else {
+            HashMap::new()
+        };
+        let pinned = self.pinned_id().await;
+        Ok(ImageStatusResponse {
+            image: Some(to_cri_image(inspect, pinned.as_deref())),
+            info,
+        })
+    }
+
+    async fn pull(&self, spec: &ImageSpec, auth: Option<&AuthConfig>) -> Result<String> {
+        let name = ImageName::parse(&spec.image)?;
+        let Some((from_image, tag)) = name.pull_parameters() else {
+            return Err(Error::InvalidArgument(format!(
+                "cannot pull {:?}: an image ID names no registry; pull by tag or digest",
+                spec.image
+            )));
+        };
+        let credentials = auth.map(|a| credentials(a, &from_image)).transpose()?;
+        let options = CreateImageOptions {
+            from_image: Some(from_image.clone()),
+            tag: Some(tag.clone()),
+            ..Default::default()
+        };
+        let mut progress = self
+            .engine
+            .api()?
+            .create_image(Some(options), None, credentials);
+        while let Some(step) = progress.next().await {
+            step.map_err(Error::docker(format!("pulling image {:?}", spec.image)))?;
+        }
+        let pulled = if tag.contains(':') {
+            format!("{from_image}@{tag}")
+        } else {
+            format!("{from_image}:{tag}")
+        };
+        match self.inspect(&pulled).await? {
+            Some(ImageInspect { id: Some(id), .. }) => Ok(id),
+            _ => Err(Error::NotFound(format!(
+                "image {:?} is not present after pulling it",
+                spec.image
+            ))),
+        }
+    }
+
+    async fn remove(&self, spec: &ImageSpec) -> Result<()> {
+        let name = &spec.image;
+        let parsed = ImageName::parse(name)?;
+        let Some(image) = self.inspect(name).await? else {
+            return Ok(());
+        };
+        let id = image.id.clone().unwrap_or_default();
+        let by_id = matches!(parsed, ImageName::Id(_)) || ImageName::names_id(name, &id);
+        if !by_id {
+            // A tag or digest names one reference: remove just it. Docker deletes the image
+            // with its last reference.
+            return self.remove_reference(name).await;
+        }
+        // By ID the image goes entirely: every tag and digest reference, then the image.
+        let references = image
+            .repo_tags
+            .into_iter()
+            .flatten()
+            .chain(image.repo_digests.into_iter().flatten());
+        for reference in references {
+            self.remove_reference(&reference).await?;
+        }
+        self.remove_reference(&id).await
+    }
+
+    async fn remove_reference(&self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        match self
+            .engine
+            .api()?
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if docker_status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(Error::docker(format!("removing image {reference:?}"))(e)),
+        }
+    }
+
+    async fn fs_info(&self) -> Result<ImageFsInfoResponse> {
+        let info = self
+            .engine
+            .api()?
+            .info()
+            .await
+            .map_err(Error::docker("reading docker info"))?;
+        let root = info
+            .docker_root_dir
+            .unwrap_or_else(|| "/var/lib/docker".into());
+        let usage = self.usage.usage(std::path::Path::new(&root)).await?;
+        Ok(ImageFsInfoResponse {
+            image_filesystems: vec![FilesystemUsage {
+                timestamp: usage.timestamp_ns,
+                fs_id: Some(FilesystemIdentifier { mountpoint: root }),
+                used_bytes: Some(UInt64Value {
+                    value: usage.used_bytes,
+                }),
+                inodes_used: Some(UInt64Value {
+                    value: usage.inodes_used,
+                }),
+            }],
+            container_filesystems: Vec::new(),
+        })
+    }
+}
+
+/// Docker credentials from the kubelet's AuthConfig. `auth` is base64 `user:password`, used
+/// when the username and password are not given separately.
+fn credentials(auth: &AuthConfig, repository: &str) -> Result<DockerCredentials> {
+    use base64::Engine as _;
+    let (mut username, mut password) = (auth.username.clone(), auth.password.clone());
+    if username.is_empty() && !auth.auth.is_empty() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.auth.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "auth for {repository:?} is not base64 of user:password"
+                ))
+            })?;
+        let (u, p) = decoded.split_once(':').ok_or_else(|| {
+            Error::InvalidArgument(format!("auth for {repository:?} has no ':' separator"))
+        })?;
+        (username, password) = (u.to_string(), p.to_string());
+    }
+    let registry = repository.split('/').next().unwrap_or_default();
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(DockerCredentials {
+        username: some(&username),
+        password: some(&password),
+        serveraddress: some(&auth.server_address).or_else(|| some(registry)),
+        identitytoken: some(&auth.identity_token),
+        registrytoken: some(&auth.registry_token),
+        ..Default::default()
+    })
+}
+
+/// The image's USER as the kubelet wants it: a numeric uid, or else a user name.
+fn user_of(user: &str) -> (Option<Int64Value>, String) {
+    let user = user.split(':').next().unwrap_or_default();
+    if user.is_empty() {
+        return (None, String::new());
+    }
+    match user.parse::<i64>() {
+        Ok(uid) => (Some(Int64Value { value: uid }), String::new()),
+        Err(_) => (None, user.to_string()),
+    }
+}
+
+fn to_cri_image(image: ImageInspect, pinned_id: Option<&str>) -> Image {
+    let id = image.id.unwrap_or_default();
+    let user = image.config.and_then(|c| c.user).unwrap_or_default();
+    let (uid, username) = user_of(&user);
+    let clean = |refs: Option<Vec<String>>| -> Vec<String> {
+        refs.unwrap_or_default()
+            .into_iter()
+            .filter(|r| !r.starts_with("<none>"))
+            .collect()
+    };
+    Image {
+        pinned: pinned_id == Some(id.as_str()),
+        spec: Some(ImageSpec {
+            image: id.clone(),
+            ..Default::default()
+        }),
+        repo_tags: clean(image.repo_tags),
+        repo_digests: clean(image.repo_digests),
+        size: image.size.unwrap_or(0).max(0) as u64,
+        uid,
+        username,
+        id,
+    }
+}
+
+fn image_field(spec: &Option<ImageSpec>) -> &str {
+    spec.as_ref().map(|s| s.image.as_str()).unwrap_or_default()
+}
+
+/// Rejects images pulled for a runtime handler other than the default, the only one dockpod has.
+fn check_handler(spec: &Option<ImageSpec>) -> Result<()> {
+    match spec {
+        Some(s) if !s.runtime_handler.is_empty() => Err(Error::InvalidArgument(format!(
+            "runtime handler {:?} is not configured (dockpod has only the default handler)",
+            s.runtime_handler
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn required_spec<'a>(spec: &'a Option<ImageSpec>, call: &str) -> Result<&'a ImageSpec> {
+    check_handler(spec)?;
+    spec.as_ref()
+        .ok_or_else(|| Error::InvalidArgument(format!("{call}: image spec is missing")))
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let req = request.into_inner();
+        let filter = req
+            .filter
+            .as_ref()
+            .map(|f| image_field(&f.image))
+            .filter(|s| !s.is_empty());
+        let span = tracing::info_span!("ListImages", filter = filter.unwrap_or_default());
+        let images = self.list(filter).instrument(span).await?;
+        Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("ImageStatus", image = image_field(&req.image));
+        async {
+            let spec = required_spec(&req.image, "ImageStatus")?;
+            self.status(spec, req.verbose).await
+        }
+        .instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<PullImageRequest>,
+    ) -> Result<Response<PullImageResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("PullImage", image = image_field(&req.image));
+        async {
+            let spec = required_spec(&req.image, "PullImage")?;
+            let image_ref = self.pull(spec, req.auth.as_ref()).await?;
+            tracing::info!(%image_ref, "pulled");
+            Ok::<_, Error>(PullImageResponse { image_ref })
+        }
+        .instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("RemoveImage", image = image_field(&req.image));
+        async {
+            let spec = required_spec(&req.image, "RemoveImage")?;
+            self.remove(spec).await
+        }
+        .instrument(span)
+        .await
+        .map(|()| Response::new(RemoveImageResponse {}))
+        .map_err(Status::from)
+    }
+
+    async fn image_fs_info(
+        &self,
+        _request: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
+        self.fs_info()
+            .instrument(tracing::info_span!("ImageFsInfo"))
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_forms() {
+        assert_eq!(user_of(""), (None, String::new()));
+        assert_eq!(
+            user_of("1234"),
+            (Some(Int64Value { value: 1234 }), String::new())
+        );
+        assert_eq!(
+            user_of("1234:5678"),
+            (Some(Int64Value { value: 1234 }), String::new())
+        );
+        assert_eq!(user_of("nobody"), (None, "nobody".to_string()));
+        assert_eq!(user_of("www:www"), (None, "www".to_string()));
+    }
+
+    #[test]
+    fn credentials_from_auth_field() {
+        let auth = AuthConfig {
+            auth: "YWxpY2U6czNjcjN0".into(), // alice:s3cr3t
+            ..Default::default()
+        };
+        let c = credentials(&auth, "127.0.0.1:5000/app").expect("decodes");
+        assert_eq!(c.username.as_deref(), Some("alice"));
+        assert_eq!(c.password.as_deref(), Some("s3cr3t"));
+        assert_eq!(c.serveraddress.as_deref(), Some("127.0.0.1:5000"));
+        let bad = AuthConfig {
+            auth: "!!!".into(),
+            ..Default::default()
+        };
+        assert!(credentials(&bad, "r/app").is_err());
+    }
+
+    #[test]
+    fn hides_none_references() {
+        let image = ImageInspect {
+            id: Some("sha256:abc".into()),
+            repo_tags: Some(vec!["<none>:<none>".into(), "a:1".into()]),
+            repo_digests: Some(vec!["<none>@<none>".into()]),
+            size: Some(10),
+            ..Default::default()
+        };
+        let cri = to_cri_image(image, Some("sha256:abc"));
+        assert_eq!(cri.repo_tags, vec!["a:1"]);
+        assert!(cri.repo_digests.is_empty());
+        assert!(cri.pinned);
+        assert_eq!(cri.size, 10);
+    }
+}

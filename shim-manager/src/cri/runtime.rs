@@ -1,0 +1,400 @@
+//! CRI `RuntimeService`: runtime identity, readiness and configuration are answered here;
+//! pod- and container-scoped calls belong to the pods' shims and answer `Unimplemented` until
+//! that routing exists, never with a made-up success.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use k8s_cri::v1::*;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::config::NetworkPlugin;
+use crate::docker::Engine;
+use crate::error::{Error, Result};
+use crate::network::Network;
+use crate::state::RootDir;
+
+/// Runtime name the kubelet shows (`kubectl get node -o wide`), as cri-dockerd reports it.
+pub const RUNTIME_NAME: &str = "docker";
+/// The CRI API version this server implements.
+pub const RUNTIME_API_VERSION: &str = "v1";
+/// Version of the kubelet-runtime API handshake (`VersionResponse.version`).
+const KUBELET_API_VERSION: &str = "0.1.0";
+/// How long `Status` waits for dockerd to answer a ping before calling it not ready.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct RuntimeApi {
+    engine: Engine,
+    root: Arc<RootDir>,
+    network: Network,
+    sandbox_image: String,
+    run_directory: PathBuf,
+}
+
+impl RuntimeApi {
+    pub fn new(
+        engine: Engine,
+        root: Arc<RootDir>,
+        network: Network,
+        sandbox_image: String,
+        run_directory: PathBuf,
+    ) -> Self {
+        RuntimeApi {
+            engine,
+            root,
+            network,
+            sandbox_image,
+            run_directory,
+        }
+    }
+
+    async fn version(&self) -> Result<VersionResponse> {
+        let v = self
+            .engine
+            .api()?
+            .version()
+            .await
+            .map_err(Error::docker("reading docker's version"))?;
+        Ok(VersionResponse {
+            version: KUBELET_API_VERSION.to_string(),
+            runtime_name: RUNTIME_NAME.to_string(),
+            runtime_version: v.version.unwrap_or_default(),
+            runtime_api_version: RUNTIME_API_VERSION.to_string(),
+        })
+    }
+
+    async fn status(&self, verbose: bool) -> StatusResponse {
+        let ping = async {
+            self.engine
+                .api()?
+                .ping()
+                .await
+                .map_err(Error::docker("ping"))
+        };
+        let runtime = match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(Ok(_)) => RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                ..Default::default()
+            },
+            Ok(Err(e)) => RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: false,
+                reason: "DockerDaemonNotReady".into(),
+                message: format!("dockerd at {} does not answer: {e}", self.engine.endpoint()),
+            },
+            Err(_) => RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: false,
+                reason: "DockerDaemonNotReady".into(),
+                message: format!(
+                    "dockerd at {} did not answer a ping within {PING_TIMEOUT:?}",
+                    self.engine.endpoint()
+                ),
+            },
+        };
+        let readiness = self.network.readiness(&self.engine).await;
+        let network = RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: readiness.ready,
+            reason: readiness.reason.clone(),
+            message: if readiness.ready {
+                String::new()
+            } else {
+                readiness.message.clone()
+            },
+        };
+        let info = if verbose {
+            let details = serde_json::json!({
+                "runtime": "dockpod",
+                "version": env!("CARGO_PKG_VERSION"),
+                "instance": self.root.instance_id(),
+                "dockerEndpoint": self.engine.endpoint(),
+                "dockerAPIVersion": self.engine.api_version().map(|v| v.to_string()),
+                "rootDirectory": self.root.path(),
+                "runDirectory": self.run_directory,
+                "sandboxImage": self.sandbox_image,
+                "networkPlugin": match self.network.plugin {
+                    NetworkPlugin::DockerBridge => "docker-bridge",
+                    NetworkPlugin::Cni => "cni",
+                },
+                "cniConfDir": self.network.conf_dir,
+                "network": readiness.message,
+                "podCIDR": self.root.runtime_config().pod_cidr,
+            });
+            HashMap::from([("info".to_string(), details.to_string())])
+        } else {
+            HashMap::new()
+        };
+        StatusResponse {
+            status: Some(RuntimeStatus {
+                conditions: vec![runtime, network],
+            }),
+            info,
+            // One handler, the default, and no feature claimed that Docker cannot deliver.
+            runtime_handlers: vec![RuntimeHandler {
+                name: String::new(),
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }],
+            features: Some(RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }
+    }
+
+    async fn runtime_config(&self) -> Result<RuntimeConfigResponse> {
+        let driver = match self.engine.cgroup_driver().await?.as_str() {
+            "systemd" => CgroupDriver::Systemd,
+            _ => CgroupDriver::Cgroupfs,
+        };
+        Ok(RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        })
+    }
+}
+
+/// Answers a call whose owner (the pod shims, streaming, stats) is not built yet.
+fn unimplemented<T>(call: &'static str) -> Result<Response<T>, Status> {
+    Err(Error::Unimplemented(call).into())
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeApi {
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        self.version()
+            .instrument(tracing::info_span!("Version"))
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let verbose = request.into_inner().verbose;
+        Ok(Response::new(
+            self.status(verbose)
+                .instrument(tracing::info_span!("Status"))
+                .await,
+        ))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        self.runtime_config()
+            .instrument(tracing::info_span!("RuntimeConfig"))
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        let pod_cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        let _span = tracing::info_span!("UpdateRuntimeConfig", %pod_cidr).entered();
+        self.root.set_pod_cidr(&pod_cidr)?;
+        tracing::info!("recorded pod CIDR");
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _r: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        unimplemented("RunPodSandbox")
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _r: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        unimplemented("StopPodSandbox")
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _r: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        unimplemented("RemovePodSandbox")
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _r: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        unimplemented("PodSandboxStatus")
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _r: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        unimplemented("ListPodSandbox")
+    }
+
+    async fn create_container(
+        &self,
+        _r: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        unimplemented("CreateContainer")
+    }
+
+    async fn start_container(
+        &self,
+        _r: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        unimplemented("StartContainer")
+    }
+
+    async fn stop_container(
+        &self,
+        _r: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        unimplemented("StopContainer")
+    }
+
+    async fn remove_container(
+        &self,
+        _r: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        unimplemented("RemoveContainer")
+    }
+
+    async fn list_containers(
+        &self,
+        _r: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        unimplemented("ListContainers")
+    }
+
+    async fn container_status(
+        &self,
+        _r: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        unimplemented("ContainerStatus")
+    }
+
+    async fn update_container_resources(
+        &self,
+        _r: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        unimplemented("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _r: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        unimplemented("ReopenContainerLog")
+    }
+
+    async fn exec_sync(
+        &self,
+        _r: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        unimplemented("ExecSync")
+    }
+
+    async fn exec(&self, _r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        unimplemented("Exec")
+    }
+
+    async fn attach(&self, _r: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        unimplemented("Attach")
+    }
+
+    async fn port_forward(
+        &self,
+        _r: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        unimplemented("PortForward")
+    }
+
+    async fn container_stats(
+        &self,
+        _r: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        unimplemented("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _r: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        unimplemented("ListContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _r: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        unimplemented("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _r: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        unimplemented("ListPodSandboxStats")
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _r: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        // Docker's checkpoints need CRIU and an experimental daemon; the CRI's checkpoint is a
+        // different archive format. Neither cri-dockerd nor dockpod offers it.
+        Err(Status::unimplemented(
+            "CheckpointContainer is not supported by the docker runtime",
+        ))
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _r: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        unimplemented("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        unimplemented("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        unimplemented("ListPodSandboxMetrics")
+    }
+}

@@ -1,0 +1,65 @@
+//! `shim-manager`: parses the command line, starts logging and the runtime, and runs the
+//! chosen subcommand; errors become a non-zero exit status.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use shim_manager::config::{Cli, Command, ServeConfig};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            init_tracing(config.log_level.as_filter());
+            match serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let path = dockpod_proto::sockets::parse_unix_endpoint(&config.container_runtime_endpoint)?;
+        let listener = dockpod_proto::sockets::bind_exclusive(&path, 0o660).await?;
+        let inode = shim_manager::server::socket_inode(&path);
+        tracing::info!(socket = %path.display(), "listening");
+        let result = shim_manager::server::run(config, listener, shutdown_signal()).await;
+        if let Some(ino) = inode {
+            dockpod_proto::sockets::remove_if_same(&path, ino);
+        }
+        result.map_err(anyhow::Error::from)
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,136 @@
+//! The front's gRPC server: builds the CRI services from the configuration and serves them on
+//! a listener until a shutdown future fires, then drains in-flight calls.
+
+use std::future::Future;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dockpod_proto::files::{atomic_write, ensure_dir};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::ServeConfig;
+use crate::cri::image::ImageApi;
+use crate::cri::runtime::RuntimeApi;
+use crate::docker::Engine;
+use crate::error::{Error, Result};
+use crate::network::Network;
+use crate::state::RootDir;
+
+/// Largest CRI message accepted or sent; the kubelet's own limit is 16 MiB.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long in-flight calls may take to finish once shutdown has begun.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const PID_FILE: &str = "shim-manager.pid";
+
+/// Serves the CRI on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight calls finish (at most `DRAIN_TIMEOUT`) and returns.
+pub async fn run(
+    config: ServeConfig,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let root = Arc::new(RootDir::open(&config.root_directory)?);
+    ensure_dir(&config.run_directory, 0o755).map_err(Error::io(format!(
+        "creating run directory {}",
+        config.run_directory.display()
+    )))?;
+    let pid_file = PidFile::write(&config.run_directory)?;
+    let engine = Engine::connect(&config.docker_endpoint)?;
+    engine.negotiate_until_ready();
+    warn_if_sandbox_image_missing(&engine, &config.pod_infra_container_image);
+
+    let network = Network {
+        plugin: config.network_plugin,
+        conf_dir: config.cni_conf_dir.clone(),
+        bin_dirs: config.cni_bin_dir.clone(),
+    };
+    let runtime = RuntimeApi::new(
+        engine.clone(),
+        root.clone(),
+        network,
+        config.pod_infra_container_image.clone(),
+        config.run_directory.clone(),
+    );
+    let images = ImageApi::new(engine, config.pod_infra_container_image.clone());
+    tracing::info!(
+        instance = root.instance_id(),
+        root = %config.root_directory.display(),
+        "serving CRI"
+    );
+
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let signalled = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight calls");
+        notify.notify_one();
+    };
+    let serve = tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(runtime)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ImageServiceServer::new(images)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signalled);
+    let drain_deadline = async {
+        stopping.notified().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        served = serve => served.map_err(|e| Error::io("serving CRI")(std::io::Error::other(e)))?,
+        () = drain_deadline => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; exiting anyway"),
+    }
+    drop(pid_file);
+    Ok(())
+}
+
+fn warn_if_sandbox_image_missing(engine: &Engine, image: &str) {
+    let engine = engine.clone();
+    let image = image.to_string();
+    tokio::spawn(async move {
+        let inspected = match engine.api() {
+            Ok(api) => api
+                .inspect_image(&image)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = inspected {
+            tracing::warn!(%image, error = %e, "sandbox image is not available locally; contrib/setup.sh builds the default one");
+        }
+    });
+}
+
+/// `<run>/shim-manager.pid`, removed again when the server stops.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(PID_FILE);
+        atomic_write(&path, format!("{}\n", std::process::id()).as_bytes(), 0o644)
+            .map_err(Error::io(format!("writing {}", path.display())))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The CRI socket's inode, so only this server's own socket is removed at exit.
+pub fn socket_inode(path: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}

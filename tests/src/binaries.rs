@@ -1,0 +1,61 @@
+//! Finds the dockpod binaries the tests run: `target/<profile>/` beside this test executable
+//! (or `$DOCKPOD_BIN_DIR`), refusing one older than its sources so a test never passes or
+//! fails on stale code.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Path of the built binary `name` (`shim-manager` or `pod-shim`).
+pub fn binary(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("DOCKPOD_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> -> target/<profile>
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("test executable lives in target/<profile>/deps")
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: build it with `cargo build --bins` in the same profile as the tests \
+                 (contrib/setup.sh builds the release ones)",
+                path.display()
+            )
+        });
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    for src in ["proto", "shim-manager", "pod-shim"] {
+        if let Some(newest) = newest_mtime(&workspace.join(src)) {
+            assert!(
+                newest <= built,
+                "{} is older than the sources in {src}/: rebuild with `cargo build --bins` \
+                 in the tests' profile",
+                path.display()
+            );
+        }
+    }
+    path
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).ok()?.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if let Ok(m) = meta.modified() {
+                newest = newest.max(Some(m));
+            }
+        }
+    }
+    newest
+}

@@ -1,0 +1,243 @@
+//! `Front`: the real `shim-manager serve` on a temporary socket, root and run directory, with
+//! its log kept for failure messages; stopped (SIGTERM, then SIGKILL) and removed on drop.
+
+use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::StatusRequest;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tonic::transport::Channel;
+
+use crate::binaries::binary;
+use crate::wait::wait_until_blocking;
+
+/// How long a front may take to answer its first call.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a front may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Front {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Front {
+    /// Starts a front with the default flags plus `extra` and waits until it answers.
+    pub async fn start(extra: &[&str]) -> Front {
+        let dir = tempfile::Builder::new()
+            .prefix("dp")
+            .tempdir_in("/tmp")
+            .expect("temporary front directory");
+        let mut front = Front {
+            dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        front.spawn();
+        front.wait_ready().await;
+        front
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("cri.sock")
+    }
+
+    pub fn root_dir(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("front.log")
+    }
+
+    /// Everything the front has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The command line for this front: default flags first, then the test's own, so a test
+    /// can override any of them.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(binary("shim-manager"));
+        cmd.arg("serve")
+            .arg("--container-runtime-endpoint")
+            .arg(format!("unix://{}", self.socket().display()))
+            .arg("--root-directory")
+            .arg(self.root_dir())
+            .arg("--run-directory")
+            .arg(self.run_dir())
+            .arg("--log-level")
+            .arg("debug")
+            .args(&self.args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("front log file");
+        let err = log.try_clone().expect("front log file");
+        let child = self
+            .command()
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawning shim-manager");
+        self.child = Some(child);
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "shim-manager exited during start-up with {status}:\n{}",
+                    self.log()
+                );
+            }
+            let mut client = self.runtime();
+            if client.status(StatusRequest::default()).await.is_ok() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shim-manager did not answer within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        dockpod_proto::sockets::channel(&self.socket())
+    }
+
+    pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel())
+    }
+
+    pub fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel())
+    }
+
+    /// Sends `signal` to the front.
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// Waits for the front to exit and returns its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, and the exit status once the front has drained and exited.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        match self.wait_exit(STOP_TIMEOUT).await {
+            Some(status) => status,
+            None => panic!(
+                "shim-manager did not exit within {STOP_TIMEOUT:?} of SIGTERM:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// SIGKILL: the front dies without any cleanup, as in a crash.
+    pub async fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit(STOP_TIMEOUT).await;
+    }
+
+    /// Starts the front again with the same flags and directories (after `kill` or
+    /// `terminate`).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a front that still runs");
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Runs another `shim-manager serve` with this front's flags plus `extra`, expecting it to
+    /// exit by itself within the start-up timeout; returns its status and output.
+    pub fn run_second(&self, extra: &[&str]) -> (Option<ExitStatus>, String) {
+        let out_path = self
+            .dir
+            .path()
+            .join(format!("{}.log", crate::unique("second")));
+        let out = File::create(&out_path).expect("second front log");
+        let err = out.try_clone().expect("second front log");
+        let mut child = self
+            .command()
+            .args(extra)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawning a second shim-manager");
+        let status = wait_until_blocking("the second shim-manager to exit", START_TIMEOUT, || {
+            child.try_wait().ok().flatten()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (
+            status,
+            std::fs::read_to_string(&out_path).unwrap_or_default(),
+        )
+    }
+}
+
+impl Drop for Front {
+    /// A test's end needs no graceful stop, and a blocking wait here would stall the test's
+    /// runtime (and with it the client connections a graceful stop waits for): SIGKILL.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether `status` is a clean exit 0 (not a signal death).
+pub fn exited_cleanly(status: &ExitStatus) -> bool {
+    status.code() == Some(0) && status.signal().is_none()
+}

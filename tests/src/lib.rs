@@ -1,0 +1,42 @@
+//! Harness for dockpod's integration tests: the real `shim-manager` binary on a temporary
+//! socket and state directory (`Front`), a real Docker Engine (`docker()`), a real registry on
+//! loopback (`Registry`), unique names, and waits with deadlines. Everything a test creates is
+//! removed by a guard's `Drop`, also when the test fails.
+
+pub mod binaries;
+pub mod docker;
+pub mod front;
+pub mod registry;
+pub mod wait;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A name no other test (in this or a concurrent test process) uses: lowercase, so it is also
+/// a valid image repository component.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Runs `fut` to completion on a runtime of its own on another thread: for cleanup from `Drop`,
+/// which cannot await and may run inside a test's runtime.
+pub fn block_on_side<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime")
+            .block_on(fut)
+    })
+    .join()
+    .expect("cleanup thread panicked")
+}

@@ -1,0 +1,204 @@
+//! The front as a process: its socket (mode, stale replacement, refusal while another server
+//! lives), pid file, and a graceful stop on SIGTERM that lets an in-flight call finish.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::time::Duration;
+
+use dockpod_tests::front::{exited_cleanly, Front};
+use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+#[tokio::test]
+async fn socket_is_0660_and_pid_file_names_the_server() {
+    let mut front = Front::start(&[]).await;
+    let meta = std::fs::symlink_metadata(front.socket()).expect("socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let pid_file = front.run_dir().join("shim-manager.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file");
+    assert_eq!(pid.trim().parse::<u32>().ok(), front.pid());
+    let root_mode = std::fs::metadata(front.root_dir())
+        .expect("root")
+        .permissions()
+        .mode();
+    assert_eq!(root_mode & 0o777, 0o700);
+
+    let status = front.terminate().await;
+    assert!(exited_cleanly(&status), "{status:?}\n{}", front.log());
+    assert!(!front.socket().exists(), "socket left behind after SIGTERM");
+    assert!(!pid_file.exists(), "pid file left behind after SIGTERM");
+}
+
+#[tokio::test]
+async fn refuses_to_start_while_another_server_holds_the_socket() {
+    let front = Front::start(&[]).await;
+    let (status, output) = front.run_second(&[]);
+    let status = status.expect("second server exits by itself");
+    assert!(!status.success(), "second server started: {output}");
+    assert!(
+        output.contains("another server is already listening"),
+        "{output}"
+    );
+    // The first one is untouched.
+    front
+        .runtime()
+        .version(VersionRequest::default())
+        .await
+        .expect("first server still answers");
+}
+
+#[tokio::test]
+async fn replaces_a_stale_socket_after_a_crash() {
+    let mut front = Front::start(&[]).await;
+    front.kill().await;
+    assert!(front.socket().exists(), "SIGKILL leaves the socket behind");
+    front.restart().await;
+    front
+        .runtime()
+        .version(VersionRequest::default())
+        .await
+        .expect("restarted server answers");
+}
+
+#[tokio::test]
+async fn refuses_to_replace_a_file_that_is_not_a_socket() {
+    let front = Front::start(&[]).await;
+    let path = front.dir().join("not-a-socket");
+    std::fs::write(&path, b"keep me").expect("write");
+    let endpoint = format!("unix://{}", path.display());
+    let (status, output) = front.run_second(&["--container-runtime-endpoint", &endpoint]);
+    assert!(!status.expect("exits").success(), "{output}");
+    assert!(output.contains("is not a socket"), "{output}");
+    assert_eq!(std::fs::read(&path).expect("file kept"), b"keep me");
+}
+
+#[tokio::test]
+async fn rejects_invalid_flags_before_any_side_effect() {
+    let front = Front::start(&[]).await;
+    let dir = front.dir().join("fresh-root");
+    let (status, output) = front.run_second(&[
+        "--root-directory",
+        &dir.display().to_string(),
+        "--network-plugin",
+        "kubenet",
+    ]);
+    assert!(!status.expect("exits").success(), "{output}");
+    assert!(output.contains("kubenet"), "{output}");
+    assert!(
+        !dir.exists(),
+        "root directory created despite invalid flags"
+    );
+}
+
+/// A loopback TCP server standing in for a registry that does not answer until told to; then
+/// it closes TLS attempts and answers every HTTP request with 404.
+struct StalledRegistry {
+    port: u16,
+    first_connection: tokio::sync::oneshot::Receiver<()>,
+    release: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StalledRegistry {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (first_tx, first_connection) = tokio::sync::oneshot::channel();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut first_tx = Some(first_tx);
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                if let Some(tx) = first_tx.take() {
+                    let _ = tx.send(());
+                }
+                let mut released = released.clone();
+                tokio::spawn(async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    let mut first = [0u8; 1];
+                    if conn.read(&mut first).await.unwrap_or(0) == 1 && first[0] != 0x16 {
+                        let _ = conn
+                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                    }
+                });
+            }
+        });
+        StalledRegistry {
+            port,
+            first_connection,
+            release,
+            task,
+        }
+    }
+}
+
+impl Drop for StalledRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_finishes_in_flight_calls() {
+    let mut front = Front::start(&[]).await;
+    let mut registry = StalledRegistry::start().await;
+    let image = format!("127.0.0.1:{}/dockpod-stalled/app:1", registry.port);
+    let mut images = front.images();
+    let request = PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pull = tokio::spawn(async move { images.pull_image(request).await });
+
+    // dockerd is now talking to the stalled registry: the pull is in flight.
+    tokio::time::timeout(Duration::from_secs(60), &mut registry.first_connection)
+        .await
+        .expect("dockerd contacted the registry")
+        .expect("registry task alive");
+    front.signal(nix::sys::signal::Signal::SIGTERM);
+
+    // New connections are refused while the old call is still running.
+    let socket = front.socket();
+    wait_until(
+        "the front to stop accepting",
+        Duration::from_secs(10),
+        || {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(&socket)
+                    .await
+                    .is_err()
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        !pull.is_finished(),
+        "the in-flight pull ended before the registry answered"
+    );
+
+    let _ = registry.release.send(true);
+    let answer = tokio::time::timeout(Duration::from_secs(120), pull)
+        .await
+        .expect("pull answered after release")
+        .expect("pull task");
+    let err = answer.expect_err("the stalled registry has no such image");
+    assert_ne!(err.code(), Code::Unavailable, "call was cut off: {err:?}");
+    assert!(err.message().contains(&image), "{err:?}");
+    let status = front
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("front exits after draining");
+    assert!(exited_cleanly(&status), "{status:?}\n{}", front.log());
+}
