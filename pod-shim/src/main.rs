@@ -31,9 +31,16 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         if let Some(dir) = config.socket.parent() {
             dockpod_proto::files::ensure_dir(dir, 0o700)?;
         }
-        let listener = dockpod_proto::sockets::bind_exclusive(&config.socket, 0o600).await?;
-        tracing::info!(socket = %config.socket.display(), pod = %config.pod, "serving");
-        pod_shim::server::run(config, listener, terminated()).await?;
+        let socket = config.socket.clone();
+        let listener = dockpod_proto::sockets::bind_exclusive(&socket, 0o600).await?;
+        let inode =
+            std::fs::symlink_metadata(&socket).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        tracing::info!(socket = %socket.display(), pod = %config.pod, "serving");
+        let served = pod_shim::server::run(config, listener, terminated()).await;
+        if let Ok(ino) = inode {
+            dockpod_proto::sockets::remove_if_same(&socket, ino);
+        }
+        served?;
         Ok(())
     })
 }

@@ -73,15 +73,22 @@ pub fn docker_status(e: &DockerError) -> Option<u16> {
 
 fn docker_code(e: &DockerError) -> Code {
     match e {
-        DockerError::DockerResponseServerError { status_code, .. } => match status_code {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => match status_code {
             400 => Code::InvalidArgument,
             401 => Code::Unauthenticated,
             403 => Code::PermissionDenied,
             404 => Code::NotFound,
             409 => Code::FailedPrecondition,
-            _ => Code::Internal,
+            // dockerd answers 500 for a registry's refusal too; its text says which.
+            _ => match registry_error_code(message) {
+                Code::Unknown => Code::Internal,
+                code => code,
+            },
         },
-        DockerError::DockerStreamError { error } => stream_error_code(error),
+        DockerError::DockerStreamError { error } => registry_error_code(error),
         DockerError::RequestTimeoutError => Code::DeadlineExceeded,
         DockerError::SocketNotFoundError(_)
         | DockerError::HyperResponseError { .. }
@@ -91,19 +98,22 @@ fn docker_code(e: &DockerError) -> Code {
     }
 }
 
-/// Docker reports pull failures in the progress stream as text only; these are the phrasings
-/// of dockerd (20.10 and later) and the registry API for an image that does not exist and for
-/// refused credentials.
-fn stream_error_code(message: &str) -> Code {
+/// Docker reports registry failures as text only (in the pull's progress stream, or in a 500
+/// answer); these are the phrasings of dockerd (20.10 and later) and the registry API for an
+/// image that does not exist and for missing or refused credentials.
+fn registry_error_code(message: &str) -> Code {
     let m = message.to_ascii_lowercase();
-    if m.contains("manifest unknown")
+    if m.contains("unauthorized")
+        || m.contains("authentication required")
+        || m.contains("no basic auth credentials")
+    {
+        Code::Unauthenticated
+    } else if m.contains("manifest unknown")
         || m.contains("not found")
         || m.contains("repository does not exist")
         || m.contains("name unknown")
     {
         Code::NotFound
-    } else if m.contains("unauthorized") || m.contains("authentication required") {
-        Code::Unauthenticated
     } else if m.contains("denied") {
         Code::PermissionDenied
     } else {
@@ -134,6 +144,16 @@ mod tests {
         assert_eq!(answer(400).code(), Code::InvalidArgument);
         assert_eq!(answer(409).code(), Code::FailedPrecondition);
         assert_eq!(answer(500).code(), Code::Internal);
+        let refused = Error::Docker {
+            context: "pulling image x".into(),
+            source: DockerError::DockerResponseServerError {
+                status_code: 500,
+                message:
+                    "Head \"http://127.0.0.1:5000/v2/x/manifests/1\": no basic auth credentials"
+                        .into(),
+            },
+        };
+        assert_eq!(refused.code(), Code::Unauthenticated);
         let status = Status::from(answer(404));
         assert_eq!(
             status.message(),
@@ -144,13 +164,13 @@ mod tests {
     #[test]
     fn pull_stream_errors_are_classified() {
         assert_eq!(
-            stream_error_code("manifest for 127.0.0.1:5000/x:y not found: manifest unknown"),
+            registry_error_code("manifest for 127.0.0.1:5000/x:y not found: manifest unknown"),
             Code::NotFound
         );
         assert_eq!(
-            stream_error_code("Head \"http://127.0.0.1:5000/v2/x/manifests/1\": no basic auth credentials; unauthorized: authentication required"),
+            registry_error_code("Head \"http://127.0.0.1:5000/v2/x/manifests/1\": no basic auth credentials; unauthorized: authentication required"),
             Code::Unauthenticated
         );
-        assert_eq!(stream_error_code("disk full"), Code::Unknown);
+        assert_eq!(registry_error_code("disk full"), Code::Unknown);
     }
 }

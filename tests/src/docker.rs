@@ -104,3 +104,55 @@ pub async fn derive_image(
     refs.track(tag);
     committed.id
 }
+
+/// Pushes local image `reference` (`host/repo:tag`) to its registry and returns the pushed
+/// repository digest (`host/repo@sha256:...`).
+pub async fn push(
+    docker: &Docker,
+    reference: &str,
+    credentials: Option<bollard::auth::DockerCredentials>,
+) -> String {
+    use futures_util::StreamExt;
+    let (repo, tag) = reference.rsplit_once(':').expect("reference has a tag");
+    let mut progress = docker.push_image(
+        repo,
+        Some(bollard::query_parameters::PushImageOptions {
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        }),
+        credentials,
+    );
+    while let Some(step) = progress.next().await {
+        step.unwrap_or_else(|e| panic!("pushing {reference}: {e}"));
+    }
+    let image = docker.inspect_image(reference).await.expect("pushed image");
+    image
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.starts_with(&format!("{repo}@")))
+        .unwrap_or_else(|| panic!("no repository digest for {repo} after pushing"))
+}
+
+/// Removes every reference to image `id` (tags and digests), then the image, so a following
+/// pull must fetch it from the registry. Fails the test if the image stays.
+pub async fn remove_everywhere(docker: &Docker, id: &str) {
+    let image = docker.inspect_image(id).await.expect("image to remove");
+    let refs = image
+        .repo_tags
+        .unwrap_or_default()
+        .into_iter()
+        .chain(image.repo_digests.unwrap_or_default());
+    for r in refs {
+        let _ = docker
+            .remove_image(&r, None::<RemoveImageOptions>, None)
+            .await;
+    }
+    let _ = docker
+        .remove_image(id, None::<RemoveImageOptions>, None)
+        .await;
+    assert!(
+        docker.inspect_image(id).await.is_err(),
+        "image {id} is still present"
+    );
+}

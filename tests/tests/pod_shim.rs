@@ -1,0 +1,75 @@
+//! The pod-shim binary on its own: socket hygiene (0600 in a 0700 directory), the
+//! dockpod.shim.v1 Info and Shutdown calls, and a clean exit that removes its socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dockpod_proto::shim::shim_client::ShimClient;
+use dockpod_proto::shim::{InfoRequest, ShutdownRequest};
+use dockpod_tests::binaries::binary;
+use dockpod_tests::wait::wait_until;
+
+struct Shim(std::process::Child);
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serves_info_and_shuts_down_on_request() {
+    let dir = tempfile::Builder::new()
+        .prefix("dp")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let socket = dir.path().join("shims").join("s.sock");
+    let mut shim = Shim(
+        Command::new(binary("pod-shim"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--pod", "default/web", "--sandbox-id", "0123456789ab"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn pod-shim"),
+    );
+    let channel = dockpod_proto::sockets::channel(&socket);
+    let info = wait_until("the shim to answer Info", Duration::from_secs(10), || {
+        let mut client = ShimClient::new(channel.clone());
+        async move {
+            client
+                .info(InfoRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        }
+    })
+    .await;
+    assert_eq!(info.protocol_version, dockpod_proto::PROTOCOL_VERSION);
+    assert_eq!(info.pid, shim.0.id());
+    assert_eq!(
+        (info.pod_namespace.as_str(), info.pod_name.as_str()),
+        ("default", "web")
+    );
+    assert_eq!(info.sandbox_id, "0123456789ab");
+    assert!(info.rss_bytes > 0 && info.pss_bytes > 0, "{info:?}");
+
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().expect("dir")), 0o700);
+
+    ShimClient::new(channel)
+        .shutdown(ShutdownRequest {})
+        .await
+        .expect("Shutdown");
+    let status = wait_until("the shim to exit", Duration::from_secs(10), || {
+        let status = shim.0.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "socket left behind");
+}
