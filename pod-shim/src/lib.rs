@@ -1,7 +1,19 @@
 //! pod-shim, the supervisor of one pod sandbox. It runs detached from the front, so the front
-//! can crash or be upgraded without touching the pod, and answers the front over its own unix
-//! socket.
+//! can crash or be upgraded without touching the pod; it owns the pod's Docker containers and
+//! their exit tracking, persists the pod's record, and answers the front over its own socket.
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod cri;
+pub mod daemon;
+pub mod docker;
+pub mod error;
+pub mod exec;
+pub mod exits;
+pub mod host;
+pub mod lifecycle;
+pub mod pod;
 pub mod server;
+pub mod spec;
+pub mod state;
+pub mod title;

@@ -1,18 +1,36 @@
-//! `pod-shim`: parses its command line, binds its socket, and serves until told to stop. A
-//! current-thread runtime: a shim is paid for once per pod and idles nearly all the time.
+//! `pod-shim`: parses its command line, detaches if asked, binds its socket, reports ready
+//! and serves until the pod is removed or it is told to stop. A current-thread runtime: a
+//! shim is paid for once per pod and idles nearly all the time.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use pod_shim::config::ShimConfig;
+use pod_shim::daemon::{detach, Role};
+use pod_shim::lifecycle::Pod;
+use pod_shim::pod::PodRecord;
+use pod_shim::state::Store;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = ShimConfig::parse();
+    if config.daemonize {
+        match detach() {
+            Ok(Role::Parent) => return ExitCode::SUCCESS,
+            Ok(Role::Daemon) => {}
+            Err(e) => {
+                eprintln!("pod-shim: cannot detach: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -28,6 +46,21 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        dockpod_proto::files::ensure_dir(&config.state_dir, 0o700)?;
+        let store = Store::new(&config.state_dir);
+        let record = store.load()?.unwrap_or_else(|| PodRecord {
+            shim_id: config.shim_id.clone(),
+            ..Default::default()
+        });
+        let engine = pod_shim::docker::Engine::connect(&config.docker_endpoint).await?;
+        let pod = Arc::new(Pod::new(
+            engine,
+            config.instance.clone(),
+            config.shim_id.clone(),
+            config.sandbox_image.clone(),
+            store,
+            record,
+        ));
         if let Some(dir) = config.socket.parent() {
             dockpod_proto::files::ensure_dir(dir, 0o700)?;
         }
@@ -35,8 +68,20 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         let listener = dockpod_proto::sockets::bind_exclusive(&socket, 0o600).await?;
         let inode =
             std::fs::symlink_metadata(&socket).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let sandbox = pod.record().sandbox_id.clone();
+        if !sandbox.is_empty() {
+            let _ = pod_shim::title::show_sandbox(&sandbox);
+        }
+        let watcher = tokio::spawn(pod_shim::exits::watch(pod.clone()));
         tracing::info!(socket = %socket.display(), pod = %config.pod, "serving");
-        let served = pod_shim::server::run(config, listener, terminated()).await;
+        if config.daemonize {
+            // The front waits for this line; nothing else is ever written to stdout.
+            let mut out = std::io::stdout();
+            writeln!(out, "ready {}", std::process::id())?;
+            out.flush()?;
+        }
+        let served = pod_shim::server::run(pod, listener, terminated()).await;
+        watcher.abort();
         if let Ok(ino) = inode {
             dockpod_proto::sockets::remove_if_same(&socket, ino);
         }

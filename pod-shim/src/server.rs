@@ -1,21 +1,29 @@
-//! The shim's gRPC server: `dockpod.shim.v1` on its own unix socket, until shutdown is asked
-//! for over the protocol or by a signal.
+//! The shim's gRPC server on its unix socket: `dockpod.shim.v1` and the pod-scoped
+//! `runtime.v1.RuntimeService`, until the front asks for shutdown, the pod is removed, or a
+//! signal arrives.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use dockpod_proto::shim::shim_server::{Shim, ShimServer};
-use dockpod_proto::shim::{InfoRequest, InfoResponse, ShutdownRequest, ShutdownResponse};
+use dockpod_proto::shim::{
+    InfoRequest, InfoResponse, InspectRequest, InspectResponse, ShutdownRequest, ShutdownResponse,
+};
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::config::ShimConfig;
+use crate::cri::ShimRuntime;
+use crate::lifecycle::Pod;
+
+/// Largest message accepted or sent; the kubelet's own limit.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 struct ShimService {
-    config: ShimConfig,
+    pod: Arc<Pod>,
     started: Instant,
     shutdown: Arc<Notify>,
 }
@@ -26,17 +34,38 @@ impl Shim for ShimService {
         let pid = std::process::id();
         let memory = dockpod_proto::procfs::memory(pid)
             .map_err(|e| Status::internal(format!("reading /proc/{pid}: {e}")))?;
-        let (namespace, name) = self.config.pod.split_once('/').unwrap_or(("", ""));
+        let record = self.pod.snapshot();
+        let meta = record.config.metadata.clone().unwrap_or_default();
         Ok(Response::new(InfoResponse {
             protocol_version: dockpod_proto::PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid,
-            sandbox_id: self.config.sandbox_id.clone(),
-            pod_namespace: namespace.to_string(),
-            pod_name: name.to_string(),
+            sandbox_id: record.sandbox_id.clone(),
+            pod_namespace: meta.namespace,
+            pod_name: meta.name,
             uptime_seconds: self.started.elapsed().as_secs(),
             rss_bytes: memory.rss_bytes,
             pss_bytes: memory.pss_bytes,
+            containers_running: record.running_containers() as u32,
+            containers_total: record.containers.len() as u32,
+        }))
+    }
+
+    async fn inspect(
+        &self,
+        _req: Request<InspectRequest>,
+    ) -> Result<Response<InspectResponse>, Status> {
+        let record = self.pod.snapshot();
+        let json = serde_json::json!({
+            "shimId": self.pod.shim_id,
+            "shimPid": std::process::id(),
+            "instance": self.pod.instance,
+            "uptimeSeconds": self.started.elapsed().as_secs(),
+            "oomScoreAdjFloor": self.pod.host.min_oom_score_adj,
+            "pod": record,
+        });
+        Ok(Response::new(InspectResponse {
+            json: serde_json::to_string_pretty(&json).unwrap_or_default(),
         }))
     }
 
@@ -50,15 +79,17 @@ impl Shim for ShimService {
     }
 }
 
-/// Serves on `listener` until `signal` completes or the front asks for shutdown.
+/// Serves on `listener` until `signal` completes, the front asks for shutdown, or the pod is
+/// removed.
 pub async fn run(
-    config: ShimConfig,
+    pod: Arc<Pod>,
     listener: UnixListener,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let shutdown = Arc::new(Notify::new());
+    let removed = pod.removed.clone();
     let service = ShimService {
-        config,
+        pod: pod.clone(),
         started: Instant::now(),
         shutdown: shutdown.clone(),
     };
@@ -66,10 +97,16 @@ pub async fn run(
         tokio::select! {
             () = signal => {},
             () = shutdown.notified() => {},
+            () = removed.notified() => {},
         }
     };
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(service))
+        .add_service(
+            RuntimeServiceServer::new(ShimRuntime { pod })
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await
 }

@@ -1,11 +1,16 @@
 //! What both dockpod binaries agree on: the `dockpod.shim.v1` protocol spoken between the
-//! front (`shim-manager`) and each pod's supervisor (`pod-shim`), and the helpers for the unix
-//! sockets and `/proc` readings that both sides use.
+//! front (`shim-manager`) and each pod's supervisor (`pod-shim`), the Kubernetes naming and
+//! label convention on Docker objects, request validation, the on-disk layout, and the helpers
+//! for unix sockets, durable files and `/proc` readings that both sides use.
 #![deny(unsafe_code)]
 
 pub mod files;
+pub mod filters;
+pub mod labels;
+pub mod layout;
 pub mod procfs;
 pub mod sockets;
+pub mod validate;
 
 /// Generated `dockpod.shim.v1` messages, client and server.
 pub mod shim {

@@ -99,6 +99,22 @@ pub struct ServeConfig {
     /// Log verbosity.
     #[arg(long, env = "DOCKPOD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+
+    /// The pod-shim binary started for each pod [default: pod-shim beside this binary].
+    #[arg(long, env = "DOCKPOD_POD_SHIM_BINARY")]
+    pub pod_shim_binary: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    /// The pod-shim binary: as given, or the one installed beside this binary.
+    pub fn pod_shim_binary(&self) -> crate::error::Result<PathBuf> {
+        if let Some(path) = &self.pod_shim_binary {
+            return Ok(path.clone());
+        }
+        let exe = std::env::current_exe()
+            .map_err(crate::error::Error::io("locating the shim-manager binary"))?;
+        Ok(exe.with_file_name("pod-shim"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,19 @@
 //! shim-manager, dockpod's front: serves the kubelet's CRI calls on a unix socket, answers
-//! image calls from dockerd directly, and (as the pod lifecycle lands) routes pod-scoped calls
-//! to each pod's own `pod-shim` process.
+//! image calls from dockerd directly, starts one `pod-shim` process per pod and routes every
+//! pod-scoped call to it.
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod cri;
 pub mod docker;
 pub mod error;
+pub mod events;
+pub mod fallback;
 pub mod image_ref;
 pub mod imagefs;
 pub mod network;
+pub mod pods;
+pub mod registry;
 pub mod server;
+pub mod spawn;
 pub mod state;

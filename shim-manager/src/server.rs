@@ -19,6 +19,8 @@ use crate::cri::runtime::RuntimeApi;
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::network::Network;
+use crate::pods::Pods;
+use crate::spawn::Spawner;
 use crate::state::RootDir;
 
 /// Largest CRI message accepted or sent; the kubelet's own limit is 16 MiB.
@@ -49,12 +51,27 @@ pub async fn run(
         conf_dir: config.cni_conf_dir.clone(),
         bin_dirs: config.cni_bin_dir.clone(),
     };
+    let pods = Arc::new(Pods {
+        registry: Default::default(),
+        spawner: Spawner {
+            binary: config.pod_shim_binary()?,
+            run_dir: config.run_directory.clone(),
+            root_dir: config.root_directory.clone(),
+            docker_endpoint: config.docker_endpoint.clone(),
+            instance: root.instance_id().to_string(),
+            sandbox_image: config.pod_infra_container_image.clone(),
+            log_level: config.log_level.as_filter().to_string(),
+        },
+        events: Default::default(),
+        engine: engine.clone(),
+    });
+    pods.adopt_running().await;
     let runtime = RuntimeApi::new(
         engine.clone(),
         root.clone(),
         network,
         config.pod_infra_container_image.clone(),
-        config.run_directory.clone(),
+        pods,
     );
     let images = ImageApi::new(engine, config.pod_infra_container_image.clone());
     tracing::info!(

@@ -156,3 +156,40 @@ pub async fn remove_everywhere(docker: &Docker, id: &str) {
         "image {id} is still present"
     );
 }
+
+/// Force-removes every container labelled with dockpod instance `instance`.
+pub async fn remove_instance_containers(instance: String) {
+    for id in instance_containers(&instance).await {
+        let _ = docker()
+            .await
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+}
+
+/// IDs of all containers (running or not) of dockpod instance `instance`.
+pub async fn instance_containers(instance: &str) -> Vec<String> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={instance}", dockpod_proto::labels::INSTANCE)],
+    )]);
+    docker()
+        .await
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("listing containers")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}

@@ -226,13 +226,39 @@ impl Front {
     }
 }
 
+impl Front {
+    /// This front's dockpod instance ID (labels everything it creates in Docker).
+    pub fn instance_id(&self) -> String {
+        std::fs::read_to_string(self.root_dir().join("instance-id"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// PIDs of the pod shims this front started (their state lives under its root directory).
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let root = self.root_dir().display().to_string();
+        crate::procs::find(|cmdline| {
+            cmdline.first().is_some_and(|a| a.ends_with("pod-shim"))
+                && cmdline.iter().any(|a| a.starts_with(&root))
+        })
+    }
+}
+
 impl Drop for Front {
-    /// A test's end needs no graceful stop, and a blocking wait here would stall the test's
-    /// runtime (and with it the client connections a graceful stop waits for): SIGKILL.
+    /// Kills the front (a test's end needs no graceful stop, and a blocking wait would stall
+    /// the test's runtime), then every shim it started and every container of its instance,
+    /// so a failed test leaves nothing behind.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for pid in self.shim_pids() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let instance = self.instance_id();
+        if !instance.is_empty() {
+            crate::block_on_side(crate::docker::remove_instance_containers(instance));
         }
     }
 }

@@ -4,8 +4,10 @@
 //! removed by a guard's `Drop`, also when the test fails.
 
 pub mod binaries;
+pub mod cri;
 pub mod docker;
 pub mod front;
+pub mod procs;
 pub mod registry;
 pub mod wait;
 

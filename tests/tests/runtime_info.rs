@@ -203,22 +203,22 @@ async fn calls_not_built_yet_answer_unimplemented() {
     let front = Front::start(&[]).await;
     let mut rt = front.runtime();
     let err = rt
-        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .reopen_container_log(ReopenContainerLogRequest::default())
         .await
-        .expect_err("RunPodSandbox");
+        .expect_err("ReopenContainerLog");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{err:?}");
+    assert!(err.message().contains("ReopenContainerLog"), "{err:?}");
     let err = rt
-        .list_containers(ListContainersRequest::default())
+        .container_stats(ContainerStatsRequest::default())
         .await
-        .expect_err("ListContainers");
+        .expect_err("ContainerStats");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ListContainers"), "{err:?}");
+    assert!(err.message().contains("ContainerStats"), "{err:?}");
     let err = rt.exec(ExecRequest::default()).await.expect_err("Exec");
     assert_eq!(err.code(), Code::Unimplemented);
     let err = rt
-        .get_container_events(GetEventsRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
-        .expect_err("GetContainerEvents");
+        .expect_err("CheckpointContainer");
     assert_eq!(err.code(), Code::Unimplemented);
 }

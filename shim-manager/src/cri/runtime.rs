@@ -1,6 +1,6 @@
 //! CRI `RuntimeService`: runtime identity, readiness and configuration are answered here;
-//! pod- and container-scoped calls belong to the pods' shims and answer `Unimplemented` until
-//! that routing exists, never with a made-up success.
+//! pod- and container-scoped calls go to the pods' shims (see `pods`); what is not built yet
+//! answers `Unimplemented`, never a made-up success.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -17,6 +18,7 @@ use crate::config::NetworkPlugin;
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::network::Network;
+use crate::pods::Pods;
 use crate::state::RootDir;
 
 /// Runtime name the kubelet shows (`kubectl get node -o wide`), as cri-dockerd reports it.
@@ -34,6 +36,7 @@ pub struct RuntimeApi {
     network: Network,
     sandbox_image: String,
     run_directory: PathBuf,
+    pods: Arc<Pods>,
 }
 
 impl RuntimeApi {
@@ -42,14 +45,15 @@ impl RuntimeApi {
         root: Arc<RootDir>,
         network: Network,
         sandbox_image: String,
-        run_directory: PathBuf,
+        pods: Arc<Pods>,
     ) -> Self {
         RuntimeApi {
+            run_directory: pods.spawner.run_dir.clone(),
             engine,
             root,
             network,
             sandbox_image,
-            run_directory,
+            pods,
         }
     }
 
@@ -225,86 +229,142 @@ impl RuntimeService for RuntimeApi {
 
     async fn run_pod_sandbox(
         &self,
-        _r: Request<RunPodSandboxRequest>,
+        r: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        unimplemented("RunPodSandbox")
+        let req = r.into_inner();
+        let pod = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .unwrap_or_default();
+        let id = self
+            .pods
+            .run_pod_sandbox(req)
+            .instrument(tracing::info_span!("RunPodSandbox", %pod))
+            .await?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _r: Request<StopPodSandboxRequest>,
+        r: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        unimplemented("StopPodSandbox")
+        let id = r.into_inner().pod_sandbox_id;
+        self.pods
+            .stop_pod_sandbox(&id)
+            .instrument(tracing::info_span!("StopPodSandbox", sandbox = %id))
+            .await?;
+        Ok(Response::new(StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _r: Request<RemovePodSandboxRequest>,
+        r: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        unimplemented("RemovePodSandbox")
+        let id = r.into_inner().pod_sandbox_id;
+        self.pods
+            .remove_pod_sandbox(&id)
+            .instrument(tracing::info_span!("RemovePodSandbox", sandbox = %id))
+            .await?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _r: Request<PodSandboxStatusRequest>,
+        r: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        unimplemented("PodSandboxStatus")
+        let req = r.into_inner();
+        let span = tracing::debug_span!("PodSandboxStatus", sandbox = %req.pod_sandbox_id);
+        Ok(Response::new(
+            self.pods.pod_sandbox_status(req).instrument(span).await?,
+        ))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _r: Request<ListPodSandboxRequest>,
+        r: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        unimplemented("ListPodSandbox")
+        let items = self.pods.list_pod_sandbox(r.into_inner().filter).await;
+        Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
         &self,
-        _r: Request<CreateContainerRequest>,
+        r: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        unimplemented("CreateContainer")
+        let req = r.into_inner();
+        let span = tracing::info_span!("CreateContainer", sandbox = %req.pod_sandbox_id);
+        let id = self.pods.create_container(req).instrument(span).await?;
+        Ok(Response::new(CreateContainerResponse { container_id: id }))
     }
 
     async fn start_container(
         &self,
-        _r: Request<StartContainerRequest>,
+        r: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        unimplemented("StartContainer")
+        let id = r.into_inner().container_id;
+        self.pods
+            .start_container(&id)
+            .instrument(tracing::info_span!("StartContainer", container = %id))
+            .await?;
+        Ok(Response::new(StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _r: Request<StopContainerRequest>,
+        r: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        unimplemented("StopContainer")
+        let req = r.into_inner();
+        self.pods
+            .stop_container(&req.container_id, req.timeout)
+            .instrument(tracing::info_span!("StopContainer", container = %req.container_id))
+            .await?;
+        Ok(Response::new(StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _r: Request<RemoveContainerRequest>,
+        r: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        unimplemented("RemoveContainer")
+        let id = r.into_inner().container_id;
+        self.pods
+            .remove_container(&id)
+            .instrument(tracing::info_span!("RemoveContainer", container = %id))
+            .await?;
+        Ok(Response::new(RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _r: Request<ListContainersRequest>,
+        r: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        unimplemented("ListContainers")
+        let containers = self.pods.list_containers(r.into_inner().filter).await;
+        Ok(Response::new(ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _r: Request<ContainerStatusRequest>,
+        r: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        unimplemented("ContainerStatus")
+        let req = r.into_inner();
+        let span = tracing::debug_span!("ContainerStatus", container = %req.container_id);
+        Ok(Response::new(
+            self.pods.container_status(req).instrument(span).await?,
+        ))
     }
 
     async fn update_container_resources(
         &self,
-        _r: Request<UpdateContainerResourcesRequest>,
+        r: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        unimplemented("UpdateContainerResources")
+        let req = r.into_inner();
+        let span = tracing::info_span!("UpdateContainerResources", container = %req.container_id);
+        self.pods
+            .update_container_resources(req)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -316,9 +376,13 @@ impl RuntimeService for RuntimeApi {
 
     async fn exec_sync(
         &self,
-        _r: Request<ExecSyncRequest>,
+        r: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        unimplemented("ExecSync")
+        let req = r.into_inner();
+        let span = tracing::info_span!("ExecSync", container = %req.container_id);
+        Ok(Response::new(
+            self.pods.exec_sync(req).instrument(span).await?,
+        ))
     }
 
     async fn exec(&self, _r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
@@ -381,7 +445,11 @@ impl RuntimeService for RuntimeApi {
         &self,
         _r: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("GetContainerEvents")
+        // A subscriber that falls behind loses the oldest events; the kubelet's relist covers
+        // what it missed.
+        let stream = tokio_stream::wrappers::BroadcastStream::new(self.pods.events.subscribe())
+            .filter_map(|e| e.ok().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(

@@ -1,0 +1,353 @@
+//! The pod-scoped part of `runtime.v1.RuntimeService`, served by the shim on its own socket:
+//! the front forwards the kubelet's requests unchanged, and `crictl` pointed at a shim's socket
+//! inspects just that pod. Node-wide calls are the front's and answer `Unimplemented` here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use k8s_cri::v1::*;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::lifecycle::Pod;
+
+pub struct ShimRuntime {
+    pub pod: Arc<Pod>,
+}
+
+fn front_only<T>(call: &'static str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!(
+        "{call} is answered by shim-manager, not by a pod's shim"
+    )))
+}
+
+fn not_yet<T>(call: &'static str) -> Result<Response<T>, Status> {
+    Err(Error::Unimplemented(call).into())
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for ShimRuntime {
+    async fn version(
+        &self,
+        _r: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        front_only("Version")
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        r: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let req = r.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("pod sandbox config is missing"))?;
+        let span = tracing::info_span!("RunPodSandbox", pod = ?config.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)));
+        let id = self
+            .pod
+            .run_sandbox(config, req.runtime_handler)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        r: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        let id = r.into_inner().pod_sandbox_id;
+        self.pod
+            .stop_sandbox()
+            .instrument(tracing::info_span!("StopPodSandbox", sandbox = %id))
+            .await?;
+        Ok(Response::new(StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        r: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        let id = r.into_inner().pod_sandbox_id;
+        self.pod
+            .remove_sandbox()
+            .instrument(tracing::info_span!("RemovePodSandbox", sandbox = %id))
+            .await?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        r: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        let req = r.into_inner();
+        self.pod.refresh_sandbox().await?;
+        let record = self.pod.snapshot();
+        if record.sandbox_id.is_empty()
+            || !record.sandbox_id.starts_with(&req.pod_sandbox_id)
+            || req.pod_sandbox_id.is_empty()
+        {
+            return Err(Status::not_found(format!(
+                "pod sandbox {} not found",
+                req.pod_sandbox_id
+            )));
+        }
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            let details = serde_json::json!({
+                "shimPid": std::process::id(),
+                "shimId": self.pod.shim_id,
+                "image": self.pod.sandbox_image,
+                "containers": record.containers.len(),
+            });
+            info.insert("info".to_string(), details.to_string());
+        }
+        Ok(Response::new(PodSandboxStatusResponse {
+            status: Some(record.status()),
+            info,
+            containers_statuses: record.containers.values().map(|c| c.status()).collect(),
+            timestamp: crate::docker::now_ns(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        r: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        let filter = r.into_inner().filter.unwrap_or_default();
+        let record = self.pod.snapshot();
+        let pod = record.to_cri();
+        let items = if !record.sandbox_id.is_empty()
+            && dockpod_proto::filters::pod_matches(&pod, &filter)
+        {
+            vec![pod]
+        } else {
+            vec![]
+        };
+        Ok(Response::new(ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        r: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        let req = r.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("container config is missing"))?;
+        let span = tracing::info_span!("CreateContainer", sandbox = %req.pod_sandbox_id, container = ?config.metadata.as_ref().map(|m| m.name.clone()));
+        let id = self
+            .pod
+            .create_container(&req.pod_sandbox_id, config, req.sandbox_config)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(CreateContainerResponse { container_id: id }))
+    }
+
+    async fn start_container(
+        &self,
+        r: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        let id = r.into_inner().container_id;
+        self.pod
+            .start_container(&id)
+            .instrument(tracing::info_span!("StartContainer", container = %id))
+            .await?;
+        Ok(Response::new(StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        r: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        let req = r.into_inner();
+        self.pod
+            .stop_container(&req.container_id, req.timeout)
+            .instrument(tracing::info_span!("StopContainer", container = %req.container_id))
+            .await?;
+        Ok(Response::new(StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        r: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        let id = r.into_inner().container_id;
+        self.pod
+            .remove_container(&id)
+            .instrument(tracing::info_span!("RemoveContainer", container = %id))
+            .await?;
+        Ok(Response::new(RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        r: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        let filter = r.into_inner().filter.unwrap_or_default();
+        let record = self.pod.snapshot();
+        let containers = record
+            .containers
+            .values()
+            .map(|c| c.to_cri(&record.sandbox_id))
+            .filter(|c| dockpod_proto::filters::container_matches(c, &filter))
+            .collect();
+        Ok(Response::new(ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        r: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        let req = r.into_inner();
+        let (status, info) = self
+            .pod
+            .container_status(&req.container_id, req.verbose)
+            .await?;
+        Ok(Response::new(ContainerStatusResponse {
+            status: Some(status),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        r: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        let req = r.into_inner();
+        self.pod
+            .update_resources(&req.container_id, req.linux)
+            .instrument(
+                tracing::info_span!("UpdateContainerResources", container = %req.container_id),
+            )
+            .await?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _r: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        not_yet("ReopenContainerLog")
+    }
+
+    async fn exec_sync(
+        &self,
+        r: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        let req = r.into_inner();
+        let id = self.pod.running(&req.container_id)?;
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let out = crate::exec::exec_sync(&self.pod.engine, &id, req.cmd, timeout)
+            .instrument(tracing::info_span!("ExecSync", container = %id))
+            .await?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
+
+    async fn exec(&self, _r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        not_yet("Exec")
+    }
+
+    async fn attach(&self, _r: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        not_yet("Attach")
+    }
+
+    async fn port_forward(
+        &self,
+        _r: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        not_yet("PortForward")
+    }
+
+    async fn container_stats(
+        &self,
+        _r: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        not_yet("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _r: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        not_yet("ListContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _r: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        not_yet("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _r: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        not_yet("ListPodSandboxStats")
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _r: Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        front_only("UpdateRuntimeConfig")
+    }
+
+    async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        front_only("Status")
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _r: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        Err(Status::unimplemented(
+            "CheckpointContainer is not supported by the docker runtime",
+        ))
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _r: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        // A subscriber that falls behind by more than the buffer loses the oldest events and
+        // carries on; the kubelet's relist covers what it missed.
+        let stream = BroadcastStream::new(self.pod.subscribe()).filter_map(|e| e.ok().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        not_yet("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        not_yet("ListPodSandboxMetrics")
+    }
+
+    async fn runtime_config(
+        &self,
+        _r: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        front_only("RuntimeConfig")
+    }
+}

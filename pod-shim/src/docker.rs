@@ -1,0 +1,190 @@
+//! The shim's Docker Engine client: the calls the pod needs, with errors that name the object,
+//! and Docker's container state reduced to the pod model's `Observed`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+
+use crate::error::{is_not_found, is_not_modified, Error, Result};
+use crate::pod::{Observed, Phase};
+
+/// Longest a single Docker request may take; stop calls add their grace period.
+const REQUEST_TIMEOUT: u64 = 120;
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects to `endpoint` and negotiates the API version (dockerd must be up: the shim
+    /// only runs for pods that dockerd holds).
+    pub async fn connect(endpoint: &str) -> Result<Self> {
+        let docker = Docker::connect_with_host(endpoint)
+            .map_err(Error::docker(format!(
+                "connecting to dockerd at {endpoint}"
+            )))?
+            .with_timeout(Duration::from_secs(REQUEST_TIMEOUT));
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(Error::docker(format!(
+                "negotiating with dockerd at {endpoint}"
+            )))?;
+        Ok(Engine { docker })
+    }
+
+    pub fn api(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(Error::docker(format!("creating container {name}")))?;
+        Ok(created.id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(Error::docker(format!("starting container {id}"))(e)),
+        }
+    }
+
+    /// Stops with `grace` before SIGKILL; the container's own stop signal is used. A missing or
+    /// already stopped container is fine.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptions {
+            t: Some(secs),
+            signal: None,
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
+            Err(e) => Err(Error::docker(format!("stopping container {id}"))(e)),
+        }
+    }
+
+    /// Removes a container, running or not, with its anonymous volumes. Gone already is fine.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Docker answers 409 while a removal of the same container is under way.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) if message.contains("already in progress") => Ok(()),
+            Err(e) => Err(Error::docker(format!("removing container {id}"))(e)),
+        }
+    }
+
+    /// Inspects a container; `None` when Docker no longer has it.
+    pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::docker(format!("inspecting container {id}"))(e)),
+        }
+    }
+
+    /// Containers (running or not) carrying every label of `labels` (`key=value`).
+    pub async fn list_labelled(&self, labels: &[String]) -> Result<Vec<ContainerSummary>> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        self.docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(Error::docker("listing the pod's containers"))
+    }
+}
+
+/// Docker's state of a container as the pod model sees it.
+pub fn observe(inspect: Option<&ContainerInspectResponse>) -> Observed {
+    let Some(state) = inspect.and_then(|c| c.state.as_ref()) else {
+        return Observed {
+            phase: Phase::Gone,
+            exit_code: 0,
+            oom_killed: false,
+            started_at: 0,
+            finished_at: 0,
+            error: String::new(),
+        };
+    };
+    let started_at = state.started_at.as_deref().map(parse_time).unwrap_or(0);
+    let finished_at = state.finished_at.as_deref().map(parse_time).unwrap_or(0);
+    let running = state.running.unwrap_or(false) || state.restarting.unwrap_or(false);
+    let phase = if running {
+        Phase::Running
+    } else if started_at == 0 && finished_at == 0 {
+        Phase::Created
+    } else {
+        Phase::Exited
+    };
+    Observed {
+        phase,
+        exit_code: state.exit_code.unwrap_or(0) as i32,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        started_at,
+        finished_at: if phase == Phase::Exited {
+            finished_at
+        } else {
+            0
+        },
+        error: state.error.clone().unwrap_or_default(),
+    }
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 time from Docker; Docker's zero time
+/// (`0001-01-01T00:00:00Z`) and anything unparsable are 0.
+pub fn parse_time(s: &str) -> i64 {
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_times() {
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), 0);
+        assert_eq!(parse_time("1970-01-01T00:00:01.000000005Z"), 1_000_000_005);
+        assert_eq!(parse_time("garbage"), 0);
+    }
+}

@@ -1,0 +1,79 @@
+//! Exit tracking: follows Docker's events for this pod's containers and re-reads a container
+//! on every event that can change its state. Each (re)subscription starts with a full re-read
+//! and asks Docker to replay events since just before it, so an exit that happened while no
+//! one was listening (shim restart, dockerd restart) is still recorded with Docker's own exit
+//! code and times.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::query_parameters::EventsOptions;
+use futures_util::StreamExt;
+
+use crate::docker::now_ns;
+use crate::lifecycle::Pod;
+
+/// Actions after which a container's state may differ.
+const ACTIONS: &[&str] = &[
+    "create", "start", "die", "oom", "kill", "stop", "destroy", "restart",
+];
+
+pub async fn watch(pod: Arc<Pod>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let since = now_ns();
+        if let Err(e) = pod.resync().await {
+            tracing::warn!(error = %e, "re-reading the pod's containers");
+        }
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!(
+                    "{}={}",
+                    dockpod_proto::labels::SHIM_ID,
+                    pod.shim_id
+                )],
+            ),
+            (
+                "event".to_string(),
+                ACTIONS.iter().map(|a| a.to_string()).collect(),
+            ),
+        ]);
+        let options = EventsOptions {
+            since: Some(format!(
+                "{}.{:09}",
+                since / 1_000_000_000,
+                since % 1_000_000_000
+            )),
+            until: None,
+            filters: Some(filters),
+        };
+        let mut events = pod.engine.api().events(Some(options));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    delay = Duration::from_millis(100);
+                    let Some(id) = event.actor.and_then(|a| a.id) else {
+                        continue;
+                    };
+                    let result = if id == pod.record().sandbox_id {
+                        pod.refresh_sandbox().await
+                    } else {
+                        pod.refresh_container(&id).await
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, container = %id, "refreshing after an event");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "docker event stream failed; reconnecting");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,533 @@
+//! The pod's operations: sandbox and container lifecycle against Docker, each followed by a
+//! fresh look at what Docker did (inspect), a durable record and the CRI events it means.
+//! Lifecycle changes are serialised by one async lock; the record's own lock is never held
+//! across a Docker call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bollard::models::ContainerUpdateBody;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerState, ContainerStatus,
+    LinuxContainerResources, PodSandboxConfig,
+};
+use tokio::sync::{broadcast, Notify};
+
+use crate::docker::{now_ns, observe, Engine};
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::pod::{ContainerRecord, PodRecord};
+use crate::spec::{self, Context};
+use crate::state::Store;
+
+/// Grace period for containers that StopPodSandbox stops (the kubelet normally stopped them
+/// already with the pod's own grace period).
+const SANDBOX_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Events kept for a slow subscriber before it starts missing them.
+const EVENT_BUFFER: usize = 256;
+
+pub struct Pod {
+    pub engine: Engine,
+    pub instance: String,
+    pub shim_id: String,
+    pub sandbox_image: String,
+    pub host: Host,
+    record: Mutex<PodRecord>,
+    store: Store,
+    lifecycle: tokio::sync::Mutex<()>,
+    events: broadcast::Sender<ContainerEventResponse>,
+    /// Notified when the pod is removed and the shim should exit.
+    pub removed: Arc<Notify>,
+}
+
+impl Pod {
+    pub fn new(
+        engine: Engine,
+        instance: String,
+        shim_id: String,
+        sandbox_image: String,
+        store: Store,
+        record: PodRecord,
+    ) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Pod {
+            engine,
+            instance,
+            shim_id,
+            sandbox_image,
+            host: Host::detect(),
+            record: Mutex::new(record),
+            store,
+            lifecycle: tokio::sync::Mutex::new(()),
+            events,
+            removed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The record; a poisoned lock still holds the last consistent record, so it is used.
+    pub fn record(&self) -> MutexGuard<'_, PodRecord> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> PodRecord {
+        self.record().clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEventResponse> {
+        self.events.subscribe()
+    }
+
+    fn persist(&self) -> Result<()> {
+        let record = self.snapshot();
+        self.store.save(&record)
+    }
+
+    fn ctx(&self) -> Context<'_> {
+        Context {
+            instance: &self.instance,
+            shim_id: &self.shim_id,
+            host: self.host,
+        }
+    }
+
+    fn emit(&self, container_id: &str, kind: ContainerEventType) {
+        let record = self.snapshot();
+        let event = ContainerEventResponse {
+            container_id: container_id.to_string(),
+            container_event_type: kind as i32,
+            created_at: now_ns(),
+            pod_sandbox_status: Some(record.status()),
+            containers_statuses: record
+                .containers
+                .values()
+                .map(ContainerRecord::status)
+                .collect(),
+        };
+        // No subscriber is fine: the front subscribes when it cares.
+        let _ = self.events.send(event);
+    }
+
+    /// Creates and starts the sandbox container; on any failure removes what it created.
+    pub async fn run_sandbox(
+        &self,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String> {
+        let _guard = self.lifecycle.lock().await;
+        if !runtime_handler.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "runtime handler {runtime_handler:?} is not configured (dockpod has only the default handler)"
+            )));
+        }
+        if !self.record().sandbox_id.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "shim {} already runs sandbox {}",
+                self.shim_id,
+                self.record().sandbox_id
+            )));
+        }
+        let (name, body) = spec::sandbox(&self.ctx(), &config, &self.sandbox_image)?;
+        if self
+            .engine
+            .api()
+            .inspect_image(&self.sandbox_image)
+            .await
+            .is_err()
+        {
+            return Err(Error::NotFound(format!(
+                "sandbox image {} is not present (contrib/setup.sh builds the default one)",
+                self.sandbox_image
+            )));
+        }
+        let id = self.engine.create(&name, body).await?;
+        match self.start_sandbox(&id, config, runtime_handler).await {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                if let Err(cleanup) = self.engine.remove(&id).await {
+                    tracing::error!(error = %cleanup, sandbox = %id, "removing the failed sandbox container");
+                }
+                *self.record() = PodRecord {
+                    shim_id: self.shim_id.clone(),
+                    ..Default::default()
+                };
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_sandbox(
+        &self,
+        id: &str,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<()> {
+        self.engine.start(id).await?;
+        let inspect = self.engine.inspect(id).await?.ok_or_else(|| {
+            Error::NotFound(format!("sandbox container {id} vanished after start"))
+        })?;
+        let ips = pod_ips(&inspect);
+        {
+            let mut r = self.record();
+            r.sandbox_id = id.to_string();
+            r.config = config;
+            r.runtime_handler = runtime_handler;
+            r.created_at = inspect
+                .created
+                .as_deref()
+                .map(crate::docker::parse_time)
+                .unwrap_or_else(now_ns);
+            r.ready = true;
+            r.ips = ips;
+        }
+        self.persist()?;
+        if let Err(e) = crate::title::show_sandbox(id) {
+            tracing::debug!(error = %e, "cannot show the sandbox ID on the command line");
+        }
+        tracing::info!(sandbox = %id, pod = %self.record().display_name(), "sandbox running");
+        Ok(())
+    }
+
+    /// Stops every container, then the sandbox. Idempotent.
+    pub async fn stop_sandbox(&self) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let (sandbox, ids) = {
+            let r = self.record();
+            (
+                r.sandbox_id.clone(),
+                r.containers.keys().cloned().collect::<Vec<_>>(),
+            )
+        };
+        let stops = ids
+            .iter()
+            .map(|id| self.engine.stop(id, SANDBOX_STOP_GRACE));
+        for result in futures_util::future::join_all(stops).await {
+            result?;
+        }
+        for id in &ids {
+            self.refresh_container(id).await?;
+        }
+        if !sandbox.is_empty() {
+            self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;
+        }
+        self.record().ready = false;
+        self.persist()
+    }
+
+    /// Removes every container, the sandbox and the pod's state; the shim exits afterwards.
+    pub async fn remove_sandbox(&self) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let (sandbox, ids) = {
+            let r = self.record();
+            (
+                r.sandbox_id.clone(),
+                r.containers.keys().cloned().collect::<Vec<_>>(),
+            )
+        };
+        for id in &ids {
+            self.engine.remove(id).await?;
+            self.record().containers.remove(id);
+            self.emit(id, ContainerEventType::ContainerDeletedEvent);
+        }
+        if !sandbox.is_empty() {
+            self.engine.remove(&sandbox).await?;
+        }
+        self.record().ready = false;
+        self.store.remove()?;
+        tracing::info!(sandbox = %sandbox, "pod removed; shim exiting");
+        self.removed.notify_one();
+        Ok(())
+    }
+
+    /// Refreshes the sandbox's readiness from Docker.
+    pub async fn refresh_sandbox(&self) -> Result<()> {
+        let id = self.record().sandbox_id.clone();
+        if id.is_empty() {
+            return Ok(());
+        }
+        let inspect = self.engine.inspect(&id).await?;
+        let running = inspect
+            .as_ref()
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.running)
+            .unwrap_or(false);
+        let changed = {
+            let mut r = self.record();
+            let changed = r.ready && !running;
+            if changed {
+                r.ready = false;
+            }
+            changed
+        };
+        if changed {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads one container from Docker and records (and announces) what changed.
+    pub async fn refresh_container(&self, id: &str) -> Result<()> {
+        if !self.record().containers.contains_key(id) {
+            return Ok(());
+        }
+        let inspect = self.engine.inspect(id).await?;
+        let seen = observe(inspect.as_ref());
+        let event = match self.record().containers.get_mut(id) {
+            Some(c) => c.observe(&seen),
+            None => return Ok(()),
+        };
+        if let Some(kind) = event {
+            self.persist()?;
+            self.emit(id, kind);
+        }
+        Ok(())
+    }
+
+    /// Re-reads the sandbox and every container: after a (re)connect to Docker's events
+    /// nothing that happened meanwhile is trusted to have been seen.
+    pub async fn resync(&self) -> Result<()> {
+        self.refresh_sandbox().await?;
+        let ids: Vec<String> = self.record().containers.keys().cloned().collect();
+        for id in ids {
+            self.refresh_container(&id).await?;
+        }
+        Ok(())
+    }
+
+    fn check_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let r = self.record();
+        if sandbox_id != r.sandbox_id {
+            return Err(Error::NotFound(format!(
+                "pod sandbox {sandbox_id} not found"
+            )));
+        }
+        if !r.ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {sandbox_id} is not ready"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: ContainerConfig,
+        sandbox_config: Option<PodSandboxConfig>,
+    ) -> Result<String> {
+        let _guard = self.lifecycle.lock().await;
+        self.check_sandbox(sandbox_id)?;
+        let pod_config = sandbox_config.unwrap_or_else(|| self.record().config.clone());
+        let image = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image.is_empty() {
+            return Err(Error::InvalidArgument("container image is empty".into()));
+        }
+        let image_id = match self.engine.api().inspect_image(&image).await {
+            Ok(i) => i.id.unwrap_or_default(),
+            Err(e) if crate::error::is_not_found(&e) => {
+                return Err(Error::NotFound(format!(
+                    "image {image:?} not found; pull it first"
+                )))
+            }
+            Err(e) => return Err(Error::docker(format!("inspecting image {image:?}"))(e)),
+        };
+        let (name, body) =
+            spec::container(&self.ctx(), sandbox_id, &pod_config, &config, &image_id)?;
+        let log_path =
+            dockpod_proto::validate::log_file(&pod_config.log_directory, &config.log_path)?
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+        let id = self.engine.create(&name, body).await?;
+        let created_at = match self.engine.inspect(&id).await {
+            Ok(Some(c)) => c
+                .created
+                .as_deref()
+                .map(crate::docker::parse_time)
+                .unwrap_or_else(now_ns),
+            _ => now_ns(),
+        };
+        let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
+        let record = ContainerRecord {
+            id: id.clone(),
+            config,
+            image_id,
+            log_path,
+            created_at,
+            state: ContainerState::ContainerCreated as i32,
+            resources,
+            ..Default::default()
+        };
+        self.record().containers.insert(id.clone(), record);
+        if let Err(e) = self.persist() {
+            self.record().containers.remove(&id);
+            let _ = self.engine.remove(&id).await;
+            return Err(e);
+        }
+        self.emit(&id, ContainerEventType::ContainerCreatedEvent);
+        tracing::info!(container = %id, name = %name, "container created");
+        Ok(id)
+    }
+
+    fn resolve(&self, id: &str) -> Option<String> {
+        self.record().find(id).map(|c| c.id.clone())
+    }
+
+    fn require(&self, id: &str) -> Result<String> {
+        self.resolve(id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "container {id} not found in pod {}",
+                self.record().display_name()
+            ))
+        })
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let id = self.require(id)?;
+        self.engine.start(&id).await?;
+        self.refresh_container(&id).await
+    }
+
+    /// Stops with `timeout` seconds of grace; an unknown or stopped container is fine.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(id) = self.resolve(id) else {
+            return Ok(());
+        };
+        self.engine
+            .stop(&id, Duration::from_secs(timeout.max(0) as u64))
+            .await?;
+        self.refresh_container(&id).await
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(id) = self.resolve(id) else {
+            return Ok(());
+        };
+        self.engine.remove(&id).await?;
+        self.record().containers.remove(&id);
+        self.persist()?;
+        self.emit(&id, ContainerEventType::ContainerDeletedEvent);
+        Ok(())
+    }
+
+    pub async fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<(ContainerStatus, HashMap<String, String>)> {
+        let id = self.require(id)?;
+        let inspect = self.engine.inspect(&id).await?;
+        let seen = observe(inspect.as_ref());
+        let event = self
+            .record()
+            .containers
+            .get_mut(&id)
+            .and_then(|c| c.observe(&seen));
+        if let Some(kind) = event {
+            self.persist()?;
+            self.emit(&id, kind);
+        }
+        let status = self
+            .record()
+            .containers
+            .get(&id)
+            .map(ContainerRecord::status)
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        let mut info = HashMap::new();
+        if verbose {
+            let pid = inspect
+                .as_ref()
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.pid)
+                .unwrap_or(0);
+            let details = serde_json::json!({
+                "pid": pid,
+                "shimPid": std::process::id(),
+                "sandboxID": self.record().sandbox_id,
+                "inspect": inspect,
+            });
+            info.insert("info".to_string(), details.to_string());
+        }
+        Ok((status, info))
+    }
+
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: Option<LinuxContainerResources>,
+    ) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let id = self.require(id)?;
+        let Some(r) = resources else { return Ok(()) };
+        let mut host = bollard::models::HostConfig::default();
+        spec::apply_resources(&mut host, &r, self.host);
+        let body = ContainerUpdateBody {
+            cpu_period: host.cpu_period,
+            cpu_quota: host.cpu_quota,
+            cpu_shares: host.cpu_shares,
+            memory: host.memory,
+            memory_swap: host.memory_swap,
+            cpuset_cpus: host.cpuset_cpus,
+            cpuset_mems: host.cpuset_mems,
+            ..Default::default()
+        };
+        self.engine
+            .api()
+            .update_container(&id, body)
+            .await
+            .map_err(Error::docker(format!(
+                "updating resources of container {id}"
+            )))?;
+        if let Some(c) = self.record().containers.get_mut(&id) {
+            c.resources = Some(r);
+        }
+        self.persist()
+    }
+
+    /// The Docker ID of a running container of this pod, for exec.
+    pub fn running(&self, id: &str) -> Result<String> {
+        let id = self.require(id)?;
+        let running = self
+            .record()
+            .containers
+            .get(&id)
+            .is_some_and(|c| c.state == ContainerState::ContainerRunning as i32);
+        if running {
+            Ok(id)
+        } else {
+            Err(Error::FailedPrecondition(format!(
+                "container {id} is not running"
+            )))
+        }
+    }
+}
+
+/// Pod IPs from Docker's network settings, IPv4 first (the kubelet's primary), then IPv6.
+fn pod_ips(inspect: &bollard::models::ContainerInspectResponse) -> Vec<String> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let networks = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    for endpoint in networks.into_iter().flat_map(|n| n.values()) {
+        if let Some(ip) = endpoint.ip_address.as_ref().filter(|s| !s.is_empty()) {
+            v4.push(ip.clone());
+        }
+        if let Some(ip) = endpoint
+            .global_ipv6_address
+            .as_ref()
+            .filter(|s| !s.is_empty())
+        {
+            v6.push(ip.clone());
+        }
+    }
+    v4.extend(v6);
+    v4
+}

@@ -1,0 +1,328 @@
+//! The pod as the shim knows it: the sandbox and its containers, persisted as one record, and
+//! the pure rules that turn what Docker reports into CRI states, statuses and events. Nothing
+//! here talks to Docker, so it is tested without one.
+
+use std::collections::BTreeMap;
+
+use k8s_cri::v1::{
+    Container, ContainerConfig, ContainerEventType, ContainerResources, ContainerState,
+    ContainerStatus, ImageSpec, LinuxContainerResources, LinuxPodSandboxStatus, Namespace, PodIp,
+    PodSandbox, PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything the shim persists about its pod.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub shim_id: String,
+    /// Docker ID of the sandbox container; empty until it is created.
+    pub sandbox_id: String,
+    pub config: PodSandboxConfig,
+    pub runtime_handler: String,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    pub ready: bool,
+    /// Pod IPs, primary first.
+    pub ips: Vec<String>,
+    pub containers: BTreeMap<String, ContainerRecord>,
+}
+
+/// One application container of the pod.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub config: ContainerConfig,
+    /// Image ID (`sha256:...`) the container was created from.
+    pub image_id: String,
+    /// Full path of the container's CRI log file, empty for none.
+    pub log_path: String,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub state: i32,
+    pub reason: String,
+    pub message: String,
+    /// Resources as last set (create or UpdateContainerResources).
+    pub resources: Option<LinuxContainerResources>,
+}
+
+/// A container's lifecycle as Docker reports it, reduced to what the CRI needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Created,
+    Running,
+    Exited,
+    /// Docker has no such container any more.
+    Gone,
+}
+
+/// One observation of a container (from an inspect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub phase: Phase,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub error: String,
+}
+
+impl ContainerRecord {
+    /// Applies an observation; returns the CRI event its change of state means, if any.
+    pub fn observe(&mut self, seen: &Observed) -> Option<ContainerEventType> {
+        let before = self.state;
+        match seen.phase {
+            Phase::Created => self.state = ContainerState::ContainerCreated as i32,
+            Phase::Running => {
+                self.state = ContainerState::ContainerRunning as i32;
+                self.started_at = seen.started_at;
+            }
+            Phase::Exited => {
+                self.state = ContainerState::ContainerExited as i32;
+                self.started_at = seen.started_at;
+                self.finished_at = seen.finished_at;
+                self.exit_code = seen.exit_code;
+                (self.reason, self.message) = exit_reason(seen);
+            }
+            // A container removed behind our back has exited as far as anyone can tell.
+            Phase::Gone => {
+                if self.state != ContainerState::ContainerExited as i32 {
+                    self.state = ContainerState::ContainerExited as i32;
+                    self.reason = "Error".into();
+                    self.message = "container was removed outside of dockpod".into();
+                    if self.exit_code == 0 {
+                        self.exit_code = -1;
+                    }
+                }
+            }
+        }
+        if before == self.state {
+            return None;
+        }
+        match self.state {
+            s if s == ContainerState::ContainerRunning as i32 => {
+                Some(ContainerEventType::ContainerStartedEvent)
+            }
+            s if s == ContainerState::ContainerExited as i32 => {
+                Some(ContainerEventType::ContainerStoppedEvent)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn to_cri(&self, sandbox_id: &str) -> Container {
+        Container {
+            id: self.id.clone(),
+            pod_sandbox_id: sandbox_id.to_string(),
+            metadata: self.config.metadata.clone(),
+            image: Some(self.image_spec()),
+            image_ref: self.image_id.clone(),
+            image_id: self.image_id.clone(),
+            state: self.state,
+            created_at: self.created_at,
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+        }
+    }
+
+    fn image_spec(&self) -> ImageSpec {
+        let requested = self.config.image.clone().unwrap_or_default();
+        ImageSpec {
+            image: requested.image,
+            annotations: requested.annotations,
+            user_specified_image: requested.user_specified_image,
+            runtime_handler: requested.runtime_handler,
+        }
+    }
+
+    pub fn status(&self) -> ContainerStatus {
+        ContainerStatus {
+            id: self.id.clone(),
+            metadata: self.config.metadata.clone(),
+            state: self.state,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            exit_code: self.exit_code,
+            image: Some(self.image_spec()),
+            image_ref: self.image_id.clone(),
+            image_id: self.image_id.clone(),
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            mounts: self.config.mounts.clone(),
+            log_path: self.log_path.clone(),
+            resources: self.resources.clone().map(|linux| ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            }),
+            user: None,
+        }
+    }
+}
+
+/// Reason and message of an exit, as the kubelet shows them.
+fn exit_reason(seen: &Observed) -> (String, String) {
+    if seen.oom_killed {
+        ("OOMKilled".into(), seen.error.clone())
+    } else if seen.exit_code == 0 {
+        ("Completed".into(), String::new())
+    } else {
+        ("Error".into(), seen.error.clone())
+    }
+}
+
+impl PodRecord {
+    pub fn state(&self) -> PodSandboxState {
+        if self.ready {
+            PodSandboxState::SandboxReady
+        } else {
+            PodSandboxState::SandboxNotready
+        }
+    }
+
+    pub fn to_cri(&self) -> PodSandbox {
+        PodSandbox {
+            id: self.sandbox_id.clone(),
+            metadata: self.config.metadata.clone(),
+            state: self.state() as i32,
+            created_at: self.created_at,
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            runtime_handler: self.runtime_handler.clone(),
+        }
+    }
+
+    pub fn status(&self) -> PodSandboxStatus {
+        let options = self
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let network = self
+            .ips
+            .split_first()
+            .map(|(ip, rest)| PodSandboxNetworkStatus {
+                ip: ip.clone(),
+                additional_ips: rest.iter().map(|ip| PodIp { ip: ip.clone() }).collect(),
+            });
+        PodSandboxStatus {
+            id: self.sandbox_id.clone(),
+            metadata: self.config.metadata.clone(),
+            state: self.state() as i32,
+            created_at: self.created_at,
+            network: Some(network.unwrap_or_default()),
+            linux: Some(LinuxPodSandboxStatus {
+                namespaces: Some(Namespace {
+                    options: Some(options),
+                }),
+            }),
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            runtime_handler: self.runtime_handler.clone(),
+        }
+    }
+
+    /// `namespace/name` of the pod, for logs and `ps`.
+    pub fn display_name(&self) -> String {
+        self.config
+            .metadata
+            .as_ref()
+            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .unwrap_or_default()
+    }
+
+    /// Finds a container by full ID or unique prefix.
+    pub fn find(&self, id: &str) -> Option<&ContainerRecord> {
+        if let Some(c) = self.containers.get(id) {
+            return Some(c);
+        }
+        let mut matches = self
+            .containers
+            .range(id.to_string()..)
+            .take_while(|(k, _)| k.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some((_, c)), None) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn running_containers(&self) -> usize {
+        self.containers
+            .values()
+            .filter(|c| c.state == ContainerState::ContainerRunning as i32)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(phase: Phase, exit_code: i32, oom: bool) -> Observed {
+        Observed {
+            phase,
+            exit_code,
+            oom_killed: oom,
+            started_at: 10,
+            finished_at: if phase == Phase::Exited { 20 } else { 0 },
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn lifecycle_emits_started_then_stopped_once() {
+        let mut c = ContainerRecord::default();
+        assert_eq!(c.observe(&seen(Phase::Created, 0, false)), None);
+        assert_eq!(
+            c.observe(&seen(Phase::Running, 0, false)),
+            Some(ContainerEventType::ContainerStartedEvent)
+        );
+        assert_eq!(c.observe(&seen(Phase::Running, 0, false)), None);
+        assert_eq!(
+            c.observe(&seen(Phase::Exited, 3, false)),
+            Some(ContainerEventType::ContainerStoppedEvent)
+        );
+        assert_eq!(c.observe(&seen(Phase::Exited, 3, false)), None);
+        assert_eq!((c.exit_code, c.reason.as_str()), (3, "Error"));
+        assert_eq!((c.started_at, c.finished_at), (10, 20));
+    }
+
+    #[test]
+    fn exit_reasons() {
+        let mut c = ContainerRecord::default();
+        c.observe(&seen(Phase::Exited, 0, false));
+        assert_eq!(c.reason, "Completed");
+        let mut c = ContainerRecord::default();
+        c.observe(&seen(Phase::Exited, 137, true));
+        assert_eq!((c.reason.as_str(), c.exit_code), ("OOMKilled", 137));
+        let mut c = ContainerRecord::default();
+        c.observe(&seen(Phase::Running, 0, false));
+        assert_eq!(
+            c.observe(&seen(Phase::Gone, 0, false)),
+            Some(ContainerEventType::ContainerStoppedEvent)
+        );
+        assert_eq!(c.reason, "Error");
+    }
+
+    #[test]
+    fn finds_by_unique_prefix() {
+        let mut pod = PodRecord::default();
+        for id in ["aa11", "aa22", "bb33"] {
+            pod.containers.insert(
+                id.into(),
+                ContainerRecord {
+                    id: id.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(pod.find("bb").map(|c| c.id.as_str()), Some("bb33"));
+        assert!(pod.find("aa").is_none(), "ambiguous prefix");
+        assert_eq!(pod.find("aa22").map(|c| c.id.as_str()), Some("aa22"));
+    }
+}

@@ -1,0 +1,529 @@
+//! Translation of the CRI's sandbox and container configurations into Docker create requests:
+//! names and labels of the Kubernetes convention, namespaces shared with the sandbox, mounts,
+//! devices, security context and resources. Validation happens here too, before anything is
+//! created.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig, PortBinding};
+use dockpod_proto::labels;
+use dockpod_proto::validate;
+use k8s_cri::v1::{
+    security_profile::ProfileType, ContainerConfig, LinuxContainerResources, MountPropagation,
+    NamespaceMode, PodSandboxConfig, PodSandboxMetadata, Protocol, SecurityProfile,
+};
+
+use crate::error::{Error, Result};
+use crate::host::Host;
+
+/// What the translation needs besides the request.
+pub struct Context<'a> {
+    pub instance: &'a str,
+    pub shim_id: &'a str,
+    pub host: Host,
+}
+
+/// OOM score of sandbox containers, as the kubelet's dockershim gave them.
+const SANDBOX_OOM_SCORE_ADJ: i64 = -998;
+
+fn base_labels(
+    ctx: &Context,
+    meta: &PodSandboxMetadata,
+    kind: &str,
+    user: &HashMap<String, String>,
+    annotations: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = user.clone();
+    for (k, v) in annotations {
+        l.insert(format!("{}{k}", labels::ANNOTATION_PREFIX), v.clone());
+    }
+    l.insert(labels::DOCKER_TYPE.into(), kind.into());
+    l.insert(labels::POD_NAME.into(), meta.name.clone());
+    l.insert(labels::POD_NAMESPACE.into(), meta.namespace.clone());
+    l.insert(labels::POD_UID.into(), meta.uid.clone());
+    l.insert(labels::INSTANCE.into(), ctx.instance.into());
+    l.insert(labels::SHIM_ID.into(), ctx.shim_id.into());
+    l
+}
+
+fn mode(
+    options: Option<&k8s_cri::v1::NamespaceOption>,
+    pick: fn(&k8s_cri::v1::NamespaceOption) -> i32,
+) -> NamespaceMode {
+    options
+        .map(pick)
+        .and_then(|m| NamespaceMode::try_from(m).ok())
+        .unwrap_or(NamespaceMode::Pod)
+}
+
+/// The sandbox ("pause") container of a pod.
+pub fn sandbox(
+    ctx: &Context,
+    config: &PodSandboxConfig,
+    image: &str,
+) -> Result<(String, ContainerCreateBody)> {
+    let meta = validate::sandbox_config(config)?;
+    let name = labels::sandbox_name(&meta.name, &meta.namespace, &meta.uid, meta.attempt);
+    let mut l = base_labels(
+        ctx,
+        meta,
+        labels::TYPE_SANDBOX,
+        &config.labels,
+        &config.annotations,
+    );
+    l.insert(labels::CONTAINER_NAME.into(), "POD".into());
+    let linux = config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let ns = sc.namespace_options.as_ref();
+    let host_network = mode(ns, |o| o.network) == NamespaceMode::Node;
+    let mut host = HostConfig {
+        network_mode: Some(if host_network { "host" } else { "bridge" }.into()),
+        ipc_mode: Some(
+            if mode(ns, |o| o.ipc) == NamespaceMode::Node {
+                "host"
+            } else {
+                "shareable"
+            }
+            .into(),
+        ),
+        pid_mode: (mode(ns, |o| o.pid) == NamespaceMode::Node).then(|| "host".into()),
+        oom_score_adj: Some(ctx.host.oom_score_adj(SANDBOX_OOM_SCORE_ADJ)),
+        cgroup_parent: non_empty(&linux.cgroup_parent),
+        privileged: Some(sc.privileged),
+        readonly_rootfs: Some(sc.readonly_rootfs),
+        security_opt: Some(security_opts(
+            sc.seccomp.as_ref(),
+            sc.apparmor.as_ref(),
+            false,
+        )?),
+        group_add: list(sc.supplemental_groups.iter().map(|g| g.to_string())),
+        ..Default::default()
+    };
+    if !linux.sysctls.is_empty() {
+        host.sysctls = Some(linux.sysctls.clone());
+    }
+    if let Some(dns) = &config.dns_config {
+        if !host_network {
+            host.dns = list(dns.servers.iter().cloned());
+            host.dns_search = list(dns.searches.iter().cloned());
+            host.dns_options = list(dns.options.iter().cloned());
+        }
+    }
+    let mut exposed: HashMap<String, ()> = HashMap::new();
+    if !host_network && !config.port_mappings.is_empty() {
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for pm in &config.port_mappings {
+            let proto = match Protocol::try_from(pm.protocol) {
+                Ok(Protocol::Udp) => "udp",
+                Ok(Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            };
+            if !(1..=65535).contains(&pm.container_port) {
+                return Err(Error::InvalidArgument(format!(
+                    "container port {} is out of range",
+                    pm.container_port
+                )));
+            }
+            let key = format!("{}/{proto}", pm.container_port);
+            exposed.insert(key.clone(), ());
+            if pm.host_port > 0 {
+                bindings
+                    .entry(key)
+                    .or_insert_with(|| Some(Vec::new()))
+                    .get_or_insert_with(Vec::new)
+                    .push(PortBinding {
+                        host_ip: non_empty(&pm.host_ip),
+                        host_port: Some(pm.host_port.to_string()),
+                    });
+            }
+        }
+        host.port_bindings = Some(bindings);
+    }
+    let user = sc.run_as_user.as_ref().map(|u| match &sc.run_as_group {
+        Some(g) => format!("{}:{}", u.value, g.value),
+        None => u.value.to_string(),
+    });
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        hostname: (!host_network)
+            .then(|| non_empty(&config.hostname))
+            .flatten(),
+        labels: Some(l),
+        user,
+        exposed_ports: (!exposed.is_empty()).then_some(exposed.into_keys().collect()),
+        host_config: Some(host),
+        ..Default::default()
+    };
+    Ok((name, body))
+}
+
+/// An application container of the pod whose sandbox is `sandbox_id`.
+pub fn container(
+    ctx: &Context,
+    sandbox_id: &str,
+    sandbox: &PodSandboxConfig,
+    config: &ContainerConfig,
+    image_id: &str,
+) -> Result<(String, ContainerCreateBody)> {
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("container metadata is missing".into()))?;
+    validate::name("container name", &meta.name)?;
+    validate::labels("labels", &config.labels)?;
+    validate::labels("annotations", &config.annotations)?;
+    let pod = validate::sandbox_config(sandbox)?;
+    let log_file = validate::log_file(&sandbox.log_directory, &config.log_path)?;
+    let name = labels::container_name(
+        &meta.name,
+        &pod.name,
+        &pod.namespace,
+        &pod.uid,
+        meta.attempt,
+    );
+    let mut l = base_labels(
+        ctx,
+        pod,
+        labels::TYPE_CONTAINER,
+        &config.labels,
+        &config.annotations,
+    );
+    l.insert(labels::CONTAINER_NAME.into(), meta.name.clone());
+    l.insert(labels::SANDBOX_ID.into(), sandbox_id.into());
+    if let Some(f) = &log_file {
+        l.insert(labels::LOG_PATH.into(), f.display().to_string());
+    }
+
+    let linux = config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let ns = sc.namespace_options.as_ref();
+    let pod_ns = sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    let shared = format!("container:{sandbox_id}");
+    let network_mode = if mode(pod_ns, |o| o.network) == NamespaceMode::Node {
+        "host".to_string()
+    } else {
+        shared.clone()
+    };
+    let ipc_mode = if mode(pod_ns, |o| o.ipc) == NamespaceMode::Node {
+        "host".to_string()
+    } else {
+        shared.clone()
+    };
+    let pid_mode = match mode(ns, |o| o.pid) {
+        NamespaceMode::Pod => Some(shared.clone()),
+        NamespaceMode::Node => Some("host".to_string()),
+        NamespaceMode::Target => {
+            let target = ns.map(|o| o.target_id.clone()).unwrap_or_default();
+            validate::id("target container", &target)?;
+            Some(format!("container:{target}"))
+        }
+        NamespaceMode::Container => None,
+    };
+
+    let mut binds = Vec::with_capacity(config.mounts.len());
+    for m in &config.mounts {
+        if !m.container_path.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "mount path {:?} is not absolute",
+                m.container_path
+            )));
+        }
+        if m.host_path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?} has no host path",
+                m.container_path
+            )));
+        }
+        // Docker binds the symlink's target anyway; resolving it here keeps the bind valid
+        // when the link is relative.
+        let source = std::fs::canonicalize(&m.host_path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| m.host_path.clone());
+        let mut opts = vec![if m.readonly { "ro" } else { "rw" }];
+        match MountPropagation::try_from(m.propagation) {
+            Ok(MountPropagation::PropagationHostToContainer) => opts.push("rslave"),
+            Ok(MountPropagation::PropagationBidirectional) => opts.push("rshared"),
+            _ => {}
+        }
+        binds.push(format!("{source}:{}:{}", m.container_path, opts.join(",")));
+    }
+    let devices = config
+        .devices
+        .iter()
+        .map(|d| DeviceMapping {
+            path_on_host: Some(d.host_path.clone()),
+            path_in_container: Some(d.container_path.clone()),
+            cgroup_permissions: Some(if d.permissions.is_empty() {
+                "rwm".into()
+            } else {
+                d.permissions.clone()
+            }),
+        })
+        .collect::<Vec<_>>();
+
+    let resources = linux.resources.clone().unwrap_or_default();
+    let mut host = HostConfig {
+        network_mode: Some(network_mode),
+        ipc_mode: Some(ipc_mode),
+        pid_mode,
+        binds: list(binds.into_iter()),
+        devices: (!devices.is_empty()).then_some(devices),
+        privileged: Some(sc.privileged),
+        readonly_rootfs: Some(sc.readonly_rootfs),
+        cap_add: list(
+            sc.capabilities
+                .iter()
+                .flat_map(|c| c.add_capabilities.iter().cloned()),
+        ),
+        cap_drop: list(
+            sc.capabilities
+                .iter()
+                .flat_map(|c| c.drop_capabilities.iter().cloned()),
+        ),
+        group_add: list(sc.supplemental_groups.iter().map(|g| g.to_string())),
+        security_opt: Some(security_opts(
+            sc.seccomp.as_ref(),
+            sc.apparmor.as_ref(),
+            sc.no_new_privs,
+        )?),
+        masked_paths: (!sc.masked_paths.is_empty()).then(|| sc.masked_paths.clone()),
+        readonly_paths: (!sc.readonly_paths.is_empty()).then(|| sc.readonly_paths.clone()),
+        cgroup_parent: sandbox
+            .linux
+            .as_ref()
+            .and_then(|l| non_empty(&l.cgroup_parent)),
+        ..Default::default()
+    };
+    apply_resources(&mut host, &resources, ctx.host);
+
+    let user = if let Some(u) = &sc.run_as_user {
+        Some(match &sc.run_as_group {
+            Some(g) => format!("{}:{}", u.value, g.value),
+            None => u.value.to_string(),
+        })
+    } else if !sc.run_as_username.is_empty() {
+        Some(match &sc.run_as_group {
+            Some(g) => format!("{}:{}", sc.run_as_username, g.value),
+            None => sc.run_as_username.clone(),
+        })
+    } else {
+        None
+    };
+    let env = config
+        .envs
+        .iter()
+        .map(|kv| {
+            if kv.key.is_empty() || kv.key.contains('=') {
+                Err(Error::InvalidArgument(format!(
+                    "environment variable name {:?} is invalid",
+                    kv.key
+                )))
+            } else {
+                Ok(format!("{}={}", kv.key, kv.value))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let body = ContainerCreateBody {
+        image: Some(image_id.to_string()),
+        entrypoint: list(config.command.iter().cloned()),
+        cmd: list(config.args.iter().cloned()),
+        working_dir: non_empty(&config.working_dir),
+        env: list(env.into_iter()),
+        labels: Some(l),
+        tty: Some(config.tty),
+        open_stdin: Some(config.stdin),
+        stdin_once: Some(config.stdin_once),
+        attach_stdin: Some(config.stdin),
+        user,
+        host_config: Some(host),
+        ..Default::default()
+    };
+    Ok((name, body))
+}
+
+/// Docker's view of the CRI's Linux resources; used at create and by
+/// UpdateContainerResources.
+pub fn apply_resources(host: &mut HostConfig, r: &LinuxContainerResources, h: Host) {
+    let positive = |v: i64| (v > 0).then_some(v);
+    host.cpu_period = positive(r.cpu_period);
+    host.cpu_quota = positive(r.cpu_quota);
+    host.cpu_shares = positive(r.cpu_shares);
+    host.memory = positive(r.memory_limit_in_bytes);
+    host.memory_swap = match r.memory_swap_limit_in_bytes {
+        v if v > 0 => Some(v),
+        _ => None,
+    };
+    host.cpuset_cpus = non_empty(&r.cpuset_cpus);
+    host.cpuset_mems = non_empty(&r.cpuset_mems);
+    if r.oom_score_adj != 0 {
+        host.oom_score_adj = Some(h.oom_score_adj(r.oom_score_adj));
+    }
+}
+
+fn security_opts(
+    seccomp: Option<&SecurityProfile>,
+    apparmor: Option<&SecurityProfile>,
+    no_new_privs: bool,
+) -> Result<Vec<String>> {
+    let mut opts = Vec::new();
+    if let Some(p) = seccomp {
+        match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::Unconfined) => opts.push("seccomp=unconfined".to_string()),
+            Ok(ProfileType::Localhost) => {
+                let path = p.localhost_ref.trim_start_matches("localhost/");
+                let profile = std::fs::read_to_string(path).map_err(|e| {
+                    Error::InvalidArgument(format!("seccomp profile {path:?} cannot be read: {e}"))
+                })?;
+                serde_json::from_str::<serde_json::Value>(&profile).map_err(|e| {
+                    Error::InvalidArgument(format!("seccomp profile {path:?} is not JSON: {e}"))
+                })?;
+                opts.push(format!("seccomp={profile}"));
+            }
+            _ => {}
+        }
+    }
+    if let Some(p) = apparmor {
+        match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::Unconfined) => opts.push("apparmor=unconfined".to_string()),
+            Ok(ProfileType::Localhost) => {
+                let name = p.localhost_ref.trim_start_matches("localhost/");
+                if name.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "apparmor profile name is empty".into(),
+                    ));
+                }
+                opts.push(format!("apparmor={name}"));
+            }
+            _ => {}
+        }
+    }
+    if no_new_privs {
+        opts.push("no-new-privileges".to_string());
+    }
+    Ok(opts)
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn list(items: impl Iterator<Item = String>) -> Option<Vec<String>> {
+    let v: Vec<String> = items.collect();
+    (!v.is_empty()).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::*;
+
+    fn ctx() -> Context<'static> {
+        Context {
+            instance: "inst",
+            shim_id: "shim",
+            host: Host {
+                min_oom_score_adj: Some(0),
+            },
+        }
+    }
+
+    fn pod() -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+                attempt: 1,
+            }),
+            log_directory: "/var/log/pods/x".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sandbox_names_labels_and_oom_clamp() {
+        let (name, body) = sandbox(&ctx(), &pod(), "pause").expect("sandbox");
+        assert_eq!(name, "k8s_POD_web_default_u1_1");
+        let l = body.labels.expect("labels");
+        assert_eq!(l[labels::DOCKER_TYPE], "podsandbox");
+        assert_eq!(l[labels::INSTANCE], "inst");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.oom_score_adj, Some(0));
+        assert_eq!(host.ipc_mode.as_deref(), Some("shareable"));
+    }
+
+    #[test]
+    fn container_shares_the_sandbox_namespaces() {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            command: vec!["sh".into()],
+            args: vec!["-c".into(), "true".into()],
+            envs: vec![KeyValue {
+                key: "A".into(),
+                value: "b=c".into(),
+            }],
+            log_path: "app/0.log".into(),
+            mounts: vec![Mount {
+                container_path: "/data".into(),
+                host_path: "/nonexistent/dockpod".into(),
+                readonly: true,
+                propagation: MountPropagation::PropagationHostToContainer as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (name, body) = container(&ctx(), "sb", &pod(), &config, "sha256:x").expect("container");
+        assert_eq!(name, "k8s_app_web_default_u1_0");
+        assert_eq!(body.env, Some(vec!["A=b=c".to_string()]));
+        let l = body.labels.as_ref().expect("labels");
+        assert_eq!(l[labels::LOG_PATH], "/var/log/pods/x/app/0.log");
+        assert_eq!(l[labels::SANDBOX_ID], "sb");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("container:sb"));
+        assert_eq!(host.pid_mode.as_deref(), Some("container:sb"));
+        assert_eq!(
+            host.binds,
+            Some(vec!["/nonexistent/dockpod:/data:ro,rslave".to_string()])
+        );
+    }
+
+    #[test]
+    fn rejects_escaping_log_paths_and_bad_names() {
+        let mut config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            log_path: "../../etc/x".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            container(&ctx(), "sb", &pod(), &config, "i"),
+            Err(Error::InvalidArgument(_))
+        ));
+        config.log_path = "/etc/x".into();
+        assert!(matches!(
+            container(&ctx(), "sb", &pod(), &config, "i"),
+            Err(Error::InvalidArgument(_))
+        ));
+        config.log_path = String::new();
+        config.metadata = None;
+        assert!(matches!(
+            container(&ctx(), "sb", &pod(), &config, "i"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let mut p = pod();
+        p.metadata = None;
+        assert!(matches!(
+            sandbox(&ctx(), &p, "pause"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

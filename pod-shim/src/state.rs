@@ -1,0 +1,58 @@
+//! The pod record on disk: one JSON file in the pod's state directory, replaced atomically on
+//! every change, read back when a shim restarts.
+
+use std::path::{Path, PathBuf};
+
+use dockpod_proto::files::atomic_write;
+use dockpod_proto::layout::STATE_FILE;
+
+use crate::error::{Error, Result};
+use crate::pod::PodRecord;
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Self {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// The persisted record, or `None` for a pod that was never saved.
+    pub fn load(&self) -> Result<Option<PodRecord>> {
+        let path = self.path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::FailedPrecondition(format!("pod state {} is corrupt: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()))(e)),
+        }
+    }
+
+    pub fn save(&self, record: &PodRecord) -> Result<()> {
+        let path = self.path();
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| Error::io("encoding pod state")(std::io::Error::other(e)))?;
+        atomic_write(&path, &bytes, 0o600).map_err(Error::io(format!("writing {}", path.display())))
+    }
+
+    /// Removes the pod's state directory with everything in it.
+    pub fn remove(&self) -> Result<()> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", self.dir.display()))(e)),
+        }
+    }
+}

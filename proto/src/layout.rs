@@ -1,0 +1,43 @@
+//! Where dockpod keeps things on disk: per-shim sockets under the run directory (0700, so only
+//! root reaches a shim) and per-pod state under the root directory.
+
+use std::path::{Path, PathBuf};
+
+/// Directory of the shims' sockets, under `--run-directory`.
+pub fn shim_socket_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("shims")
+}
+
+/// A shim's socket, named by its shim ID (not the sandbox ID, which Docker assigns only once
+/// the shim has created the sandbox).
+pub fn shim_socket(run_dir: &Path, shim_id: &str) -> PathBuf {
+    shim_socket_dir(run_dir).join(format!("{shim_id}.sock"))
+}
+
+/// Directory of every pod's state, under `--root-directory`.
+pub fn pods_dir(root_dir: &Path) -> PathBuf {
+    root_dir.join("pods")
+}
+
+/// One pod's state directory (state file, shim log).
+pub fn pod_dir(root_dir: &Path, shim_id: &str) -> PathBuf {
+    pods_dir(root_dir).join(shim_id)
+}
+
+/// The pod's persisted state inside its directory.
+pub const STATE_FILE: &str = "state.json";
+/// The shim's own log inside the pod's directory.
+pub const SHIM_LOG: &str = "shim.log";
+
+/// A fresh random shim ID (16 hex digits).
+pub fn new_shim_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 8];
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    std::io::Read::read_exact(&mut urandom, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `s` has the form of a shim ID, so a directory entry can be trusted as one.
+pub fn is_shim_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}

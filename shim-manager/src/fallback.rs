@@ -1,0 +1,120 @@
+//! Answers for a pod whose shim does not answer in time, read from Docker's labels: a list
+//! call must never wait on one stuck shim. The view is coarser than the shim's (no exit
+//! reasons), and it is only used until the shim answers again.
+
+use std::collections::HashMap;
+
+use bollard::models::ContainerSummary;
+use bollard::query_parameters::ListContainersOptions;
+use dockpod_proto::labels;
+use k8s_cri::v1::{
+    Container, ContainerMetadata, ContainerState, ImageSpec, PodSandbox, PodSandboxMetadata,
+    PodSandboxState,
+};
+
+use crate::docker::Engine;
+use crate::error::{Error, Result};
+
+/// The sandbox and containers of the shim `shim_id`, as Docker knows them.
+pub async fn pod_from_docker(
+    engine: &Engine,
+    shim_id: &str,
+) -> Result<(Vec<PodSandbox>, Vec<Container>)> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={shim_id}", labels::SHIM_ID)],
+    )]);
+    let summaries = engine
+        .api()?
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(Error::docker(format!(
+            "listing the containers of shim {shim_id}"
+        )))?;
+    let mut pods = Vec::new();
+    let mut containers = Vec::new();
+    for s in summaries {
+        let l = s.labels.clone().unwrap_or_default();
+        match l.get(labels::DOCKER_TYPE).map(String::as_str) {
+            Some(labels::TYPE_SANDBOX) => pods.push(sandbox(&s, &l)),
+            Some(labels::TYPE_CONTAINER) => containers.push(container(&s, &l)),
+            _ => {}
+        }
+    }
+    Ok((pods, containers))
+}
+
+/// The attempt number at the end of a `k8s_..._<attempt>` name.
+fn attempt(summary: &ContainerSummary) -> u32 {
+    summary
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .and_then(|n| n.rsplit('_').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+fn running(summary: &ContainerSummary) -> bool {
+    summary.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running")
+}
+
+fn created_ns(summary: &ContainerSummary) -> i64 {
+    summary.created.unwrap_or(0).saturating_mul(1_000_000_000)
+}
+
+fn sandbox(s: &ContainerSummary, l: &HashMap<String, String>) -> PodSandbox {
+    let (user_labels, annotations) = labels::split_labels(l);
+    let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+    PodSandbox {
+        id: s.id.clone().unwrap_or_default(),
+        metadata: Some(PodSandboxMetadata {
+            name: get(labels::POD_NAME),
+            namespace: get(labels::POD_NAMESPACE),
+            uid: get(labels::POD_UID),
+            attempt: attempt(s),
+        }),
+        state: if running(s) {
+            PodSandboxState::SandboxReady
+        } else {
+            PodSandboxState::SandboxNotready
+        } as i32,
+        created_at: created_ns(s),
+        labels: user_labels,
+        annotations,
+        runtime_handler: String::new(),
+    }
+}
+
+fn container(s: &ContainerSummary, l: &HashMap<String, String>) -> Container {
+    let (user_labels, annotations) = labels::split_labels(l);
+    let state = match s.state.as_ref().map(|s| s.to_string()).as_deref() {
+        Some("running") | Some("restarting") => ContainerState::ContainerRunning,
+        Some("created") => ContainerState::ContainerCreated,
+        Some("exited") | Some("dead") => ContainerState::ContainerExited,
+        _ => ContainerState::ContainerUnknown,
+    };
+    let image_id = s.image_id.clone().unwrap_or_default();
+    Container {
+        id: s.id.clone().unwrap_or_default(),
+        pod_sandbox_id: l.get(labels::SANDBOX_ID).cloned().unwrap_or_default(),
+        metadata: Some(ContainerMetadata {
+            name: l.get(labels::CONTAINER_NAME).cloned().unwrap_or_default(),
+            attempt: attempt(s),
+        }),
+        image: Some(ImageSpec {
+            image: s.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        image_ref: image_id.clone(),
+        image_id,
+        state: state as i32,
+        created_at: created_ns(s),
+        labels: user_labels,
+        annotations,
+    }
+}

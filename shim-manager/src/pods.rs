@@ -1,0 +1,281 @@
+//! Pod-scoped CRI calls, routed to the pod's own shim: RunPodSandbox starts a shim and hands
+//! it the request; every later call for the pod or one of its containers goes to that shim;
+//! node-wide lists ask every shim at once, each with a short deadline, and answer for a shim
+//! that is late from Docker's labels instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use k8s_cri::v1::*;
+use tonic::Status;
+
+use crate::docker::Engine;
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::registry::{self, Registry, ShimHandle};
+use crate::spawn::Spawner;
+
+/// How long one shim may take to answer its part of a node-wide list.
+const LIST_DEADLINE: Duration = Duration::from_millis(500);
+
+pub struct Pods {
+    pub registry: Registry,
+    pub spawner: Spawner,
+    pub events: Events,
+    pub engine: Engine,
+}
+
+impl Pods {
+    /// Re-indexes the shims that are already running (after a front restart).
+    pub async fn adopt_running(&self) {
+        for socket in registry::shim_sockets(&self.spawner.run_dir) {
+            match registry::probe(&socket).await {
+                Ok((handle, containers)) if !handle.sandbox_id.is_empty() => {
+                    let handle = Arc::new(handle);
+                    for c in containers {
+                        self.registry.insert_container(&c, &handle.sandbox_id);
+                    }
+                    if let Err(e) = self.events.follow(handle.clone()).await {
+                        tracing::warn!(error = %e, "following a shim's events");
+                    }
+                    tracing::info!(sandbox = %handle.sandbox_id, pid = handle.pid, "adopted running shim");
+                    self.registry.insert_pod(handle);
+                }
+                Ok(_) => {
+                    tracing::debug!(socket = %socket.display(), "shim without a sandbox; ignored")
+                }
+                Err(e) => tracing::warn!(error = %e, "shim socket does not answer"),
+            }
+        }
+    }
+
+    pub async fn run_pod_sandbox(&self, req: RunPodSandboxRequest) -> Result<String, Status> {
+        let config = req
+            .config
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("pod sandbox config is missing".into()))?;
+        let meta = dockpod_proto::validate::sandbox_config(config)
+            .map_err(|e| Error::InvalidArgument(e.0))?;
+        let display = format!("{}/{}", meta.namespace, meta.name);
+        let shim = self.spawner.spawn(&display).await?;
+        let answer = shim.runtime().run_pod_sandbox(req).await;
+        let sandbox_id = match answer {
+            Ok(r) => r.into_inner().pod_sandbox_id,
+            Err(status) => {
+                self.spawner.retire(&shim).await;
+                return Err(status);
+            }
+        };
+        let shim = Arc::new(ShimHandle {
+            sandbox_id: sandbox_id.clone(),
+            ..shim
+        });
+        if let Err(e) = self.events.follow(shim.clone()).await {
+            tracing::warn!(error = %e, sandbox = %sandbox_id, "following the new shim's events");
+        }
+        self.registry.insert_pod(shim);
+        Ok(sandbox_id)
+    }
+
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+        let Some(shim) = self.registry.pod(id) else {
+            return Ok(());
+        };
+        shim.runtime()
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: shim.sandbox_id.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+        let Some(shim) = self.registry.pod(id) else {
+            return Ok(());
+        };
+        shim.runtime()
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: shim.sandbox_id.clone(),
+            })
+            .await?;
+        self.registry.remove_pod(&shim.sandbox_id);
+        // The shim exits by itself after answering; make sure nothing of it is left.
+        self.spawner.retire(&shim).await;
+        Ok(())
+    }
+
+    fn pod(&self, id: &str) -> Result<Arc<ShimHandle>, Status> {
+        dockpod_proto::validate::id("pod sandbox", id).map_err(|e| Error::InvalidArgument(e.0))?;
+        self.registry
+            .pod(id)
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {id} not found")))
+    }
+
+    fn container(&self, id: &str) -> Result<Option<(String, Arc<ShimHandle>)>, Status> {
+        dockpod_proto::validate::id("container", id).map_err(|e| Error::InvalidArgument(e.0))?;
+        Ok(self.registry.container(id))
+    }
+
+    fn require_container(&self, id: &str) -> Result<(String, Arc<ShimHandle>), Status> {
+        self.container(id)?
+            .ok_or_else(|| Status::not_found(format!("container {id} not found")))
+    }
+
+    pub async fn pod_sandbox_status(
+        &self,
+        req: PodSandboxStatusRequest,
+    ) -> Result<PodSandboxStatusResponse, Status> {
+        let shim = self.pod(&req.pod_sandbox_id)?;
+        let req = PodSandboxStatusRequest {
+            pod_sandbox_id: shim.sandbox_id.clone(),
+            ..req
+        };
+        Ok(shim.runtime().pod_sandbox_status(req).await?.into_inner())
+    }
+
+    pub async fn create_container(&self, req: CreateContainerRequest) -> Result<String, Status> {
+        let shim = self.pod(&req.pod_sandbox_id)?;
+        let req = CreateContainerRequest {
+            pod_sandbox_id: shim.sandbox_id.clone(),
+            ..req
+        };
+        let id = shim
+            .runtime()
+            .create_container(req)
+            .await?
+            .into_inner()
+            .container_id;
+        self.registry.insert_container(&id, &shim.sandbox_id);
+        Ok(id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), Status> {
+        let (id, shim) = self.require_container(id)?;
+        shim.runtime()
+            .start_container(StartContainerRequest { container_id: id })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+        let Some((id, shim)) = self.container(id)? else {
+            return Ok(());
+        };
+        shim.runtime()
+            .stop_container(StopContainerRequest {
+                container_id: id,
+                timeout,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
+        let Some((id, shim)) = self.container(id)? else {
+            return Ok(());
+        };
+        shim.runtime()
+            .remove_container(RemoveContainerRequest {
+                container_id: id.clone(),
+            })
+            .await?;
+        self.registry.remove_container(&id);
+        Ok(())
+    }
+
+    pub async fn container_status(
+        &self,
+        req: ContainerStatusRequest,
+    ) -> Result<ContainerStatusResponse, Status> {
+        let (id, shim) = self.require_container(&req.container_id)?;
+        let req = ContainerStatusRequest {
+            container_id: id,
+            ..req
+        };
+        Ok(shim.runtime().container_status(req).await?.into_inner())
+    }
+
+    pub async fn update_container_resources(
+        &self,
+        req: UpdateContainerResourcesRequest,
+    ) -> Result<(), Status> {
+        let (id, shim) = self.require_container(&req.container_id)?;
+        let req = UpdateContainerResourcesRequest {
+            container_id: id,
+            ..req
+        };
+        shim.runtime().update_container_resources(req).await?;
+        Ok(())
+    }
+
+    pub async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
+        let (id, shim) = self.require_container(&req.container_id)?;
+        let req = ExecSyncRequest {
+            container_id: id,
+            ..req
+        };
+        Ok(shim.runtime().exec_sync(req).await?.into_inner())
+    }
+
+    /// Every pod matching `filter`, from all shims at once.
+    pub async fn list_pod_sandbox(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
+        let filter = filter.unwrap_or_default();
+        let asks = self.registry.pods().into_iter().map(|shim| {
+            let filter = filter.clone();
+            async move {
+                let req = ListPodSandboxRequest { filter: Some(filter.clone()) };
+                match tokio::time::timeout(LIST_DEADLINE, shim.runtime().list_pod_sandbox(req)).await {
+                    Ok(Ok(r)) => r.into_inner().items,
+                    late => {
+                        tracing::warn!(sandbox = %shim.sandbox_id, error = ?late.err(), "shim late for ListPodSandbox; answering from Docker");
+                        match crate::fallback::pod_from_docker(&self.engine, &shim.shim_id).await {
+                            Ok((pods, _)) => pods.into_iter().filter(|p| dockpod_proto::filters::pod_matches(p, &filter)).collect(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading a late shim's pod from Docker");
+                                Vec::new()
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        join_all(asks).await.into_iter().flatten().collect()
+    }
+
+    /// Every container matching `filter`, from all shims at once (or just the one pod's).
+    pub async fn list_containers(&self, filter: Option<ContainerFilter>) -> Vec<Container> {
+        let filter = filter.unwrap_or_default();
+        let shims = if filter.pod_sandbox_id.is_empty() {
+            self.registry.pods()
+        } else {
+            self.registry
+                .pod(&filter.pod_sandbox_id)
+                .into_iter()
+                .collect()
+        };
+        let asks = shims.into_iter().map(|shim| {
+            let filter = filter.clone();
+            async move {
+                let req = ListContainersRequest { filter: Some(filter.clone()) };
+                match tokio::time::timeout(LIST_DEADLINE, shim.runtime().list_containers(req)).await {
+                    Ok(Ok(r)) => r.into_inner().containers,
+                    late => {
+                        tracing::warn!(sandbox = %shim.sandbox_id, error = ?late.err(), "shim late for ListContainers; answering from Docker");
+                        match crate::fallback::pod_from_docker(&self.engine, &shim.shim_id).await {
+                            Ok((_, containers)) => containers
+                                .into_iter()
+                                .filter(|c| dockpod_proto::filters::container_matches(c, &filter))
+                                .collect(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading a late shim's containers from Docker");
+                                Vec::new()
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        join_all(asks).await.into_iter().flatten().collect()
+    }
+}

@@ -1,0 +1,155 @@
+//! Starting and retiring pod shims. A shim is started detached (it forks into its own session
+//! and is no child of the front), reports `ready <pid>` on a pipe once its socket is bound,
+//! and logs to `<root>/pods/<shim id>/shim.log`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use dockpod_proto::files::ensure_dir;
+use dockpod_proto::layout;
+use dockpod_proto::shim::ShutdownRequest;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::error::{Error, Result};
+use crate::registry::ShimHandle;
+
+/// How long a new shim may take to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a retiring shim may take to exit before it is killed.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The argument a shim shows for its sandbox until Docker has assigned the ID (as long as a
+/// short ID; see pod-shim's `title` module).
+const SANDBOX_PLACEHOLDER: &str = "............";
+
+pub struct Spawner {
+    pub binary: PathBuf,
+    pub run_dir: PathBuf,
+    pub root_dir: PathBuf,
+    pub docker_endpoint: String,
+    pub instance: String,
+    pub sandbox_image: String,
+    pub log_level: String,
+}
+
+impl Spawner {
+    /// Starts a shim for the pod `display` (namespace/name) and waits until it serves.
+    pub async fn spawn(&self, display: &str) -> Result<ShimHandle> {
+        let shim_id = layout::new_shim_id().map_err(Error::io("choosing a shim ID"))?;
+        let pod_dir = layout::pod_dir(&self.root_dir, &shim_id);
+        ensure_dir(&layout::pods_dir(&self.root_dir), 0o700)
+            .and_then(|()| ensure_dir(&pod_dir, 0o700))
+            .map_err(Error::io(format!("creating {}", pod_dir.display())))?;
+        let socket_dir = layout::shim_socket_dir(&self.run_dir);
+        ensure_dir(&socket_dir, 0o700)
+            .map_err(Error::io(format!("creating {}", socket_dir.display())))?;
+        let socket = layout::shim_socket(&self.run_dir, &shim_id);
+        let log_path = pod_dir.join(layout::SHIM_LOG);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(Error::io(format!("opening {}", log_path.display())))?;
+        let mut child = tokio::process::Command::new(&self.binary)
+            .arg("--pod")
+            .arg(display)
+            .arg("--sandbox")
+            .arg(SANDBOX_PLACEHOLDER)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&pod_dir)
+            .arg("--shim-id")
+            .arg(&shim_id)
+            .arg("--instance")
+            .arg(&self.instance)
+            .arg("--docker-endpoint")
+            .arg(&self.docker_endpoint)
+            .arg("--sandbox-image")
+            .arg(&self.sandbox_image)
+            .arg("--log-level")
+            .arg(&self.log_level)
+            .arg("--daemonize")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(Error::io(format!("starting {}", self.binary.display())))?;
+        let stdout = child.stdout.take();
+        let ready = async {
+            let mut line = String::new();
+            if let Some(out) = stdout {
+                BufReader::new(out).read_line(&mut line).await?;
+            }
+            Ok::<_, std::io::Error>(line)
+        };
+        let line = tokio::time::timeout(READY_TIMEOUT, ready).await;
+        // The direct child only forks and exits; reap it whatever happened.
+        let _ = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
+        let failure = |why: String| {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let _ = std::fs::remove_dir_all(&pod_dir);
+            Error::FailedPrecondition(format!(
+                "pod shim for {display} did not start: {why}; its log ends: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ))
+        };
+        let line = match line {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(failure(e.to_string())),
+            Err(_) => return Err(failure(format!("no ready report within {READY_TIMEOUT:?}"))),
+        };
+        let pid = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse::<u32>().ok())
+            .ok_or_else(|| failure(format!("unexpected report {:?}", line.trim())))?;
+        Ok(ShimHandle {
+            shim_id,
+            sandbox_id: String::new(),
+            channel: dockpod_proto::sockets::channel(&socket),
+            socket,
+            pid,
+        })
+    }
+
+    /// Stops a shim whose pod failed to start or was removed, and deletes its socket and state.
+    /// Containers are not touched here.
+    pub async fn retire(&self, shim: &ShimHandle) {
+        let asked =
+            tokio::time::timeout(EXIT_TIMEOUT, shim.control().shutdown(ShutdownRequest {})).await;
+        if !matches!(asked, Ok(Ok(_))) || !wait_gone(shim.pid, EXIT_TIMEOUT).await {
+            let pid = nix::unistd::Pid::from_raw(shim.pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            wait_gone(shim.pid, EXIT_TIMEOUT).await;
+        }
+        let _ = std::fs::remove_file(&shim.socket);
+        let _ = std::fs::remove_dir_all(layout::pod_dir(&self.root_dir, &shim.shim_id));
+    }
+}
+
+/// Waits until process `pid` no longer exists (it is no child of ours, so this polls).
+pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if !alive(pid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}

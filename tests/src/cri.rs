@@ -1,0 +1,152 @@
+//! Builders for CRI requests and small helpers over the front's client, so each test says
+//! only what is particular to it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+
+use crate::docker::TOOL_IMAGE;
+use crate::wait::wait_until;
+
+/// A pod with a unique name and UID in namespace `dockpod-test`, logging under `log_dir`.
+pub fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
+    let name = crate::unique(name);
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            uid: format!("uid-{name}"),
+            name,
+            namespace: "dockpod-test".into(),
+            attempt: 0,
+        }),
+        log_directory: log_dir.display().to_string(),
+        labels: [("dockpod-test".to_string(), "pod".to_string())].into(),
+        annotations: [("dockpod.test/note".to_string(), "hello".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// A container of the busybox tool image running `cmd`.
+pub fn container_config(name: &str, cmd: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: TOOL_IMAGE.to_string(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RunPodSandbox: {e:?}"))
+    .into_inner()
+    .pod_sandbox_id
+}
+
+pub async fn create_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sandbox_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(CreateContainerRequest {
+        pod_sandbox_id: sandbox_id.to_string(),
+        config: Some(config),
+        sandbox_config: Some(pod.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+pub async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.start_container(StartContainerRequest {
+        container_id: id.to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer {id}: {e:?}"));
+}
+
+/// Creates and starts a container.
+pub async fn run_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sandbox_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    let id = create_container(rt, sandbox_id, pod, config)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e:?}"));
+    start(rt, &id).await;
+    id
+}
+
+pub async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+    rt.container_status(ContainerStatusRequest {
+        container_id: id.to_string(),
+        verbose: false,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e:?}"))
+    .into_inner()
+    .status
+    .expect("status present")
+}
+
+pub async fn pod_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> PodSandboxStatusResponse {
+    rt.pod_sandbox_status(PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_string(),
+        verbose: true,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("PodSandboxStatus {id}: {e:?}"))
+    .into_inner()
+}
+
+/// The shim PID a pod's verbose status reports.
+pub async fn shim_pid(rt: &mut RuntimeServiceClient<Channel>, sandbox_id: &str) -> u32 {
+    let status = pod_status(rt, sandbox_id).await;
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).expect("JSON");
+    info["shimPid"].as_u64().expect("shimPid") as u32
+}
+
+/// Waits until the container has exited and returns its status.
+pub async fn wait_exited(
+    rt: &RuntimeServiceClient<Channel>,
+    id: &str,
+    timeout: Duration,
+) -> ContainerStatus {
+    wait_until(&format!("container {id} to exit"), timeout, || {
+        let mut rt = rt.clone();
+        let id = id.to_string();
+        async move {
+            let s = status(&mut rt, &id).await;
+            (s.state == ContainerState::ContainerExited as i32).then_some(s)
+        }
+    })
+    .await
+}
+
+pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e:?}"));
+}

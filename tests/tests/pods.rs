@@ -1,0 +1,332 @@
+//! Pod sandboxes through the real front and real pod shims against the real dockerd: one
+//! detached shim per pod, the Kubernetes naming convention in Docker, the pod lifecycle, and
+//! nothing left behind after removal or failure.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use dockpod_proto::labels;
+use dockpod_tests::cri::*;
+use dockpod_tests::docker::{docker, instance_containers};
+use dockpod_tests::front::Front;
+use dockpod_tests::procs;
+use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::*;
+use tonic::Code;
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn each_pod_gets_its_own_detached_shim() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let (a, b) = (
+        pod_config("shim-a", logs.path()),
+        pod_config("shim-b", logs.path()),
+    );
+    let id_a = run_pod(&mut rt, &a).await;
+    let id_b = run_pod(&mut rt, &b).await;
+    let pid_a = shim_pid(&mut rt, &id_a).await;
+    let pid_b = shim_pid(&mut rt, &id_b).await;
+    assert_ne!(pid_a, pid_b);
+    let front_pid = front.pid().expect("front pid");
+    for (pid, config, id) in [(pid_a, &a, &id_a), (pid_b, &b, &id_b)] {
+        assert!(procs::alive(pid));
+        assert_ne!(
+            procs::parent(pid),
+            Some(front_pid),
+            "shim {pid} is a child of the front"
+        );
+        let cmdline = procs::cmdline(pid).join(" ");
+        let meta = config.metadata.as_ref().expect("meta");
+        assert!(
+            cmdline.contains(&format!("{}/{}", meta.namespace, meta.name)),
+            "{cmdline}"
+        );
+        assert!(
+            cmdline.contains(&id[..12]),
+            "short sandbox ID missing: {cmdline}"
+        );
+    }
+    let mut shims = front.shim_pids();
+    shims.sort();
+    let mut expected = vec![pid_a, pid_b];
+    expected.sort();
+    assert_eq!(shims, expected);
+
+    let socket_dir = front.run_dir().join("shims");
+    assert_eq!(mode(&socket_dir), 0o700);
+    for socket in std::fs::read_dir(&socket_dir).expect("sockets") {
+        assert_eq!(mode(&socket.expect("entry").path()), 0o600);
+    }
+    let pods_dir = front.root_dir().join("pods");
+    for pod in std::fs::read_dir(&pods_dir).expect("pod dirs") {
+        let dir = pod.expect("entry").path();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.json")), 0o600);
+    }
+    remove_pod(&mut rt, &id_a).await;
+    remove_pod(&mut rt, &id_b).await;
+}
+
+#[tokio::test]
+async fn sandbox_follows_the_kubernetes_docker_convention() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("conv", logs.path());
+    let id = run_pod(&mut rt, &config).await;
+    let inspect = docker()
+        .await
+        .inspect_container(&id, None)
+        .await
+        .expect("sandbox container");
+    let meta = config.metadata.as_ref().expect("meta");
+    assert_eq!(
+        inspect.name.as_deref(),
+        Some(format!("/k8s_POD_{}_{}_{}_0", meta.name, meta.namespace, meta.uid).as_str())
+    );
+    let l = inspect.config.and_then(|c| c.labels).expect("labels");
+    assert_eq!(l[labels::DOCKER_TYPE], "podsandbox");
+    assert_eq!(l[labels::POD_NAME], meta.name);
+    assert_eq!(l[labels::POD_NAMESPACE], meta.namespace);
+    assert_eq!(l[labels::POD_UID], meta.uid);
+    assert_eq!(l[labels::INSTANCE], front.instance_id());
+    assert_eq!(l["dockpod-test"], "pod");
+    assert_eq!(l["annotation.dockpod.test/note"], "hello");
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn pod_status_list_stop_and_remove() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("life", logs.path());
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64;
+    let id = run_pod(&mut rt, &config).await;
+
+    let status = pod_status(&mut rt, &id).await;
+    let s = status.status.expect("status");
+    assert_eq!(s.id, id);
+    assert_eq!(s.state, PodSandboxState::SandboxReady as i32);
+    assert!(
+        s.created_at >= before - 1_000_000_000,
+        "{} < {before}",
+        s.created_at
+    );
+    assert_eq!(s.metadata, config.metadata);
+    assert_eq!(s.labels, config.labels);
+    assert_eq!(s.annotations, config.annotations);
+    let ip = s.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+    assert!(
+        ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "bridge pod has an IPv4: {ip:?}"
+    );
+    assert!(s
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .is_some());
+    let other = run_pod(&mut rt, &pod_config("life-other", logs.path())).await;
+
+    let lister = rt.clone();
+    let list = |filter: PodSandboxFilter| {
+        let mut rt = lister.clone();
+        async move {
+            let mut ids: Vec<String> = rt
+                .list_pod_sandbox(ListPodSandboxRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .expect("ListPodSandbox")
+                .into_inner()
+                .items
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut both = vec![id.clone(), other.clone()];
+    both.sort();
+    assert_eq!(list(PodSandboxFilter::default()).await, both);
+    assert_eq!(
+        list(PodSandboxFilter {
+            id: id[..10].to_string(),
+            ..Default::default()
+        })
+        .await,
+        vec![id.clone()]
+    );
+    let selector = PodSandboxFilter {
+        label_selector: [("dockpod-test".to_string(), "pod".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(selector).await, both);
+    let nobody = PodSandboxFilter {
+        label_selector: [("dockpod-test".to_string(), "nope".to_string())].into(),
+        ..Default::default()
+    };
+    assert!(list(nobody).await.is_empty());
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("stop");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("stop again");
+    let stopped = pod_status(&mut rt, &id).await.status.expect("status");
+    assert_eq!(stopped.state, PodSandboxState::SandboxNotready as i32);
+    let not_ready = PodSandboxFilter {
+        state: Some(PodSandboxStateValue {
+            state: PodSandboxState::SandboxNotready as i32,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(list(not_ready).await, vec![id.clone()]);
+
+    let pid = shim_pid(&mut rt, &id).await;
+    remove_pod(&mut rt, &id).await;
+    assert!(
+        docker().await.inspect_container(&id, None).await.is_err(),
+        "sandbox container left"
+    );
+    wait_until(
+        "the removed pod's shim to exit",
+        Duration::from_secs(10),
+        || async move { (!procs::alive(pid)).then_some(()) },
+    )
+    .await;
+    let err = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect_err("status of a removed pod");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains(&id), "{err:?}");
+    remove_pod(&mut rt, &id).await;
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: "0123456789abcdef".into(),
+    })
+    .await
+    .expect("stopping an unknown pod succeeds");
+    remove_pod(&mut rt, &other).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    assert_eq!(
+        std::fs::read_dir(front.root_dir().join("pods"))
+            .expect("pods")
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(front.run_dir().join("shims"))
+            .expect("shims")
+            .count(),
+        0
+    );
+    assert!(front.shim_pids().is_empty());
+}
+
+#[tokio::test]
+async fn twenty_concurrent_pods() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let runs = (0..20).map(|i| {
+        let mut rt = front.runtime();
+        let config = pod_config(&format!("many{i}"), logs.path());
+        async move { run_pod(&mut rt, &config).await }
+    });
+    let ids = futures_util::future::join_all(runs).await;
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 20);
+    assert_eq!(front.shim_pids().len(), 20);
+    let removes = ids.iter().map(|id| {
+        let mut rt = front.runtime();
+        async move { remove_pod(&mut rt, id).await }
+    });
+    futures_util::future::join_all(removes).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
+
+#[tokio::test]
+async fn failed_run_pod_sandbox_leaves_nothing_behind() {
+    let front = Front::start(&[
+        "--pod-infra-container-image",
+        "localhost/dockpod/absent-pause:1",
+    ])
+    .await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("nopause", logs.path())),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("no sandbox image");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("absent-pause"), "{err:?}");
+
+    let mut bad = pod_config("bad", logs.path());
+    bad.metadata = None;
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("no metadata");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("metadata"), "{err:?}");
+
+    let mut escaping = pod_config("esc", logs.path());
+    escaping.log_directory = "/var/log/../../etc".into();
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(escaping),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("escaping log directory");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("handler", logs.path())),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .expect_err("unknown runtime handler");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    assert!(front.shim_pids().is_empty(), "shim left running");
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    let pods = front.root_dir().join("pods");
+    assert_eq!(
+        std::fs::read_dir(&pods).map(|d| d.count()).unwrap_or(0),
+        0,
+        "state left"
+    );
+    let shims = front.run_dir().join("shims");
+    assert_eq!(
+        std::fs::read_dir(&shims).map(|d| d.count()).unwrap_or(0),
+        0,
+        "socket left"
+    );
+}
