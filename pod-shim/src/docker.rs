@@ -150,8 +150,10 @@ pub fn observe(inspect: Option<&ContainerInspectResponse>) -> Observed {
         exit_code: state.exit_code.unwrap_or(0) as i32,
         oom_killed: state.oom_killed.unwrap_or(false),
         started_at,
+        // Docker stamps StartedAt after the process may already have exited, so a short-lived
+        // container can seem to finish before it started; nothing finishes before it starts.
         finished_at: if phase == Phase::Exited {
-            finished_at
+            finished_at.max(started_at)
         } else {
             0
         },

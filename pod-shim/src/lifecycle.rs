@@ -108,6 +108,19 @@ impl Pod {
         let _ = self.events.send(event);
     }
 
+    /// Persists a change and then announces it, so a subscriber never hears of a state that a
+    /// restarted shim would not remember.
+    fn announce(&self, id: &str, events: &[ContainerEventType]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.persist()?;
+        for kind in events {
+            self.emit(id, *kind);
+        }
+        Ok(())
+    }
+
     /// Creates and starts the sandbox container; on any failure removes what it created.
     pub async fn run_sandbox(
         &self,
@@ -272,15 +285,11 @@ impl Pod {
         }
         let inspect = self.engine.inspect(id).await?;
         let seen = observe(inspect.as_ref());
-        let event = match self.record().containers.get_mut(id) {
+        let events = match self.record().containers.get_mut(id) {
             Some(c) => c.observe(&seen),
             None => return Ok(()),
         };
-        if let Some(kind) = event {
-            self.persist()?;
-            self.emit(id, kind);
-        }
-        Ok(())
+        self.announce(id, &events)
     }
 
     /// Re-reads the sandbox and every container: after a (re)connect to Docker's events
@@ -424,15 +433,13 @@ impl Pod {
         let id = self.require(id)?;
         let inspect = self.engine.inspect(&id).await?;
         let seen = observe(inspect.as_ref());
-        let event = self
+        let events = self
             .record()
             .containers
             .get_mut(&id)
-            .and_then(|c| c.observe(&seen));
-        if let Some(kind) = event {
-            self.persist()?;
-            self.emit(&id, kind);
-        }
+            .map(|c| c.observe(&seen))
+            .unwrap_or_default();
+        self.announce(&id, &events)?;
         let status = self
             .record()
             .containers

@@ -69,8 +69,10 @@ pub struct Observed {
 }
 
 impl ContainerRecord {
-    /// Applies an observation; returns the CRI event its change of state means, if any.
-    pub fn observe(&mut self, seen: &Observed) -> Option<ContainerEventType> {
+    /// Applies an observation; returns the CRI events its change of state means, in order. A
+    /// container seen created and then already exited did start in between: both its start
+    /// and its stop are announced.
+    pub fn observe(&mut self, seen: &Observed) -> Vec<ContainerEventType> {
         let before = self.state;
         match seen.phase {
             Phase::Created => self.state = ContainerState::ContainerCreated as i32,
@@ -97,17 +99,20 @@ impl ContainerRecord {
                 }
             }
         }
-        if before == self.state {
-            return None;
-        }
-        match self.state {
-            s if s == ContainerState::ContainerRunning as i32 => {
-                Some(ContainerEventType::ContainerStartedEvent)
-            }
-            s if s == ContainerState::ContainerExited as i32 => {
-                Some(ContainerEventType::ContainerStoppedEvent)
-            }
-            _ => None,
+        let (created, running, exited) = (
+            ContainerState::ContainerCreated as i32,
+            ContainerState::ContainerRunning as i32,
+            ContainerState::ContainerExited as i32,
+        );
+        match (before, self.state) {
+            (b, a) if b == a => vec![],
+            (_, a) if a == running => vec![ContainerEventType::ContainerStartedEvent],
+            (b, a) if a == exited && b == created && self.started_at > 0 => vec![
+                ContainerEventType::ContainerStartedEvent,
+                ContainerEventType::ContainerStoppedEvent,
+            ],
+            (_, a) if a == exited => vec![ContainerEventType::ContainerStoppedEvent],
+            _ => vec![],
         }
     }
 
@@ -277,19 +282,32 @@ mod tests {
     #[test]
     fn lifecycle_emits_started_then_stopped_once() {
         let mut c = ContainerRecord::default();
-        assert_eq!(c.observe(&seen(Phase::Created, 0, false)), None);
+        assert_eq!(c.observe(&seen(Phase::Created, 0, false)), vec![]);
         assert_eq!(
             c.observe(&seen(Phase::Running, 0, false)),
-            Some(ContainerEventType::ContainerStartedEvent)
+            vec![ContainerEventType::ContainerStartedEvent]
         );
-        assert_eq!(c.observe(&seen(Phase::Running, 0, false)), None);
+        assert_eq!(c.observe(&seen(Phase::Running, 0, false)), vec![]);
         assert_eq!(
             c.observe(&seen(Phase::Exited, 3, false)),
-            Some(ContainerEventType::ContainerStoppedEvent)
+            vec![ContainerEventType::ContainerStoppedEvent]
         );
-        assert_eq!(c.observe(&seen(Phase::Exited, 3, false)), None);
+        assert_eq!(c.observe(&seen(Phase::Exited, 3, false)), vec![]);
         assert_eq!((c.exit_code, c.reason.as_str()), (3, "Error"));
         assert_eq!((c.started_at, c.finished_at), (10, 20));
+    }
+
+    #[test]
+    fn a_start_missed_between_observations_is_still_announced() {
+        let mut c = ContainerRecord::default();
+        c.observe(&seen(Phase::Created, 0, false));
+        assert_eq!(
+            c.observe(&seen(Phase::Exited, 0, false)),
+            vec![
+                ContainerEventType::ContainerStartedEvent,
+                ContainerEventType::ContainerStoppedEvent
+            ]
+        );
     }
 
     #[test]
@@ -304,7 +322,7 @@ mod tests {
         c.observe(&seen(Phase::Running, 0, false));
         assert_eq!(
             c.observe(&seen(Phase::Gone, 0, false)),
-            Some(ContainerEventType::ContainerStoppedEvent)
+            vec![ContainerEventType::ContainerStoppedEvent]
         );
         assert_eq!(c.reason, "Error");
     }

@@ -19,8 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::cri::ShimRuntime;
 use crate::lifecycle::Pod;
 
-/// Largest message accepted or sent; the kubelet's own limit.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+use dockpod_proto::MAX_MESSAGE;
 
 struct ShimService {
     pod: Arc<Pod>,

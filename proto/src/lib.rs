@@ -20,3 +20,7 @@ pub mod shim {
 /// Revision of `dockpod.shim.v1` this build speaks. Raised when a call or field is added, so
 /// the front can tell whether an older shim understands what it is about to ask.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest gRPC message the front and the shims send: an ExecSync answer carries up to 16 MiB
+/// of stdout and 16 MiB of stderr.
+pub const MAX_MESSAGE: usize = 33 * 1024 * 1024;

@@ -29,8 +29,8 @@ pub struct ShimHandle {
 impl ShimHandle {
     pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(16 * 1024 * 1024)
+            .max_decoding_message_size(dockpod_proto::MAX_MESSAGE)
+            .max_encoding_message_size(dockpod_proto::MAX_MESSAGE)
     }
 
     pub fn control(&self) -> ShimClient<Channel> {

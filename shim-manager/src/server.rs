@@ -23,8 +23,7 @@ use crate::pods::Pods;
 use crate::spawn::Spawner;
 use crate::state::RootDir;
 
-/// Largest CRI message accepted or sent; the kubelet's own limit is 16 MiB.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+use dockpod_proto::MAX_MESSAGE;
 /// How long in-flight calls may take to finish once shutdown has begun.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const PID_FILE: &str = "shim-manager.pid";

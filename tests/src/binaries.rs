@@ -31,7 +31,8 @@ pub fn binary(name: &str) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
-    for src in ["proto", "shim-manager", "pod-shim"] {
+    // Each binary is built from the shared crate and its own.
+    for src in ["proto", name] {
         if let Some(newest) = newest_mtime(&workspace.join(src)) {
             assert!(
                 newest <= built,

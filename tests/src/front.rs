@@ -87,6 +87,8 @@ impl Front {
             .arg(self.run_dir())
             .arg("--log-level")
             .arg("debug")
+            .arg("--pod-shim-binary")
+            .arg(binary("pod-shim"))
             .args(&self.args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
@@ -139,8 +141,9 @@ impl Front {
         dockpod_proto::sockets::channel(&self.socket())
     }
 
+    /// A CRI client that, like the kubelet's, accepts large answers (ExecSync output).
     pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
-        RuntimeServiceClient::new(self.channel())
+        RuntimeServiceClient::new(self.channel()).max_decoding_message_size(64 << 20)
     }
 
     pub fn images(&self) -> ImageServiceClient<Channel> {

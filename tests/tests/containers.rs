@@ -1,0 +1,776 @@
+//! Containers through the pod's shim against the real dockerd: what ContainerConfig asks for
+//! reaches Docker, statuses and exit reasons are right, ExecSync bounds its output and kills
+//! on timeout, events flow, and failures leave nothing behind.
+
+use std::time::Duration;
+
+use dockpod_proto::labels;
+use dockpod_tests::cri::*;
+use dockpod_tests::docker::{docker, image_id, instance_containers, TOOL_IMAGE};
+use dockpod_tests::front::Front;
+use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const SECS: Duration = Duration::from_secs(30);
+
+struct Pod {
+    id: String,
+    config: PodSandboxConfig,
+    _logs: tempfile::TempDir,
+}
+
+async fn pod(rt: &mut RuntimeServiceClient<Channel>, name: &str) -> Pod {
+    let logs = tempfile::tempdir().expect("log dir");
+    let config = pod_config(name, logs.path());
+    let id = run_pod(rt, &config).await;
+    Pod {
+        id,
+        config,
+        _logs: logs,
+    }
+}
+
+async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &[&str]) -> ExecSyncResponse {
+    rt.exec_sync(ExecSyncRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 30,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e:?}"))
+    .into_inner()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+#[tokio::test]
+async fn container_config_reaches_docker_and_status_reports_it() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "cfg").await;
+    let host = tempfile::tempdir().expect("host dir");
+    std::fs::create_dir(host.path().join("real")).expect("mkdir");
+    std::fs::write(host.path().join("real/file"), "from-host").expect("write");
+    std::os::unix::fs::symlink(host.path().join("real"), host.path().join("link"))
+        .expect("symlink");
+
+    let mut config = container_config("app", &["sh", "-c"]);
+    // Ignores SIGTERM, so stopping it takes the grace period and a SIGKILL.
+    config.args = vec!["trap '' TERM; echo started; while :; do sleep 1; done".into()];
+    config.working_dir = "/tmp".into();
+    config.envs = vec![KeyValue {
+        key: "GREETING".into(),
+        value: "hello=world".into(),
+    }];
+    config.labels = [("tier".to_string(), "web".to_string())].into();
+    config.annotations = [("note".to_string(), "x".to_string())].into();
+    config.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: host.path().join("link").display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1234 }),
+            run_as_group: Some(Int64Value { value: 2345 }),
+            supplemental_groups: vec![3456],
+            capabilities: Some(Capability {
+                drop_capabilities: vec!["NET_RAW".into()],
+                ..Default::default()
+            }),
+            no_new_privs: true,
+            ..Default::default()
+        }),
+        resources: Some(LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+    });
+    let id = create_container(&mut rt, &p.id, &p.config, config.clone())
+        .await
+        .expect("create");
+    let created = status(&mut rt, &id).await;
+    assert_eq!(created.state, ContainerState::ContainerCreated as i32);
+    assert!(created.created_at > 0);
+    assert_eq!(created.started_at, 0);
+    start(&mut rt, &id).await;
+    let running = status(&mut rt, &id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+    assert!(running.started_at >= running.created_at);
+    assert_eq!(running.finished_at, 0);
+    assert_eq!(running.metadata, config.metadata);
+    assert_eq!(running.labels, config.labels);
+    assert_eq!(running.annotations, config.annotations);
+    assert_eq!(
+        running.image_ref,
+        image_id(&docker().await, TOOL_IMAGE).await
+    );
+    assert_eq!(
+        running.image.as_ref().map(|i| i.image.as_str()),
+        Some(TOOL_IMAGE)
+    );
+    assert_eq!(
+        running.log_path,
+        format!("{}/app/0.log", p.config.log_directory)
+    );
+    assert_eq!(running.mounts, config.mounts);
+    let mem = running
+        .resources
+        .and_then(|r| r.linux)
+        .map(|l| l.memory_limit_in_bytes);
+    assert_eq!(mem, Some(64 << 20));
+
+    assert_eq!(text(&exec(&mut rt, &id, &["pwd"]).await.stdout), "/tmp");
+    assert_eq!(
+        text(
+            &exec(&mut rt, &id, &["sh", "-c", "echo $GREETING"])
+                .await
+                .stdout
+        ),
+        "hello=world"
+    );
+    assert_eq!(
+        text(&exec(&mut rt, &id, &["cat", "/data/file"]).await.stdout),
+        "from-host"
+    );
+    let ro = exec(&mut rt, &id, &["sh", "-c", "touch /data/x"]).await;
+    assert_ne!(ro.exit_code, 0, "read-only mount was writable");
+    assert_eq!(
+        text(&exec(&mut rt, &id, &["id", "-u"]).await.stdout),
+        "1234"
+    );
+    assert_eq!(
+        text(&exec(&mut rt, &id, &["id", "-g"]).await.stdout),
+        "2345"
+    );
+    assert!(text(&exec(&mut rt, &id, &["id", "-G"]).await.stdout).contains("3456"));
+    let capeff = text(
+        &exec(&mut rt, &id, &["sh", "-c", "grep CapBnd /proc/self/status"])
+            .await
+            .stdout,
+    );
+    let mask =
+        u64::from_str_radix(capeff.split_whitespace().last().expect("mask"), 16).expect("hex");
+    assert_eq!(
+        mask & (1 << 13),
+        0,
+        "NET_RAW (bit 13) not dropped: {capeff}"
+    );
+    let nnp = text(
+        &exec(
+            &mut rt,
+            &id,
+            &["sh", "-c", "grep NoNewPrivs /proc/self/status"],
+        )
+        .await
+        .stdout,
+    );
+    assert!(nnp.ends_with('1'), "{nnp}");
+
+    let inspect = docker()
+        .await
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect");
+    let meta = p.config.metadata.as_ref().expect("meta");
+    assert_eq!(
+        inspect.name.as_deref(),
+        Some(format!("/k8s_app_{}_{}_{}_0", meta.name, meta.namespace, meta.uid).as_str())
+    );
+    let l = inspect.config.and_then(|c| c.labels).expect("labels");
+    assert_eq!(l[labels::DOCKER_TYPE], "container");
+    assert_eq!(l[labels::SANDBOX_ID], p.id);
+    assert_eq!(l[labels::CONTAINER_NAME], "app");
+    assert_eq!(l[labels::LOG_PATH], running.log_path);
+    assert_eq!(l["annotation.note"], "x");
+    let hc = inspect.host_config.expect("host config");
+    assert_eq!(hc.network_mode, Some(format!("container:{}", p.id)));
+    assert_eq!(hc.cpu_shares, Some(512));
+
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            cpu_shares: 256,
+            memory_limit_in_bytes: 128 << 20,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    let updated = status(&mut rt, &id)
+        .await
+        .resources
+        .and_then(|r| r.linux)
+        .expect("resources");
+    assert_eq!(
+        (updated.memory_limit_in_bytes, updated.cpu_quota),
+        (128 << 20, 50_000)
+    );
+    let hc = docker()
+        .await
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect")
+        .host_config
+        .expect("hc");
+    assert_eq!(
+        (hc.memory, hc.cpu_quota, hc.cpu_shares),
+        (Some(128 << 20), Some(50_000), Some(256))
+    );
+
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .expect("stop");
+    let stopped = status(&mut rt, &id).await;
+    assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
+    assert_eq!((stopped.exit_code, stopped.reason.as_str()), (137, "Error"));
+    assert!(stopped.finished_at >= stopped.started_at);
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .expect("stop again");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    assert!(
+        docker().await.inspect_container(&id, None).await.is_err(),
+        "container left in Docker"
+    );
+    let err = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect_err("status of a removed container");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains(&id), "{err:?}");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove again");
+    rt.stop_container(StopContainerRequest {
+        container_id: "feedbeef".into(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop unknown");
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn exit_codes_reasons_and_a_running_container_removed() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "exits").await;
+    let ok = run_container(&mut rt, &p.id, &p.config, container_config("ok", &["true"])).await;
+    let fail = run_container(
+        &mut rt,
+        &p.id,
+        &p.config,
+        container_config("fail", &["sh", "-c", "exit 3"]),
+    )
+    .await;
+    let ok = wait_exited(&rt, &ok, SECS).await;
+    assert_eq!((ok.exit_code, ok.reason.as_str()), (0, "Completed"));
+    assert!(
+        ok.finished_at >= ok.started_at && ok.started_at > 0,
+        "{ok:?}"
+    );
+    let fail = wait_exited(&rt, &fail, SECS).await;
+    assert_eq!((fail.exit_code, fail.reason.as_str()), (3, "Error"));
+
+    let busy = run_container(
+        &mut rt,
+        &p.id,
+        &p.config,
+        container_config("busy", &["sleep", "3600"]),
+    )
+    .await;
+    rt.remove_container(RemoveContainerRequest {
+        container_id: busy.clone(),
+    })
+    .await
+    .expect("remove a running container");
+    assert!(docker().await.inspect_container(&busy, None).await.is_err());
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn oom_killed_container_reports_oomkilled_137() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "oom").await;
+    let mut config = container_config("hog", &["sh", "-c", "tail /dev/zero"]);
+    config.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            memory_swap_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run_container(&mut rt, &p.id, &p.config, config).await;
+    let s = wait_exited(&rt, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (s.reason.as_str(), s.exit_code),
+        ("OOMKilled", 137),
+        "{s:?}"
+    );
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn exec_sync_caps_output_reports_codes_and_kills_on_timeout() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "exec").await;
+    let id = run_container(
+        &mut rt,
+        &p.id,
+        &p.config,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+
+    let out = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+    )
+    .await;
+    assert_eq!(
+        (text(&out.stdout), text(&out.stderr), out.exit_code),
+        ("out".into(), "err".into(), 7)
+    );
+    let big = exec(&mut rt, &id, &["head", "-c", "17825792", "/dev/zero"]).await;
+    assert_eq!(big.stdout.len(), 16 << 20, "stdout not capped at 16 MiB");
+    assert_eq!(big.exit_code, 0);
+
+    let err = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "987".into()],
+            timeout: 1,
+        })
+        .await
+        .expect_err("timeout");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let lister = rt.clone();
+    wait_until("the timed-out exec to be killed", SECS, || {
+        let mut rt = lister.clone();
+        let id = id.clone();
+        async move {
+            let ps = exec(&mut rt, &id, &["ps", "-o", "args"]).await;
+            (!text(&ps.stdout).contains("sleep 987")).then_some(())
+        }
+    })
+    .await;
+
+    let err = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![],
+            timeout: 1,
+        })
+        .await
+        .expect_err("empty command");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let err = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            timeout: 1,
+        })
+        .await
+        .expect_err("exec in a stopped container");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn pid_namespace_modes() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "pidns").await;
+    let pid_mode = |mode: NamespaceMode| {
+        let mut c = container_config("x", &["sleep", "3600"]);
+        c.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    };
+    let mut shared = pid_mode(NamespaceMode::Pod);
+    shared.metadata = Some(ContainerMetadata {
+        name: "shared".into(),
+        attempt: 0,
+    });
+    let mut own = pid_mode(NamespaceMode::Container);
+    own.metadata = Some(ContainerMetadata {
+        name: "own".into(),
+        attempt: 0,
+    });
+    let shared = run_container(&mut rt, &p.id, &p.config, shared).await;
+    let own = run_container(&mut rt, &p.id, &p.config, own).await;
+    let init = |out: ExecSyncResponse| text(&out.stdout).replace('\0', " ");
+    assert!(init(exec(&mut rt, &shared, &["cat", "/proc/1/cmdline"]).await).contains("pause"));
+    assert!(init(exec(&mut rt, &own, &["cat", "/proc/1/cmdline"]).await).contains("sleep"));
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn lists_containers_with_filters_across_pods() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let a = pod(&mut rt, "lista").await;
+    let b = pod(&mut rt, "listb").await;
+    let mut web = container_config("web", &["sleep", "3600"]);
+    web.labels = [("role".to_string(), "web".to_string())].into();
+    let web = run_container(&mut rt, &a.id, &a.config, web).await;
+    let done = run_container(
+        &mut rt,
+        &b.id,
+        &b.config,
+        container_config("done", &["true"]),
+    )
+    .await;
+    wait_exited(&rt, &done, SECS).await;
+    let list = |filter: ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            let mut ids: Vec<String> = rt
+                .list_containers(ListContainersRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .expect("ListContainers")
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut all = vec![web.clone(), done.clone()];
+    all.sort();
+    assert_eq!(list(ContainerFilter::default()).await, all);
+    assert_eq!(
+        list(ContainerFilter {
+            pod_sandbox_id: a.id.clone(),
+            ..Default::default()
+        })
+        .await,
+        vec![web.clone()]
+    );
+    assert_eq!(
+        list(ContainerFilter {
+            id: done[..8].to_string(),
+            ..Default::default()
+        })
+        .await,
+        vec![done.clone()]
+    );
+    let running = ContainerFilter {
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(list(running).await, vec![web.clone()]);
+    let role = ContainerFilter {
+        label_selector: [("role".to_string(), "web".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(role).await, vec![web.clone()]);
+    remove_pod(&mut rt, &a.id).await;
+    remove_pod(&mut rt, &b.id).await;
+}
+
+#[tokio::test]
+async fn container_events_reach_subscribers() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "events").await;
+    let mut events = rt
+        .get_container_events(GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    let mut second = rt
+        .get_container_events(GetEventsRequest {})
+        .await
+        .expect("second subscriber")
+        .into_inner();
+    let id = run_container(
+        &mut rt,
+        &p.id,
+        &p.config,
+        container_config("ev", &["sh", "-c", "exit 0"]),
+    )
+    .await;
+    wait_exited(&rt, &id, SECS).await;
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    let mut seen = Vec::new();
+    let collect = async {
+        while let Some(Ok(e)) = events.message().await.transpose() {
+            if e.container_id == id {
+                assert_eq!(
+                    e.pod_sandbox_status.as_ref().map(|s| s.id.as_str()),
+                    Some(p.id.as_str())
+                );
+                seen.push(e.container_event_type);
+                if e.container_event_type == ContainerEventType::ContainerDeletedEvent as i32 {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(SECS, collect)
+        .await
+        .expect("events arrive");
+    assert_eq!(
+        seen,
+        vec![
+            ContainerEventType::ContainerCreatedEvent as i32,
+            ContainerEventType::ContainerStartedEvent as i32,
+            ContainerEventType::ContainerStoppedEvent as i32,
+            ContainerEventType::ContainerDeletedEvent as i32,
+        ]
+    );
+    let first = tokio::time::timeout(SECS, second.message())
+        .await
+        .expect("second subscriber")
+        .expect("stream");
+    assert!(first.is_some());
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn failed_create_container_leaves_nothing_behind() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "cfail").await;
+    let only_sandbox = vec![p.id.clone()];
+
+    let mut absent = container_config("absent", &["true"]);
+    absent.image = Some(ImageSpec {
+        image: "localhost/dockpod/absent:1".into(),
+        ..Default::default()
+    });
+    let err = create_container(&mut rt, &p.id, &p.config, absent)
+        .await
+        .expect_err("absent image");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("localhost/dockpod/absent:1"),
+        "{err:?}"
+    );
+
+    let mut escape = container_config("escape", &["true"]);
+    escape.log_path = "../../../etc/evil.log".into();
+    let err = create_container(&mut rt, &p.id, &p.config, escape)
+        .await
+        .expect_err("escaping log path");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("evil.log"), "{err:?}");
+    let mut absolute = container_config("abs", &["true"]);
+    absolute.log_path = "/etc/evil.log".into();
+    let err = create_container(&mut rt, &p.id, &p.config, absolute)
+        .await
+        .expect_err("absolute log path");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let mut nameless = container_config("x", &["true"]);
+    nameless.metadata = None;
+    let err = create_container(&mut rt, &p.id, &p.config, nameless)
+        .await
+        .expect_err("no metadata");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let err = create_container(
+        &mut rt,
+        "0123456789abcdef",
+        &p.config,
+        container_config("x", &["true"]),
+    )
+    .await
+    .expect_err("unknown pod");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = create_container(
+        &mut rt,
+        "../../x",
+        &p.config,
+        container_config("x", &["true"]),
+    )
+    .await
+    .expect_err("bad pod id");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let mut ids = instance_containers(&front.instance_id()).await;
+    ids.sort();
+    assert_eq!(ids, only_sandbox, "a failed create left a container");
+    let containers = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(containers.containers.is_empty());
+    for bad in ["", "../x", "a/b"] {
+        let err = rt
+            .container_status(ContainerStatusRequest {
+                container_id: bad.into(),
+                verbose: false,
+            })
+            .await
+            .expect_err(bad);
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}");
+    }
+    let err = rt
+        .start_container(StartContainerRequest {
+            container_id: "feedbeef".into(),
+        })
+        .await
+        .expect_err("start unknown");
+    assert_eq!(err.code(), Code::NotFound);
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn host_network_pod_shares_the_node_network() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let logs = tempfile::tempdir().expect("logs");
+    let mut config = pod_config("hostnet", logs.path());
+    config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run_pod(&mut rt, &config).await;
+    let status = pod_status(&mut rt, &id).await.status.expect("status");
+    assert_eq!(
+        status.network.map(|n| n.ip).unwrap_or_default(),
+        "",
+        "host network pods have no pod IP"
+    );
+    let c = run_container(
+        &mut rt,
+        &id,
+        &config,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+    let node_ns = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    let inside = exec(&mut rt, &c, &["readlink", "/proc/self/ns/net"]).await;
+    assert_eq!(text(&inside.stdout), node_ns.display().to_string());
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn privileged_container_where_the_host_allows_it() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "priv").await;
+    let mut config = container_config("priv", &["sleep", "3600"]);
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create_container(&mut rt, &p.id, &p.config, config)
+        .await
+        .expect("create privileged");
+    match rt
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+    {
+        Ok(_) => {
+            let caps = exec(&mut rt, &id, &["sh", "-c", "grep CapEff /proc/self/status"]).await;
+            assert!(
+                text(&caps.stdout).ends_with("ffffffff"),
+                "{:?}",
+                text(&caps.stdout)
+            );
+        }
+        Err(err) => {
+            // Only a host that refuses privileged containers to Docker itself may excuse this.
+            let docker = docker().await;
+            let direct = docker
+                .create_container(
+                    None::<bollard::query_parameters::CreateContainerOptions>,
+                    bollard::models::ContainerCreateBody {
+                        image: Some(TOOL_IMAGE.into()),
+                        cmd: Some(vec!["true".into()]),
+                        host_config: Some(bollard::models::HostConfig {
+                            privileged: Some(true),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("create directly");
+            let refused = docker.start_container(&direct.id, None).await.err();
+            let _ = docker
+                .remove_container(
+                    &direct.id,
+                    Some(bollard::query_parameters::RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            let refused = refused.unwrap_or_else(|| {
+                panic!("Docker starts privileged containers here, dockpod did not: {err:?}")
+            });
+            eprintln!("SKIPPED privileged check: this host cannot start privileged containers ({refused})");
+        }
+    }
+    remove_pod(&mut rt, &p.id).await;
+}
