@@ -29,6 +29,41 @@ pub enum Command {
     // A flag given twice takes its last value, so wrappers can append overrides.
     #[command(args_override_self = true)]
     Serve(ServeConfig),
+    /// One line per pod: its shim's PID, RSS, PSS, uptime and containers.
+    Ps(RunDir),
+    /// The shim's view of one pod (sandbox ID or prefix, name, or namespace/name) as JSON.
+    Inspect {
+        #[command(flatten)]
+        run: RunDir,
+        /// The pod.
+        pod: String,
+    },
+    /// Run a pod with a greeting container against a running server, show it, remove it.
+    Demo {
+        #[command(flatten)]
+        run: RunDir,
+        /// The server's CRI endpoint.
+        #[arg(
+            long,
+            env = "DOCKPOD_CONTAINER_RUNTIME_ENDPOINT",
+            default_value = "unix:///run/dockpod/cri.sock"
+        )]
+        container_runtime_endpoint: String,
+        /// Image of the greeting container.
+        #[arg(long, default_value = DEFAULT_TOOL_IMAGE)]
+        image: String,
+    },
+}
+
+/// The busybox tool image `contrib/setup.sh` builds.
+pub const DEFAULT_TOOL_IMAGE: &str = "localhost/dockpod/busybox:1";
+
+/// Where the shims' sockets are: the server's `--run-directory`.
+#[derive(Debug, Clone, Args)]
+pub struct RunDir {
+    /// The server's run directory.
+    #[arg(long, env = "DOCKPOD_RUN_DIRECTORY", default_value = "/run/dockpod")]
+    pub run_directory: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -180,8 +215,9 @@ mod tests {
     fn serve(args: &[&str]) -> Result<ServeConfig, clap::Error> {
         let mut argv = vec!["shim-manager", "serve"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Command::Serve(c) => c,
+        Cli::try_parse_from(argv).and_then(|cli| match cli.command {
+            Command::Serve(c) => Ok(c),
+            _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
         })
     }
 

@@ -3,6 +3,7 @@
 //! pod-scoped call to it.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod cri;
 pub mod docker;

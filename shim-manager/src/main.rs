@@ -20,7 +20,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+        command => match operate(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shim-manager: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// The operator subcommands: short-lived clients of the shims or of a running server.
+fn operate(command: Command) -> anyhow::Result<()> {
+    use shim_manager::cli;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Ps(run) => print!("{}", cli::ps::run(&run.run_directory).await),
+            Command::Inspect { run, pod } => println!(
+                "{}",
+                cli::inspect::run(&run.run_directory, &pod)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+            ),
+            Command::Demo {
+                run,
+                container_runtime_endpoint,
+                image,
+            } => cli::demo::run(&container_runtime_endpoint, &run.run_directory, &image)
+                .await
+                .map_err(anyhow::Error::msg)?,
+            Command::Serve(_) => anyhow::bail!("serve is not an operator command"),
+        }
+        Ok(())
+    })
 }
 
 fn init_tracing(level: &str) {

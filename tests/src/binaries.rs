@@ -11,11 +11,13 @@ pub fn binary(name: &str) -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => {
             let exe = std::env::current_exe().expect("test executable path");
-            // target/<profile>/deps/<test> -> target/<profile>
-            exe.parent()
-                .and_then(Path::parent)
-                .expect("test executable lives in target/<profile>/deps")
-                .to_path_buf()
+            // Tests run from target/<profile>/deps/, benchmark binaries from target/<profile>/.
+            let dir = exe.parent().expect("executable has a directory");
+            if dir.ends_with("deps") {
+                dir.parent().expect("target/<profile>").to_path_buf()
+            } else {
+                dir.to_path_buf()
+            }
         }
     };
     let path = dir.join(name);

@@ -330,3 +330,169 @@ async fn failed_run_pod_sandbox_leaves_nothing_behind() {
         "socket left"
     );
 }
+
+#[tokio::test]
+async fn idle_shims_stay_within_the_memory_budget() {
+    const PODS: usize = 10;
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let mut ids = Vec::new();
+    for i in 0..PODS {
+        let config = pod_config(&format!("mem{i}"), logs.path());
+        let id = run_pod(&mut rt, &config).await;
+        run_container(
+            &mut rt,
+            &id,
+            &config,
+            container_config("app", &["sleep", "3600"]),
+        )
+        .await;
+        ids.push(id);
+    }
+    // Idle: no call for the pods while measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut mem: Vec<_> = front
+        .shim_pids()
+        .into_iter()
+        .map(|pid| dockpod_proto::procfs::memory(pid).expect("shim memory"))
+        .collect();
+    assert_eq!(mem.len(), PODS);
+    mem.sort_by_key(|m| m.pss_bytes);
+    let median = mem[PODS / 2];
+    let (pss, rss) = (
+        median.pss_bytes as f64 / 1048576.0,
+        median.rss_bytes as f64 / 1048576.0,
+    );
+    eprintln!("idle shim with one container, {PODS} pods: PSS {pss:.2} MiB, RSS {rss:.2} MiB");
+    if cfg!(debug_assertions) {
+        eprintln!("NOT CHECKED: the budget applies to release builds (cargo test --release)");
+    } else {
+        assert!(
+            pss <= 2.0,
+            "idle shim PSS {pss:.2} MiB is over the 2 MiB budget"
+        );
+        assert!(
+            rss <= 6.0,
+            "idle shim RSS {rss:.2} MiB is over the 6 MiB budget"
+        );
+    }
+    for id in ids {
+        remove_pod(&mut rt, &id).await;
+    }
+}
+
+#[tokio::test]
+async fn pods_survive_a_front_crash_and_are_found_again() {
+    let mut front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("restart", logs.path());
+    let id = run_pod(&mut rt, &config).await;
+    let c = run_container(
+        &mut rt,
+        &id,
+        &config,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+    let before = status(&mut rt, &c).await;
+    let shim = shim_pid(&mut rt, &id).await;
+
+    front.kill().await;
+    assert!(procs::alive(shim), "the shim died with the front");
+    front.restart().await;
+    let mut rt = front.runtime();
+    assert_eq!(shim_pid(&mut rt, &id).await, shim);
+    let after = status(&mut rt, &c).await;
+    assert_eq!(after.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(after.started_at, before.started_at, "container restarted");
+    let listed = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![c.as_str()]
+    );
+    remove_pod(&mut rt, &id).await;
+}
+
+/// Resumes a stopped process when the test ends, however it ends.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_shim_does_not_stall_node_wide_lists() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let mut pods = Vec::new();
+    let mut containers = Vec::new();
+    for i in 0..3 {
+        let config = pod_config(&format!("stuck{i}"), logs.path());
+        let id = run_pod(&mut rt, &config).await;
+        containers.push(
+            run_container(
+                &mut rt,
+                &id,
+                &config,
+                container_config("app", &["sleep", "3600"]),
+            )
+            .await,
+        );
+        pods.push(id);
+    }
+    containers.sort();
+    let stuck = shim_pid(&mut rt, &pods[1]).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stuck as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    let _resume = Resume(stuck);
+
+    let t = std::time::Instant::now();
+    let mut listed: Vec<String> = tokio::time::timeout(
+        Duration::from_secs(2),
+        rt.list_containers(ListContainersRequest::default()),
+    )
+    .await
+    .expect("ListContainers within 2 s")
+    .expect("ListContainers")
+    .into_inner()
+    .containers
+    .into_iter()
+    .map(|c| c.id)
+    .collect();
+    listed.sort();
+    assert_eq!(
+        listed, containers,
+        "the stuck pod's container is answered for from Docker"
+    );
+    let pods_listed = tokio::time::timeout(
+        Duration::from_secs(2),
+        rt.list_pod_sandbox(ListPodSandboxRequest::default()),
+    )
+    .await
+    .expect("ListPodSandbox within 2 s")
+    .expect("ListPodSandbox")
+    .into_inner()
+    .items;
+    assert_eq!(pods_listed.len(), 3);
+    eprintln!("lists with one stopped shim answered in {:?}", t.elapsed());
+    drop(_resume);
+    for id in pods {
+        remove_pod(&mut rt, &id).await;
+    }
+}

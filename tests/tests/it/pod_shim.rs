@@ -30,7 +30,17 @@ async fn serves_info_and_shuts_down_on_request() {
         Command::new(binary("pod-shim"))
             .arg("--socket")
             .arg(&socket)
-            .args(["--pod", "default/web", "--sandbox-id", "0123456789ab"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args([
+                "--pod",
+                "default/web",
+                "--shim-id",
+                "0123456789abcdef",
+                "--instance",
+                "test",
+            ])
+            .args(["--sandbox-image", dockpod_tests::docker::PAUSE_IMAGE])
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn pod-shim"),
@@ -49,11 +59,9 @@ async fn serves_info_and_shuts_down_on_request() {
     .await;
     assert_eq!(info.protocol_version, dockpod_proto::PROTOCOL_VERSION);
     assert_eq!(info.pid, shim.0.id());
-    assert_eq!(
-        (info.pod_namespace.as_str(), info.pod_name.as_str()),
-        ("default", "web")
-    );
-    assert_eq!(info.sandbox_id, "0123456789ab");
+    // No RunPodSandbox yet: the shim supervises nothing.
+    assert_eq!(info.sandbox_id, "");
+    assert_eq!((info.containers_running, info.containers_total), (0, 0));
     assert!(info.rss_bytes > 0 && info.pss_bytes > 0, "{info:?}");
 
     let mode =

@@ -1,0 +1,30 @@
+//! The operator's subcommands beside `serve`: per-pod process inspection (`ps`, `inspect`),
+//! read straight from the pods' shims, and a `demo` against a running server.
+
+pub mod demo;
+pub mod inspect;
+pub mod ps;
+
+use std::path::Path;
+
+use dockpod_proto::shim::InfoResponse;
+
+use crate::registry::shim_sockets;
+
+/// Every live shim under `run_dir` with its Info (shims that do not answer are skipped and
+/// reported on stderr).
+pub async fn shims(run_dir: &Path) -> Vec<(std::path::PathBuf, InfoResponse)> {
+    let mut found = Vec::new();
+    for socket in shim_sockets(run_dir) {
+        let mut client = dockpod_proto::shim::shim_client::ShimClient::new(
+            dockpod_proto::sockets::channel(&socket),
+        );
+        let ask = client.info(dockpod_proto::shim::InfoRequest {});
+        match tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
+            Ok(Ok(info)) => found.push((socket, info.into_inner())),
+            Ok(Err(e)) => eprintln!("{}: {}", socket.display(), e.message()),
+            Err(_) => eprintln!("{}: no answer within 2s", socket.display()),
+        }
+    }
+    found
+}

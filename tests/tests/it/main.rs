@@ -1,0 +1,10 @@
+//! dockpod's integration tests, one test binary (one link, one harness start-up) with a module
+//! per capability. Each test starts its own `shim-manager` on a temporary socket and state
+//! directory against the real dockerd.
+
+mod containers;
+mod images;
+mod pod_shim;
+mod pods;
+mod runtime_info;
+mod server_lifecycle;
