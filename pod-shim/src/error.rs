@@ -4,6 +4,8 @@
 use bollard::errors::Error as DockerError;
 use tonic::{Code, Status};
 
+pub use dockpod_proto::docker_errors::{is_not_found, is_not_modified};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -51,19 +53,7 @@ impl Error {
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Io { .. } => Code::Internal,
-            Error::Docker { source, .. } => match source {
-                DockerError::DockerResponseServerError { status_code, .. } => match status_code {
-                    400 => Code::InvalidArgument,
-                    404 => Code::NotFound,
-                    409 => Code::FailedPrecondition,
-                    _ => Code::Internal,
-                },
-                DockerError::RequestTimeoutError => Code::DeadlineExceeded,
-                DockerError::SocketNotFoundError(_)
-                | DockerError::HyperResponseError { .. }
-                | DockerError::IOError { .. } => Code::Unavailable,
-                _ => Code::Internal,
-            },
+            Error::Docker { source, .. } => dockpod_proto::docker_errors::code(source),
         }
     }
 }
@@ -80,24 +70,3 @@ impl From<Error> for Status {
     }
 }
 
-/// Whether Docker answered "no such object".
-pub fn is_not_found(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-/// Whether Docker answered that the object is already in the requested state (304).
-pub fn is_not_modified(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::DockerResponseServerError {
-            status_code: 304,
-            ..
-        }
-    )
-}

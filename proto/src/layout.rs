@@ -29,8 +29,8 @@ pub const STATE_FILE: &str = "state.json";
 /// The shim's own log inside the pod's directory.
 pub const SHIM_LOG: &str = "shim.log";
 
-/// A fresh random shim ID (16 hex digits).
-pub fn new_shim_id() -> std::io::Result<String> {
+/// A fresh random ID of 16 hex digits (shim IDs, instance IDs).
+pub fn random_id() -> std::io::Result<String> {
     let mut bytes = [0u8; 8];
     let mut urandom = std::fs::File::open("/dev/urandom")?;
     std::io::Read::read_exact(&mut urandom, &mut bytes)?;

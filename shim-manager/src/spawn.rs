@@ -35,7 +35,7 @@ pub struct Spawner {
 impl Spawner {
     /// Starts a shim for the pod `display` (namespace/name) and waits until it serves.
     pub async fn spawn(&self, display: &str) -> Result<ShimHandle> {
-        let shim_id = layout::new_shim_id().map_err(Error::io("choosing a shim ID"))?;
+        let shim_id = layout::random_id().map_err(Error::io("choosing a shim ID"))?;
         let pod_dir = layout::pod_dir(&self.root_dir, &shim_id);
         ensure_dir(&layout::pods_dir(&self.root_dir), 0o700)
             .and_then(|()| ensure_dir(&pod_dir, 0o700))

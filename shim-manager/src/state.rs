@@ -97,12 +97,7 @@ fn load_or_create_instance_id(path: &Path) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
     }
-    let mut bytes = [0u8; 8];
-    let mut urandom =
-        std::fs::File::open("/dev/urandom").map_err(Error::io("opening /dev/urandom"))?;
-    std::io::Read::read_exact(&mut urandom, &mut bytes)
-        .map_err(Error::io("reading /dev/urandom"))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = dockpod_proto::layout::random_id().map_err(Error::io("reading /dev/urandom"))?;
     atomic_write(path, id.as_bytes(), 0o600)
         .map_err(Error::io(format!("writing {}", path.display())))?;
     Ok(id)

@@ -64,6 +64,19 @@ pub async fn derive_image(
     tag: &str,
     changes: &str,
 ) -> String {
+    derive_image_with(docker, refs, base, tag, Some(changes), Default::default()).await
+}
+
+/// Like [`derive_image`], with image configuration that `changes` cannot express (Docker's
+/// commit takes no STOPSIGNAL change, say) merged in from `config`.
+pub async fn derive_image_with(
+    docker: &Docker,
+    refs: &mut ImageRefs,
+    base: &str,
+    tag: &str,
+    changes: Option<&str>,
+    config: bollard::models::ContainerConfig,
+) -> String {
     let name = crate::unique("dp-commit");
     let created = docker
         .create_container(
@@ -85,10 +98,10 @@ pub async fn derive_image(
                 container: Some(created.id.clone()),
                 repo: Some(repo.to_string()),
                 tag: Some(tag_part.to_string()),
-                changes: Some(changes.to_string()),
+                changes: changes.map(str::to_string),
                 ..Default::default()
             },
-            bollard::models::ContainerConfig::default(),
+            config,
         )
         .await;
     let _ = docker

@@ -17,9 +17,10 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::docker::Engine;
-use crate::error::{docker_status, Error, Result};
+use crate::error::{Error, Result};
 use crate::image_ref::ImageName;
 use crate::imagefs::UsageCache;
+use dockpod_proto::docker_errors::is_not_found;
 
 /// Images inspected at once when listing (one inspect each, for the USER of every image).
 const LIST_CONCURRENCY: usize = 8;
@@ -43,7 +44,7 @@ impl ImageApi {
     async fn inspect(&self, name: &str) -> Result<Option<ImageInspect>> {
         match self.engine.api()?.inspect_image(name).await {
             Ok(image) => Ok(Some(image)),
-            Err(e) if docker_status(&e) == Some(404) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
         }
     }
@@ -186,7 +187,7 @@ impl ImageApi {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if docker_status(&e) == Some(404) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(Error::docker(format!("removing image {reference:?}"))(e)),
         }
     }

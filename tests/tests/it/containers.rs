@@ -774,3 +774,193 @@ async fn privileged_container_where_the_host_allows_it() {
     }
     remove_pod(&mut rt, &p.id).await;
 }
+
+#[tokio::test]
+async fn security_options_devices_and_the_images_stop_signal() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "sec").await;
+    let profiles = tempfile::tempdir().expect("profiles");
+    // Allow everything except mkdir/mkdirat.
+    let profile = profiles.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("profile");
+    let secured = |name: &str, sc: LinuxContainerSecurityContext| {
+        let mut c = container_config(name, &["sleep", "3600"]);
+        c.linux = Some(LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        });
+        c
+    };
+    let unconfined = secured(
+        "unconfined",
+        LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::Unconfined as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let localhost = secured(
+        "localhost",
+        LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            readonly_rootfs: true,
+            masked_paths: vec!["/etc/hostname".into()],
+            readonly_paths: vec!["/tmp".into()],
+            ..Default::default()
+        },
+    );
+    let mut with_device = container_config("dev", &["sleep", "3600"]);
+    with_device.devices = vec![Device {
+        container_path: "/dev/dockpod-zero".into(),
+        host_path: "/dev/zero".into(),
+        permissions: "r".into(),
+    }];
+    with_device.tty = true;
+    with_device.stdin = true;
+
+    let unconfined = run_container(&mut rt, &p.id, &p.config, unconfined).await;
+    let seccomp = text(
+        &exec(
+            &mut rt,
+            &unconfined,
+            &["grep", "Seccomp:", "/proc/self/status"],
+        )
+        .await
+        .stdout,
+    );
+    assert!(
+        seccomp.ends_with('0'),
+        "unconfined container is filtered: {seccomp}"
+    );
+    let localhost = run_container(&mut rt, &p.id, &p.config, localhost).await;
+    let seccomp = text(
+        &exec(
+            &mut rt,
+            &localhost,
+            &["grep", "Seccomp:", "/proc/self/status"],
+        )
+        .await
+        .stdout,
+    );
+    assert!(seccomp.ends_with('2'), "profile not applied: {seccomp}");
+    assert_ne!(
+        exec(&mut rt, &localhost, &["mkdir", "/dev/shm/x"])
+            .await
+            .exit_code,
+        0,
+        "mkdir allowed"
+    );
+    assert_ne!(
+        exec(&mut rt, &localhost, &["touch", "/rootfs-write"])
+            .await
+            .exit_code,
+        0,
+        "rootfs writable"
+    );
+    assert_ne!(
+        exec(&mut rt, &localhost, &["touch", "/tmp/x"])
+            .await
+            .exit_code,
+        0,
+        "readonly path writable"
+    );
+    assert_eq!(
+        text(
+            &exec(&mut rt, &localhost, &["cat", "/etc/hostname"])
+                .await
+                .stdout
+        ),
+        "",
+        "masked path readable"
+    );
+    let dev = run_container(&mut rt, &p.id, &p.config, with_device).await;
+    let bytes = exec(
+        &mut rt,
+        &dev,
+        &["sh", "-c", "head -c 5 /dev/dockpod-zero | wc -c"],
+    )
+    .await;
+    assert_eq!(text(&bytes.stdout), "5");
+    let config = docker()
+        .await
+        .inspect_container(&dev, None)
+        .await
+        .expect("inspect")
+        .config
+        .expect("config");
+    assert_eq!((config.tty, config.open_stdin), (Some(true), Some(true)));
+
+    let mut bad = container_config("badprofile", &["true"]);
+    bad.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "/nonexistent/profile.json".into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = create_container(&mut rt, &p.id, &p.config, bad)
+        .await
+        .expect_err("missing profile");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("/nonexistent/profile.json"),
+        "{err:?}"
+    );
+    remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn stop_uses_the_images_stop_signal() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "stopsig").await;
+    let docker = docker().await;
+    let mut refs = dockpod_tests::docker::ImageRefs::default();
+    let image = format!(
+        "localhost/dockpod-test/{}:1",
+        dockpod_tests::unique("stopsig")
+    );
+    let stop_signal = bollard::models::ContainerConfig {
+        stop_signal: Some("SIGUSR1".into()),
+        ..Default::default()
+    };
+    dockpod_tests::docker::derive_image_with(
+        &docker,
+        &mut refs,
+        TOOL_IMAGE,
+        &image,
+        None,
+        stop_signal,
+    )
+    .await;
+    let mut config = container_config("app", &["sh", "-c"]);
+    // Exits 0 on SIGUSR1 only; SIGTERM is ignored, so the wrong signal would end in SIGKILL.
+    config.args = vec!["trap 'exit 0' USR1; trap '' TERM; while :; do sleep 1; done".into()];
+    config.image = Some(ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    });
+    let id = run_container(&mut rt, &p.id, &p.config, config).await;
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 20,
+    })
+    .await
+    .expect("stop");
+    let s = status(&mut rt, &id).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
+    remove_pod(&mut rt, &p.id).await;
+}

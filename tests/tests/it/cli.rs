@@ -1,0 +1,110 @@
+//! The operator subcommands against a real server: `ps` and `inspect` read the pods' shims,
+//! `demo` takes a pod through its life and leaves nothing behind.
+
+use std::process::Command;
+
+use dockpod_tests::binaries::binary;
+use dockpod_tests::cri::*;
+use dockpod_tests::docker::instance_containers;
+use dockpod_tests::front::Front;
+
+fn shim_manager(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary("shim-manager"))
+        .args(args)
+        .output()
+        .expect("run shim-manager");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ps_and_inspect_show_each_pods_shim() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let busy = pod_config("ps-busy", logs.path());
+    let idle = pod_config("ps-idle", logs.path());
+    let busy_id = run_pod(&mut rt, &busy).await;
+    let idle_id = run_pod(&mut rt, &idle).await;
+    run_container(
+        &mut rt,
+        &busy_id,
+        &busy,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+    let busy_pid = shim_pid(&mut rt, &busy_id).await;
+    let run_dir = front.run_dir().display().to_string();
+
+    let (ok, table, err) = shim_manager(&["ps", "--run-directory", &run_dir]);
+    assert!(ok, "{err}");
+    let name = |c: &k8s_cri::v1::PodSandboxConfig| {
+        let m = c.metadata.as_ref().expect("meta");
+        format!("{}/{}", m.namespace, m.name)
+    };
+    let busy_line = table
+        .lines()
+        .find(|l| l.contains(&name(&busy)))
+        .expect("busy pod listed");
+    assert!(busy_line.contains(&busy_id[..12]), "{busy_line}");
+    assert!(busy_line.contains(&busy_pid.to_string()), "{busy_line}");
+    assert!(busy_line.trim_end().ends_with("1/1"), "{busy_line}");
+    assert!(
+        busy_line.contains("MiB") || busy_line.contains("KiB"),
+        "{busy_line}"
+    );
+    let idle_line = table
+        .lines()
+        .find(|l| l.contains(&name(&idle)))
+        .expect("idle pod listed");
+    assert!(idle_line.trim_end().ends_with("0/0"), "{idle_line}");
+
+    let busy_name = busy.metadata.as_ref().expect("meta").name.clone();
+    let (ok, json, err) = shim_manager(&["inspect", "--run-directory", &run_dir, &busy_name]);
+    assert!(ok, "{err}");
+    let view: serde_json::Value = serde_json::from_str(&json).expect("inspect prints JSON");
+    assert_eq!(view["pod"]["sandbox_id"], busy_id.as_str());
+    assert_eq!(view["shimPid"], busy_pid);
+    assert_eq!(
+        view["pod"]["containers"].as_object().map(|c| c.len()),
+        Some(1)
+    );
+    let (ok, json, _) = shim_manager(&["inspect", "--run-directory", &run_dir, &idle_id[..8]]);
+    assert!(ok);
+    assert!(json.contains(&idle_id));
+    let (ok, _, err) = shim_manager(&["inspect", "--run-directory", &run_dir, "no-such-pod"]);
+    assert!(!ok);
+    assert!(err.contains("no-such-pod"), "{err}");
+    remove_pod(&mut rt, &busy_id).await;
+    remove_pod(&mut rt, &idle_id).await;
+}
+
+#[tokio::test]
+async fn demo_runs_a_pod_through_its_life() {
+    let front = Front::start(&[]).await;
+    let endpoint = format!("unix://{}", front.socket().display());
+    let run_dir = front.run_dir().display().to_string();
+    let (ok, out, err) = shim_manager(&[
+        "demo",
+        "--container-runtime-endpoint",
+        &endpoint,
+        "--run-directory",
+        &run_dir,
+    ]);
+    assert!(ok, "demo failed:\n{out}\n{err}");
+    for expected in [
+        "RunPodSandbox",
+        "SHIM PID",
+        "dockpod-demo/hello",
+        "\"Hello from dockpod\"",
+        "ContainerRunning",
+        "RemovePodSandbox",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    assert!(front.shim_pids().is_empty());
+}
