@@ -69,4 +69,3 @@ impl From<Error> for Status {
         Status::new(e.code(), e.to_string())
     }
 }
-

@@ -1,7 +1,9 @@
 //! The pod's operations: sandbox and container lifecycle against Docker, each followed by a
 //! fresh look at what Docker did (inspect), a durable record and the CRI events it means.
-//! Lifecycle changes are serialised by one async lock; the record's own lock is never held
-//! across a Docker call.
+//! Changes to what the pod consists of (sandbox, container creation and removal) are
+//! serialised by one async lock; starting and stopping are not, because the kubelet stops a
+//! pod's containers in parallel, each with its own grace period. The record's own lock is never
+//! held across a Docker call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,7 +12,7 @@ use std::time::Duration;
 use bollard::models::ContainerUpdateBody;
 use k8s_cri::v1::{
     ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerState, ContainerStatus,
-    LinuxContainerResources, PodSandboxConfig,
+    ContainerUser, LinuxContainerResources, LinuxContainerUser, PodSandboxConfig,
 };
 use tokio::sync::{broadcast, Notify};
 
@@ -395,7 +397,6 @@ impl Pod {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<()> {
-        let _guard = self.lifecycle.lock().await;
         let id = self.require(id)?;
         self.engine.start(&id).await?;
         self.refresh_container(&id).await
@@ -403,7 +404,6 @@ impl Pod {
 
     /// Stops with `timeout` seconds of grace; an unknown or stopped container is fine.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
-        let _guard = self.lifecycle.lock().await;
         let Some(id) = self.resolve(id) else {
             return Ok(());
         };
@@ -446,6 +446,15 @@ impl Pod {
             .get(&id)
             .map(ContainerRecord::status)
             .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        let pid = inspect
+            .as_ref()
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.pid)
+            .unwrap_or(0);
+        let status = ContainerStatus {
+            user: (pid > 0).then(|| process_user(pid)).flatten(),
+            ..status
+        };
         let mut info = HashMap::new();
         if verbose {
             let pid = inspect
@@ -469,7 +478,6 @@ impl Pod {
         id: &str,
         resources: Option<LinuxContainerResources>,
     ) -> Result<()> {
-        let _guard = self.lifecycle.lock().await;
         let id = self.require(id)?;
         let Some(r) = resources else { return Ok(()) };
         let mut host = bollard::models::HostConfig::default();
@@ -513,6 +521,30 @@ impl Pod {
             )))
         }
     }
+}
+
+/// The identities of a container's first process, read from the kernel.
+fn process_user(pid: i64) -> Option<ContainerUser> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Vec<i64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (uid, gid) = (field("Uid:"), field("Gid:"));
+    Some(ContainerUser {
+        linux: Some(LinuxContainerUser {
+            uid: *uid.first()?,
+            gid: *gid.first()?,
+            supplemental_groups: field("Groups:"),
+        }),
+    })
 }
 
 /// Pod IPs from Docker's network settings, IPv4 first (the kubelet's primary), then IPv6.

@@ -121,6 +121,13 @@ async fn container_config_reaches_docker_and_status_reports_it() {
         format!("{}/app/0.log", p.config.log_directory)
     );
     assert_eq!(running.mounts, config.mounts);
+    let user = running
+        .user
+        .as_ref()
+        .and_then(|u| u.linux.clone())
+        .expect("user");
+    assert_eq!((user.uid, user.gid), (1234, 2345));
+    assert!(user.supplemental_groups.contains(&3456), "{user:?}");
     let mem = running
         .resources
         .and_then(|r| r.linux)
