@@ -15,11 +15,15 @@ use k8s_cri::v1::{
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 
+/// A pod as Docker's labels describe it.
+#[derive(Debug, Default)]
+pub struct PodView {
+    pub pods: Vec<PodSandbox>,
+    pub containers: Vec<Container>,
+}
+
 /// The sandbox and containers of the shim `shim_id`, as Docker knows them.
-pub async fn pod_from_docker(
-    engine: &Engine,
-    shim_id: &str,
-) -> Result<(Vec<PodSandbox>, Vec<Container>)> {
+pub async fn pod_from_docker(engine: &Engine, shim_id: &str) -> Result<PodView> {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![format!("{}={shim_id}", labels::SHIM_ID)],
@@ -35,17 +39,16 @@ pub async fn pod_from_docker(
         .map_err(Error::docker(format!(
             "listing the containers of shim {shim_id}"
         )))?;
-    let mut pods = Vec::new();
-    let mut containers = Vec::new();
+    let mut view = PodView::default();
     for s in summaries {
         let l = s.labels.clone().unwrap_or_default();
         match l.get(labels::DOCKER_TYPE).map(String::as_str) {
-            Some(labels::TYPE_SANDBOX) => pods.push(sandbox(&s, &l)),
-            Some(labels::TYPE_CONTAINER) => containers.push(container(&s, &l)),
+            Some(labels::TYPE_SANDBOX) => view.pods.push(sandbox(&s, &l)),
+            Some(labels::TYPE_CONTAINER) => view.containers.push(container(&s, &l)),
             _ => {}
         }
     }
-    Ok((pods, containers))
+    Ok(view)
 }
 
 /// The attempt number at the end of a `k8s_..._<attempt>` name.

@@ -13,6 +13,7 @@ use tonic::Status;
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::fallback::PodView;
 use crate::registry::{self, Registry, ShimHandle};
 use crate::spawn::Spawner;
 
@@ -221,26 +222,27 @@ impl Pods {
     /// Every pod matching `filter`, from all shims at once.
     pub async fn list_pod_sandbox(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
         let filter = filter.unwrap_or_default();
-        let asks = self.registry.pods().into_iter().map(|shim| {
-            let filter = filter.clone();
+        let ask = |shim: Arc<ShimHandle>| {
+            let req = ListPodSandboxRequest {
+                filter: Some(filter.clone()),
+            };
             async move {
-                let req = ListPodSandboxRequest { filter: Some(filter.clone()) };
-                match tokio::time::timeout(LIST_DEADLINE, shim.runtime().list_pod_sandbox(req)).await {
-                    Ok(Ok(r)) => r.into_inner().items,
-                    late => {
-                        tracing::warn!(sandbox = %shim.sandbox_id, error = ?late.err(), "shim late for ListPodSandbox; answering from Docker");
-                        match crate::fallback::pod_from_docker(&self.engine, &shim.shim_id).await {
-                            Ok((pods, _)) => pods.into_iter().filter(|p| dockpod_proto::filters::pod_matches(p, &filter)).collect(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "reading a late shim's pod from Docker");
-                                Vec::new()
-                            }
-                        }
-                    }
-                }
+                Ok(shim
+                    .runtime()
+                    .list_pod_sandbox(req)
+                    .await?
+                    .into_inner()
+                    .items)
             }
-        });
-        join_all(asks).await.into_iter().flatten().collect()
+        };
+        let from_docker = |view: PodView| {
+            view.pods
+                .into_iter()
+                .filter(|p| dockpod_proto::filters::pod_matches(p, &filter))
+                .collect()
+        };
+        self.fan_out("ListPodSandbox", self.registry.pods(), ask, from_docker)
+            .await
     }
 
     /// Every container matching `filter`, from all shims at once (or just the one pod's).
@@ -254,21 +256,55 @@ impl Pods {
                 .into_iter()
                 .collect()
         };
-        let asks = shims.into_iter().map(|shim| {
-            let filter = filter.clone();
+        let ask = |shim: Arc<ShimHandle>| {
+            let req = ListContainersRequest {
+                filter: Some(filter.clone()),
+            };
             async move {
-                let req = ListContainersRequest { filter: Some(filter.clone()) };
-                match tokio::time::timeout(LIST_DEADLINE, shim.runtime().list_containers(req)).await {
-                    Ok(Ok(r)) => r.into_inner().containers,
+                Ok(shim
+                    .runtime()
+                    .list_containers(req)
+                    .await?
+                    .into_inner()
+                    .containers)
+            }
+        };
+        let from_docker = |view: PodView| {
+            view.containers
+                .into_iter()
+                .filter(|c| dockpod_proto::filters::container_matches(c, &filter))
+                .collect()
+        };
+        self.fan_out("ListContainers", shims, ask, from_docker)
+            .await
+    }
+
+    /// Asks every shim of `shims` at once. A shim that has not answered within
+    /// `LIST_DEADLINE` is answered for by `from_docker`, from what Docker's labels say of its
+    /// pod.
+    async fn fan_out<T, Ask, Fut>(
+        &self,
+        call: &'static str,
+        shims: Vec<Arc<ShimHandle>>,
+        ask: Ask,
+        from_docker: impl Fn(PodView) -> Vec<T>,
+    ) -> Vec<T>
+    where
+        Ask: Fn(Arc<ShimHandle>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, Status>>,
+    {
+        let asks = shims.into_iter().map(|shim| {
+            let answer = ask(shim.clone());
+            let from_docker = &from_docker;
+            async move {
+                match tokio::time::timeout(LIST_DEADLINE, answer).await {
+                    Ok(Ok(items)) => items,
                     late => {
-                        tracing::warn!(sandbox = %shim.sandbox_id, error = ?late.err(), "shim late for ListContainers; answering from Docker");
+                        tracing::warn!(sandbox = %shim.sandbox_id, error = ?late.err(), "shim late for {call}; answering from Docker");
                         match crate::fallback::pod_from_docker(&self.engine, &shim.shim_id).await {
-                            Ok((_, containers)) => containers
-                                .into_iter()
-                                .filter(|c| dockpod_proto::filters::container_matches(c, &filter))
-                                .collect(),
+                            Ok(view) => from_docker(view),
                             Err(e) => {
-                                tracing::warn!(error = %e, "reading a late shim's containers from Docker");
+                                tracing::warn!(sandbox = %shim.sandbox_id, error = %e, "reading a late shim's pod from Docker");
                                 Vec::new()
                             }
                         }
