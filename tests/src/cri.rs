@@ -150,3 +150,41 @@ pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
     .await
     .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e:?}"));
 }
+
+/// Sorted IDs of the pods ListPodSandbox returns for `filter`.
+pub async fn pod_ids(
+    mut rt: RuntimeServiceClient<Channel>,
+    filter: PodSandboxFilter,
+) -> Vec<String> {
+    let req = ListPodSandboxRequest {
+        filter: Some(filter),
+    };
+    let items = rt
+        .list_pod_sandbox(req)
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items;
+    let mut ids: Vec<String> = items.into_iter().map(|p| p.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Sorted IDs of the containers ListContainers returns for `filter`.
+pub async fn container_ids(
+    mut rt: RuntimeServiceClient<Channel>,
+    filter: ContainerFilter,
+) -> Vec<String> {
+    let req = ListContainersRequest {
+        filter: Some(filter),
+    };
+    let items = rt
+        .list_containers(req)
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    let mut ids: Vec<String> = items.into_iter().map(|c| c.id).collect();
+    ids.sort();
+    ids
+}

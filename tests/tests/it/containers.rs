@@ -473,24 +473,7 @@ async fn lists_containers_with_filters_across_pods() {
     )
     .await;
     wait_exited(&rt, &done, SECS).await;
-    let list = |filter: ContainerFilter| {
-        let mut rt = rt.clone();
-        async move {
-            let mut ids: Vec<String> = rt
-                .list_containers(ListContainersRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .expect("ListContainers")
-                .into_inner()
-                .containers
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            ids.sort();
-            ids
-        }
-    };
+    let list = |filter: ContainerFilter| container_ids(rt.clone(), filter);
     let mut all = vec![web.clone(), done.clone()];
     all.sort();
     assert_eq!(list(ContainerFilter::default()).await, all);

@@ -137,24 +137,7 @@ async fn pod_status_list_stop_and_remove() {
     let other = run_pod(&mut rt, &pod_config("life-other", logs.path())).await;
 
     let lister = rt.clone();
-    let list = |filter: PodSandboxFilter| {
-        let mut rt = lister.clone();
-        async move {
-            let mut ids: Vec<String> = rt
-                .list_pod_sandbox(ListPodSandboxRequest {
-                    filter: Some(filter),
-                })
-                .await
-                .expect("ListPodSandbox")
-                .into_inner()
-                .items
-                .into_iter()
-                .map(|p| p.id)
-                .collect();
-            ids.sort();
-            ids
-        }
-    };
+    let list = |filter: PodSandboxFilter| pod_ids(lister.clone(), filter);
     let mut both = vec![id.clone(), other.clone()];
     both.sort();
     assert_eq!(list(PodSandboxFilter::default()).await, both);
