@@ -145,7 +145,7 @@ impl RuntimeService for ShimRuntime {
         let span = tracing::info_span!("CreateContainer", sandbox = %req.pod_sandbox_id, container = ?config.metadata.as_ref().map(|m| m.name.clone()));
         let id = self
             .pod
-            .create_container(&req.pod_sandbox_id, config, req.sandbox_config)
+            .create_container(&req.pod_sandbox_id, config)
             .instrument(span)
             .await?;
         Ok(Response::new(CreateContainerResponse { container_id: id }))

@@ -324,11 +324,12 @@ impl Pod {
         &self,
         sandbox_id: &str,
         config: ContainerConfig,
-        sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String> {
         let _guard = self.lifecycle.lock().await;
         self.check_sandbox(sandbox_id)?;
-        let pod_config = sandbox_config.unwrap_or_else(|| self.record().config.clone());
+        // The pod's configuration as it was created, not as this request restates it: the log
+        // directory in particular bounds where the container's log may be written.
+        let pod_config = self.record().config.clone();
         let image = config
             .image
             .as_ref()

@@ -424,12 +424,13 @@ async fn pid_namespace_modes() {
     let front = Front::start(&[]).await;
     let mut rt = front.runtime();
     let p = pod(&mut rt, "pidns").await;
-    let pid_mode = |mode: NamespaceMode| {
-        let mut c = container_config("x", &["sleep", "3600"]);
+    let pid_mode = |name: &str, mode: NamespaceMode, target: &str| {
+        let mut c = container_config(name, &["sleep", "3600"]);
         c.linux = Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     pid: mode as i32,
+                    target_id: target.to_string(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -438,21 +439,28 @@ async fn pid_namespace_modes() {
         });
         c
     };
-    let mut shared = pid_mode(NamespaceMode::Pod);
-    shared.metadata = Some(ContainerMetadata {
-        name: "shared".into(),
-        attempt: 0,
-    });
-    let mut own = pid_mode(NamespaceMode::Container);
-    own.metadata = Some(ContainerMetadata {
-        name: "own".into(),
-        attempt: 0,
-    });
+    let shared = pid_mode("shared", NamespaceMode::Pod, "");
+    let own = pid_mode("own", NamespaceMode::Container, "");
+    let node = pid_mode("node", NamespaceMode::Node, "");
     let shared = run_container(&mut rt, &p.id, &p.config, shared).await;
     let own = run_container(&mut rt, &p.id, &p.config, own).await;
-    let init = |out: ExecSyncResponse| text(&out.stdout).replace('\0', " ");
-    assert!(init(exec(&mut rt, &shared, &["cat", "/proc/1/cmdline"]).await).contains("pause"));
-    assert!(init(exec(&mut rt, &own, &["cat", "/proc/1/cmdline"]).await).contains("sleep"));
+    let node = run_container(&mut rt, &p.id, &p.config, node).await;
+    let target = pid_mode("target", NamespaceMode::Target, &own);
+    let target = run_container(&mut rt, &p.id, &p.config, target).await;
+    let init = |out: ExecSyncResponse| text(&out.stdout).replace('\0', " ").trim().to_string();
+    let pid1 = ["cat", "/proc/1/cmdline"];
+    assert!(init(exec(&mut rt, &shared, &pid1).await).contains("pause"));
+    assert!(init(exec(&mut rt, &own, &pid1).await).contains("sleep"));
+    let host_init = std::fs::read("/proc/1/cmdline").expect("host pid 1");
+    let host_init = String::from_utf8_lossy(&host_init).replace('\0', " ");
+    assert_eq!(init(exec(&mut rt, &node, &pid1).await), host_init.trim());
+    let own_ns = exec(&mut rt, &own, &["readlink", "/proc/self/ns/pid"]).await;
+    let target_ns = exec(&mut rt, &target, &["readlink", "/proc/self/ns/pid"]).await;
+    assert_eq!(
+        text(&target_ns.stdout),
+        text(&own_ns.stdout),
+        "TARGET joins the target's pid namespace"
+    );
     remove_pod(&mut rt, &p.id).await;
 }
 
