@@ -2,6 +2,7 @@
 //! per shim feeds a bounded broadcast channel that any number of kubelet subscribers read.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_cri::v1::{ContainerEventResponse, GetEventsRequest};
 use tokio::sync::broadcast;
@@ -12,6 +13,8 @@ use crate::registry::ShimHandle;
 
 /// Events buffered for a slow subscriber before it starts losing the oldest.
 const BUFFER: usize = 1024;
+/// How long a shim may take to accept a subscription.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct Events {
@@ -34,10 +37,16 @@ impl Events {
     /// Subscribes to `shim`'s events and forwards them until its stream ends. Returns once the
     /// subscription is in place, so no event of a call made afterwards is missed.
     pub async fn follow(&self, shim: Arc<ShimHandle>) -> Result<()> {
-        let mut stream = shim
-            .runtime()
-            .get_container_events(GetEventsRequest {})
+        let mut client = shim.runtime();
+        let subscribe = client.get_container_events(GetEventsRequest {});
+        let mut stream = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
             .await
+            .map_err(|_| {
+                Error::DeadlineExceeded(format!(
+                    "subscribing to the events of pod {}",
+                    shim.sandbox_id
+                ))
+            })?
             .map_err(|s| {
                 Error::FailedPrecondition(format!(
                     "subscribing to the events of pod {}: {}",

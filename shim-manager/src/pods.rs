@@ -28,10 +28,13 @@ pub struct Pods {
 }
 
 impl Pods {
-    /// Re-indexes the shims that are already running (after a front restart).
+    /// Re-indexes the shims that are already running (after a front restart), probing them
+    /// all at once so one stuck shim costs the start-up one probe timeout, not one each.
     pub async fn adopt_running(&self) {
-        for socket in registry::shim_sockets(&self.spawner.run_dir) {
-            match registry::probe(&socket).await {
+        let sockets = registry::shim_sockets(&self.spawner.run_dir);
+        let probes = join_all(sockets.iter().map(|s| registry::probe(s))).await;
+        for (socket, probe) in sockets.iter().zip(probes) {
+            match probe {
                 Ok((handle, containers)) if !handle.sandbox_id.is_empty() => {
                     let handle = Arc::new(handle);
                     for c in containers {
