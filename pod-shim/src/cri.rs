@@ -233,9 +233,14 @@ impl RuntimeService for ShimRuntime {
 
     async fn reopen_container_log(
         &self,
-        _r: Request<ReopenContainerLogRequest>,
+        r: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        not_yet("ReopenContainerLog")
+        let id = r.into_inner().container_id;
+        self.pod
+            .reopen_log(&id)
+            .instrument(tracing::info_span!("ReopenContainerLog", container = %id))
+            .await?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(

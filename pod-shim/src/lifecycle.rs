@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::docker::{now_ns, observe, Engine};
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::logs::{Follower, LogHandle};
 use crate::pod::{ContainerRecord, PodRecord};
 use crate::spec::{self, Context};
 use crate::state::Store;
@@ -26,6 +27,8 @@ use crate::state::Store;
 /// Grace period for containers that StopPodSandbox stops (the kubelet normally stopped them
 /// already with the pod's own grace period).
 const SANDBOX_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long an exit may wait for the container's last log lines to reach its file.
+const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events kept for a slow subscriber before it starts missing them.
 const EVENT_BUFFER: usize = 256;
 
@@ -39,6 +42,7 @@ pub struct Pod {
     store: Store,
     lifecycle: tokio::sync::Mutex<()>,
     events: broadcast::Sender<ContainerEventResponse>,
+    logs: Mutex<HashMap<String, Follower>>,
     /// Notified when the pod is removed and the shim should exit.
     pub removed: Arc<Notify>,
 }
@@ -63,6 +67,7 @@ impl Pod {
             store,
             lifecycle: tokio::sync::Mutex::new(()),
             events,
+            logs: Mutex::new(HashMap::new()),
             removed: Arc::new(Notify::new()),
         }
     }
@@ -241,6 +246,7 @@ impl Pod {
         };
         for id in &ids {
             self.engine.remove(id).await?;
+            self.logs().remove(id);
             self.record().containers.remove(id);
             self.emit(id, ContainerEventType::ContainerDeletedEvent);
         }
@@ -287,6 +293,7 @@ impl Pod {
         }
         let inspect = self.engine.inspect(id).await?;
         let seen = observe(inspect.as_ref());
+        self.settle_log(id, &seen).await;
         let events = match self.record().containers.get_mut(id) {
             Some(c) => c.observe(&seen),
             None => return Ok(()),
@@ -299,6 +306,16 @@ impl Pod {
     pub async fn resync(&self) -> Result<()> {
         self.refresh_sandbox().await?;
         let ids: Vec<String> = self.record().containers.keys().cloned().collect();
+        for id in &ids {
+            let started = self
+                .record()
+                .containers
+                .get(id)
+                .is_some_and(|c| c.started_at > 0 && !c.log_complete);
+            if started {
+                self.follow_log(id);
+            }
+        }
         for id in ids {
             self.refresh_container(&id).await?;
         }
@@ -384,6 +401,58 @@ impl Pod {
         Ok(id)
     }
 
+    fn logs(&self) -> MutexGuard<'_, HashMap<String, Follower>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts writing the container's CRI log file, unless that already happens or it has no
+    /// log path.
+    fn follow_log(&self, id: &str) {
+        let path = match self.record().containers.get(id) {
+            Some(c) if !c.log_path.is_empty() => c.log_path.clone(),
+            _ => return,
+        };
+        let mut logs = self.logs();
+        if !logs.contains_key(id) {
+            let follower = Follower::start(self.engine.clone(), id.to_string(), path.into());
+            logs.insert(id.to_string(), follower);
+        }
+    }
+
+    /// Before an exit is recorded, lets the log follower write the container's last lines, so
+    /// that whoever reads "exited" finds the whole log in the file.
+    async fn settle_log(&self, id: &str, seen: &crate::pod::Observed) {
+        if !matches!(
+            seen.phase,
+            crate::pod::Phase::Exited | crate::pod::Phase::Gone
+        ) {
+            return;
+        }
+        let Some(log) = self.logs().get(id).map(Follower::handle) else {
+            return;
+        };
+        if log.wait_done(LOG_DRAIN_TIMEOUT).await {
+            self.logs().remove(id);
+            if let Some(c) = self.record().containers.get_mut(id) {
+                c.log_complete = true;
+            }
+        } else {
+            tracing::warn!(container = %id, "log not drained in time; reporting the exit anyway");
+        }
+    }
+
+    /// Opens a fresh log file for a running container (after the kubelet renamed the old one).
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let id = self.running(id)?;
+        let log: Option<LogHandle> = self.logs().get(&id).map(Follower::handle);
+        match log {
+            Some(log) => log.reopen().await,
+            None => Err(Error::FailedPrecondition(format!(
+                "container {id} has no log file to reopen"
+            ))),
+        }
+    }
+
     fn resolve(&self, id: &str) -> Option<String> {
         self.record().find(id).map(|c| c.id.clone())
     }
@@ -400,6 +469,7 @@ impl Pod {
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let id = self.require(id)?;
         self.engine.start(&id).await?;
+        self.follow_log(&id);
         self.refresh_container(&id).await
     }
 
@@ -420,6 +490,7 @@ impl Pod {
             return Ok(());
         };
         self.engine.remove(&id).await?;
+        self.logs().remove(&id);
         self.record().containers.remove(&id);
         self.persist()?;
         self.emit(&id, ContainerEventType::ContainerDeletedEvent);
@@ -434,6 +505,7 @@ impl Pod {
         let id = self.require(id)?;
         let inspect = self.engine.inspect(&id).await?;
         let seen = observe(inspect.as_ref());
+        self.settle_log(&id, &seen).await;
         let events = self
             .record()
             .containers

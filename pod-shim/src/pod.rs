@@ -45,6 +45,10 @@ pub struct ContainerRecord {
     pub message: String,
     /// Resources as last set (create or UpdateContainerResources).
     pub resources: Option<LinuxContainerResources>,
+    /// Every line the container logged is in its CRI log file (it has exited and its log
+    /// follower finished).
+    #[serde(default)]
+    pub log_complete: bool,
 }
 
 /// A container's lifecycle as Docker reports it, reduced to what the CRI needs.

@@ -213,6 +213,14 @@ impl Pods {
         Ok(())
     }
 
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
+        let (id, shim) = self.require_container(id)?;
+        shim.runtime()
+            .reopen_container_log(ReopenContainerLogRequest { container_id: id })
+            .await?;
+        Ok(())
+    }
+
     pub async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
         let (id, shim) = self.require_container(&req.container_id)?;
         let req = ExecSyncRequest {

@@ -369,9 +369,14 @@ impl RuntimeService for RuntimeApi {
 
     async fn reopen_container_log(
         &self,
-        _r: Request<ReopenContainerLogRequest>,
+        r: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        unimplemented("ReopenContainerLog")
+        let id = r.into_inner().container_id;
+        self.pods
+            .reopen_container_log(&id)
+            .instrument(tracing::info_span!("ReopenContainerLog", container = %id))
+            .await?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(

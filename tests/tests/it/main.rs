@@ -5,6 +5,7 @@
 mod cli;
 mod containers;
 mod images;
+mod logs;
 mod pod_shim;
 mod pods;
 mod runtime_info;

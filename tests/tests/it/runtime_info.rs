@@ -203,12 +203,6 @@ async fn calls_not_built_yet_answer_unimplemented() {
     let front = Front::start(&[]).await;
     let mut rt = front.runtime();
     let err = rt
-        .reopen_container_log(ReopenContainerLogRequest::default())
-        .await
-        .expect_err("ReopenContainerLog");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ReopenContainerLog"), "{err:?}");
-    let err = rt
         .container_stats(ContainerStatsRequest::default())
         .await
         .expect_err("ContainerStats");

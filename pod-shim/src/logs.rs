@@ -1,0 +1,386 @@
+//! CRI log files. For every container with a log path the shim follows Docker's own log (the
+//! durable source, whatever the log driver keeps) and writes the kubelet's format:
+//! `<RFC3339Nano timestamp> <stdout|stderr> <F|P> <content>`, `P` for a piece of a line (Docker
+//! splits lines at 16 KiB, and so does this writer), `F` for the end of one.
+//!
+//! The file is its own checkpoint: after a restart the follower reads which entries its tail
+//! holds and asks Docker for the log from the oldest of them on, skipping what the file
+//! already holds, so no line is lost or written twice. `ReopenContainerLog` closes the file and
+//! opens a fresh one at the same path (after the kubelet renamed the old one).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::query_parameters::LogsOptions;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::docker::{parse_time, Engine};
+use crate::error::{Error, Result};
+
+/// Longest content of one record; longer lines become `P` records ending in an `F` record.
+pub const MAX_RECORD: usize = 16 * 1024;
+/// How much of the file's end is read to find where to resume.
+const TAIL_READ: u64 = 4 * MAX_RECORD as u64;
+
+/// A running follower of one container's log; dropping it stops the follower.
+pub struct Follower {
+    handle: LogHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What callers hold of a follower: cheap to clone, usable without any lock held.
+#[derive(Clone)]
+pub struct LogHandle {
+    /// Becomes true once Docker's log stream has ended (the container stopped) and every
+    /// record of it is in the file.
+    done: watch::Receiver<bool>,
+    reopen: mpsc::Sender<oneshot::Sender<Result<()>>>,
+}
+
+impl Follower {
+    /// Starts following `container`'s log into `path`.
+    pub fn start(engine: Engine, container: String, path: PathBuf) -> Follower {
+        let (done_tx, done) = watch::channel(false);
+        let (reopen, reopen_rx) = mpsc::channel(4);
+        let span = tracing::info_span!("log", container = %container);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(e) = follow(&engine, &container, &path, reopen_rx).await {
+                    tracing::warn!(error = %e, "following the container's log");
+                }
+                let _ = done_tx.send(true);
+            },
+            span,
+        ));
+        Follower {
+            handle: LogHandle { done, reopen },
+            task,
+        }
+    }
+
+    pub fn handle(&self) -> LogHandle {
+        self.handle.clone()
+    }
+}
+
+impl LogHandle {
+    /// Opens a fresh file at the log path and continues there.
+    pub async fn reopen(&self) -> Result<()> {
+        let gone = || Error::FailedPrecondition("the container's log is no longer followed".into());
+        let (tx, rx) = oneshot::channel();
+        self.reopen.send(tx).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Waits (at most `timeout`) until everything Docker logged is in the file.
+    pub async fn wait_done(&self, timeout: Duration) -> bool {
+        let mut done = self.done.clone();
+        let finished = tokio::time::timeout(timeout, done.wait_for(|d| *d)).await;
+        finished.is_ok()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn open(path: &Path) -> Result<tokio::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true).mode(0o640);
+    let file = options
+        .open(path)
+        .map_err(Error::io(format!("opening log file {}", path.display())))?;
+    Ok(tokio::fs::File::from_std(file))
+}
+
+async fn follow(
+    engine: &Engine,
+    container: &str,
+    path: &Path,
+    mut reopen: mpsc::Receiver<oneshot::Sender<Result<()>>>,
+) -> Result<()> {
+    let mut position =
+        resume_point(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    let mut file = open(path).await?;
+    // Docker may end a follow stream at the container's exit before it has delivered the last
+    // entries; a second, non-following read from the oldest remembered entry picks them up.
+    for follow in [true, false] {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            since: (position.since_ns() / 1_000_000_000) as i32,
+            ..Default::default()
+        };
+        let mut stream = engine.api().logs(container, Some(options));
+        // A TTY container's output arrives as one byte stream, cut anywhere.
+        let mut console = Vec::new();
+        let mut out = Writer {
+            file: &mut file,
+            position: &mut position,
+            replayed: HashMap::new(),
+        };
+        loop {
+            tokio::select! {
+                item = stream.next() => {
+                    let Some(item) = item else { break };
+                    let output = item.map_err(Error::docker(format!("reading the log of container {container}")))?;
+                    match output {
+                        LogOutput::StdOut { message } => out.entry("stdout", &message).await?,
+                        LogOutput::StdErr { message } => out.entry("stderr", &message).await?,
+                        LogOutput::Console { message } => {
+                            console.extend_from_slice(&message);
+                            while let Some(end) = console.iter().position(|b| *b == b'\n') {
+                                let entry: Vec<u8> = console.drain(..=end).collect();
+                                out.entry("stdout", &entry).await?;
+                            }
+                        }
+                        LogOutput::StdIn { .. } => {}
+                    }
+                }
+                Some(reply) = reopen.recv() => {
+                    let reopened = async {
+                        out.file.flush().await.map_err(Error::io(format!("flushing {}", path.display())))?;
+                        *out.file = open(path).await?;
+                        Ok(())
+                    }.await;
+                    let _ = reply.send(reopened);
+                }
+            }
+        }
+        if !console.is_empty() {
+            out.entry("stdout", &console).await?;
+        }
+    }
+    file.flush()
+        .await
+        .map_err(Error::io(format!("flushing {}", path.display())))?;
+    Ok(())
+}
+
+/// Writes Docker log entries into the CRI file, skipping what it already holds.
+struct Writer<'a> {
+    file: &'a mut tokio::fs::File,
+    position: &'a mut Position,
+    /// Entries of each key seen so far in this read of Docker's log.
+    replayed: HashMap<Key, usize>,
+}
+
+impl Writer<'_> {
+    /// Writes one Docker log entry (`<timestamp> <content>`) as CRI records.
+    async fn entry(&mut self, stream: &str, entry: &[u8]) -> Result<()> {
+        let Some(space) = entry.iter().position(|b| *b == b' ') else {
+            return Ok(());
+        };
+        let (ts, content) = (&entry[..space], &entry[space + 1..]);
+        let ts = std::str::from_utf8(ts).unwrap_or_default();
+        let key = (parse_time(ts), stream == "stderr");
+        let nth = self.replayed.entry(key).or_insert(0);
+        *nth += 1;
+        if self.position.written(key, *nth) {
+            return Ok(());
+        }
+        self.file
+            .write_all(&records(ts, stream, content))
+            .await
+            .map_err(Error::io("writing the container's log"))?;
+        self.position.record(key);
+        Ok(())
+    }
+}
+
+/// An entry's timestamp and stream (true for stderr). Docker gives every piece of a split
+/// line the same timestamp, so one key may stand for several entries.
+type Key = (i64, bool);
+
+/// Entries recently written, counted by key. Docker's log interleaves the two streams in the
+/// order their copiers wrote, so timestamps are not monotonic in it: an entry counts as written
+/// when its key is among the last `WINDOW` written (as often as it was written), or older than
+/// all of them.
+#[derive(Debug, Clone, Default)]
+pub struct Position {
+    counts: HashMap<Key, usize>,
+    order: VecDeque<Key>,
+    /// Entries older than this are taken as written.
+    floor_ns: i64,
+}
+
+/// Keys remembered; about what the file's tail read on resume holds.
+const WINDOW: usize = 1024;
+
+impl Position {
+    /// Whether the `nth` entry (from 1) with `key` in a read of Docker's log is in the file.
+    pub fn written(&self, key: Key, nth: usize) -> bool {
+        key.0 < self.floor_ns || nth <= self.counts.get(&key).copied().unwrap_or(0)
+    }
+
+    pub fn record(&mut self, key: Key) {
+        let count = self.counts.entry(key).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
+        self.order.push_back(key);
+        if self.order.len() > WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.counts.remove(&old);
+                self.floor_ns = self.floor_ns.max(old.0);
+            }
+        }
+    }
+
+    /// Where to ask Docker to start: the oldest remembered entry.
+    pub fn since_ns(&self) -> i64 {
+        self.order
+            .iter()
+            .map(|k| k.0)
+            .min()
+            .unwrap_or(self.floor_ns)
+    }
+}
+
+/// What the end of the file at `path` says was written (nothing for a missing file). Entries
+/// older than the tail are taken as written.
+pub fn resume_point(path: &Path) -> std::io::Result<Position> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Position::default()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_READ);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    Ok(position_from_tail(&tail, start > 0))
+}
+
+/// The position a file's tail shows; with `cut`, its first line may be a fragment and is left
+/// out.
+fn position_from_tail(tail: &[u8], cut: bool) -> Position {
+    let mut position = Position::default();
+    let mut lines = tail.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    if cut {
+        lines.next();
+    }
+    for line in lines {
+        let mut fields = line.splitn(3, |b| *b == b' ');
+        let (Some(ts), Some(stream)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let ns = std::str::from_utf8(ts).map(parse_time).unwrap_or(0);
+        if ns > 0 {
+            position.record((ns, stream == b"stderr"));
+        }
+    }
+    position.floor_ns = position.since_ns();
+    position
+}
+
+pub fn records(ts: &str, stream: &str, content: &[u8]) -> Vec<u8> {
+    let (body, full) = match content.strip_suffix(b"\n") {
+        Some(body) => (body, true),
+        None => (content, false),
+    };
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let pieces: Vec<&[u8]> = if body.is_empty() {
+        vec![body]
+    } else {
+        body.chunks(MAX_RECORD).collect()
+    };
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let tag = if i == last && full { "F" } else { "P" };
+        out.extend_from_slice(ts.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(stream.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(tag.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(piece);
+        out.push(b'\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TS: &str = "2026-11-27T01:00:21.241566924Z";
+
+    #[test]
+    fn full_and_partial_records() {
+        assert_eq!(
+            records(TS, "stdout", b"hello\n"),
+            format!("{TS} stdout F hello\n").into_bytes()
+        );
+        assert_eq!(
+            records(TS, "stderr", b"no newline"),
+            format!("{TS} stderr P no newline\n").into_bytes()
+        );
+        assert_eq!(
+            records(TS, "stdout", b"\n"),
+            format!("{TS} stdout F \n").into_bytes()
+        );
+        let long = vec![b'x'; MAX_RECORD * 2 + 5];
+        let mut line = long.clone();
+        line.push(b'\n');
+        let out = String::from_utf8(records(TS, "stdout", &line)).expect("utf8");
+        let tags: Vec<&str> = out
+            .lines()
+            .map(|l| l.split(' ').nth(2).expect("tag"))
+            .collect();
+        assert_eq!(tags, vec!["P", "P", "F"]);
+        let joined: String = out
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).expect("content"))
+            .collect();
+        assert_eq!(joined.len(), long.len());
+    }
+
+    #[test]
+    fn position_from_the_files_tail() {
+        let t1 = "2026-11-27T01:00:21.000000001Z";
+        let t2 = "2026-11-27T01:00:21.000000002Z";
+        let t3 = "2026-11-27T01:00:21.000000003Z";
+        // Streams interleave out of timestamp order, and the pieces of a split line share
+        // their timestamp, as in Docker's log.
+        let tail = format!("cut-line\n{t2} stdout F a\n{t1} stderr P b\n{t1} stderr F c\n");
+        let p = position_from_tail(tail.as_bytes(), true);
+        assert!(p.written((parse_time(t1), true), 1));
+        assert!(p.written((parse_time(t1), true), 2));
+        assert!(
+            !p.written((parse_time(t1), true), 3),
+            "a third piece was never written"
+        );
+        assert!(p.written((parse_time(t2), false), 1));
+        assert!(!p.written((parse_time(t3), false), 1));
+        assert!(
+            !p.written((parse_time(t2), true), 1),
+            "same time, other stream"
+        );
+        assert_eq!(p.since_ns(), parse_time(t1));
+        assert!(position_from_tail(b"", false).counts.is_empty());
+    }
+
+    #[test]
+    fn window_forgets_the_oldest_but_keeps_them_written() {
+        let mut p = Position::default();
+        for i in 0..(WINDOW as i64 + 10) {
+            p.record((1000 + i, false));
+        }
+        assert_eq!(p.order.len(), WINDOW);
+        assert!(p.written((1000, false), 1));
+        assert!(!p.written((1000 + WINDOW as i64 + 10, false), 1));
+    }
+}

@@ -1,0 +1,271 @@
+//! CRI log files written by the pod's shim from Docker's log: the exact format, streams kept
+//! apart, long lines in `P` pieces, complete before the exit is reported, rotation through
+//! ReopenContainerLog, and no line lost or doubled when the shim or the front is killed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dockpod_tests::cri::*;
+use dockpod_tests::front::Front;
+use dockpod_tests::procs;
+use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::*;
+use tonic::Code;
+
+const SECS: Duration = Duration::from_secs(60);
+
+/// One CRI log record.
+#[derive(Debug, Clone)]
+struct Record {
+    stream: String,
+    full: bool,
+    content: String,
+}
+
+/// Parses a CRI log file strictly: every line must be `<RFC3339Nano> <stream> <F|P> <content>`.
+fn parse(path: &Path) -> Vec<Record> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let (ts, stream, tag) = (
+                parts.next().expect("timestamp"),
+                parts.next().expect("stream"),
+                parts.next().expect("tag"),
+            );
+            let content = parts.next().unwrap_or_default();
+            assert!(
+                ts.ends_with('Z') && ts.contains('T') && ts.contains('.'),
+                "bad timestamp in {line:?}"
+            );
+            assert!(
+                humantime::parse_rfc3339(ts).is_ok(),
+                "timestamp {ts:?} is not RFC 3339"
+            );
+            assert!(
+                matches!(stream, "stdout" | "stderr"),
+                "bad stream in {line:?}"
+            );
+            assert!(matches!(tag, "F" | "P"), "bad tag in {line:?}");
+            Record {
+                stream: stream.into(),
+                full: tag == "F",
+                content: content.into(),
+            }
+        })
+        .collect()
+}
+
+/// Whole lines of one stream, P pieces joined with their F.
+fn lines(records: &[Record], stream: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for r in records.iter().filter(|r| r.stream == stream) {
+        current.push_str(&r.content);
+        if r.full {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The numbers a counting container printed (`n <i>` lines), in file order.
+fn numbers(paths: &[&Path]) -> Vec<u64> {
+    paths
+        .iter()
+        .flat_map(|p| lines(&parse(p), "stdout"))
+        .filter_map(|l| l.strip_prefix("n ").and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+fn assert_each_once(numbers: &[u64]) {
+    let mut counts = BTreeMap::new();
+    for n in numbers {
+        *counts.entry(*n).or_insert(0) += 1;
+    }
+    let max = *counts.keys().last().expect("some lines");
+    for i in 0..=max {
+        assert_eq!(
+            counts.get(&i),
+            Some(&1),
+            "line {i} appears {:?} times",
+            counts.get(&i)
+        );
+    }
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "lines out of order"
+    );
+}
+
+const COUNTER: &str = "i=0; while :; do echo \"n $i\"; i=$((i+1)); sleep 0.02; done";
+
+#[tokio::test]
+async fn writes_the_cri_format_completely_before_the_exit_is_reported() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("logfmt", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    std::fs::create_dir(logs.path().join("app")).expect("kubelet creates the container's dir");
+    let mut config = container_config("app", &["sh", "-c"]);
+    config.args = vec![
+        "echo out; echo err >&2; head -c 102400 /dev/zero | tr '\\0' a; echo; echo -n tail-no-newline".into(),
+    ];
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let status = wait_exited(&rt, &c, SECS).await;
+    let path = logs.path().join("app/0.log");
+    assert_eq!(status.log_path, path.display().to_string());
+    // Read right at the first "exited": the log must already be whole.
+    let records = parse(&path);
+    let out = lines(&records, "stdout");
+    assert_eq!(lines(&records, "stderr"), vec!["err".to_string()]);
+    assert_eq!(
+        out.len(),
+        3,
+        "{:?}",
+        out.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(out[0], "out");
+    assert_eq!(
+        out[1],
+        "a".repeat(102400),
+        "the 100 KiB line did not reassemble"
+    );
+    assert_eq!(out[2], "tail-no-newline");
+    let long_pieces = records
+        .iter()
+        .filter(|r| r.stream == "stdout" && !r.full)
+        .count();
+    assert!(
+        long_pieces >= 6,
+        "a 100 KiB line should come in 16 KiB P pieces"
+    );
+    assert!(records.iter().all(|r| r.content.len() <= 16 * 1024));
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn reopen_after_rename_continues_in_a_fresh_file() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("logrot", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    std::fs::create_dir(logs.path().join("app")).expect("container dir");
+    let mut config = container_config("app", &["sh", "-c"]);
+    config.args = vec![COUNTER.into()];
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let path = logs.path().join("app/0.log");
+    let rotated = logs.path().join("app/0.log.20261127-000000");
+    wait_until("some lines", SECS, || async {
+        (numbers(&[&path]).len() >= 10).then_some(())
+    })
+    .await;
+    std::fs::rename(&path, &rotated).expect("rotate");
+    rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .expect("ReopenContainerLog");
+    wait_until("lines in the new file", SECS, || async {
+        (numbers(&[&path]).len() >= 10).then_some(())
+    })
+    .await;
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    wait_exited(&rt, &c, SECS).await;
+    let all = numbers(&[&rotated, &path]);
+    assert_each_once(&all);
+
+    // A stopped container's log is not reopened, and no new file appears.
+    std::fs::rename(&path, logs.path().join("app/0.log.old")).expect("rotate again");
+    let err = rt
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .expect_err("reopen of a stopped container");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        !path.exists(),
+        "a log file was created for a stopped container"
+    );
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn no_line_lost_or_doubled_when_the_shim_or_the_front_is_killed() {
+    let mut front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("logkill", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    std::fs::create_dir(logs.path().join("app")).expect("container dir");
+    let mut config = container_config("app", &["sh", "-c"]);
+    config.args = vec![COUNTER.into()];
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let path = logs.path().join("app/0.log");
+    let grows = |at_least: usize| {
+        let path = path.clone();
+        async move { (numbers(&[&path]).len() >= at_least).then_some(()) }
+    };
+    wait_until("first lines", SECS, || grows(10)).await;
+
+    // The shim dies; the container keeps counting. A new shim with the same identity and state
+    // (as the front's respawn starts it) resumes the file where it stopped.
+    let shim = shim_pid(&mut rt, &id).await;
+    let argv = procs::cmdline(shim);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the shim");
+    wait_until("the shim to die", SECS, || async move {
+        (!procs::alive(shim)).then_some(())
+    })
+    .await;
+    let before = numbers(&[&path]).len();
+    let mut respawn = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("respawn the shim");
+    // The detached shim keeps the pipe open: read its one report line, not to the end.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(respawn.stdout.take().expect("stdout")),
+        &mut ready,
+    )
+    .expect("ready line");
+    respawn.wait().expect("the forking parent exits");
+    assert!(ready.starts_with("ready"), "respawn failed: {ready:?}");
+    wait_until("lines after the respawn", SECS, || grows(before + 20)).await;
+
+    // The front dies and comes back; the shim goes on writing throughout.
+    front.kill().await;
+    let before = numbers(&[&path]).len();
+    wait_until("lines while the front is down", SECS, || grows(before + 10)).await;
+    front.restart().await;
+    let mut rt = front.runtime();
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    wait_exited(&rt, &c, SECS).await;
+    assert_each_once(&numbers(&[&path]));
+    remove_pod(&mut rt, &id).await;
+}
