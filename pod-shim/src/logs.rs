@@ -9,14 +9,13 @@
 //! opens a fresh one at the same path (after the kubelet renamed the old one).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::docker::{parse_time, Engine};
@@ -91,14 +90,26 @@ impl Drop for Follower {
     }
 }
 
-async fn open(path: &Path) -> Result<tokio::fs::File> {
+/// The log file, buffered: records are written to the page cache in batches and flushed
+/// whenever Docker has nothing more ready, before a reopen, and at the end.
+type LogFile = std::io::BufWriter<std::fs::File>;
+
+/// Buffer of the log file; what a burst of output accumulates before it is written.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+fn open(path: &Path) -> Result<LogFile> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true).mode(0o640);
     let file = options
         .open(path)
         .map_err(Error::io(format!("opening log file {}", path.display())))?;
-    Ok(tokio::fs::File::from_std(file))
+    Ok(std::io::BufWriter::with_capacity(WRITE_BUFFER, file))
+}
+
+fn flush(file: &mut LogFile, path: &Path) -> Result<()> {
+    file.flush()
+        .map_err(Error::io(format!("writing {}", path.display())))
 }
 
 async fn follow(
@@ -109,7 +120,7 @@ async fn follow(
 ) -> Result<()> {
     let mut position =
         resume_point(path).map_err(Error::io(format!("reading {}", path.display())))?;
-    let mut file = open(path).await?;
+    let mut file = open(path)?;
     // Docker may end a follow stream at the container's exit before it has delivered the last
     // entries; a second, non-following read from the oldest remembered entry picks them up.
     for follow in [true, false] {
@@ -130,46 +141,57 @@ async fn follow(
             replayed: HashMap::new(),
         };
         loop {
-            tokio::select! {
-                item = stream.next() => {
-                    let Some(item) = item else { break };
-                    let output = item.map_err(Error::docker(format!("reading the log of container {container}")))?;
-                    match output {
-                        LogOutput::StdOut { message } => out.entry("stdout", &message).await?,
-                        LogOutput::StdErr { message } => out.entry("stderr", &message).await?,
-                        LogOutput::Console { message } => {
-                            console.extend_from_slice(&message);
-                            while let Some(end) = console.iter().position(|b| *b == b'\n') {
-                                let entry: Vec<u8> = console.drain(..=end).collect();
-                                out.entry("stdout", &entry).await?;
-                            }
+            // A rotation is served even while output keeps coming.
+            if let Ok(reply) = reopen.try_recv() {
+                let _ = reply.send(reopen_file(out.file, path));
+            }
+            let item = match futures_util::FutureExt::now_or_never(stream.next()) {
+                Some(item) => item,
+                None => {
+                    flush(out.file, path)?;
+                    tokio::select! {
+                        item = stream.next() => item,
+                        Some(reply) = reopen.recv() => {
+                            let _ = reply.send(reopen_file(out.file, path));
+                            continue;
                         }
-                        LogOutput::StdIn { .. } => {}
                     }
                 }
-                Some(reply) = reopen.recv() => {
-                    let reopened = async {
-                        out.file.flush().await.map_err(Error::io(format!("flushing {}", path.display())))?;
-                        *out.file = open(path).await?;
-                        Ok(())
-                    }.await;
-                    let _ = reply.send(reopened);
+            };
+            let Some(item) = item else { break };
+            let output = item.map_err(Error::docker(format!(
+                "reading the log of container {container}"
+            )))?;
+            match output {
+                LogOutput::StdOut { message } => out.entry("stdout", &message)?,
+                LogOutput::StdErr { message } => out.entry("stderr", &message)?,
+                LogOutput::Console { message } => {
+                    console.extend_from_slice(&message);
+                    while let Some(end) = console.iter().position(|b| *b == b'\n') {
+                        let entry: Vec<u8> = console.drain(..=end).collect();
+                        out.entry("stdout", &entry)?;
+                    }
                 }
+                LogOutput::StdIn { .. } => {}
             }
         }
         if !console.is_empty() {
-            out.entry("stdout", &console).await?;
+            out.entry("stdout", &console)?;
         }
     }
-    file.flush()
-        .await
-        .map_err(Error::io(format!("flushing {}", path.display())))?;
+    flush(&mut file, path)
+}
+
+/// Finishes the current file and continues in a fresh one at `path`.
+fn reopen_file(file: &mut LogFile, path: &Path) -> Result<()> {
+    flush(file, path)?;
+    *file = open(path)?;
     Ok(())
 }
 
 /// Writes Docker log entries into the CRI file, skipping what it already holds.
 struct Writer<'a> {
-    file: &'a mut tokio::fs::File,
+    file: &'a mut LogFile,
     position: &'a mut Position,
     /// Entries of each key seen so far in this read of Docker's log.
     replayed: HashMap<Key, usize>,
@@ -177,7 +199,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Writes one Docker log entry (`<timestamp> <content>`) as CRI records.
-    async fn entry(&mut self, stream: &str, entry: &[u8]) -> Result<()> {
+    fn entry(&mut self, stream: &str, entry: &[u8]) -> Result<()> {
         let Some(space) = entry.iter().position(|b| *b == b' ') else {
             return Ok(());
         };
@@ -189,9 +211,7 @@ impl Writer<'_> {
         if self.position.written(key, *nth) {
             return Ok(());
         }
-        self.file
-            .write_all(&records(ts, stream, content))
-            .await
+        write_records(self.file, ts, stream, content)
             .map_err(Error::io("writing the container's log"))?;
         self.position.record(key);
         Ok(())
@@ -232,8 +252,9 @@ impl Position {
         self.order.push_back(key);
         if self.order.len() > WINDOW {
             if let Some(old) = self.order.pop_front() {
+                // Forgotten entries count as written: the evicted one, and all older ones.
                 self.counts.remove(&old);
-                self.floor_ns = self.floor_ns.max(old.0);
+                self.floor_ns = self.floor_ns.max(old.0 + 1);
             }
         }
     }
@@ -286,12 +307,18 @@ fn position_from_tail(tail: &[u8], cut: bool) -> Position {
     position
 }
 
-pub fn records(ts: &str, stream: &str, content: &[u8]) -> Vec<u8> {
+/// Writes the CRI records of one log entry: pieces of at most `MAX_RECORD` bytes, all `P`
+/// but the last, which is `F` when the entry ends a line.
+pub fn write_records(
+    out: &mut impl Write,
+    ts: &str,
+    stream: &str,
+    content: &[u8],
+) -> std::io::Result<()> {
     let (body, full) = match content.strip_suffix(b"\n") {
         Some(body) => (body, true),
         None => (content, false),
     };
-    let mut out = Vec::with_capacity(body.len() + 64);
     let pieces: Vec<&[u8]> = if body.is_empty() {
         vec![body]
     } else {
@@ -300,16 +327,11 @@ pub fn records(ts: &str, stream: &str, content: &[u8]) -> Vec<u8> {
     let last = pieces.len() - 1;
     for (i, piece) in pieces.into_iter().enumerate() {
         let tag = if i == last && full { "F" } else { "P" };
-        out.extend_from_slice(ts.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(stream.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(tag.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(piece);
-        out.push(b'\n');
+        write!(out, "{ts} {stream} {tag} ")?;
+        out.write_all(piece)?;
+        out.write_all(b"\n")?;
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
@@ -317,6 +339,12 @@ mod tests {
     use super::*;
 
     const TS: &str = "2026-11-27T01:00:21.241566924Z";
+
+    fn records(ts: &str, stream: &str, content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_records(&mut out, ts, stream, content).expect("in memory");
+        out
+    }
 
     #[test]
     fn full_and_partial_records() {
@@ -381,6 +409,9 @@ mod tests {
         }
         assert_eq!(p.order.len(), WINDOW);
         assert!(p.written((1000, false), 1));
+        assert!(p.written((1009, false), 1), "the last one forgotten");
+        assert!(p.written((1010, false), 1), "the oldest remembered");
+        assert!(!p.written((1010, false), 2));
         assert!(!p.written((1000 + WINDOW as i64 + 10, false), 1));
     }
 }
