@@ -49,9 +49,7 @@ impl Follower {
         let span = tracing::info_span!("log", container = %container);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
-                if let Err(e) = follow(&engine, &container, &path, reopen_rx).await {
-                    tracing::warn!(error = %e, "following the container's log");
-                }
+                follow_until_stopped(&engine, &container, &path, reopen_rx).await;
                 let _ = done_tx.send(true);
             },
             span,
@@ -112,14 +110,45 @@ fn flush(file: &mut LogFile, path: &Path) -> Result<()> {
         .map_err(Error::io(format!("writing {}", path.display())))
 }
 
-async fn follow(
+/// Follows the log until the container has stopped and its log is written; a broken stream
+/// (dockerd restarting, say) is picked up again from the last entry written, with back-off,
+/// for as long as Docker still has the container.
+async fn follow_until_stopped(
     engine: &Engine,
     container: &str,
     path: &Path,
     mut reopen: mpsc::Receiver<oneshot::Sender<Result<()>>>,
+) {
+    let mut position = match resume_point(path) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "reading the log file's end");
+            return;
+        }
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match follow(engine, container, path, &mut position, &mut reopen).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "following the container's log")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        if matches!(engine.inspect(container).await, Ok(None)) {
+            return;
+        }
+    }
+}
+
+async fn follow(
+    engine: &Engine,
+    container: &str,
+    path: &Path,
+    position: &mut Position,
+    reopen: &mut mpsc::Receiver<oneshot::Sender<Result<()>>>,
 ) -> Result<()> {
-    let mut position =
-        resume_point(path).map_err(Error::io(format!("reading {}", path.display())))?;
     let mut file = open(path)?;
     // Docker may end a follow stream at the container's exit before it has delivered the last
     // entries; a second, non-following read from the oldest remembered entry picks them up.
@@ -137,7 +166,7 @@ async fn follow(
         let mut console = Vec::new();
         let mut out = Writer {
             file: &mut file,
-            position: &mut position,
+            position: &mut *position,
             replayed: HashMap::new(),
         };
         loop {
