@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -93,10 +92,6 @@ impl Registry {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
     }
 
     /// Whether `GET /v2/` gets an HTTP answer (200, or 401 when authenticating).
