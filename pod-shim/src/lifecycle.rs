@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bollard::models::ContainerUpdateBody;
+use bollard::models::{ContainerInspectResponse, ContainerUpdateBody};
 use k8s_cri::v1::{
     ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerState, ContainerStatus,
     ContainerUser, LinuxContainerResources, LinuxContainerUser, PodSandboxConfig,
@@ -288,17 +288,24 @@ impl Pod {
 
     /// Re-reads one container from Docker and records (and announces) what changed.
     pub async fn refresh_container(&self, id: &str) -> Result<()> {
+        self.reinspect(id).await.map(drop)
+    }
+
+    /// Inspects a container of this pod, records and announces what changed, and returns the
+    /// inspection (`None` when the container is not this pod's or Docker no longer has it).
+    async fn reinspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
         if !self.record().containers.contains_key(id) {
-            return Ok(());
+            return Ok(None);
         }
         let inspect = self.engine.inspect(id).await?;
         let seen = observe(inspect.as_ref());
         self.settle_log(id, &seen).await;
         let events = match self.record().containers.get_mut(id) {
             Some(c) => c.observe(&seen),
-            None => return Ok(()),
+            None => return Ok(None),
         };
-        self.announce(id, &events)
+        self.announce(id, &events)?;
+        Ok(inspect)
     }
 
     /// Re-reads the sandbox and every container: after a (re)connect to Docker's events
@@ -503,16 +510,7 @@ impl Pod {
         verbose: bool,
     ) -> Result<(ContainerStatus, HashMap<String, String>)> {
         let id = self.require(id)?;
-        let inspect = self.engine.inspect(&id).await?;
-        let seen = observe(inspect.as_ref());
-        self.settle_log(&id, &seen).await;
-        let events = self
-            .record()
-            .containers
-            .get_mut(&id)
-            .map(|c| c.observe(&seen))
-            .unwrap_or_default();
-        self.announce(&id, &events)?;
+        let inspect = self.reinspect(&id).await?;
         let status = self
             .record()
             .containers
@@ -530,11 +528,6 @@ impl Pod {
         };
         let mut info = HashMap::new();
         if verbose {
-            let pid = inspect
-                .as_ref()
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.pid)
-                .unwrap_or(0);
             let details = serde_json::json!({
                 "pid": pid,
                 "shimPid": std::process::id(),

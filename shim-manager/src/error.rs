@@ -63,6 +63,12 @@ impl Error {
     }
 }
 
+impl From<dockpod_proto::validate::Invalid> for Error {
+    fn from(e: dockpod_proto::validate::Invalid) -> Self {
+        Error::InvalidArgument(e.0)
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         Status::new(e.code(), e.to_string())

@@ -59,8 +59,7 @@ impl Pods {
             .config
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("pod sandbox config is missing".into()))?;
-        let meta = dockpod_proto::validate::sandbox_config(config)
-            .map_err(|e| Error::InvalidArgument(e.0))?;
+        let meta = dockpod_proto::validate::sandbox_config(config).map_err(Error::from)?;
         let display = format!("{}/{}", meta.namespace, meta.name);
         let shim = self.spawner.spawn(&display).await?;
         let answer = shim.runtime().run_pod_sandbox(req).await;
@@ -110,14 +109,14 @@ impl Pods {
     }
 
     fn pod(&self, id: &str) -> Result<Arc<ShimHandle>, Status> {
-        dockpod_proto::validate::id("pod sandbox", id).map_err(|e| Error::InvalidArgument(e.0))?;
+        dockpod_proto::validate::id("pod sandbox", id).map_err(Error::from)?;
         self.registry
             .pod(id)
             .ok_or_else(|| Status::not_found(format!("pod sandbox {id} not found")))
     }
 
     fn container(&self, id: &str) -> Result<Option<(String, Arc<ShimHandle>)>, Status> {
-        dockpod_proto::validate::id("container", id).map_err(|e| Error::InvalidArgument(e.0))?;
+        dockpod_proto::validate::id("container", id).map_err(Error::from)?;
         Ok(self.registry.container(id))
     }
 
