@@ -3,7 +3,6 @@
 //! answers `Unimplemented`, never a made-up success.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +34,6 @@ pub struct RuntimeApi {
     root: Arc<RootDir>,
     network: Network,
     sandbox_image: String,
-    run_directory: PathBuf,
     pods: Arc<Pods>,
 }
 
@@ -48,7 +46,6 @@ impl RuntimeApi {
         pods: Arc<Pods>,
     ) -> Self {
         RuntimeApi {
-            run_directory: pods.spawner.run_dir.clone(),
             engine,
             root,
             network,
@@ -121,7 +118,7 @@ impl RuntimeApi {
                 "dockerEndpoint": self.engine.endpoint(),
                 "dockerAPIVersion": self.engine.api_version().map(|v| v.to_string()),
                 "rootDirectory": self.root.path(),
-                "runDirectory": self.run_directory,
+                "runDirectory": self.pods.spawner.run_dir,
                 "sandboxImage": self.sandbox_image,
                 "networkPlugin": match self.network.plugin {
                     NetworkPlugin::DockerBridge => "docker-bridge",
