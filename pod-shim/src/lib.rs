@@ -12,6 +12,7 @@ pub mod exec;
 pub mod exits;
 pub mod host;
 pub mod lifecycle;
+pub mod log_position;
 pub mod logs;
 pub mod pod;
 pub mod server;

@@ -421,7 +421,12 @@ impl Pod {
         };
         let mut logs = self.logs();
         if !logs.contains_key(id) {
-            let follower = Follower::start(self.engine.clone(), id.to_string(), path.into());
+            let follower = Follower::start(
+                self.engine.clone(),
+                id.to_string(),
+                path.into(),
+                self.store.log_checkpoint(id),
+            );
             logs.insert(id.to_string(), follower);
         }
     }
@@ -498,6 +503,7 @@ impl Pod {
         };
         self.engine.remove(&id).await?;
         self.logs().remove(&id);
+        self.store.remove_log_checkpoint(&id);
         self.record().containers.remove(&id);
         self.persist()?;
         self.emit(&id, ContainerEventType::ContainerDeletedEvent);

@@ -3,14 +3,14 @@
 //! `<RFC3339Nano timestamp> <stdout|stderr> <F|P> <content>`, `P` for a piece of a line (Docker
 //! splits lines at 16 KiB, and so does this writer), `F` for the end of one.
 //!
-//! The file is its own checkpoint: after a restart the follower reads which entries its tail
-//! holds and asks Docker for the log from the oldest of them on, skipping what the file
-//! already holds, so no line is lost or written twice. `ReopenContainerLog` closes the file and
-//! opens a fresh one at the same path (after the kubelet renamed the old one).
+//! After a restart the follower learns from `log_position` which entries are written and asks
+//! Docker for the log from the oldest of them on, skipping what is already written, so no line
+//! is lost or written twice. `ReopenContainerLog` closes the file and opens a fresh one at the
+//! same path (after the kubelet renamed the old one).
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
@@ -20,11 +20,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::docker::{parse_time, Engine};
 use crate::error::{Error, Result};
+use crate::log_position::{Key, LogTarget, Position};
 
 /// Longest content of one record; longer lines become `P` records ending in an `F` record.
 pub const MAX_RECORD: usize = 16 * 1024;
-/// How much of the file's end is read to find where to resume.
-const TAIL_READ: u64 = 4 * MAX_RECORD as u64;
 
 /// A running follower of one container's log; dropping it stops the follower.
 pub struct Follower {
@@ -42,14 +41,20 @@ pub struct LogHandle {
 }
 
 impl Follower {
-    /// Starts following `container`'s log into `path`.
-    pub fn start(engine: Engine, container: String, path: PathBuf) -> Follower {
+    /// Starts following `container`'s log into `path`, keeping its checkpoint at `checkpoint`.
+    pub fn start(
+        engine: Engine,
+        container: String,
+        path: PathBuf,
+        checkpoint: PathBuf,
+    ) -> Follower {
         let (done_tx, done) = watch::channel(false);
         let (reopen, reopen_rx) = mpsc::channel(4);
         let span = tracing::info_span!("log", container = %container);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
-                follow_until_stopped(&engine, &container, &path, reopen_rx).await;
+                let target = LogTarget::new(path, checkpoint);
+                follow_until_stopped(&engine, &container, target, reopen_rx).await;
                 let _ = done_tx.send(true);
             },
             span,
@@ -95,19 +100,17 @@ type LogFile = std::io::BufWriter<std::fs::File>;
 /// Buffer of the log file; what a burst of output accumulates before it is written.
 const WRITE_BUFFER: usize = 64 * 1024;
 
-fn open(path: &Path) -> Result<LogFile> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true).mode(0o640);
-    let file = options
-        .open(path)
-        .map_err(Error::io(format!("opening log file {}", path.display())))?;
+fn open(target: &mut LogTarget, position: &Position) -> Result<LogFile> {
+    let file = target.open(position).map_err(Error::io(format!(
+        "opening log file {}",
+        target.path().display()
+    )))?;
     Ok(std::io::BufWriter::with_capacity(WRITE_BUFFER, file))
 }
 
-fn flush(file: &mut LogFile, path: &Path) -> Result<()> {
+fn flush(file: &mut LogFile, target: &LogTarget) -> Result<()> {
     file.flush()
-        .map_err(Error::io(format!("writing {}", path.display())))
+        .map_err(Error::io(format!("writing {}", target.path().display())))
 }
 
 /// Follows the log until the container has stopped and its log is written; a broken stream
@@ -116,19 +119,19 @@ fn flush(file: &mut LogFile, path: &Path) -> Result<()> {
 async fn follow_until_stopped(
     engine: &Engine,
     container: &str,
-    path: &Path,
+    mut target: LogTarget,
     mut reopen: mpsc::Receiver<oneshot::Sender<Result<()>>>,
 ) {
-    let mut position = match resume_point(path) {
+    let mut position = match target.resume() {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "reading the log file's end");
+            tracing::warn!(error = %e, path = %target.path().display(), "reading where the log stands");
             return;
         }
     };
     let mut delay = Duration::from_millis(200);
     loop {
-        match follow(engine, container, path, &mut position, &mut reopen).await {
+        match follow(engine, container, &mut target, &mut position, &mut reopen).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "following the container's log")
@@ -145,11 +148,11 @@ async fn follow_until_stopped(
 async fn follow(
     engine: &Engine,
     container: &str,
-    path: &Path,
+    target: &mut LogTarget,
     position: &mut Position,
     reopen: &mut mpsc::Receiver<oneshot::Sender<Result<()>>>,
 ) -> Result<()> {
-    let mut file = open(path)?;
+    let mut file = open(target, position)?;
     // Docker may end a follow stream at the container's exit before it has delivered the last
     // entries; a second, non-following read from the oldest remembered entry picks them up.
     for follow in [true, false] {
@@ -172,16 +175,16 @@ async fn follow(
         loop {
             // A rotation is served even while output keeps coming.
             if let Ok(reply) = reopen.try_recv() {
-                let _ = reply.send(reopen_file(out.file, path));
+                let _ = reply.send(reopen_file(out.file, target, out.position));
             }
             let item = match futures_util::FutureExt::now_or_never(stream.next()) {
                 Some(item) => item,
                 None => {
-                    flush(out.file, path)?;
+                    flush(out.file, target)?;
                     tokio::select! {
                         item = stream.next() => item,
                         Some(reply) = reopen.recv() => {
-                            let _ = reply.send(reopen_file(out.file, path));
+                            let _ = reply.send(reopen_file(out.file, target, out.position));
                             continue;
                         }
                     }
@@ -208,13 +211,13 @@ async fn follow(
             out.entry("stdout", &console)?;
         }
     }
-    flush(&mut file, path)
+    flush(&mut file, target)
 }
 
-/// Finishes the current file and continues in a fresh one at `path`.
-fn reopen_file(file: &mut LogFile, path: &Path) -> Result<()> {
-    flush(file, path)?;
-    *file = open(path)?;
+/// Finishes the current file and continues in a fresh one at the log path.
+fn reopen_file(file: &mut LogFile, target: &mut LogTarget, position: &Position) -> Result<()> {
+    flush(file, target)?;
+    *file = open(target, position)?;
     Ok(())
 }
 
@@ -245,95 +248,6 @@ impl Writer<'_> {
         self.position.record(key);
         Ok(())
     }
-}
-
-/// An entry's timestamp and stream (true for stderr). Docker gives every piece of a split
-/// line the same timestamp, so one key may stand for several entries.
-type Key = (i64, bool);
-
-/// Entries recently written, counted by key. Docker's log interleaves the two streams in the
-/// order their copiers wrote, so timestamps are not monotonic in it: an entry counts as written
-/// when its key is among the last `WINDOW` written (as often as it was written), or older than
-/// all of them.
-#[derive(Debug, Clone, Default)]
-pub struct Position {
-    counts: HashMap<Key, usize>,
-    order: VecDeque<Key>,
-    /// Entries older than this are taken as written.
-    floor_ns: i64,
-}
-
-/// Keys remembered; about what the file's tail read on resume holds.
-const WINDOW: usize = 1024;
-
-impl Position {
-    /// Whether the `nth` entry (from 1) with `key` in a read of Docker's log is in the file.
-    pub fn written(&self, key: Key, nth: usize) -> bool {
-        key.0 < self.floor_ns || nth <= self.counts.get(&key).copied().unwrap_or(0)
-    }
-
-    pub fn record(&mut self, key: Key) {
-        let count = self.counts.entry(key).or_insert(0);
-        *count += 1;
-        if *count > 1 {
-            return;
-        }
-        self.order.push_back(key);
-        if self.order.len() > WINDOW {
-            if let Some(old) = self.order.pop_front() {
-                // Forgotten entries count as written: the evicted one, and all older ones.
-                self.counts.remove(&old);
-                self.floor_ns = self.floor_ns.max(old.0 + 1);
-            }
-        }
-    }
-
-    /// Where to ask Docker to start: the oldest remembered entry.
-    pub fn since_ns(&self) -> i64 {
-        self.order
-            .iter()
-            .map(|k| k.0)
-            .min()
-            .unwrap_or(self.floor_ns)
-    }
-}
-
-/// What the end of the file at `path` says was written (nothing for a missing file). Entries
-/// older than the tail are taken as written.
-pub fn resume_point(path: &Path) -> std::io::Result<Position> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Position::default()),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    let start = len.saturating_sub(TAIL_READ);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
-    Ok(position_from_tail(&tail, start > 0))
-}
-
-/// The position a file's tail shows; with `cut`, its first line may be a fragment and is left
-/// out.
-fn position_from_tail(tail: &[u8], cut: bool) -> Position {
-    let mut position = Position::default();
-    let mut lines = tail.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-    if cut {
-        lines.next();
-    }
-    for line in lines {
-        let mut fields = line.splitn(3, |b| *b == b' ');
-        let (Some(ts), Some(stream)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let ns = std::str::from_utf8(ts).map(parse_time).unwrap_or(0);
-        if ns > 0 {
-            position.record((ns, stream == b"stderr"));
-        }
-    }
-    position.floor_ns = position.since_ns();
-    position
 }
 
 /// Writes the CRI records of one log entry: pieces of at most `MAX_RECORD` bytes, all `P`
@@ -403,44 +317,5 @@ mod tests {
             .map(|l| l.splitn(4, ' ').nth(3).expect("content"))
             .collect();
         assert_eq!(joined.len(), long.len());
-    }
-
-    #[test]
-    fn position_from_the_files_tail() {
-        let t1 = "2026-11-27T01:00:21.000000001Z";
-        let t2 = "2026-11-27T01:00:21.000000002Z";
-        let t3 = "2026-11-27T01:00:21.000000003Z";
-        // Streams interleave out of timestamp order, and the pieces of a split line share
-        // their timestamp, as in Docker's log.
-        let tail = format!("cut-line\n{t2} stdout F a\n{t1} stderr P b\n{t1} stderr F c\n");
-        let p = position_from_tail(tail.as_bytes(), true);
-        assert!(p.written((parse_time(t1), true), 1));
-        assert!(p.written((parse_time(t1), true), 2));
-        assert!(
-            !p.written((parse_time(t1), true), 3),
-            "a third piece was never written"
-        );
-        assert!(p.written((parse_time(t2), false), 1));
-        assert!(!p.written((parse_time(t3), false), 1));
-        assert!(
-            !p.written((parse_time(t2), true), 1),
-            "same time, other stream"
-        );
-        assert_eq!(p.since_ns(), parse_time(t1));
-        assert!(position_from_tail(b"", false).counts.is_empty());
-    }
-
-    #[test]
-    fn window_forgets_the_oldest_but_keeps_them_written() {
-        let mut p = Position::default();
-        for i in 0..(WINDOW as i64 + 10) {
-            p.record((1000 + i, false));
-        }
-        assert_eq!(p.order.len(), WINDOW);
-        assert!(p.written((1000, false), 1));
-        assert!(p.written((1009, false), 1), "the last one forgotten");
-        assert!(p.written((1010, false), 1), "the oldest remembered");
-        assert!(!p.written((1010, false), 2));
-        assert!(!p.written((1000 + WINDOW as i64 + 10, false), 1));
     }
 }

@@ -47,6 +47,20 @@ impl Store {
         atomic_write(&path, &bytes, 0o600).map_err(Error::io(format!("writing {}", path.display())))
     }
 
+    /// Where the checkpoint of a container's CRI log lives (see `log_position`).
+    pub fn log_checkpoint(&self, container: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{container}.json"))
+    }
+
+    pub fn remove_log_checkpoint(&self, container: &str) {
+        let path = self.log_checkpoint(container);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, path = %path.display(), "removing a log checkpoint");
+            }
+        }
+    }
+
     /// Removes the pod's state directory with everything in it.
     pub fn remove(&self) -> Result<()> {
         match std::fs::remove_dir_all(&self.dir) {

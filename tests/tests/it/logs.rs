@@ -103,6 +103,44 @@ fn assert_each_once(numbers: &[u64]) {
     );
 }
 
+/// Kills the pod's shim with SIGKILL and starts it again by hand with the same arguments (as
+/// the front's respawn does), returning how many counted lines the file at `path` held between.
+async fn kill_and_respawn_shim(
+    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    pod: &str,
+    path: &Path,
+) -> usize {
+    let shim = shim_pid(rt, pod).await;
+    let argv = procs::cmdline(shim);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the shim");
+    wait_until("the shim to die", SECS, || async move {
+        (!procs::alive(shim)).then_some(())
+    })
+    .await;
+    let before = numbers(&[path]).len();
+    let mut respawn = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("respawn the shim");
+    // The detached shim keeps the pipe open: read its one report line, not to the end.
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(respawn.stdout.take().expect("stdout")),
+        &mut ready,
+    )
+    .expect("ready line");
+    respawn.wait().expect("the forking parent exits");
+    assert!(ready.starts_with("ready"), "respawn failed: {ready:?}");
+    before
+}
+
 const COUNTER: &str = "i=0; while :; do echo \"n $i\"; i=$((i+1)); sleep 0.02; done";
 
 #[tokio::test]
@@ -223,34 +261,7 @@ async fn no_line_lost_or_doubled_when_the_shim_or_the_front_is_killed() {
 
     // The shim dies; the container keeps counting. A new shim with the same identity and state
     // (as the front's respawn starts it) resumes the file where it stopped.
-    let shim = shim_pid(&mut rt, &id).await;
-    let argv = procs::cmdline(shim);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shim as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 the shim");
-    wait_until("the shim to die", SECS, || async move {
-        (!procs::alive(shim)).then_some(())
-    })
-    .await;
-    let before = numbers(&[&path]).len();
-    let mut respawn = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("respawn the shim");
-    // The detached shim keeps the pipe open: read its one report line, not to the end.
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(respawn.stdout.take().expect("stdout")),
-        &mut ready,
-    )
-    .expect("ready line");
-    respawn.wait().expect("the forking parent exits");
-    assert!(ready.starts_with("ready"), "respawn failed: {ready:?}");
+    let before = kill_and_respawn_shim(&mut rt, &id, &path).await;
     wait_until("lines after the respawn", SECS, || grows(before + 20)).await;
 
     // The front dies and comes back; the shim goes on writing throughout.
@@ -267,5 +278,59 @@ async fn no_line_lost_or_doubled_when_the_shim_or_the_front_is_killed() {
     .expect("stop");
     wait_exited(&rt, &c, SECS).await;
     assert_each_once(&numbers(&[&path]));
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn rotated_files_and_a_shim_restart_together_hold_every_line_once() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("logrotkill", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    std::fs::create_dir(logs.path().join("app")).expect("container dir");
+    let mut config = container_config("app", &["sh", "-c"]);
+    config.args = vec![COUNTER.into()];
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let path = logs.path().join("app/0.log");
+    let first = logs.path().join("app/0.log.1");
+    let second = logs.path().join("app/0.log.2");
+    let grows = |at_least: usize| {
+        let path = path.clone();
+        async move { (numbers(&[&path]).len() >= at_least).then_some(()) }
+    };
+    let reopen = |rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let request = ReopenContainerLogRequest {
+            container_id: c.clone(),
+        };
+        let mut rt = rt.clone();
+        async move { rt.reopen_container_log(request).await.expect("reopen") }
+    };
+    wait_until("first lines", SECS, || grows(10)).await;
+
+    // Rotated, then the shim restarts: the fresh file's tail alone would not say what the
+    // rotated one holds.
+    std::fs::rename(&path, &first).expect("rotate");
+    reopen(&mut rt).await;
+    wait_until("lines in the second file", SECS, || grows(10)).await;
+    let before = kill_and_respawn_shim(&mut rt, &id, &path).await;
+    wait_until("lines after the respawn", SECS, || grows(before + 10)).await;
+
+    // The shim dies between the kubelet's rename and its reopen.
+    std::fs::rename(&path, &second).expect("rotate again");
+    kill_and_respawn_shim(&mut rt, &id, &path).await;
+    reopen(&mut rt).await;
+    wait_until("lines in the third file", SECS, || grows(10)).await;
+
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    wait_exited(&rt, &c, SECS).await;
+    assert_each_once(&numbers(&[&first, &second, &path]));
     remove_pod(&mut rt, &id).await;
 }
