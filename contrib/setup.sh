@@ -2,7 +2,8 @@
 # Sets up a Debian 12 machine for dockpod, idempotently, as root:
 #   1. installs what is missing of Debian's docker.io, protobuf-compiler, busybox-static,
 #      containernetworking-plugins and docker-registry;
-#   2. starts dockerd when none answers on its socket (log: /var/log/dockpod-dockerd.log);
+#   2. starts dockerd (with --live-restore) when none answers on its socket, through
+#      contrib/dockerd.sh (log: /var/log/dockpod-dockerd.log);
 #   3. builds the local images from busybox-static, with no registry: the sandbox image
 #      localhost/dockpod/pause:1 and the tool image localhost/dockpod/busybox:1;
 #   4. builds the release binaries (target/release/shim-manager, target/release/pod-shim).
@@ -13,8 +14,6 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 DOCKER_SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
-DOCKERD_TIMEOUT="${DOCKERD_TIMEOUT:-60}"
-DOCKERD_LOG=/var/log/dockpod-dockerd.log
 BASE_IMAGE=localhost/dockpod/busybox-base:1
 PAUSE_IMAGE=localhost/dockpod/pause:1
 TOOL_IMAGE=localhost/dockpod/busybox:1
@@ -37,27 +36,6 @@ install_packages() {
 	# Debian's package scripts try to start the services; without an init system that fails
 	# harmlessly, and dockerd is started below in any case.
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-docker_answers() {
-	timeout 10 docker --host "unix://$DOCKER_SOCK" version --format '{{.Server.Version}}' >/dev/null 2>&1
-}
-
-start_dockerd() {
-	if docker_answers; then say "dockerd answers on $DOCKER_SOCK"; return; fi
-	say "starting dockerd (log: $DOCKERD_LOG)"
-	# setsid: dockerd must outlive this script and the shell that ran it.
-	setsid dockerd --host "unix://$DOCKER_SOCK" >>"$DOCKERD_LOG" 2>&1 < /dev/null &
-	local pid=$! deadline=$((SECONDS + DOCKERD_TIMEOUT))
-	until docker_answers; do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			tail -n 20 "$DOCKERD_LOG" >&2 || true
-			die "dockerd exited during start-up; see $DOCKERD_LOG"
-		fi
-		[ $SECONDS -lt $deadline ] || die "dockerd did not answer on $DOCKER_SOCK within ${DOCKERD_TIMEOUT}s; see $DOCKERD_LOG"
-		sleep 0.5
-	done
-	say "dockerd is up"
 }
 
 docker_cli() { docker --host "unix://$DOCKER_SOCK" "$@"; }
@@ -115,7 +93,7 @@ build_binaries() {
 }
 
 install_packages
-start_dockerd
+"$here/dockerd.sh" start
 build_images
 build_binaries
 say "ready: $PAUSE_IMAGE and $TOOL_IMAGE built; binaries in $repo/target/release"

@@ -5,7 +5,9 @@
 
 pub mod binaries;
 pub mod cri;
+pub mod crilog;
 pub mod docker;
+pub mod dockerd;
 pub mod front;
 pub mod procs;
 pub mod registry;

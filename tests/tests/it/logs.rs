@@ -2,12 +2,12 @@
 //! apart, long lines in `P` pieces, complete before the exit is reported, rotation through
 //! ReopenContainerLog, and no line lost or doubled when the shim or the front is killed.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dockpod_tests::cri::*;
+use dockpod_tests::crilog::{assert_each_once, lines, numbers, parse, COUNTER};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
 use dockpod_tests::wait::wait_until;
@@ -15,93 +15,6 @@ use k8s_cri::v1::*;
 use tonic::Code;
 
 const SECS: Duration = Duration::from_secs(60);
-
-/// One CRI log record.
-#[derive(Debug, Clone)]
-struct Record {
-    stream: String,
-    full: bool,
-    content: String,
-}
-
-/// Parses a CRI log file strictly: every line must be `<RFC3339Nano> <stream> <F|P> <content>`.
-fn parse(path: &Path) -> Vec<Record> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| {
-            let mut parts = line.splitn(4, ' ');
-            let (ts, stream, tag) = (
-                parts.next().expect("timestamp"),
-                parts.next().expect("stream"),
-                parts.next().expect("tag"),
-            );
-            let content = parts.next().unwrap_or_default();
-            assert!(
-                ts.ends_with('Z') && ts.contains('T') && ts.contains('.'),
-                "bad timestamp in {line:?}"
-            );
-            assert!(
-                humantime::parse_rfc3339(ts).is_ok(),
-                "timestamp {ts:?} is not RFC 3339"
-            );
-            assert!(
-                matches!(stream, "stdout" | "stderr"),
-                "bad stream in {line:?}"
-            );
-            assert!(matches!(tag, "F" | "P"), "bad tag in {line:?}");
-            Record {
-                stream: stream.into(),
-                full: tag == "F",
-                content: content.into(),
-            }
-        })
-        .collect()
-}
-
-/// Whole lines of one stream, P pieces joined with their F.
-fn lines(records: &[Record], stream: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for r in records.iter().filter(|r| r.stream == stream) {
-        current.push_str(&r.content);
-        if r.full {
-            out.push(std::mem::take(&mut current));
-        }
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
-/// The numbers a counting container printed (`n <i>` lines), in file order.
-fn numbers(paths: &[&Path]) -> Vec<u64> {
-    paths
-        .iter()
-        .flat_map(|p| lines(&parse(p), "stdout"))
-        .filter_map(|l| l.strip_prefix("n ").and_then(|n| n.parse().ok()))
-        .collect()
-}
-
-fn assert_each_once(numbers: &[u64]) {
-    let mut counts = BTreeMap::new();
-    for n in numbers {
-        *counts.entry(*n).or_insert(0) += 1;
-    }
-    let max = *counts.keys().last().expect("some lines");
-    for i in 0..=max {
-        assert_eq!(
-            counts.get(&i),
-            Some(&1),
-            "line {i} appears {:?} times",
-            counts.get(&i)
-        );
-    }
-    assert!(
-        numbers.windows(2).all(|w| w[0] < w[1]),
-        "lines out of order"
-    );
-}
 
 /// Kills the pod's shim with SIGKILL and starts it again by hand with the same arguments (as
 /// the front's respawn does), returning how many counted lines the file at `path` held between.
@@ -140,8 +53,6 @@ async fn kill_and_respawn_shim(
     assert!(ready.starts_with("ready"), "respawn failed: {ready:?}");
     before
 }
-
-const COUNTER: &str = "i=0; while :; do echo \"n $i\"; i=$((i+1)); sleep 0.02; done";
 
 #[tokio::test]
 async fn writes_the_cri_format_completely_before_the_exit_is_reported() {
