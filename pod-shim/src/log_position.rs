@@ -42,10 +42,36 @@ const WINDOW: usize = 1024;
 /// How much of a file's end is read to find where to resume: more than `WINDOW` short records.
 const TAIL_READ: u64 = 64 * 1024;
 
+/// Tells, entry by entry, which entries of a fresh read of Docker's log (from `since_ns` on)
+/// are already written. Only the keys remembered when the read began need counting, so its
+/// memory is bounded by the window however long the read goes on.
+pub struct Replay {
+    pending: HashMap<Key, usize>,
+}
+
+impl Replay {
+    /// Whether the next entry with `key` in the read is already written.
+    pub fn written(&mut self, position: &Position, key: Key) -> bool {
+        if key.0 < position.floor_ns {
+            return true;
+        }
+        let Some(left) = self.pending.get_mut(&key) else {
+            return false;
+        };
+        *left -= 1;
+        if *left == 0 {
+            self.pending.remove(&key);
+        }
+        true
+    }
+}
+
 impl Position {
-    /// Whether the `nth` entry (from 1) with `key` in a read of Docker's log is in the file.
-    pub fn written(&self, key: Key, nth: usize) -> bool {
-        key.0 < self.floor_ns || nth <= self.counts.get(&key).copied().unwrap_or(0)
+    /// Starts a read of Docker's log from `since_ns`.
+    pub fn replay(&self) -> Replay {
+        Replay {
+            pending: self.counts.clone(),
+        }
     }
 
     pub fn record(&mut self, key: Key) {
@@ -287,6 +313,15 @@ mod tests {
     const T2: &str = "2026-11-27T01:00:21.000000002Z";
     const T3: &str = "2026-11-27T01:00:21.000000003Z";
 
+    /// Whether the `nth` entry (from 1) with `key` in a read of Docker's log is written.
+    fn written(p: &Position, key: Key, nth: usize) -> bool {
+        let mut replay = p.replay();
+        (1..nth).for_each(|_| {
+            replay.written(p, key);
+        });
+        replay.written(p, key)
+    }
+
     fn from_tail(tail: &str, cut: bool) -> Position {
         let mut p = Position::default();
         for key in tail_keys(tail.as_bytes(), cut) {
@@ -302,16 +337,16 @@ mod tests {
         // their timestamp, as in Docker's log.
         let tail = format!("cut-line\n{T2} stdout F a\n{T1} stderr P b\n{T1} stderr F c\n");
         let p = from_tail(&tail, true);
-        assert!(p.written((parse_time(T1), true), 1));
-        assert!(p.written((parse_time(T1), true), 2));
+        assert!(written(&p, (parse_time(T1), true), 1));
+        assert!(written(&p, (parse_time(T1), true), 2));
         assert!(
-            !p.written((parse_time(T1), true), 3),
+            !written(&p, (parse_time(T1), true), 3),
             "a third piece was never written"
         );
-        assert!(p.written((parse_time(T2), false), 1));
-        assert!(!p.written((parse_time(T3), false), 1));
+        assert!(written(&p, (parse_time(T2), false), 1));
+        assert!(!written(&p, (parse_time(T3), false), 1));
         assert!(
-            !p.written((parse_time(T2), true), 1),
+            !written(&p, (parse_time(T2), true), 1),
             "same time, other stream"
         );
         assert_eq!(p.since_ns(), parse_time(T1));
@@ -325,11 +360,11 @@ mod tests {
             p.record((1000 + i, false));
         }
         assert_eq!(p.order.len(), WINDOW);
-        assert!(p.written((1000, false), 1));
-        assert!(p.written((1009, false), 1), "the last one forgotten");
-        assert!(p.written((1010, false), 1), "the oldest remembered");
-        assert!(!p.written((1010, false), 2));
-        assert!(!p.written((1000 + WINDOW as i64 + 10, false), 1));
+        assert!(written(&p, (1000, false), 1));
+        assert!(written(&p, (1009, false), 1), "the last one forgotten");
+        assert!(written(&p, (1010, false), 1), "the oldest remembered");
+        assert!(!written(&p, (1010, false), 2));
+        assert!(!written(&p, (1000 + WINDOW as i64 + 10, false), 1));
     }
 
     #[test]
@@ -364,7 +399,7 @@ mod tests {
         target.open(&start).expect("open");
         append(&path, &format!("{T1} stdout F one\n"));
         let mut position = target.resume().expect("resume");
-        assert!(position.written((parse_time(T1), false), 1));
+        assert!(written(&position, (parse_time(T1), false), 1));
 
         // The kubelet renames, the follower reopens with what it wrote so far.
         std::fs::rename(&path, dir.path().join("0.log.1")).expect("rotate");
@@ -377,8 +412,8 @@ mod tests {
         let mut again = LogTarget::new(path.clone(), checkpoint.clone());
         let p = again.resume().expect("resume");
         for t in [T1, T2, T3] {
-            assert!(p.written((parse_time(t), false), 1), "{t}");
-            assert!(!p.written((parse_time(t), false), 2), "{t}");
+            assert!(written(&p, (parse_time(t), false), 1), "{t}");
+            assert!(!written(&p, (parse_time(t), false), 2), "{t}");
         }
     }
 
@@ -394,11 +429,11 @@ mod tests {
         std::fs::rename(&path, dir.path().join("0.log.20261127-000000")).expect("rotate");
         let mut again = LogTarget::new(path.clone(), checkpoint);
         let p = again.resume().expect("resume");
-        assert!(p.written((parse_time(T2), false), 1));
-        assert!(!p.written((parse_time(T3), false), 1));
+        assert!(written(&p, (parse_time(T2), false), 1));
+        assert!(!written(&p, (parse_time(T3), false), 1));
         // The fresh file at the path starts after what the renamed one holds.
         again.open(&p).expect("open");
         let p = again.resume().expect("resume");
-        assert!(p.written((parse_time(T2), false), 1));
+        assert!(written(&p, (parse_time(T2), false), 1));
     }
 }

@@ -8,7 +8,6 @@
 //! is lost or written twice. `ReopenContainerLog` closes the file and opens a fresh one at the
 //! same path (after the kubelet renamed the old one).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::docker::{parse_time, Engine};
 use crate::error::{Error, Result};
-use crate::log_position::{Key, LogTarget, Position};
+use crate::log_position::{LogTarget, Position, Replay};
 
 /// Longest content of one record; longer lines become `P` records ending in an `F` record.
 pub const MAX_RECORD: usize = 16 * 1024;
@@ -167,10 +166,11 @@ async fn follow(
         let mut stream = engine.api().logs(container, Some(options));
         // A TTY container's output arrives as one byte stream, cut anywhere.
         let mut console = Vec::new();
+        let replay = position.replay();
         let mut out = Writer {
             file: &mut file,
             position: &mut *position,
-            replayed: HashMap::new(),
+            replay,
         };
         loop {
             // A rotation is served even while output keeps coming.
@@ -225,8 +225,8 @@ fn reopen_file(file: &mut LogFile, target: &mut LogTarget, position: &Position) 
 struct Writer<'a> {
     file: &'a mut LogFile,
     position: &'a mut Position,
-    /// Entries of each key seen so far in this read of Docker's log.
-    replayed: HashMap<Key, usize>,
+    /// What of this read of Docker's log is already written.
+    replay: Replay,
 }
 
 impl Writer<'_> {
@@ -238,9 +238,7 @@ impl Writer<'_> {
         let (ts, content) = (&entry[..space], &entry[space + 1..]);
         let ts = std::str::from_utf8(ts).unwrap_or_default();
         let key = (parse_time(ts), stream == "stderr");
-        let nth = self.replayed.entry(key).or_insert(0);
-        *nth += 1;
-        if self.position.written(key, *nth) {
+        if self.replay.written(self.position, key) {
             return Ok(());
         }
         write_records(self.file, ts, stream, content)

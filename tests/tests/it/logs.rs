@@ -245,3 +245,58 @@ async fn rotated_files_and_a_shim_restart_together_hold_every_line_once() {
     assert_each_once(&numbers(&[&first, &second, &path]));
     remove_pod(&mut rt, &id).await;
 }
+
+#[tokio::test]
+async fn a_container_writing_flat_out_does_not_grow_the_shims_memory() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("logflood", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    std::fs::create_dir(logs.path().join("app")).expect("container dir");
+    let config = container_config("app", &["yes", &"0123456789abcdef".repeat(8)]);
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let path = logs.path().join("app/0.log");
+    let shim = shim_pid(&mut rt, &id).await;
+    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let rss = || {
+        dockpod_proto::procfs::memory(shim)
+            .expect("shim memory")
+            .rss_bytes
+    };
+    const MB: u64 = 1 << 20;
+    // After a first stretch the shim's buffers are at their working size; from there on the
+    // volume written must not show in its memory.
+    let mut peak_early = 0;
+    wait_until("8 MiB written", SECS, || {
+        peak_early = peak_early.max(rss());
+        let n = size(&path);
+        async move { (n >= 8 * MB).then_some(()) }
+    })
+    .await;
+    let mut peak = peak_early;
+    wait_until("40 MiB written", Duration::from_secs(120), || {
+        peak = peak.max(rss());
+        let n = size(&path);
+        async move { (n >= 40 * MB).then_some(()) }
+    })
+    .await;
+    eprintln!(
+        "shim RSS: {} KiB after 8 MiB of log, peak {} KiB by 40 MiB",
+        peak_early >> 10,
+        peak >> 10
+    );
+    assert!(
+        peak < peak_early + 8 * MB,
+        "shim RSS grew from {} MiB to {} MiB while 32 MiB of log went through",
+        peak_early / MB,
+        peak / MB
+    );
+    rt.stop_container(StopContainerRequest {
+        container_id: c,
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    remove_pod(&mut rt, &id).await;
+}
