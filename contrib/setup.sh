@@ -17,7 +17,7 @@ DOCKER_SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
 BASE_IMAGE=localhost/dockpod/busybox-base:1
 PAUSE_IMAGE=localhost/dockpod/pause:1
 TOOL_IMAGE=localhost/dockpod/busybox:1
-PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry)
+PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

@@ -44,6 +44,30 @@ pub struct ShimConfig {
     #[arg(long)]
     pub sandbox_image: String,
 
+    /// Pod network: `cni`, or empty for Docker's default bridge.
+    #[arg(long, default_value = "")]
+    pub network_plugin: String,
+
+    /// Directory of CNI network configurations.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+
+    /// Comma-separated directories of CNI plugin binaries.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "/opt/cni/bin,/usr/lib/cni"
+    )]
+    pub cni_bin_dir: Vec<PathBuf>,
+
+    /// Where CNI attachments are cached for DEL and CHECK.
+    #[arg(long, default_value = "/var/lib/cni/cache")]
+    pub cni_cache_dir: PathBuf,
+
+    /// The node's pod CIDRs (comma-separated), offered to CNI plugins as `ipRanges`.
+    #[arg(long, default_value = "")]
+    pub pod_cidr: String,
+
     /// Fork into the background (new session), print `ready <pid>` on stdout once serving.
     #[arg(long)]
     pub daemonize: bool,
@@ -51,4 +75,16 @@ pub struct ShimConfig {
     /// Log verbosity (error, warn, info, debug, trace).
     #[arg(long, env = "DOCKPOD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+impl ShimConfig {
+    /// CNI settings when pods are networked through CNI.
+    pub fn cni(&self) -> Option<crate::cni::Cni> {
+        (self.network_plugin == "cni").then(|| crate::cni::Cni {
+            conf_dir: self.cni_conf_dir.clone(),
+            bin_dirs: self.cni_bin_dir.clone(),
+            cache_dir: self.cni_cache_dir.clone(),
+            pod_cidr: self.pod_cidr.clone(),
+        })
+    }
 }

@@ -101,12 +101,21 @@ impl RuntimeService for ShimRuntime {
         }
         let mut info = std::collections::HashMap::new();
         if req.verbose {
-            let details = serde_json::json!({
+            let mut details = serde_json::json!({
                 "shimPid": std::process::id(),
                 "shimId": self.pod.shim_id,
                 "image": self.pod.sandbox_image,
                 "containers": record.containers.len(),
             });
+            if let Some((result, checked)) = self.pod.check_network().await {
+                details["cniNetwork"] = record.network.clone().into();
+                details["cniResult"] = result.unwrap_or_default();
+                details["cniCheck"] = match checked {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                }
+                .into();
+            }
             info.insert("info".to_string(), details.to_string());
         }
         Ok(Response::new(PodSandboxStatusResponse {

@@ -16,6 +16,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// Pod network setup or teardown failed (a CNI plugin's error, usually).
+    #[error("{0}")]
+    Network(String),
     #[error("{0} is not implemented by dockpod yet")]
     Unimplemented(&'static str),
     #[error("{context}: {source}")]
@@ -52,6 +55,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Network(_) => Code::Unknown,
             Error::Io { .. } => Code::Internal,
             Error::Docker { source, .. } => dockpod_proto::docker_errors::code(source),
         }

@@ -16,6 +16,7 @@ use k8s_cri::v1::{
 };
 use tokio::sync::{broadcast, Notify};
 
+use crate::cni::Cni;
 use crate::docker::{now_ns, observe, Engine};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -38,6 +39,7 @@ pub struct Pod {
     pub shim_id: String,
     pub sandbox_image: String,
     pub host: Host,
+    cni: Option<Cni>,
     record: Mutex<PodRecord>,
     store: Store,
     lifecycle: tokio::sync::Mutex<()>,
@@ -53,6 +55,7 @@ impl Pod {
         instance: String,
         shim_id: String,
         sandbox_image: String,
+        cni: Option<Cni>,
         store: Store,
         record: PodRecord,
     ) -> Self {
@@ -63,6 +66,7 @@ impl Pod {
             shim_id,
             sandbox_image,
             host: Host::detect(),
+            cni,
             record: Mutex::new(record),
             store,
             lifecycle: tokio::sync::Mutex::new(()),
@@ -95,6 +99,7 @@ impl Pod {
             instance: &self.instance,
             shim_id: &self.shim_id,
             host: self.host,
+            cni: self.cni.is_some(),
         }
     }
 
@@ -164,6 +169,9 @@ impl Pod {
         match self.start_sandbox(&id, config, runtime_handler).await {
             Ok(()) => Ok(id),
             Err(e) => {
+                if let Err(undo) = self.teardown_network().await {
+                    tracing::error!(error = %undo, sandbox = %id, "deleting the failed sandbox's network");
+                }
                 if let Err(cleanup) = self.engine.remove(&id).await {
                     tracing::error!(error = %cleanup, sandbox = %id, "removing the failed sandbox container");
                 }
@@ -186,7 +194,22 @@ impl Pod {
         let inspect = self.engine.inspect(id).await?.ok_or_else(|| {
             Error::NotFound(format!("sandbox container {id} vanished after start"))
         })?;
-        let ips = pod_ips(&inspect);
+        let mut ips = pod_ips(&inspect);
+        if let Some(cni) = self.pod_cni(&config) {
+            let pid = inspect
+                .state
+                .as_ref()
+                .and_then(|s| s.pid)
+                .filter(|p| *p > 0)
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!("sandbox container {id} is not running"))
+                })?;
+            let attachment = cni.add(id, &format!("/proc/{pid}/ns/net"), &config).await?;
+            ips = attachment.ips();
+            let mut r = self.record();
+            r.sandbox_id = id.to_string();
+            r.network = attachment.network_name;
+        }
         {
             let mut r = self.record();
             r.sandbox_id = id.to_string();
@@ -227,6 +250,7 @@ impl Pod {
         for id in &ids {
             self.refresh_container(id).await?;
         }
+        self.teardown_network().await?;
         if !sandbox.is_empty() {
             self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;
         }
@@ -250,6 +274,7 @@ impl Pod {
             self.record().containers.remove(id);
             self.emit(id, ContainerEventType::ContainerDeletedEvent);
         }
+        self.teardown_network().await?;
         if !sandbox.is_empty() {
             self.engine.remove(&sandbox).await?;
         }
@@ -258,6 +283,89 @@ impl Pod {
         tracing::info!(sandbox = %sandbox, "pod removed; shim exiting");
         self.removed.notify_one();
         Ok(())
+    }
+
+    /// The CNI settings when this pod's network comes from CNI (not for host-network pods).
+    fn pod_cni(&self, config: &PodSandboxConfig) -> Option<&Cni> {
+        let host_network = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .is_some_and(|o| o.network == k8s_cri::v1::NamespaceMode::Node as i32);
+        self.cni.as_ref().filter(|_| !host_network)
+    }
+
+    /// The sandbox's network namespace path while its process lives, else empty (CNI's DEL
+    /// then still releases addresses and rules).
+    async fn sandbox_netns(&self, sandbox: &str) -> String {
+        if sandbox.is_empty() {
+            return String::new();
+        }
+        let pid = match self.engine.inspect(sandbox).await {
+            Ok(Some(c)) => c.state.and_then(|s| s.pid).unwrap_or(0),
+            _ => 0,
+        };
+        if pid > 0 {
+            format!("/proc/{pid}/ns/net")
+        } else {
+            String::new()
+        }
+    }
+
+    /// Deletes the sandbox's CNI attachment, if it has one; idempotent.
+    async fn teardown_network(&self) -> Result<()> {
+        let (network, sandbox) = {
+            let r = self.record();
+            (r.network.clone(), r.sandbox_id.clone())
+        };
+        if network.is_empty() {
+            return Ok(());
+        }
+        let Some(cni) = &self.cni else {
+            return Err(Error::FailedPrecondition(format!(
+                "sandbox {sandbox} is attached to CNI network {network:?}, but this shim was started without CNI"
+            )));
+        };
+        match cni.load(&network, &sandbox)? {
+            Some(attachment) => {
+                let netns = self.sandbox_netns(&sandbox).await;
+                cni.del(&attachment, &netns).await?;
+                tracing::info!(sandbox = %sandbox, network = %network, "pod network deleted");
+            }
+            None => {
+                tracing::warn!(sandbox = %sandbox, network = %network, "no cached CNI attachment; nothing to delete")
+            }
+        }
+        self.record().network.clear();
+        self.persist()
+    }
+
+    /// Runs CNI CHECK on a running sandbox's attachment: its cached result and what CHECK
+    /// says, or None when the sandbox has no CNI attachment or no running process.
+    pub async fn check_network(&self) -> Option<(Option<serde_json::Value>, Result<()>)> {
+        let (network, sandbox) = {
+            let r = self.record();
+            (r.network.clone(), r.sandbox_id.clone())
+        };
+        let cni = self.cni.as_ref().filter(|_| !network.is_empty())?;
+        let netns = self.sandbox_netns(&sandbox).await;
+        if netns.is_empty() {
+            return None;
+        }
+        Some(match cni.load(&network, &sandbox) {
+            Ok(Some(a)) => {
+                let checked = cni.check(&a, &netns).await;
+                (a.result, checked)
+            }
+            Ok(None) => (
+                None,
+                Err(Error::Network(format!(
+                    "no cached attachment to network {network:?}"
+                ))),
+            ),
+            Err(e) => (None, Err(e)),
+        })
     }
 
     /// Refreshes the sandbox's readiness from Docker.

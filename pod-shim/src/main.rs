@@ -58,6 +58,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             config.instance.clone(),
             config.shim_id.clone(),
             config.sandbox_image.clone(),
+            config.cni(),
             store,
             record,
         ));
@@ -73,6 +74,17 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             let _ = pod_shim::title::show_sandbox(&sandbox);
         }
         let watcher = tokio::spawn(pod_shim::exits::watch(pod.clone()));
+        tokio::spawn({
+            let pod = pod.clone();
+            async move {
+                // After a restart, whether the pod's network is still as it was set up.
+                match pod.check_network().await {
+                    Some((_, Ok(()))) => tracing::info!("pod network checked"),
+                    Some((_, Err(e))) => tracing::warn!(error = %e, "pod network check failed"),
+                    None => {}
+                }
+            }
+        });
         tracing::info!(socket = %socket.display(), pod = %config.pod, "serving");
         if config.daemonize {
             // The front waits for this line; nothing else is ever written to stdout.

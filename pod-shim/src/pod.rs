@@ -24,6 +24,10 @@ pub struct PodRecord {
     pub ready: bool,
     /// Pod IPs, primary first.
     pub ips: Vec<String>,
+    /// The CNI network the sandbox is attached to (its cached attachment is what DEL uses);
+    /// empty when it has none or it was torn down.
+    #[serde(default)]
+    pub network: String,
     pub containers: BTreeMap<String, ContainerRecord>,
 }
 

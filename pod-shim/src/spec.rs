@@ -21,6 +21,8 @@ pub struct Context<'a> {
     pub instance: &'a str,
     pub shim_id: &'a str,
     pub host: Host,
+    /// Pods get their network from CNI (the sandbox starts with none), not Docker's bridge.
+    pub cni: bool,
 }
 
 /// OOM score of sandbox containers, as the kubelet's dockershim gave them.
@@ -76,8 +78,18 @@ pub fn sandbox(
     let sc = linux.security_context.clone().unwrap_or_default();
     let ns = sc.namespace_options.as_ref();
     let host_network = mode(ns, |o| o.network) == NamespaceMode::Node;
+    let bridge = !host_network && !ctx.cni;
     let mut host = HostConfig {
-        network_mode: Some(if host_network { "host" } else { "bridge" }.into()),
+        network_mode: Some(
+            if host_network {
+                "host"
+            } else if ctx.cni {
+                "none"
+            } else {
+                "bridge"
+            }
+            .into(),
+        ),
         ipc_mode: Some(
             if mode(ns, |o| o.ipc) == NamespaceMode::Node {
                 "host"
@@ -110,7 +122,8 @@ pub fn sandbox(
         }
     }
     let mut exposed: HashMap<String, ()> = HashMap::new();
-    if !host_network && !config.port_mappings.is_empty() {
+    // Under CNI, host ports are the portmap plugin's (the portMappings capability).
+    if bridge && !config.port_mappings.is_empty() {
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for pm in &config.port_mappings {
             let proto = match Protocol::try_from(pm.protocol) {
@@ -428,7 +441,35 @@ mod tests {
             host: Host {
                 min_oom_score_adj: Some(0),
             },
+            cni: false,
         }
+    }
+
+    #[test]
+    fn under_cni_the_sandbox_has_no_network_and_publishes_nothing() {
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "p".into(),
+                namespace: "ns".into(),
+                uid: "u".into(),
+                attempt: 0,
+            }),
+            port_mappings: vec![PortMapping {
+                container_port: 80,
+                host_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (_, bridge) = sandbox(&ctx(), &config, "pause").expect("bridge sandbox");
+        let host = bridge.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert!(host.port_bindings.is_some());
+        let cni = Context { cni: true, ..ctx() };
+        let (_, body) = sandbox(&cni, &config, "pause").expect("cni sandbox");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert!(host.port_bindings.is_none(), "portmap publishes host ports");
     }
 
     fn pod() -> PodSandboxConfig {

@@ -208,6 +208,31 @@ impl std::fmt::Display for NetworkPlugin {
     }
 }
 
+impl ServeConfig {
+    /// The pod shim's arguments that say how pods are networked.
+    pub fn shim_network_args(&self) -> Vec<std::ffi::OsString> {
+        if self.network_plugin != NetworkPlugin::Cni {
+            return Vec::new();
+        }
+        let bins: Vec<_> = self
+            .cni_bin_dir
+            .iter()
+            .map(|d| d.to_string_lossy())
+            .collect();
+        [
+            "--network-plugin".into(),
+            "cni".into(),
+            "--cni-conf-dir".into(),
+            self.cni_conf_dir.clone().into_os_string(),
+            "--cni-bin-dir".into(),
+            bins.join(",").into(),
+            "--cni-cache-dir".into(),
+            self.cni_cache_dir.clone().into_os_string(),
+        ]
+        .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,8 @@ pub async fn run(
             instance: root.instance_id().to_string(),
             sandbox_image: config.pod_infra_container_image.clone(),
             log_level: config.log_level.as_filter().to_string(),
+            network_args: config.shim_network_args(),
+            root: root.clone(),
         },
         events: Default::default(),
         engine: engine.clone(),

@@ -30,6 +30,10 @@ pub struct Spawner {
     pub instance: String,
     pub sandbox_image: String,
     pub log_level: String,
+    /// How pods get their network (the shim's `--network-plugin` and CNI arguments).
+    pub network_args: Vec<std::ffi::OsString>,
+    /// The node's state, for the pod CIDR the kubelet last set.
+    pub root: std::sync::Arc<crate::state::RootDir>,
 }
 
 impl Spawner {
@@ -69,6 +73,9 @@ impl Spawner {
             .arg(&self.sandbox_image)
             .arg("--log-level")
             .arg(&self.log_level)
+            .args(&self.network_args)
+            .arg("--pod-cidr")
+            .arg(self.root.runtime_config().pod_cidr)
             .arg("--daemonize")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

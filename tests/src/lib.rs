@@ -4,6 +4,7 @@
 //! removed by a guard's `Drop`, also when the test fails.
 
 pub mod binaries;
+pub mod cni;
 pub mod cri;
 pub mod crilog;
 pub mod docker;

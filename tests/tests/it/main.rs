@@ -6,6 +6,7 @@ mod cli;
 mod containers;
 mod images;
 mod logs;
+mod network;
 mod pod_shim;
 mod pods;
 mod runtime_info;

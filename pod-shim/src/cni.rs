@@ -1,0 +1,627 @@
+//! The runtime side of CNI (the specification's "runtime" role): ADD, DEL and CHECK of a
+//! network configuration list for the pod's network namespace, with chained `prevResult`,
+//! version negotiation, runtime capabilities (`portMappings`, `bandwidth`, `dns`, `ipRanges`)
+//! and a cached record of each attachment, so that DEL and CHECK use exactly what ADD used,
+//! also after the configuration changed or the sandbox container is gone.
+//!
+//! Written here rather than taken from a crate: the Rust CNI crates are plugin-side (rscni,
+//! cni-plugin) or an early runtime without caching or validation (rust-cni), and the runtime
+//! side is one process invocation per plugin with JSON in and out.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use dockpod_proto::cni_conf::{find_cni_network, CniNetwork};
+use k8s_cri::v1::{PodSandboxConfig, Protocol};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, Result};
+
+/// Interface name inside the pod, as every Kubernetes runtime uses.
+pub const IF_NAME: &str = "eth0";
+/// How long one plugin invocation may take before it is killed.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Marks the cache format (as libcni's cache does).
+const CACHE_KIND: &str = "cniCacheV1";
+/// Annotations the kubelet's bandwidth convention reads, in bits per second.
+const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
+const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
+
+/// Where CNI configurations, plugins and cached attachments are.
+#[derive(Debug, Clone)]
+pub struct Cni {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+    pub cache_dir: PathBuf,
+    /// The node's pod CIDRs (comma-separated), offered as the `ipRanges` capability.
+    pub pod_cidr: String,
+}
+
+/// One ADD, as DEL and CHECK must repeat it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    kind: String,
+    pub container_id: String,
+    pub network_name: String,
+    pub cni_version: String,
+    plugins: Vec<Value>,
+    if_name: String,
+    cni_args: Vec<(String, String)>,
+    capability_args: Map<String, Value>,
+    /// The chain's final result; absent while ADD runs.
+    pub result: Option<Value>,
+}
+
+impl Cni {
+    /// Attaches the network namespace `netns` of sandbox `sandbox_id` to the first valid
+    /// network configuration. On failure whatever part of the chain ran is deleted again.
+    pub async fn add(
+        &self,
+        sandbox_id: &str,
+        netns: &str,
+        config: &PodSandboxConfig,
+    ) -> Result<Attachment> {
+        let (conf_dir, bin_dirs) = (self.conf_dir.clone(), self.bin_dirs.clone());
+        let network = tokio::task::spawn_blocking(move || find_cni_network(&conf_dir, &bin_dirs))
+            .await
+            .map_err(|e| Error::Network(format!("reading the CNI configuration: {e}")))?
+            .map_err(Error::Network)?;
+        let mut attachment = Attachment::new(&network, sandbox_id, config, &self.pod_cidr)?;
+        // Recorded before the first plugin runs, so that a shim dying half-way through still
+        // knows what to delete.
+        self.save(&attachment)?;
+        match self.add_chain(&attachment, netns).await {
+            Ok(result) => {
+                attachment.result = Some(result);
+                self.save(&attachment)?;
+                Ok(attachment)
+            }
+            Err(e) => {
+                if let Err(undo) = self.del(&attachment, netns).await {
+                    tracing::error!(error = %undo, "deleting a failed network attachment");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn add_chain(&self, a: &Attachment, netns: &str) -> Result<Value> {
+        for plugin in &a.plugins {
+            self.negotiate(a, plugin_type(plugin)?).await?;
+        }
+        let mut prev: Option<Value> = None;
+        for plugin in &a.plugins {
+            let conf = plugin_conf(a, plugin, prev.as_ref());
+            let result = self
+                .invoke(plugin_type(plugin)?, "ADD", a, netns, &conf)
+                .await?;
+            if result.is_null() {
+                return Err(Error::Network(format!(
+                    "CNI plugin {} returned no result for ADD",
+                    plugin_type(plugin)?
+                )));
+            }
+            prev = Some(result);
+        }
+        prev.ok_or_else(|| Error::Network("the CNI network has no plugins".into()))
+    }
+
+    /// Deletes the attachment (plugins in reverse order) and its cache entry. `netns` may be
+    /// empty when the sandbox's namespace is gone; plugins still release what they hold.
+    pub async fn del(&self, a: &Attachment, netns: &str) -> Result<()> {
+        let prev = a
+            .result
+            .as_ref()
+            .filter(|_| version_at_least(&a.cni_version, (0, 4, 0)));
+        for plugin in a.plugins.iter().rev() {
+            let conf = plugin_conf(a, plugin, prev);
+            self.invoke(plugin_type(plugin)?, "DEL", a, netns, &conf)
+                .await?;
+        }
+        let path = self.cache_path(&a.network_name, &a.container_id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", path.display()))(e)),
+        }
+    }
+
+    /// Asks every plugin whether the attachment is still as ADD left it; configurations older
+    /// than CNI 0.4.0 have no CHECK and pass.
+    pub async fn check(&self, a: &Attachment, netns: &str) -> Result<()> {
+        let Some(result) = a.result.as_ref() else {
+            return Err(Error::Network(format!(
+                "the network attachment of {} never completed",
+                a.container_id
+            )));
+        };
+        if !version_at_least(&a.cni_version, (0, 4, 0)) {
+            return Ok(());
+        }
+        for plugin in &a.plugins {
+            let conf = plugin_conf(a, plugin, Some(result));
+            self.invoke(plugin_type(plugin)?, "CHECK", a, netns, &conf)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The cached attachment of a sandbox to a network, if any.
+    pub fn load(&self, network_name: &str, sandbox_id: &str) -> Result<Option<Attachment>> {
+        let path = self.cache_path(network_name, sandbox_id);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| Error::Network(format!("damaged CNI cache {}: {e}", path.display())))
+    }
+
+    fn save(&self, a: &Attachment) -> Result<()> {
+        let path = self.cache_path(&a.network_name, &a.container_id);
+        let data = serde_json::to_vec(a)
+            .map_err(|e| Error::Network(format!("encoding the CNI cache: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        dockpod_proto::files::ensure_dir(dir, 0o700)
+            .and_then(|()| dockpod_proto::files::atomic_write(&path, &data, 0o600))
+            .map_err(Error::io(format!("writing {}", path.display())))
+    }
+
+    /// libcni's layout: `<cache dir>/results/<network>-<container>-<interface>`.
+    fn cache_path(&self, network_name: &str, sandbox_id: &str) -> PathBuf {
+        self.cache_dir
+            .join("results")
+            .join(format!("{network_name}-{sandbox_id}-{IF_NAME}"))
+    }
+
+    /// Checks that the plugin speaks the configuration's CNI version.
+    async fn negotiate(&self, a: &Attachment, plugin: &str) -> Result<()> {
+        let reply = self
+            .invoke(
+                plugin,
+                "VERSION",
+                a,
+                "",
+                &json!({ "cniVersion": a.cni_version }),
+            )
+            .await?;
+        let supported: Vec<&str> = reply
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if supported.contains(&a.cni_version.as_str()) {
+            Ok(())
+        } else {
+            Err(Error::Network(format!(
+                "CNI plugin {plugin} does not support version {} of network {:?} (it supports {})",
+                a.cni_version,
+                a.network_name,
+                supported.join(", ")
+            )))
+        }
+    }
+
+    /// Runs one plugin command; its JSON output (null when it printed nothing), or its error
+    /// as the plugin reported it.
+    async fn invoke(
+        &self,
+        plugin: &str,
+        command: &str,
+        a: &Attachment,
+        netns: &str,
+        stdin: &Value,
+    ) -> Result<Value> {
+        let binary = self
+            .bin_dirs
+            .iter()
+            .map(|d| d.join(plugin))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::Network(format!(
+                    "CNI plugin {plugin} not found in {:?}",
+                    self.bin_dirs
+                ))
+            })?;
+        let args: Vec<String> = a.cni_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let path = std::env::join_paths(&self.bin_dirs)
+            .map_err(|e| Error::Network(format!("CNI plugin directories: {e}")))?;
+        let mut child = tokio::process::Command::new(&binary)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &a.container_id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", &a.if_name)
+            .env("CNI_ARGS", args.join(";"))
+            .env("CNI_PATH", path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(Error::io(format!(
+                "starting CNI plugin {}",
+                binary.display()
+            )))?;
+        let input = serde_json::to_vec(stdin)
+            .map_err(|e| Error::Network(format!("encoding the plugin's input: {e}")))?;
+        if let Some(mut pipe) = child.stdin.take() {
+            match pipe.write_all(&input).await {
+                // A plugin may exit without reading; its exit status tells what happened.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(Error::io(format!("writing to CNI plugin {plugin}"))(e));
+                }
+                _ => {}
+            }
+        }
+        let output = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                Error::DeadlineExceeded(format!(
+                    "CNI plugin {plugin} {command} took longer than {PLUGIN_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(Error::io(format!("running CNI plugin {plugin}")))?;
+        if output.status.success() {
+            if output.stdout.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&output.stdout).map_err(|e| {
+                Error::Network(format!(
+                    "CNI plugin {plugin} {command} printed invalid JSON: {e}"
+                ))
+            });
+        }
+        Err(Error::Network(plugin_error(
+            plugin,
+            command,
+            &output.stdout,
+            &output.stderr,
+        )))
+    }
+}
+
+impl Attachment {
+    fn new(
+        network: &CniNetwork,
+        sandbox_id: &str,
+        config: &PodSandboxConfig,
+        pod_cidr: &str,
+    ) -> Result<Attachment> {
+        let meta = config.metadata.clone().unwrap_or_default();
+        let cni_args = vec![
+            ("IgnoreUnknown".to_string(), "1".to_string()),
+            ("K8S_POD_NAMESPACE".into(), meta.namespace),
+            ("K8S_POD_NAME".into(), meta.name),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), sandbox_id.to_string()),
+            ("K8S_POD_UID".into(), meta.uid),
+        ];
+        Ok(Attachment {
+            kind: CACHE_KIND.into(),
+            container_id: sandbox_id.to_string(),
+            network_name: network.name.clone(),
+            cni_version: network.cni_version.clone(),
+            plugins: network.plugin_confs.clone(),
+            if_name: IF_NAME.into(),
+            cni_args,
+            capability_args: capability_args(config, pod_cidr)?,
+            result: None,
+        })
+    }
+
+    /// The pod's IPs from the result, IPv4 first (the kubelet's primary), then IPv6.
+    pub fn ips(&self) -> Vec<String> {
+        self.result.as_ref().map(result_ips).unwrap_or_default()
+    }
+}
+
+fn plugin_type(plugin: &Value) -> Result<&str> {
+    plugin
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Network("a CNI plugin configuration has no type".into()))
+}
+
+/// A plugin's configuration as the chain hands it over: the list's name and version, the
+/// previous plugin's result, and the runtime capabilities the plugin declares.
+fn plugin_conf(a: &Attachment, plugin: &Value, prev: Option<&Value>) -> Value {
+    let mut conf = plugin.as_object().cloned().unwrap_or_default();
+    conf.insert("name".into(), Value::String(a.network_name.clone()));
+    conf.insert("cniVersion".into(), Value::String(a.cni_version.clone()));
+    if let Some(prev) = prev {
+        conf.insert("prevResult".into(), prev.clone());
+    }
+    let mut runtime = Map::new();
+    if let Some(caps) = plugin.get("capabilities").and_then(Value::as_object) {
+        for (name, enabled) in caps {
+            if enabled.as_bool() == Some(true) {
+                if let Some(arg) = a.capability_args.get(name) {
+                    runtime.insert(name.clone(), arg.clone());
+                }
+            }
+        }
+    }
+    if !runtime.is_empty() {
+        conf.insert("runtimeConfig".into(), Value::Object(runtime));
+    }
+    Value::Object(conf)
+}
+
+/// The runtime capabilities a pod asks for: host ports, bandwidth limits from its
+/// annotations, its DNS settings and the node's pod CIDRs.
+fn capability_args(config: &PodSandboxConfig, pod_cidr: &str) -> Result<Map<String, Value>> {
+    let mut caps = Map::new();
+    let ports: Vec<Value> = config
+        .port_mappings
+        .iter()
+        .filter(|pm| pm.host_port > 0)
+        .map(|pm| {
+            let protocol = match Protocol::try_from(pm.protocol) {
+                Ok(Protocol::Udp) => "udp",
+                Ok(Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            };
+            let mut m = json!({
+                "hostPort": pm.host_port,
+                "containerPort": pm.container_port,
+                "protocol": protocol,
+            });
+            if !pm.host_ip.is_empty() {
+                m["hostIP"] = Value::String(pm.host_ip.clone());
+            }
+            m
+        })
+        .collect();
+    if !ports.is_empty() {
+        caps.insert("portMappings".into(), Value::Array(ports));
+    }
+    let ingress = bandwidth(&config.annotations, INGRESS_BANDWIDTH)?;
+    let egress = bandwidth(&config.annotations, EGRESS_BANDWIDTH)?;
+    if ingress.is_some() || egress.is_some() {
+        // No burst limit, as the kubelet's dockershim set it.
+        let burst = i32::MAX;
+        let mut b = Map::new();
+        if let Some(rate) = ingress {
+            b.insert("ingressRate".into(), rate.into());
+            b.insert("ingressBurst".into(), burst.into());
+        }
+        if let Some(rate) = egress {
+            b.insert("egressRate".into(), rate.into());
+            b.insert("egressBurst".into(), burst.into());
+        }
+        caps.insert("bandwidth".into(), Value::Object(b));
+    }
+    if let Some(dns) = &config.dns_config {
+        caps.insert(
+            "dns".into(),
+            json!({ "servers": dns.servers, "searches": dns.searches, "options": dns.options }),
+        );
+    }
+    let ranges: Vec<Value> = pod_cidr
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| json!([{ "subnet": c }]))
+        .collect();
+    if !ranges.is_empty() {
+        caps.insert("ipRanges".into(), Value::Array(ranges));
+    }
+    Ok(caps)
+}
+
+/// A bandwidth annotation in bits per second (a Kubernetes quantity such as `10M`).
+fn bandwidth(annotations: &HashMap<String, String>, key: &str) -> Result<Option<u64>> {
+    let Some(value) = annotations.get(key) else {
+        return Ok(None);
+    };
+    let bits = parse_quantity(value).ok_or_else(|| {
+        Error::InvalidArgument(format!("annotation {key}: {value:?} is not a quantity"))
+    })?;
+    // The kubelet's limits: at least 1 kbit/s, at most 1 Pbit/s.
+    if !(1_000..=1_000_000_000_000_000).contains(&bits) {
+        return Err(Error::InvalidArgument(format!(
+            "annotation {key}: {value} is outside 1k..1P"
+        )));
+    }
+    Ok(Some(bits))
+}
+
+/// A Kubernetes quantity (`1.5M`, `100Ki`, `2000`) as a whole number, rounded up.
+fn parse_quantity(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    let value = (number * factor).ceil();
+    (value.is_finite() && value >= 0.0 && value < u64::MAX as f64).then_some(value as u64)
+}
+
+/// IPs of a result of any CNI version: `ips` (0.3.0 on) or `ip4`/`ip6` (0.1 and 0.2).
+fn result_ips(result: &Value) -> Vec<String> {
+    let mut addresses: Vec<&str> = Vec::new();
+    if let Some(ips) = result.get("ips").and_then(Value::as_array) {
+        addresses.extend(
+            ips.iter()
+                .filter_map(|ip| ip.get("address").and_then(Value::as_str)),
+        );
+    }
+    for key in ["ip4", "ip6"] {
+        if let Some(ip) = result
+            .get(key)
+            .and_then(|v| v.get("ip"))
+            .and_then(Value::as_str)
+        {
+            addresses.push(ip);
+        }
+    }
+    let mut ips: Vec<std::net::IpAddr> = addresses
+        .iter()
+        .filter_map(|a| a.split('/').next())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    ips.dedup();
+    ips.into_iter().map(|ip| ip.to_string()).collect()
+}
+
+/// The message of a failed plugin: its error JSON (`code`, `msg`, `details`) when it printed
+/// one, else what it wrote to stderr.
+fn plugin_error(plugin: &str, command: &str, stdout: &[u8], stderr: &[u8]) -> String {
+    if let Ok(err) = serde_json::from_slice::<Value>(stdout) {
+        if let Some(msg) = err.get("msg").and_then(Value::as_str) {
+            let code = err.get("code").and_then(Value::as_u64).unwrap_or(0);
+            let details = err
+                .get("details")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            return format!("CNI plugin {plugin} {command} failed (code {code}): {msg}{details}");
+        }
+    }
+    let text = String::from_utf8_lossy(if stderr.is_empty() { stdout } else { stderr });
+    format!(
+        "CNI plugin {plugin} {command} failed: {}",
+        text.trim().chars().take(2000).collect::<String>()
+    )
+}
+
+/// Whether CNI version `v` (`a.b.c`) is at least `min`.
+fn version_at_least(v: &str, min: (u32, u32, u32)) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let parsed = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    parsed >= min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{DnsConfig, PortMapping};
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("10M"), Some(10_000_000));
+        assert_eq!(parse_quantity("1.5k"), Some(1500));
+        assert_eq!(parse_quantity("1Ki"), Some(1024));
+        assert_eq!(parse_quantity("2000"), Some(2000));
+        assert_eq!(parse_quantity("10X"), None);
+        assert_eq!(parse_quantity(""), None);
+        assert_eq!(parse_quantity("-5"), None);
+    }
+
+    #[test]
+    fn ips_of_every_result_version() {
+        let v1 = json!({"ips": [{"address": "fd00::5/64"}, {"address": "10.1.0.5/24"}]});
+        assert_eq!(result_ips(&v1), vec!["10.1.0.5", "fd00::5"]);
+        let v02 = json!({"ip4": {"ip": "10.2.0.7/16"}, "ip6": {"ip": "fd01::7/64"}});
+        assert_eq!(result_ips(&v02), vec!["10.2.0.7", "fd01::7"]);
+        assert!(result_ips(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn capabilities_reach_only_plugins_that_declare_them() {
+        let config = PodSandboxConfig {
+            port_mappings: vec![
+                PortMapping {
+                    protocol: Protocol::Udp as i32,
+                    container_port: 53,
+                    host_port: 5353,
+                    host_ip: "127.0.0.1".into(),
+                },
+                PortMapping {
+                    container_port: 80,
+                    ..Default::default()
+                },
+            ],
+            dns_config: Some(DnsConfig {
+                servers: vec!["10.0.0.10".into()],
+                searches: vec!["ns.svc".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            annotations: [(INGRESS_BANDWIDTH.to_string(), "10M".to_string())].into(),
+            ..Default::default()
+        };
+        let network = CniNetwork {
+            file: "x.conflist".into(),
+            name: "pods".into(),
+            cni_version: "1.0.0".into(),
+            plugins: vec!["bridge".into(), "portmap".into()],
+            plugin_confs: vec![
+                json!({"type": "bridge"}),
+                json!({"type": "portmap", "capabilities": {"portMappings": true, "dns": false}}),
+            ],
+        };
+        let a = Attachment::new(&network, "sb", &config, "10.88.0.0/16").expect("attachment");
+        let bridge = plugin_conf(&a, &a.plugins[0], None);
+        assert!(bridge.get("runtimeConfig").is_none());
+        assert_eq!(bridge["name"], "pods");
+        let prev = json!({"ips": []});
+        let portmap = plugin_conf(&a, &a.plugins[1], Some(&prev));
+        assert_eq!(portmap["prevResult"], prev);
+        let rc = &portmap["runtimeConfig"];
+        assert_eq!(
+            rc["portMappings"],
+            json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}])
+        );
+        assert!(rc.get("dns").is_none(), "dns is declared false");
+        assert_eq!(a.capability_args["bandwidth"]["ingressRate"], 10_000_000);
+        assert_eq!(
+            a.capability_args["ipRanges"],
+            json!([[{"subnet": "10.88.0.0/16"}]])
+        );
+        assert!(a
+            .cni_args
+            .contains(&("K8S_POD_INFRA_CONTAINER_ID".into(), "sb".into())));
+    }
+
+    #[test]
+    fn plugin_errors_carry_the_plugins_message() {
+        let msg = plugin_error(
+            "bridge",
+            "ADD",
+            br#"{"cniVersion":"1.0.0","code":11,"msg":"failed to allocate","details":"range full"}"#,
+            b"",
+        );
+        assert_eq!(
+            msg,
+            "CNI plugin bridge ADD failed (code 11): failed to allocate: range full"
+        );
+        assert!(plugin_error("x", "DEL", b"", b"boom\n").ends_with("failed: boom"));
+    }
+
+    #[test]
+    fn versions() {
+        assert!(version_at_least("1.0.0", (0, 4, 0)));
+        assert!(version_at_least("0.4.0", (0, 4, 0)));
+        assert!(!version_at_least("0.3.1", (0, 4, 0)));
+    }
+}

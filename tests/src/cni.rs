@@ -1,0 +1,214 @@
+//! A CNI network of the test's own, built from Debian's reference plugins: a configuration
+//! directory with one conflist (loopback, bridge with host-local addresses in a private 10.x
+//! range, portmap), its own Linux bridge, address store and result cache. Dropping it deletes
+//! the bridge; everything else lives in its temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{json, Value};
+
+/// Where Debian's containernetworking-plugins package installs the plugins.
+pub const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
+
+pub struct CniNet {
+    dir: tempfile::TempDir,
+    pub name: String,
+    pub bridge: String,
+    /// The network's /24, e.g. `10.213.7.0/24`.
+    pub subnet: String,
+}
+
+impl CniNet {
+    /// A network whose chain is loopback, bridge (host-local IPAM), firewall and portmap.
+    pub fn new() -> CniNet {
+        CniNet::with_chain_end(Vec::new())
+    }
+
+    /// Like [`CniNet::new`], with `extra` plugin configurations appended to the chain; a test
+    /// plugin can be put into [`CniNet::plugin_dir`].
+    pub fn with_chain_end(extra: Vec<Value>) -> CniNet {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // Private addresses only; a distinct /24 and bridge per network of this process.
+        let subnet = format!(
+            "10.213.{}.0/24",
+            (pid.wrapping_mul(31).wrapping_add(n)) % 250
+        );
+        let bridge = format!("dp{}n{n}", pid % 100_000);
+        let name = format!("dockpod-test-{pid}-{n}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["net.d", "bin", "ipam", "cache"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        let mut plugins = vec![
+            json!({"type": "loopback"}),
+            json!({
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": dir.path().join("ipam"),
+                    "ranges": [[{"subnet": subnet}]],
+                },
+            }),
+            // Docker sets the FORWARD policy to DROP, and bridged traffic passes iptables.
+            json!({"type": "firewall"}),
+            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        ];
+        plugins.extend(extra);
+        let conf = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
+        std::fs::write(
+            dir.path().join("net.d/10-test.conflist"),
+            serde_json::to_vec_pretty(&conf).expect("json"),
+        )
+        .expect("write conflist");
+        CniNet {
+            dir,
+            name,
+            bridge,
+            subnet,
+        }
+    }
+
+    /// Directory for test-only plugins (searched after Debian's).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    /// The front's arguments for this network.
+    pub fn front_args(&self) -> Vec<String> {
+        vec![
+            "--network-plugin".into(),
+            "cni".into(),
+            "--cni-conf-dir".into(),
+            self.dir.path().join("net.d").display().to_string(),
+            "--cni-bin-dir".into(),
+            format!("{DEBIAN_PLUGINS},{}", self.plugin_dir().display()),
+            "--cni-cache-dir".into(),
+            self.dir.path().join("cache").display().to_string(),
+        ]
+    }
+
+    /// Addresses host-local holds for this network right now.
+    pub fn allocated(&self) -> Vec<String> {
+        let dir = self.dir.path().join("ipam").join(&self.name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+
+    /// What host-local recorded as the owner of `ip` (`<container id>\r\n<ifname>`).
+    pub fn owner_of(&self, ip: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("ipam").join(&self.name).join(ip))
+            .unwrap_or_default()
+    }
+
+    /// Host-side veths attached to the network's bridge.
+    pub fn veths(&self) -> Vec<String> {
+        list_dir(&Path::new("/sys/class/net").join(&self.bridge).join("brif"))
+    }
+
+    /// Cached attachments (one per pod attached).
+    pub fn cached(&self) -> Vec<String> {
+        list_dir(&self.dir.path().join("cache/results"))
+    }
+
+    /// Whether `ip` is in this network's /24.
+    pub fn contains(&self, ip: &str) -> bool {
+        let prefix = self.subnet.trim_end_matches("0/24");
+        ip.starts_with(prefix)
+    }
+}
+
+impl Default for CniNet {
+    fn default() -> Self {
+        CniNet::new()
+    }
+}
+
+fn list_dir(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deletes the iptables rules of `table` that mention any of `needles` (what a plugin left
+/// when a failed test never ran DEL).
+fn delete_rules(table: &str, needles: &[&str]) {
+    let Ok(out) = std::process::Command::new("iptables")
+        .args(["-w", "-t", table, "-S"])
+        .output()
+    else {
+        return;
+    };
+    for rule in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(spec) = rule.strip_prefix("-A ") else {
+            continue;
+        };
+        if !needles.iter().any(|n| spec.contains(n)) {
+            continue;
+        }
+        let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-D".into()];
+        // iptables -S quotes comments; the shell-less argv needs them unquoted.
+        args.extend(shell_words(spec));
+        let _ = std::process::Command::new("iptables").args(&args).status();
+    }
+}
+
+/// Splits an `iptables -S` rule into arguments, honouring double quotes.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut any) = (false, false);
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            '\\' if quoted => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            }
+            ' ' if !quoted => {
+                if any || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            c => word.push(c),
+        }
+    }
+    if any || !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+impl Drop for CniNet {
+    fn drop(&mut self) {
+        let prefix = self.subnet.trim_end_matches("0/24");
+        delete_rules("filter", &[prefix]);
+        delete_rules("nat", &[prefix, &self.name]);
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

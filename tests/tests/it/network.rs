@@ -1,0 +1,386 @@
+//! Pod networking: CNI with Debian's reference plugins (each test brings its own network in a
+//! private 10.x range, see `dockpod_tests::cni`), host ports, DNS, teardown that frees every
+//! address and veth (also when the sandbox container vanished, and when setup fails half-way),
+//! and Docker's bridge when no CNI plugin is configured.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use dockpod_tests::cni::CniNet;
+use dockpod_tests::cri::*;
+use dockpod_tests::docker::{docker, instance_containers};
+use dockpod_tests::front::Front;
+use dockpod_tests::registry::free_port;
+use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const SECS: Duration = Duration::from_secs(60);
+
+async fn start_front(net: &CniNet) -> Front {
+    let args = net.front_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Front::start(&args).await
+}
+
+fn pod_ip(status: &PodSandboxStatusResponse) -> Vec<String> {
+    let network = status
+        .status
+        .as_ref()
+        .and_then(|s| s.network.clone())
+        .unwrap_or_default();
+    std::iter::once(network.ip)
+        .chain(network.additional_ips.into_iter().map(|p| p.ip))
+        .filter(|ip| !ip.is_empty())
+        .collect()
+}
+
+async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &[&str]) -> ExecSyncResponse {
+    rt.exec_sync(ExecSyncRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 30,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e:?}"))
+    .into_inner()
+}
+
+/// The shim's verbose information about a pod.
+async fn verbose_info(mut rt: RuntimeServiceClient<Channel>, id: &str) -> serde_json::Value {
+    let status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .expect("verbose status")
+        .into_inner();
+    serde_json::from_str(&status.info["info"]).expect("info is JSON")
+}
+
+/// A container that serves `body` over HTTP on `port` inside its pod.
+fn http_server(port: u16, body: &str) -> ContainerConfig {
+    let mut config = container_config("web", &["sh", "-c"]);
+    config.args = vec![format!(
+        "mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www"
+    )];
+    config
+}
+
+/// GET / from `addr` over plain TCP, or None while nothing answers.
+fn http_get(addr: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    reply.contains("200 OK").then_some(reply)
+}
+
+#[tokio::test]
+async fn cni_pods_get_distinct_ips_reach_each_other_and_get_their_dns() {
+    let net = CniNet::new();
+    let front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let mut a = pod_config("cni-a", logs.path());
+    a.hostname = "pod-a".into();
+    a.dns_config = Some(DnsConfig {
+        servers: vec!["10.213.255.10".into()],
+        searches: vec!["ns.svc.cluster.local".into(), "svc.cluster.local".into()],
+        options: vec!["ndots:5".into(), "timeout:2".into()],
+    });
+    let b = pod_config("cni-b", logs.path());
+    let (a_id, b_id) = (run_pod(&mut rt, &a).await, run_pod(&mut rt, &b).await);
+    let a_ips = pod_ip(&pod_status(&mut rt, &a_id).await);
+    let b_ips = pod_ip(&pod_status(&mut rt, &b_id).await);
+    assert_eq!(a_ips.len(), 1, "{a_ips:?}");
+    assert!(
+        net.contains(&a_ips[0]) && net.contains(&b_ips[0]),
+        "{a_ips:?} {b_ips:?} in {}",
+        net.subnet
+    );
+    assert_ne!(a_ips, b_ips);
+    // host-local recorded the sandbox as the owner, through CNI_CONTAINERID.
+    assert!(
+        net.owner_of(&a_ips[0]).starts_with(&a_id),
+        "{:?}",
+        net.owner_of(&a_ips[0])
+    );
+    assert_eq!(net.veths().len(), 2, "one veth per pod on {}", net.bridge);
+
+    let ca = run_container(&mut rt, &a_id, &a, container_config("c", &["sleep", "600"])).await;
+    let cb = run_container(&mut rt, &b_id, &b, http_server(8080, "from-b")).await;
+    let fetch = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 8080",
+        b_ips[0]
+    );
+    wait_until("pod b's server, from pod a", SECS, || {
+        let mut rt = rt.clone();
+        let (ca, fetch) = (ca.clone(), fetch.clone());
+        async move {
+            let r = exec(&mut rt, &ca, &["sh", "-c", &fetch]).await;
+            String::from_utf8_lossy(&r.stdout)
+                .contains("from-b")
+                .then_some(())
+        }
+    })
+    .await;
+    // Pod a's own address, as its container sees it.
+    let own = exec(&mut rt, &ca, &["ip", "-4", "-o", "addr", "show", "eth0"]).await;
+    assert!(String::from_utf8_lossy(&own.stdout).contains(&format!("{}/24", a_ips[0])));
+
+    let resolv = String::from_utf8_lossy(
+        &exec(&mut rt, &ca, &["cat", "/etc/resolv.conf"])
+            .await
+            .stdout,
+    )
+    .into_owned();
+    assert!(resolv.contains("nameserver 10.213.255.10"), "{resolv}");
+    assert!(
+        resolv.contains("search ns.svc.cluster.local svc.cluster.local"),
+        "{resolv}"
+    );
+    assert!(
+        resolv.contains("ndots:5") && resolv.contains("timeout:2"),
+        "{resolv}"
+    );
+    let hostname = exec(&mut rt, &ca, &["hostname"]).await;
+    assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "pod-a");
+    let _ = cb;
+
+    // CHECK, in the verbose status: fine as set up, failing once the pod's veth is gone.
+    let info = verbose_info(rt.clone(), &a_id).await;
+    assert_eq!(info["cniCheck"], "ok", "{info}");
+    assert_eq!(info["cniNetwork"], net.name.as_str());
+    let address = format!("{}/24", a_ips[0]);
+    assert_eq!(info["cniResult"]["ips"][0]["address"], address.as_str());
+    let veth = info["cniResult"]["interfaces"]
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|i| i["sandbox"].is_null() && i["name"] != net.bridge.as_str())
+        })
+        .and_then(|i| i["name"].as_str())
+        .expect("the pod's host-side veth")
+        .to_string();
+    let deleted = std::process::Command::new("ip")
+        .args(["link", "delete", &veth])
+        .status()
+        .expect("ip link delete");
+    assert!(deleted.success());
+    let info = verbose_info(rt.clone(), &a_id).await;
+    assert_ne!(info["cniCheck"], "ok", "{info}");
+
+    for id in [&a_id, &b_id] {
+        remove_pod(&mut rt, id).await;
+    }
+    assert!(
+        net.allocated().is_empty(),
+        "addresses left: {:?}",
+        net.allocated()
+    );
+    assert!(net.veths().is_empty(), "veths left: {:?}", net.veths());
+    assert!(net.cached().is_empty(), "cache left: {:?}", net.cached());
+}
+
+#[tokio::test]
+async fn a_host_port_on_loopback_reaches_the_pod_through_portmap() {
+    let net = CniNet::new();
+    let front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let host_port = free_port();
+    let mut pod = pod_config("cni-hostport", logs.path());
+    pod.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: i32::from(host_port),
+        host_ip: "127.0.0.1".into(),
+    }];
+    let id = run_pod(&mut rt, &pod).await;
+    run_container(&mut rt, &id, &pod, http_server(8080, "through-portmap")).await;
+    let addr = format!("127.0.0.1:{host_port}");
+    let reply = wait_until("the host port to answer", SECS, || {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http_get(&addr))
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+    assert!(reply.contains("through-portmap"), "{reply}");
+
+    remove_pod(&mut rt, &id).await;
+    assert!(
+        tokio::task::spawn_blocking(move || http_get(&addr))
+            .await
+            .expect("join")
+            .is_none(),
+        "the host port still answers after the pod is gone"
+    );
+}
+
+#[tokio::test]
+async fn del_frees_the_address_after_the_sandbox_was_removed_and_host_network_skips_cni() {
+    let net = CniNet::new();
+    let front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("cni-gone", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    assert_eq!(net.allocated().len(), 1);
+    docker()
+        .await
+        .remove_container(
+            &id,
+            Some(bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("docker rm -f the sandbox");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    assert!(
+        net.allocated().is_empty(),
+        "address not freed: {:?}",
+        net.allocated()
+    );
+    remove_pod(&mut rt, &id).await;
+    assert!(net.cached().is_empty());
+
+    // A host-network pod shares the node's network and is no business of CNI.
+    let mut host = pod_config("cni-hostnet", logs.path());
+    host.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run_pod(&mut rt, &host).await;
+    assert!(net.allocated().is_empty() && net.veths().is_empty());
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn thirty_pods_created_and_removed_leave_no_address_or_veth() {
+    let net = CniNet::new();
+    let front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let runs = (0..30).map(|i| {
+        let mut rt = rt.clone();
+        let pod = pod_config(&format!("cni-many{i}"), logs.path());
+        async move { run_pod(&mut rt, &pod).await }
+    });
+    let ids = futures_util::future::join_all(runs).await;
+    let mut ips = net.allocated();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 30, "{ips:?}");
+    assert_eq!(net.veths().len(), 30);
+    let removes = ids.iter().map(|id| {
+        let mut rt = rt.clone();
+        async move { remove_pod(&mut rt, id).await }
+    });
+    futures_util::future::join_all(removes).await;
+    assert!(
+        net.allocated().is_empty(),
+        "addresses left: {:?}",
+        net.allocated()
+    );
+    assert!(net.veths().is_empty(), "veths left: {:?}", net.veths());
+    assert!(net.cached().is_empty(), "cache left: {:?}", net.cached());
+}
+
+#[tokio::test]
+async fn a_failing_plugin_surfaces_its_error_and_setup_is_undone() {
+    // A plugin at the end of the chain refuses ADD with a CNI error, after bridge and
+    // host-local did their part.
+    let net = CniNet::with_chain_end(vec![serde_json::json!({"type": "refuse"})]);
+    let plugin = net.plugin_dir().join("refuse");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
+         VERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}' ;;\n\
+         ADD) echo '{\"cniVersion\":\"1.0.0\",\"code\":101,\"msg\":\"refused by the test\",\"details\":\"on purpose\"}'; exit 1 ;;\n\
+         esac\n",
+    )
+    .expect("write plugin");
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&plugin).expect("stat").permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("cni-refused", logs.path())),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("the chain fails");
+    assert_eq!(err.code(), Code::Unknown, "{err:?}");
+    assert!(
+        err.message().contains("refused by the test: on purpose"),
+        "{err:?}"
+    );
+    assert!(
+        net.allocated().is_empty(),
+        "address left: {:?}",
+        net.allocated()
+    );
+    assert!(net.veths().is_empty(), "veth left: {:?}", net.veths());
+    assert!(net.cached().is_empty(), "cache left: {:?}", net.cached());
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    assert!(front.shim_pids().is_empty(), "shim left running");
+}
+
+#[tokio::test]
+async fn without_cni_pods_use_dockers_bridge_and_publish_host_ports() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let host_port = free_port();
+    let mut pod = pod_config("bridge-hostport", logs.path());
+    pod.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: i32::from(host_port),
+        host_ip: "127.0.0.1".into(),
+    }];
+    let id = run_pod(&mut rt, &pod).await;
+    let ips = pod_ip(&pod_status(&mut rt, &id).await);
+    assert_eq!(ips.len(), 1, "{ips:?}");
+    run_container(&mut rt, &id, &pod, http_server(8080, "through-docker")).await;
+    let addr = format!("127.0.0.1:{host_port}");
+    let reply = wait_until("the published port to answer", SECS, || {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http_get(&addr))
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+    assert!(reply.contains("through-docker"), "{reply}");
+    remove_pod(&mut rt, &id).await;
+}
