@@ -68,6 +68,10 @@ pub struct ShimConfig {
     #[arg(long, default_value = "")]
     pub pod_cidr: String,
 
+    /// Seconds a streaming session may go without traffic before it is closed.
+    #[arg(long, default_value_t = 4 * 3600)]
+    pub stream_idle_timeout: u64,
+
     /// Fork into the background (new session), print `ready <pid>` on stdout once serving.
     #[arg(long)]
     pub daemonize: bool,

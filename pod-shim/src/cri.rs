@@ -18,12 +18,34 @@ use crate::lifecycle::Pod;
 
 pub struct ShimRuntime {
     pub pod: Arc<Pod>,
+    pub streaming: Arc<crate::streaming::Streaming>,
+}
+
+/// A streaming session's URL path, or why none was made.
+fn session_path(made: std::io::Result<String>) -> Result<String, Status> {
+    made.map_err(|e| Status::resource_exhausted(format!("no streaming session: {e}")))
 }
 
 fn front_only<T>(call: &'static str) -> Result<Response<T>, Status> {
     Err(Status::unimplemented(format!(
         "{call} is answered by shim-manager, not by a pod's shim"
     )))
+}
+
+/// The Kubernetes rules for the streams of an exec or attach.
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Error::InvalidArgument(
+            "one of stdin, stdout or stderr must be requested".into(),
+        )
+        .into());
+    }
+    if tty && stderr {
+        return Err(
+            Error::InvalidArgument("tty and stderr cannot both be requested".into()).into(),
+        );
+    }
+    Ok(())
 }
 
 fn not_yet<T>(call: &'static str) -> Result<Response<T>, Status> {
@@ -269,19 +291,52 @@ impl RuntimeService for ShimRuntime {
         }))
     }
 
-    async fn exec(&self, _r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        not_yet("Exec")
+    async fn exec(&self, r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let mut req = r.into_inner();
+        if req.cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec command is empty".into()).into());
+        }
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        self.pod.refresh_container(&req.container_id).await.ok();
+        req.container_id = self.pod.running(&req.container_id)?;
+        let url = session_path(self.streaming.exec(req))?;
+        Ok(Response::new(ExecResponse { url }))
     }
 
-    async fn attach(&self, _r: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        not_yet("Attach")
+    async fn attach(&self, r: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        let mut req = r.into_inner();
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        self.pod.refresh_container(&req.container_id).await.ok();
+        req.container_id = self.pod.running(&req.container_id)?;
+        let url = session_path(self.streaming.attach(req))?;
+        Ok(Response::new(AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _r: Request<PortForwardRequest>,
+        r: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        not_yet("PortForward")
+        let req = r.into_inner();
+        self.pod.refresh_sandbox().await?;
+        let record = self.pod.snapshot();
+        if req.pod_sandbox_id.is_empty() || !record.sandbox_id.starts_with(&req.pod_sandbox_id) {
+            return Err(Status::not_found(format!(
+                "pod sandbox {} not found",
+                req.pod_sandbox_id
+            )));
+        }
+        if !record.ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                record.sandbox_id
+            ))
+            .into());
+        }
+        if let Some(bad) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Error::InvalidArgument(format!("port {bad} is out of range")).into());
+        }
+        let url = session_path(self.streaming.port_forward(req))?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
 
     async fn container_stats(

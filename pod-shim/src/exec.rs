@@ -112,7 +112,7 @@ fn append(buf: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Kills a timed-out exec's process (and so its children, which lose their parent's pipe).
-async fn kill_exec(engine: &Engine, exec_id: &str) {
+pub(crate) async fn kill_exec(engine: &Engine, exec_id: &str) {
     match engine.api().inspect_exec(exec_id).await {
         Ok(inspect) => {
             if let Some(pid) = inspect.pid.filter(|p| *p > 0) {

@@ -19,4 +19,5 @@ pub mod pod;
 pub mod server;
 pub mod spec;
 pub mod state;
+pub mod streaming;
 pub mod title;

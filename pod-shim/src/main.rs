@@ -69,6 +69,17 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         let listener = dockpod_proto::sockets::bind_exclusive(&socket, 0o600).await?;
         let inode =
             std::fs::symlink_metadata(&socket).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let streaming = Arc::new(pod_shim::streaming::Streaming {
+            pod: pod.clone(),
+            sessions: pod_shim::streaming::sessions::Sessions::new(&config.shim_id),
+            idle_timeout: std::time::Duration::from_secs(config.stream_idle_timeout.max(1)),
+        });
+        let stream_socket = socket.with_file_name(format!("{}.stream.sock", config.shim_id));
+        pod_shim::streaming::listen(
+            &stream_socket,
+            streaming.clone(),
+            tokio::runtime::Handle::current(),
+        )?;
         let sandbox = pod.record().sandbox_id.clone();
         if !sandbox.is_empty() {
             let _ = pod_shim::title::show_sandbox(&sandbox);
@@ -92,8 +103,9 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             writeln!(out, "ready {}", std::process::id())?;
             out.flush()?;
         }
-        let served = pod_shim::server::run(pod, listener, terminated()).await;
+        let served = pod_shim::server::run(pod, streaming, listener, terminated()).await;
         watcher.abort();
+        let _ = std::fs::remove_file(&stream_socket);
         if let Ok(ino) = inode {
             dockpod_proto::sockets::remove_if_same(&socket, ino);
         }

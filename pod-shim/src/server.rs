@@ -82,6 +82,7 @@ impl Shim for ShimService {
 /// removed.
 pub async fn run(
     pod: Arc<Pod>,
+    streaming: Arc<crate::streaming::Streaming>,
     listener: UnixListener,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -102,7 +103,7 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(service))
         .add_service(
-            RuntimeServiceServer::new(ShimRuntime { pod })
+            RuntimeServiceServer::new(ShimRuntime { pod, streaming })
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )

@@ -12,6 +12,7 @@ pub mod labels;
 pub mod layout;
 pub mod procfs;
 pub mod sockets;
+pub mod streaming;
 pub mod validate;
 
 /// Generated `dockpod.shim.v1` messages, client and server.

@@ -1,0 +1,363 @@
+//! Exec and attach sessions against Docker, whatever protocol carries them: the protocol side
+//! hands over channels for stdin, stdout, stderr and terminal sizes, this side runs the
+//! command (or attaches to the container) and reports how it ended. When the client goes away
+//! first, an exec'd process is killed (Docker's API cannot stop an exec; its PID can be);
+//! an attach simply detaches.
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{AttachContainerOptions, ResizeContainerTTYOptions};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use k8s_cri::v1::{AttachRequest, ExecRequest};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::docker::Engine;
+
+/// A terminal size as the Kubernetes clients send it on the resize stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct TermSize {
+    #[serde(rename = "Width")]
+    pub width: u16,
+    #[serde(rename = "Height")]
+    pub height: u16,
+}
+
+/// The session's ends on the client's side.
+pub struct Io {
+    /// Ends at the client's EOF on stdin.
+    pub stdin: Option<mpsc::Receiver<Bytes>>,
+    pub stdout: Option<mpsc::Sender<Bytes>>,
+    pub stderr: Option<mpsc::Sender<Bytes>>,
+    pub resize: Option<mpsc::Receiver<TermSize>>,
+    /// Becomes true when the client's connection is gone.
+    pub closed: watch::Receiver<bool>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The command exited with this non-zero code.
+    Exit(i64),
+    Failed(String),
+    /// The client went away first.
+    ClientGone,
+}
+
+/// Runs `req.cmd` in its container with the client's streams attached.
+pub async fn exec(engine: &Engine, req: &ExecRequest, io: Io) -> Outcome {
+    let docker = engine.api();
+    let container = &req.container_id;
+    let created = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(req.cmd.clone()),
+                attach_stdin: Some(req.stdin),
+                attach_stdout: Some(req.stdout),
+                attach_stderr: Some(req.stderr && !req.tty),
+                tty: Some(req.tty),
+                ..Default::default()
+            },
+        )
+        .await;
+    let exec_id = match created {
+        Ok(e) => e.id,
+        Err(e) => return Outcome::Failed(format!("creating the exec: {e}")),
+    };
+    let started = docker
+        .start_exec(
+            &exec_id,
+            Some(StartExecOptions {
+                detach: false,
+                tty: req.tty,
+                output_capacity: None,
+            }),
+        )
+        .await;
+    let (output, input) = match started {
+        Ok(StartExecResults::Attached { output, input }) => (output, input),
+        Ok(StartExecResults::Detached) => return Outcome::Failed("the exec did not attach".into()),
+        Err(e) => return Outcome::Failed(format!("starting the exec: {e}")),
+    };
+    let resize = {
+        let engine = engine.clone();
+        let id = exec_id.clone();
+        move |size: TermSize| {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                let options = bollard::exec::ResizeExecOptions {
+                    height: size.height,
+                    width: size.width,
+                };
+                if let Err(e) = engine.api().resize_exec(&id, options).await {
+                    tracing::debug!(error = %e, "resizing an exec's terminal");
+                }
+            }
+        }
+    };
+    let ended = pump(output, input, io, resize).await;
+    match ended {
+        Pumped::ClientGone => {
+            crate::exec::kill_exec(engine, &exec_id).await;
+            Outcome::ClientGone
+        }
+        Pumped::Failed(e) => {
+            crate::exec::kill_exec(engine, &exec_id).await;
+            Outcome::Failed(e)
+        }
+        Pumped::Ended => match docker.inspect_exec(&exec_id).await {
+            Ok(inspect) => match inspect.exit_code.unwrap_or(0) {
+                0 => Outcome::Success,
+                code => Outcome::Exit(code),
+            },
+            Err(e) => Outcome::Failed(format!("inspecting the exec: {e}")),
+        },
+    }
+}
+
+/// Attaches the client's streams to the container's main process until it exits or the
+/// client leaves.
+pub async fn attach(engine: &Engine, req: &AttachRequest, io: Io) -> Outcome {
+    let options = AttachContainerOptions {
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr && !req.tty,
+        stream: true,
+        logs: false,
+        detach_keys: None,
+    };
+    let attached = engine
+        .api()
+        .attach_container(&req.container_id, Some(options))
+        .await;
+    let results = match attached {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("attaching: {e}")),
+    };
+    let resize = {
+        let engine = engine.clone();
+        let id = req.container_id.clone();
+        move |size: TermSize| {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                let options = ResizeContainerTTYOptions {
+                    h: i32::from(size.height),
+                    w: i32::from(size.width),
+                };
+                if let Err(e) = engine.api().resize_container_tty(&id, options).await {
+                    tracing::debug!(error = %e, "resizing a container's terminal");
+                }
+            }
+        }
+    };
+    match pump(results.output, results.input, io, resize).await {
+        Pumped::Ended => Outcome::Success,
+        Pumped::ClientGone => Outcome::ClientGone,
+        Pumped::Failed(e) => Outcome::Failed(e),
+    }
+}
+
+enum Pumped {
+    /// Docker's output ended (the process exited).
+    Ended,
+    ClientGone,
+    Failed(String),
+}
+
+/// Moves bytes between the client's channels and Docker's hijacked connection until Docker's
+/// output ends or the client goes away.
+async fn pump<F, Fut>(
+    mut output: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    mut input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    io: Io,
+    apply_size: F,
+) -> Pumped
+where
+    F: Fn(TermSize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Io {
+        mut stdin,
+        stdout,
+        stderr,
+        resize: mut sizes,
+        mut closed,
+    } = io;
+    let mut stdin_open = stdin.is_some();
+    loop {
+        tokio::select! {
+            item = output.next() => {
+                let (sink, message) = match item {
+                    None => return Pumped::Ended,
+                    Some(Err(e)) => return Pumped::Failed(format!("reading the output: {e}")),
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => (&stdout, message),
+                    Some(Ok(LogOutput::StdErr { message })) => (&stderr, message),
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                };
+                // A client that did not ask for a stream gets none of it.
+                if let Some(sink) = sink {
+                    if sink.send(message).await.is_err() {
+                        return Pumped::ClientGone;
+                    }
+                }
+            }
+            chunk = recv_opt(&mut stdin), if stdin_open => match chunk {
+                Some(bytes) => {
+                    if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
+                        stdin_open = false;
+                    }
+                }
+                None => {
+                    // The client's EOF reaches the process as the end of its stdin.
+                    stdin_open = false;
+                    let _ = input.shutdown().await;
+                }
+            },
+            size = recv_opt(&mut sizes) => match size {
+                Some(size) => apply_size(size).await,
+                None => sizes = None,
+            },
+            () = until_closed(&mut closed) => return Pumped::ClientGone,
+        }
+    }
+}
+
+/// Returns once the client's connection is gone (never, if nobody can tell).
+async fn until_closed(closed: &mut watch::Receiver<bool>) {
+    if closed.wait_for(|c| *c).await.map(|_| ()).is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Receives from an optional channel; an absent channel never yields.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decodes the resize stream: JSON objects, one after another, possibly cut anywhere.
+#[derive(Default)]
+pub struct ResizeDecoder {
+    buf: Vec<u8>,
+}
+
+impl ResizeDecoder {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<TermSize> {
+        self.buf.extend_from_slice(bytes);
+        let mut sizes = Vec::new();
+        let mut consumed = 0;
+        {
+            let mut stream =
+                serde_json::Deserializer::from_slice(&self.buf).into_iter::<TermSize>();
+            loop {
+                match stream.next() {
+                    Some(Ok(size)) => {
+                        sizes.push(size);
+                        consumed = stream.byte_offset();
+                    }
+                    Some(Err(e)) if e.is_eof() => break,
+                    Some(Err(_)) => {
+                        // Not a size: drop what was read so far.
+                        consumed = self.buf.len();
+                        break;
+                    }
+                    None => {
+                        consumed = stream.byte_offset();
+                        break;
+                    }
+                }
+            }
+        }
+        self.buf.drain(..consumed);
+        // A client cannot make this grow without bound.
+        if self.buf.len() > 4096 {
+            self.buf.clear();
+        }
+        sizes
+    }
+}
+
+/// The Kubernetes `Status` object a v4/v5 client reads from the error stream.
+pub fn status_json(outcome: &Outcome) -> Vec<u8> {
+    let status = match outcome {
+        Outcome::Success | Outcome::ClientGone => serde_json::json!({
+            "metadata": {},
+            "status": "Success",
+        }),
+        Outcome::Exit(code) => serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command, exit code {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        }),
+        Outcome::Failed(message) => serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "InternalError",
+            "code": 500,
+        }),
+    };
+    status.to_string().into_bytes()
+}
+
+/// What a v1–v3 client reads from the error stream: nothing on success, else a message.
+pub fn status_text(outcome: &Outcome) -> Vec<u8> {
+    match outcome {
+        Outcome::Success | Outcome::ClientGone => Vec::new(),
+        Outcome::Exit(code) => {
+            format!("command terminated with non-zero exit code: exit status {code}").into_bytes()
+        }
+        Outcome::Failed(message) => message.clone().into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_messages_cut_anywhere() {
+        let mut d = ResizeDecoder::default();
+        assert!(d.push(b"{\"Width\":80,").is_empty());
+        assert_eq!(
+            d.push(b"\"Height\":24}\n{\"Width\":100,\"Height\":50}"),
+            vec![
+                TermSize {
+                    width: 80,
+                    height: 24
+                },
+                TermSize {
+                    width: 100,
+                    height: 50
+                }
+            ]
+        );
+        assert!(d.push(b"garbage").is_empty());
+        assert_eq!(d.push(b"{\"Width\":1,\"Height\":2}").len(), 1);
+    }
+
+    #[test]
+    fn exit_codes_in_the_kubernetes_status_format() {
+        let json: serde_json::Value =
+            serde_json::from_slice(&status_json(&Outcome::Exit(3))).expect("json");
+        assert_eq!(json["status"], "Failure");
+        assert_eq!(json["reason"], "NonZeroExitCode");
+        assert_eq!(json["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(json["details"]["causes"][0]["message"], "3");
+        let ok: serde_json::Value =
+            serde_json::from_slice(&status_json(&Outcome::Success)).expect("json");
+        assert_eq!(ok["status"], "Success");
+        assert!(status_text(&Outcome::Success).is_empty());
+    }
+}

@@ -1,0 +1,391 @@
+//! Streaming over WebSocket (tokio-tungstenite), as newer Kubernetes clients speak it:
+//! remote command on `v5.channel.k8s.io`, `v4.channel.k8s.io`, `channel.k8s.io` (each message
+//! a channel byte and data) and `base64.channel.k8s.io` (text: a channel digit and base64);
+//! port-forward on channels (`portforward.k8s.io`, `v4.channel.k8s.io`: per port a data and
+//! an error channel, each opened by the port number) or as SPDY tunnelled in binary messages
+//! (`SPDY/3.1+portforward.k8s.io`).
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::prefixed::Prefixed;
+use super::remote::{self, Io, Outcome, ResizeDecoder};
+use super::sessions::Pending;
+use super::{http, negotiate, Streaming};
+
+const V5: &str = "v5.channel.k8s.io";
+const V4: &str = "v4.channel.k8s.io";
+const V1: &str = "channel.k8s.io";
+const BASE64: &str = "base64.channel.k8s.io";
+const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+const PORT_FORWARD: &str = "portforward.k8s.io";
+const WS_REMOTE: [&str; 4] = [V5, V4, V1, BASE64];
+const WS_PORT_FORWARD: [&str; 4] = [SPDY_TUNNEL, PORT_FORWARD, V4, V1];
+/// v5's message that closes one of the client's channels: `[CLOSE, channel]`.
+const CLOSE: u8 = 255;
+/// Largest WebSocket message accepted.
+const MAX_MESSAGE: usize = 1024 * 1024;
+
+type Ws = WebSocketStream<Prefixed<TcpStream>>;
+
+pub async fn serve(
+    streaming: &Streaming,
+    mut io: Prefixed<TcpStream>,
+    request: &http::Request,
+    pending: Pending,
+    permit: OwnedSemaphorePermit,
+) {
+    let Some(key) = request.header("sec-websocket-key") else {
+        http::respond(&mut io, "400 Bad Request", "missing Sec-WebSocket-Key\n").await;
+        return;
+    };
+    let offered = request.header_values("sec-websocket-protocol");
+    let supported: &[&str] = match pending {
+        Pending::PortForward(_) => &WS_PORT_FORWARD,
+        _ => &WS_REMOTE,
+    };
+    let protocol = if offered.is_empty() {
+        None
+    } else {
+        match negotiate(&offered, supported) {
+            Some(p) => Some(p),
+            None => {
+                let body = format!("none of the offered subprotocols {offered:?} is supported\n");
+                http::respond(&mut io, "403 Forbidden", &body).await;
+                return;
+            }
+        }
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut headers = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept.as_str()),
+    ];
+    if let Some(p) = protocol {
+        headers.push(("Sec-WebSocket-Protocol", p));
+    }
+    if http::switching(&mut io, &headers).await.is_err() {
+        return;
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let protocol = protocol.unwrap_or(V1);
+    match pending {
+        Pending::Exec(req) => {
+            let engine = streaming.pod.engine.clone();
+            let tty = req.tty;
+            let (stdin, stdout, stderr) = (req.stdin, req.stdout, req.stderr);
+            ws_remote(
+                ws,
+                protocol,
+                (stdin, stdout, stderr, tty),
+                |io| async move { remote::exec(&engine, &req, io).await },
+            )
+            .await
+        }
+        Pending::Attach(req) => {
+            let engine = streaming.pod.engine.clone();
+            let tty = req.tty;
+            let (stdin, stdout, stderr) = (req.stdin, req.stdout, req.stderr);
+            ws_remote(
+                ws,
+                protocol,
+                (stdin, stdout, stderr, tty),
+                |io| async move { remote::attach(&engine, &req, io).await },
+            )
+            .await
+        }
+        Pending::PortForward(req) if protocol == SPDY_TUNNEL => {
+            let pipe = tunnel(ws);
+            let session = super::spdy::serve(pipe, streaming.idle_timeout);
+            let _ = req;
+            super::spdy_port_forward(streaming, session).await;
+        }
+        Pending::PortForward(req) => {
+            let mut ports: Vec<u16> = request
+                .query("ports")
+                .iter()
+                .flat_map(|p| p.split(','))
+                .filter_map(|p| p.trim().parse().ok())
+                .collect();
+            if ports.is_empty() {
+                ports = req
+                    .port
+                    .iter()
+                    .filter_map(|p| u16::try_from(*p).ok())
+                    .collect();
+            }
+            ws_port_forward(streaming, ws, ports).await
+        }
+    }
+    drop(permit);
+}
+
+/// One message on a channel, in the protocol's encoding.
+fn frame(channel: u8, data: &[u8], base64: bool) -> Message {
+    if base64 {
+        let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+        text.push(char::from(b'0' + channel));
+        text.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+        Message::text(text)
+    } else {
+        let mut bytes = Vec::with_capacity(1 + data.len());
+        bytes.push(channel);
+        bytes.extend_from_slice(data);
+        Message::binary(bytes)
+    }
+}
+
+/// The channel and data of a client message, if it is one.
+fn unframe(message: Message, base64: bool) -> Option<(u8, Bytes)> {
+    match message {
+        Message::Binary(b) if !b.is_empty() => Some((b[0], b.slice(1..))),
+        Message::Text(t) if base64 && !t.is_empty() => {
+            let s = t.as_str();
+            let channel = s.as_bytes()[0].checked_sub(b'0')?;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(&s[1..])
+                .ok()?;
+            Some((channel, Bytes::from(data)))
+        }
+        _ => None,
+    }
+}
+
+/// A WebSocket split into a writer task fed by a channel and the stream of client messages.
+fn split(
+    ws: Ws,
+) -> (
+    mpsc::Sender<Message>,
+    futures_util::stream::SplitStream<Ws>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (mut sink, stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (tx, stream, writer)
+}
+
+async fn ws_remote<F, Fut>(ws: Ws, protocol: &str, streams: (bool, bool, bool, bool), run: F)
+where
+    F: FnOnce(Io) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let (want_stdin, want_stdout, want_stderr, tty) = streams;
+    let base64 = protocol == BASE64;
+    let (out, mut incoming, writer) = split(ws);
+    let (closed_tx, closed) = watch::channel(false);
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
+    let (resize_tx, resize_rx) = mpsc::channel(4);
+    let v5 = protocol == V5;
+    let reader = tokio::spawn(async move {
+        let mut stdin = Some(stdin_tx);
+        let mut sizes = ResizeDecoder::default();
+        while let Some(Ok(message)) = incoming.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+            let Some((channel, data)) = unframe(message, base64) else {
+                continue;
+            };
+            match channel {
+                0 => {
+                    if let Some(tx) = &stdin {
+                        if tx.send(data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                4 => {
+                    for size in sizes.push(&data) {
+                        let _ = resize_tx.send(size).await;
+                    }
+                }
+                CLOSE if v5 && data.first() == Some(&0) => stdin = None,
+                _ => {}
+            }
+        }
+        let _ = closed_tx.send(true);
+    });
+    let mut forwarders = Vec::new();
+    let mut output = |channel: u8| {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let out = out.clone();
+        forwarders.push(tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if out.send(frame(channel, &bytes, base64)).await.is_err() {
+                    break;
+                }
+            }
+        }));
+        tx
+    };
+    let io = Io {
+        stdin: want_stdin.then_some(stdin_rx),
+        stdout: want_stdout.then(|| output(1)),
+        stderr: (want_stderr && !tty).then(|| output(2)),
+        resize: tty.then_some(resize_rx),
+        closed,
+    };
+    let outcome = run(io).await;
+    if outcome != Outcome::ClientGone {
+        for f in forwarders {
+            let _ = f.await;
+        }
+        let status = if protocol == V4 || v5 {
+            remote::status_json(&outcome)
+        } else {
+            remote::status_text(&outcome)
+        };
+        if !status.is_empty() {
+            let _ = out.send(frame(3, &status, base64)).await;
+        }
+        let _ = out
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
+    }
+    drop(out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+    reader.abort();
+}
+
+/// Port-forward on channels: for port `i` of `ports`, data on channel `2i` and errors on
+/// channel `2i+1`, each opened with the port number (two bytes, little-endian); one
+/// connection per port for the whole session.
+async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
+    let (out, mut incoming, writer) = split(ws);
+    let mut to_pod: HashMap<u8, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut relays = tokio::task::JoinSet::new();
+    for (i, port) in ports.iter().copied().enumerate().take(64) {
+        let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for channel in [data, error] {
+            let _ = out.send(frame(channel, &port.to_le_bytes(), false)).await;
+        }
+        let (tx, from_client) = mpsc::channel::<Bytes>(16);
+        to_pod.insert(data, tx);
+        let out = out.clone();
+        let pod = streaming.pod.clone();
+        relays.spawn(async move {
+            let connected = match super::port_target(&pod).await {
+                Ok(target) => super::portforward::connect(&target, port)
+                    .await
+                    .map_err(|e| format!("error forwarding port {port}: {e}")),
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok(tcp) => {
+                    let (to_client, mut rx) = mpsc::channel::<Bytes>(8);
+                    let forward = async {
+                        while let Some(bytes) = rx.recv().await {
+                            if out.send(frame(data, &bytes, false)).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::join!(
+                        super::portforward::relay(tcp, from_client, to_client),
+                        forward
+                    );
+                }
+                Err(message) => {
+                    let _ = out.send(frame(error, message.as_bytes(), false)).await;
+                }
+            }
+        });
+    }
+    while let Some(Ok(message)) = incoming.next().await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+        if let Some((channel, data)) = unframe(message, false) {
+            if let Some(tx) = to_pod.get(&channel) {
+                if tx.send(data).await.is_err() {
+                    to_pod.remove(&channel);
+                }
+            }
+        }
+    }
+    drop(to_pod);
+    relays.abort_all();
+    while relays.join_next().await.is_some() {}
+    drop(out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+}
+
+/// A byte pipe over the WebSocket's binary messages, for SPDY tunnelled in WebSocket.
+fn tunnel(ws: Ws) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let (mut read, mut write) = tokio::io::split(ours);
+        let inbound = async {
+            while let Some(Ok(message)) = stream.next().await {
+                match message {
+                    Message::Binary(b) if write.write_all(&b).await.is_err() => break,
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = write.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        };
+        tokio::select! {
+            _ = inbound => {},
+            _ = outbound => {},
+        }
+    });
+    theirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_framing_binary_and_base64() {
+        let m = frame(1, b"hi", false);
+        assert_eq!(unframe(m, false), Some((1, Bytes::from_static(b"hi"))));
+        let m = frame(2, b"hello", true);
+        assert_eq!(m.to_text().expect("text"), "2aGVsbG8=");
+        assert_eq!(unframe(m, true), Some((2, Bytes::from_static(b"hello"))));
+        assert_eq!(unframe(Message::binary(Vec::new()), false), None);
+        assert_eq!(unframe(Message::text("x!!"), true), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! What the front and the shims share about streaming (exec, attach, port-forward): the URL
+//! paths and tokens, reading an HTTP request head with a bound, and the hand-over of an
+//! accepted connection from the front to the pod's shim: the socket itself travels as a file
+//! descriptor (`SCM_RIGHTS`) over the shim's streaming socket, with the bytes the front already
+//! read, so that the front is out of the data path and a session outlives it.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// The largest request head accepted; real clients send well under 1 KiB.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// What the shim answers once it owns the connection.
+const ACCEPTED: u8 = b'k';
+
+/// The kinds of session, as they appear first in the URL path (`/<kind>/<token>`).
+pub const KINDS: [&str; 3] = ["exec", "attach", "portforward"];
+
+/// A session token: the owning shim's ID (16 hex digits) followed by 32 random hex digits.
+/// The front routes by the prefix alone, so a token outlives a front restart.
+pub fn new_token(shim_id: &str) -> io::Result<String> {
+    Ok(format!(
+        "{shim_id}{}{}",
+        crate::layout::random_id()?,
+        crate::layout::random_id()?
+    ))
+}
+
+/// The shim a well-formed token belongs to.
+pub fn token_shim(token: &str) -> Option<&str> {
+    let valid = token.len() == 48 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| &token[..16])
+}
+
+/// `(kind, token)` of a streaming request path such as `/exec/<token>?command=...`.
+pub fn parse_path(path: &str) -> Option<(&str, &str)> {
+    let path = path.split('?').next().unwrap_or(path);
+    let mut parts = path.strip_prefix('/')?.splitn(2, '/');
+    let kind = parts.next()?;
+    let token = parts.next()?.trim_end_matches('/');
+    (KINDS.contains(&kind) && token_shim(token).is_some()).then_some((kind, token))
+}
+
+/// A shim's streaming socket, beside its gRPC socket.
+pub fn shim_stream_socket(run_dir: &Path, shim_id: &str) -> PathBuf {
+    crate::layout::shim_socket_dir(run_dir).join(format!("{shim_id}.stream.sock"))
+}
+
+/// Where an HTTP head ends (`\r\n\r\n`), if it does within `buf`.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Hands `conn` (an accepted client connection) with the bytes already read from it to the
+/// shim listening on `socket`, and waits for the shim to take it. Blocking.
+pub fn hand_over(socket: &Path, conn: RawFd, read: &[u8]) -> io::Result<()> {
+    let mut shim = UnixStream::connect(socket)?;
+    shim.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let len = u32::try_from(read.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request head too long"))?
+        .to_be_bytes();
+    let fds = [conn];
+    let iov = [IoSlice::new(&len), IoSlice::new(read)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let sent = sendmsg::<()>(shim.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(io::Error::from)?;
+    // The descriptor went with the first byte; the rest of the bytes may need more writes.
+    let total = len.len() + read.len();
+    if sent < total {
+        let mut rest = Vec::with_capacity(total - sent);
+        rest.extend_from_slice(&len);
+        rest.extend_from_slice(read);
+        shim.write_all(&rest[sent..])?;
+    }
+    let mut answer = [0u8; 1];
+    shim.read_exact(&mut answer)?;
+    if answer[0] == ACCEPTED {
+        Ok(())
+    } else {
+        Err(io::Error::other("the shim refused the connection"))
+    }
+}
+
+/// Receives one handed-over connection on `shim` (an accepted connection on the shim's
+/// streaming socket): the client's socket and the bytes the front read from it. Blocking.
+pub fn receive(shim: &mut UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
+    shim.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let mut buf = vec![0u8; 4 + MAX_HEAD];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (got, fd) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            shim.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let mut fd = None;
+        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for raw in fds {
+                    // SAFETY-free ownership: the kernel just created this descriptor for us.
+                    let owned = owned_fd(raw);
+                    if fd.is_none() {
+                        fd = Some(owned);
+                    }
+                }
+            }
+        }
+        (msg.bytes, fd)
+    };
+    let fd = fd.ok_or_else(|| io::Error::other("no connection came with the hand-over"))?;
+    let mut have = got;
+    while have < 4 {
+        let n = shim.read(&mut buf[have..])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        have += n;
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_HEAD {
+        return Err(io::Error::other("handed-over head too long"));
+    }
+    while have < 4 + len {
+        let n = shim.read(&mut buf[have..4 + len])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        have += n;
+    }
+    buf.truncate(4 + len);
+    buf.drain(..4);
+    Ok((fd, buf))
+}
+
+/// Tells the front the connection is the shim's now.
+pub fn accept(shim: &mut UnixStream) -> io::Result<()> {
+    shim.write_all(&[ACCEPTED])
+}
+
+/// Takes ownership of a descriptor received with `SCM_RIGHTS`.
+fn owned_fd(raw: RawFd) -> OwnedFd {
+    #[allow(unsafe_code)]
+    // SAFETY: `raw` was just installed in this process by recvmsg and nothing else owns it.
+    unsafe {
+        OwnedFd::from_raw_fd(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_tokens() {
+        let token = new_token("0123456789abcdef").expect("token");
+        assert_eq!(token_shim(&token), Some("0123456789abcdef"));
+        let path = format!("/exec/{token}?command=sh&stdin=1");
+        assert_eq!(parse_path(&path), Some(("exec", token.as_str())));
+        assert_eq!(
+            parse_path(&format!("/portforward/{token}")),
+            Some(("portforward", token.as_str()))
+        );
+        assert_eq!(parse_path(&format!("/shell/{token}")), None);
+        assert_eq!(parse_path("/exec/short"), None);
+        assert_eq!(
+            parse_path("/exec/../../etc/passwdxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+            None
+        );
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn a_connection_and_its_head_travel_to_the_shim() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let shim = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let (fd, head) = receive(&mut conn).expect("receive");
+            accept(&mut conn).expect("ack");
+            let mut client = UnixStream::from(fd);
+            client.write_all(b"from the shim").expect("write to client");
+            head
+        });
+        let (client, server_side) = UnixStream::pair().expect("pair");
+        let head = vec![b'h'; 9000];
+        hand_over(&socket, server_side.as_raw_fd(), &head).expect("hand over");
+        drop(server_side);
+        assert_eq!(shim.join().expect("shim thread"), head);
+        let mut got = String::new();
+        let mut client = client;
+        client.read_to_string(&mut got).expect("read");
+        assert_eq!(got, "from the shim");
+    }
+}
