@@ -18,3 +18,4 @@ pub mod registry;
 pub mod server;
 pub mod spawn;
 pub mod state;
+pub mod streaming;

@@ -220,6 +220,34 @@ impl Pods {
         Ok(())
     }
 
+    /// The shim's URL path for an exec session.
+    pub async fn exec(&self, req: ExecRequest) -> Result<String, Status> {
+        let (id, shim) = self.require_container(&req.container_id)?;
+        let req = ExecRequest {
+            container_id: id,
+            ..req
+        };
+        Ok(shim.runtime().exec(req).await?.into_inner().url)
+    }
+
+    pub async fn attach(&self, req: AttachRequest) -> Result<String, Status> {
+        let (id, shim) = self.require_container(&req.container_id)?;
+        let req = AttachRequest {
+            container_id: id,
+            ..req
+        };
+        Ok(shim.runtime().attach(req).await?.into_inner().url)
+    }
+
+    pub async fn port_forward(&self, req: PortForwardRequest) -> Result<String, Status> {
+        let shim = self.pod(&req.pod_sandbox_id)?;
+        let req = PortForwardRequest {
+            pod_sandbox_id: shim.sandbox_id.clone(),
+            ..req
+        };
+        Ok(shim.runtime().port_forward(req).await?.into_inner().url)
+    }
+
     pub async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
         let (id, shim) = self.require_container(&req.container_id)?;
         let req = ExecSyncRequest {

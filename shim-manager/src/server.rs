@@ -67,12 +67,20 @@ pub async fn run(
         engine: engine.clone(),
     });
     pods.adopt_running().await;
+    let stream_base =
+        crate::streaming::start(config.streaming_bind_addr, config.run_directory.clone())
+            .await
+            .map_err(Error::io(format!(
+                "binding the streaming server on {}",
+                config.streaming_bind_addr
+            )))?;
     let runtime = RuntimeApi::new(
         engine.clone(),
         root.clone(),
         network,
         config.pod_infra_container_image.clone(),
         pods,
+        stream_base,
     );
     let images = ImageApi::new(engine, config.pod_infra_container_image.clone());
     tracing::info!(

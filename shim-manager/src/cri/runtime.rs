@@ -35,6 +35,8 @@ pub struct RuntimeApi {
     network: Network,
     sandbox_image: String,
     pods: Arc<Pods>,
+    /// `http://host:port` of the streaming listener.
+    stream_base: String,
 }
 
 impl RuntimeApi {
@@ -44,6 +46,7 @@ impl RuntimeApi {
         network: Network,
         sandbox_image: String,
         pods: Arc<Pods>,
+        stream_base: String,
     ) -> Self {
         RuntimeApi {
             engine,
@@ -51,7 +54,13 @@ impl RuntimeApi {
             network,
             sandbox_image,
             pods,
+            stream_base,
         }
+    }
+
+    /// The absolute URL of a shim's session path (a relative one breaks the kubelet's proxy).
+    fn stream_url(&self, path: String) -> String {
+        format!("{}{path}", self.stream_base)
     }
 
     async fn version(&self) -> Result<VersionResponse> {
@@ -387,19 +396,28 @@ impl RuntimeService for RuntimeApi {
         ))
     }
 
-    async fn exec(&self, _r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        unimplemented("Exec")
+    async fn exec(&self, r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let path = self.pods.exec(r.into_inner()).await?;
+        Ok(Response::new(ExecResponse {
+            url: self.stream_url(path),
+        }))
     }
 
-    async fn attach(&self, _r: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        unimplemented("Attach")
+    async fn attach(&self, r: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        let path = self.pods.attach(r.into_inner()).await?;
+        Ok(Response::new(AttachResponse {
+            url: self.stream_url(path),
+        }))
     }
 
     async fn port_forward(
         &self,
-        _r: Request<PortForwardRequest>,
+        r: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        unimplemented("PortForward")
+        let path = self.pods.port_forward(r.into_inner()).await?;
+        Ok(Response::new(PortForwardResponse {
+            url: self.stream_url(path),
+        }))
     }
 
     async fn container_stats(
