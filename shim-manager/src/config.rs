@@ -106,6 +106,11 @@ pub struct ServeConfig {
     #[arg(long, env = "DOCKPOD_STREAMING_BIND_ADDR", default_value = "127.0.0.1", value_parser = parse_bind_addr)]
     pub streaming_bind_addr: SocketAddr,
 
+    /// Seconds a streaming session may go without traffic before it is closed (the kubelet's
+    /// `--streaming-connection-idle-timeout`, 4 hours by default).
+    #[arg(long, env = "DOCKPOD_STREAMING_IDLE_TIMEOUT", default_value_t = 4 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub streaming_idle_timeout: u64,
+
     /// Network plugin for pods: empty for Docker's default bridge, or `cni`.
     #[arg(long, env = "DOCKPOD_NETWORK_PLUGIN", default_value = "", value_parser = parse_network_plugin)]
     pub network_plugin: NetworkPlugin,

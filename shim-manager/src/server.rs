@@ -61,6 +61,7 @@ pub async fn run(
             sandbox_image: config.pod_infra_container_image.clone(),
             log_level: config.log_level.as_filter().to_string(),
             network_args: config.shim_network_args(),
+            stream_idle_timeout: config.streaming_idle_timeout,
             root: root.clone(),
         },
         events: Default::default(),

@@ -32,6 +32,8 @@ pub struct Spawner {
     pub log_level: String,
     /// How pods get their network (the shim's `--network-plugin` and CNI arguments).
     pub network_args: Vec<std::ffi::OsString>,
+    /// Seconds an idle streaming session lives.
+    pub stream_idle_timeout: u64,
     /// The node's state, for the pod CIDR the kubelet last set.
     pub root: std::sync::Arc<crate::state::RootDir>,
 }
@@ -74,6 +76,8 @@ impl Spawner {
             .arg("--log-level")
             .arg(&self.log_level)
             .args(&self.network_args)
+            .arg("--stream-idle-timeout")
+            .arg(self.stream_idle_timeout.to_string())
             .arg("--pod-cidr")
             .arg(self.root.runtime_config().pod_cidr)
             .arg("--daemonize")

@@ -12,6 +12,7 @@ pub mod dockerd;
 pub mod front;
 pub mod procs;
 pub mod registry;
+pub mod streaming;
 pub mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};

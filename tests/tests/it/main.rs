@@ -11,3 +11,4 @@ mod pod_shim;
 mod pods;
 mod runtime_info;
 mod server_lifecycle;
+mod streaming;

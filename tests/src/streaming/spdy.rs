@@ -1,0 +1,381 @@
+//! A SPDY/3.1 client session. The frame and header-block codec is the shim's (pinned to
+//! recorded sessions of the real Go client); the session logic, stream bookkeeping and the
+//! Kubernetes protocol use are this client's own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pod_shim::streaming::spdy::{
+    control_frame, data_header, read_frame, Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN,
+    RST_STREAM, SETTINGS, SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{split_url, Exec};
+
+struct Entry {
+    data: Option<mpsc::UnboundedSender<Bytes>>,
+    replied: Option<oneshot::Sender<()>>,
+}
+
+struct Writer {
+    w: OwnedWriteHalf,
+    headers: HeaderEncoder,
+}
+
+/// A client SPDY connection after the HTTP upgrade.
+pub struct Conn {
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+    streams: Arc<Mutex<HashMap<u32, Entry>>>,
+    next_id: AtomicU32,
+    reader: tokio::task::JoinHandle<()>,
+    /// The subprotocol the server chose.
+    pub protocol: String,
+    /// WINDOW_UPDATE frames the server sent.
+    pub window_updates: Arc<AtomicU32>,
+}
+
+/// One stream this client opened.
+pub struct Stream {
+    pub id: u32,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+}
+
+/// Why the upgrade did not happen: the server's status line and body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: String,
+    pub body: String,
+}
+
+/// Connects and upgrades to SPDY/3.1, offering `protocols` in order.
+pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
+    let (host, path) = split_url(url);
+    let mut tcp = TcpStream::connect(&host).await.map_err(|e| Refused {
+        status: format!("connect: {e}"),
+        body: String::new(),
+    })?;
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dockpod-tests\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+    );
+    for p in protocols {
+        request.push_str(&format!("X-Stream-Protocol-Version: {p}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await.map_err(|e| Refused {
+        status: format!("write: {e}"),
+        body: String::new(),
+    })?;
+    let (status, headers) = read_response_head(&mut tcp).await;
+    if !status.contains(" 101 ") {
+        let mut body = String::new();
+        let _ = tcp.read_to_string(&mut body).await;
+        return Err(Refused { status, body });
+    }
+    let protocol = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("x-stream-protocol-version"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let (mut read, w) = tcp.into_split();
+    let streams: Arc<Mutex<HashMap<u32, Entry>>> = Arc::default();
+    let window_updates = Arc::new(AtomicU32::new(0));
+    let reader = {
+        let streams = streams.clone();
+        let window_updates = window_updates.clone();
+        tokio::spawn(async move {
+            let mut headers = HeaderDecoder::default();
+            while let Ok(Some(frame)) = read_frame(&mut read).await {
+                let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
+                match frame {
+                    Frame::Control { kind, payload, .. } if kind == SYN_REPLY => {
+                        let id = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                        headers.decode(&payload[4..]).expect("SYN_REPLY header block");
+                        if let Some(tx) = streams.get_mut(&id).and_then(|e| e.replied.take()) {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Frame::Control { kind, payload, .. } if kind == RST_STREAM => {
+                        let id = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                        if let Some(e) = streams.get_mut(&id) {
+                            e.data = None;
+                        }
+                    }
+                    Frame::Control { kind, .. } if kind == WINDOW_UPDATE => {
+                        window_updates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Frame::Control { .. } => {}
+                    Frame::Data { stream, flags, payload } => {
+                        if let Some(e) = streams.get_mut(&stream) {
+                            if let Some(tx) = &e.data {
+                                if !payload.is_empty() {
+                                    let _ = tx.send(Bytes::from(payload));
+                                }
+                            }
+                            if flags & FLAG_FIN != 0 {
+                                e.data = None;
+                            }
+                        }
+                    }
+                }
+            }
+            // The connection is over: every stream ends.
+            for e in streams.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+                e.data = None;
+            }
+        })
+    };
+    Ok(Conn {
+        writer: Arc::new(tokio::sync::Mutex::new(Writer {
+            w,
+            headers: HeaderEncoder::default(),
+        })),
+        streams,
+        next_id: AtomicU32::new(1),
+        reader,
+        protocol,
+        window_updates,
+    })
+}
+
+/// Reads an HTTP response head byte by byte (so nothing after it is consumed).
+async fn read_response_head(tcp: &mut TcpStream) -> (String, Vec<(String, String)>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+        match tcp.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+impl Conn {
+    /// Opens a stream with `headers` and waits for the server's SYN_REPLY.
+    pub async fn open(&self, headers: &[(&str, &str)]) -> Stream {
+        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (replied_tx, replied) = oneshot::channel();
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Entry {
+                    data: Some(tx),
+                    replied: Some(replied_tx),
+                },
+            );
+        {
+            let mut w = self.writer.lock().await;
+            let mut payload = id.to_be_bytes().to_vec();
+            payload.extend_from_slice(&0u32.to_be_bytes());
+            payload.extend_from_slice(&[0, 0]);
+            let block = w.headers.encode(headers);
+            payload.extend_from_slice(&block);
+            let frame = control_frame(SYN_STREAM, 0, &payload);
+            w.w.write_all(&frame).await.expect("write SYN_STREAM");
+        }
+        tokio::time::timeout(Duration::from_secs(10), replied)
+            .await
+            .expect("no SYN_REPLY within 10 s")
+            .expect("connection closed before SYN_REPLY");
+        Stream {
+            id,
+            rx,
+            writer: self.writer.clone(),
+        }
+    }
+
+    /// Announces that this client keeps flow-control windows (SPDY/3.1 SETTINGS with an
+    /// initial window), as a strict SPDY/3.1 peer does.
+    pub async fn announce_window(&self, initial: u32) {
+        let mut payload = 1u32.to_be_bytes().to_vec();
+        payload.extend_from_slice(&7u32.to_be_bytes());
+        payload.extend_from_slice(&initial.to_be_bytes());
+        let mut w = self.writer.lock().await;
+        w.w.write_all(&control_frame(SETTINGS, 0, &payload))
+            .await
+            .expect("write SETTINGS");
+    }
+
+    /// Gives the server `delta` more bytes of window on `stream` (0 for the session).
+    pub async fn window_update(&self, stream: u32, delta: u32) {
+        let mut payload = stream.to_be_bytes().to_vec();
+        payload.extend_from_slice(&delta.to_be_bytes());
+        let mut w = self.writer.lock().await;
+        w.w.write_all(&control_frame(WINDOW_UPDATE, 0, &payload))
+            .await
+            .expect("write WINDOW_UPDATE");
+    }
+
+    /// Closes the connection from this side.
+    pub async fn close(self) {
+        let mut w = self.writer.lock().await;
+        let _ = w.w.shutdown().await;
+        self.reader.abort();
+    }
+}
+
+impl Stream {
+    pub async fn send(&self, data: &[u8]) {
+        let mut w = self.writer.lock().await;
+        w.w.write_all(&data_header(self.id, 0, data.len()))
+            .await
+            .expect("write DATA");
+        w.w.write_all(data).await.expect("write DATA");
+    }
+
+    /// Ends this side of the stream.
+    pub async fn finish(&self) {
+        let mut w = self.writer.lock().await;
+        w.w.write_all(&data_header(self.id, FLAG_FIN, 0))
+            .await
+            .expect("write FIN");
+    }
+
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+
+    /// Everything the server sends on this stream until its end.
+    pub async fn read_all(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        while let Some(b) = self.rx.recv().await {
+            all.extend_from_slice(&b);
+        }
+        all
+    }
+
+    /// Reads until `needle` has arrived (or the stream ends); everything read so far.
+    pub async fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let mut all = Vec::new();
+        while !all.windows(needle.len()).any(|w| w == needle) {
+            match self.rx.recv().await {
+                Some(b) => all.extend_from_slice(&b),
+                None => break,
+            }
+        }
+        all
+    }
+}
+
+/// The streams of a remote-command session, opened in the Go client's order.
+pub struct Remote {
+    pub conn: Conn,
+    pub error: Stream,
+    pub stdin: Option<Stream>,
+    pub stdout: Stream,
+    pub stderr: Option<Stream>,
+    pub resize: Option<Stream>,
+}
+
+/// Opens an exec or attach session on `url`.
+pub async fn remote(url: &str, stdin: bool, tty: bool) -> Remote {
+    let conn = connect(
+        url,
+        &[
+            "v5.channel.k8s.io",
+            "v4.channel.k8s.io",
+            "v3.channel.k8s.io",
+            "v2.channel.k8s.io",
+            "channel.k8s.io",
+        ],
+    )
+    .await
+    .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
+    assert_eq!(conn.protocol, "v4.channel.k8s.io");
+    let error = conn.open(&[("streamtype", "error")]).await;
+    let stdin = match stdin {
+        true => Some(conn.open(&[("streamtype", "stdin")]).await),
+        false => None,
+    };
+    let stdout = conn.open(&[("streamtype", "stdout")]).await;
+    let (stderr, resize) = if tty {
+        (None, Some(conn.open(&[("streamtype", "resize")]).await))
+    } else {
+        (Some(conn.open(&[("streamtype", "stderr")]).await), None)
+    };
+    Remote {
+        conn,
+        error,
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    }
+}
+
+impl Remote {
+    pub async fn resize(&self, width: u16, height: u16) {
+        let msg = format!("{{\"Width\":{width},\"Height\":{height}}}\n");
+        self.resize
+            .as_ref()
+            .expect("a tty session")
+            .send(msg.as_bytes())
+            .await;
+    }
+
+    /// Reads every output stream and the status to their end.
+    pub async fn finish(mut self) -> Exec {
+        let stderr = async {
+            match self.stderr.as_mut() {
+                Some(s) => s.read_all().await,
+                None => Vec::new(),
+            }
+        };
+        let (stdout, stderr, status) =
+            tokio::join!(self.stdout.read_all(), stderr, self.error.read_all());
+        self.conn.close().await;
+        Exec {
+            stdout,
+            stderr,
+            status,
+        }
+    }
+}
+
+/// A whole exec over SPDY: sends `input` on stdin and closes it.
+pub async fn exec(url: &str, input: Option<&[u8]>) -> Exec {
+    let session = remote(url, input.is_some(), false).await;
+    if let (Some(stdin), Some(input)) = (&session.stdin, input) {
+        stdin.send(input).await;
+        stdin.finish().await;
+    }
+    tokio::time::timeout(Duration::from_secs(60), session.finish())
+        .await
+        .expect("exec session did not end within 60 s")
+}
+
+/// One port-forward connection: sends `request` to `port` in the pod, then reads the reply
+/// to its end; the error stream's content too.
+pub async fn forward(conn: &Conn, port: u16, request_id: u32, request: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let port = port.to_string();
+    let id = request_id.to_string();
+    let mut error = conn
+        .open(&[("streamtype", "error"), ("port", &port), ("requestid", &id)])
+        .await;
+    error.finish().await;
+    let mut data = conn
+        .open(&[("streamtype", "data"), ("port", &port), ("requestid", &id)])
+        .await;
+    data.send(request).await;
+    data.finish().await;
+    let (reply, error) = tokio::join!(data.read_all(), error.read_all());
+    (reply, error)
+}
