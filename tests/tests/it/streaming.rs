@@ -63,3 +63,207 @@ async fn spdy_exec_carries_stdin_eof_output_streams_and_the_exit_code() {
     assert_eq!(out.status()["status"], "Success");
     remove_pod(&mut rt, &id).await;
 }
+
+#[tokio::test]
+async fn spdy_tty_exec_applies_resizes_and_reports_the_exit_code() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-tty", logs.path()).await;
+    let url = exec_url(&mut rt, &c, &["sh"], true, true).await;
+    let mut session = spdy::remote(&url, true, true).await;
+    session.resize(100, 50).await;
+    let stdin = session.stdin.take().expect("stdin");
+    // The terminal echoes input; wait for the prompt's answer, then resize again.
+    stdin.send(b"stty size\n").await;
+    let seen = session.stdout.read_until(b"50 100").await;
+    assert!(String::from_utf8_lossy(&seen).contains("50 100"), "{seen:?}");
+    session.resize(132, 43).await;
+    stdin.send(b"stty size; exit 4\n").await;
+    let out = session.finish().await;
+    assert!(out.stdout().contains("43 132"), "{:?}", out.stdout());
+    assert_eq!(out.exit_code(), 4);
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn spdy_attach_to_a_container_with_stdin_and_tty() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("spdy-attach", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let mut config = container_config("shell", &["sh"]);
+    config.stdin = true;
+    config.tty = true;
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let url = rt
+        .attach(AttachRequest {
+            container_id: c.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let mut session = spdy::remote(&url, true, true).await;
+    let stdin = session.stdin.take().expect("stdin");
+    stdin.send(b"echo attached-$((40+2))\n").await;
+    let seen = session.stdout.read_until(b"attached-42").await;
+    assert!(String::from_utf8_lossy(&seen).contains("attached-42"));
+    stdin.send(b"exit 7\n").await;
+    let out = session.finish().await;
+    assert_eq!(out.status()["status"], "Success", "{:?}", out.status());
+    let status = wait_exited(&rt, &c, SECS).await;
+    assert_eq!(status.exit_code, 7);
+    remove_pod(&mut rt, &id).await;
+}
+
+/// A pod serving `served-by-<name>` over HTTP on 8080 (busybox httpd).
+async fn web_pod(rt: &mut Rt, name: &str, logs: &std::path::Path) -> String {
+    let pod = pod_config(name, logs);
+    let id = run_pod(rt, &pod).await;
+    let mut config = container_config("web", &["sh", "-c"]);
+    config.args = vec![
+        "mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www".into(),
+    ];
+    let c = run_container(rt, &id, &pod, config).await;
+    // httpd listens once the exec of a probe succeeds.
+    dockpod_tests::wait::wait_until("httpd to listen", SECS, || {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move {
+            let r = rt
+                .exec_sync(ExecSyncRequest {
+                    container_id: c,
+                    cmd: vec!["sh".into(), "-c".into(), "netstat -ltn | grep -q :8080".into()],
+                    timeout: 10,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.exit_code == 0).then_some(())
+        }
+    })
+    .await;
+    id
+}
+
+async fn port_forward_url(rt: &mut Rt, pod: &str, ports: &[i32]) -> String {
+    rt.port_forward(PortForwardRequest {
+        pod_sandbox_id: pod.to_string(),
+        port: ports.to_vec(),
+    })
+    .await
+    .expect("PortForward")
+    .into_inner()
+    .url
+}
+
+const GET: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+
+#[tokio::test]
+async fn spdy_port_forward_many_connections_and_errors() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let id = web_pod(&mut rt, "spdy-pf", logs.path()).await;
+    let url = port_forward_url(&mut rt, &id, &[8080]).await;
+    let conn = spdy::connect(&url, &["portforward.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!(conn.protocol, "portforward.k8s.io");
+    let requests = (0..8).map(|i| spdy::forward(&conn, 8080, i, GET));
+    for (reply, error) in futures_util::future::join_all(requests).await {
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.contains("200 OK") && reply.contains("served"), "{reply}");
+        assert!(error.is_empty(), "{}", String::from_utf8_lossy(&error));
+    }
+    // Nothing listens on 9: the error stream says so, the session goes on.
+    let (reply, error) = spdy::forward(&conn, 9, 100, GET).await;
+    assert!(reply.is_empty());
+    let error = String::from_utf8_lossy(&error);
+    assert!(error.contains("port 9"), "{error}");
+    let (reply, _) = spdy::forward(&conn, 8080, 101, GET).await;
+    assert!(String::from_utf8_lossy(&reply).contains("served"));
+    conn.close().await;
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn websocket_exec_on_every_channel_protocol() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "ws-exec", logs.path()).await;
+    let cmd = ["sh", "-c", "cat; echo err >&2; exit 5"];
+    // v5 closes stdin with its close message; the command sees EOF and exits.
+    let url = exec_url(&mut rt, &c, &cmd, true, false).await;
+    let out = ws::exec(&url, "v5.channel.k8s.io", Some(b"in-v5\n")).await;
+    assert_eq!(out.stdout(), "in-v5\n");
+    assert_eq!(out.stderr(), "err\n");
+    assert_eq!(out.exit_code(), 5);
+    // Older protocols cannot close stdin alone: run commands that do not read it.
+    let cmd = ["sh", "-c", "echo out; echo err >&2; exit 6"];
+    for protocol in ["v4.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"] {
+        let url = exec_url(&mut rt, &c, &cmd, false, false).await;
+        let out = ws::exec(&url, protocol, None).await;
+        assert_eq!(out.stdout(), "out\n", "{protocol}");
+        assert_eq!(out.stderr(), "err\n", "{protocol}");
+        if protocol == "v4.channel.k8s.io" {
+            assert_eq!(out.exit_code(), 6);
+        } else {
+            let text = String::from_utf8_lossy(&out.status);
+            assert!(text.contains("exit status 6"), "{protocol}: {text}");
+        }
+    }
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn websocket_port_forward_on_channels_and_tunnelled_spdy() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let id = web_pod(&mut rt, "ws-pf", logs.path()).await;
+    for protocol in ["portforward.k8s.io", "v4.channel.k8s.io"] {
+        let url = port_forward_url(&mut rt, &id, &[8080]).await;
+        let results = ws::forward(&url, protocol, &[8080, 9], GET).await;
+        let reply = String::from_utf8_lossy(&results[0].0);
+        assert!(reply.contains("served"), "{protocol}: {reply}");
+        let error = String::from_utf8_lossy(&results[1].1);
+        assert!(error.contains("port 9"), "{protocol}: {error}");
+    }
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn unknown_and_reused_tokens_get_404() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "tokens", logs.path()).await;
+    let url = exec_url(&mut rt, &c, &["true"], false, false).await;
+    let out = spdy::exec(&url, None).await;
+    assert_eq!(out.exit_code(), 0);
+    let reused = spdy::connect(&url, &["v4.channel.k8s.io"]).await;
+    let refused = reused.err().expect("a used token is refused");
+    assert!(refused.status.contains(" 404 "), "{refused:?}");
+    let (base, _) = url.rsplit_once('/').expect("token");
+    let forged = format!("{base}/{}", "0".repeat(48));
+    let refused = spdy::connect(&forged, &["v4.channel.k8s.io"])
+        .await
+        .err()
+        .expect("unknown token");
+    assert!(refused.status.contains(" 404 "), "{refused:?}");
+    let garbage = format!("{base}/not-a-token");
+    let refused = ws::connect(&garbage, &["v4.channel.k8s.io"])
+        .await
+        .err()
+        .expect("malformed token");
+    assert!(refused.contains("404"), "{refused}");
+    remove_pod(&mut rt, &id).await;
+}
