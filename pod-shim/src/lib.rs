@@ -15,6 +15,7 @@ pub mod host;
 pub mod lifecycle;
 pub mod log_position;
 pub mod logs;
+pub mod memory;
 pub mod pod;
 pub mod server;
 pub mod spec;

@@ -78,8 +78,7 @@ impl Spawner {
             .args(&self.network_args)
             .arg("--stream-idle-timeout")
             .arg(self.stream_idle_timeout.to_string())
-            .arg("--pod-cidr")
-            .arg(self.root.runtime_config().pod_cidr)
+            .args(pod_cidr_args(&self.root.runtime_config().pod_cidr))
             .arg("--daemonize")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -128,15 +127,31 @@ impl Spawner {
     /// Stops a shim whose pod failed to start or was removed, and deletes its socket and state.
     /// Containers are not touched here.
     pub async fn retire(&self, shim: &ShimHandle) {
-        let asked =
+        // A shim whose pod was removed is already on its way out and may not answer; either
+        // way it gets the time to finish before it is killed.
+        let _ =
             tokio::time::timeout(EXIT_TIMEOUT, shim.control().shutdown(ShutdownRequest {})).await;
-        if !matches!(asked, Ok(Ok(_))) || !wait_gone(shim.pid, EXIT_TIMEOUT).await {
+        if !wait_gone(shim.pid, EXIT_TIMEOUT).await {
             let pid = nix::unistd::Pid::from_raw(shim.pid as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             wait_gone(shim.pid, EXIT_TIMEOUT).await;
         }
         let _ = std::fs::remove_file(&shim.socket);
+        let _ = std::fs::remove_file(dockpod_proto::streaming::shim_stream_socket(
+            &self.run_dir,
+            &shim.shim_id,
+        ));
         let _ = std::fs::remove_dir_all(layout::pod_dir(&self.root_dir, &shim.shim_id));
+    }
+}
+
+/// `--pod-cidr <cidrs>`, or nothing while the kubelet has not set one: an empty argument
+/// would not survive being read back from /proc when the shim is started again.
+fn pod_cidr_args(pod_cidr: &str) -> Vec<String> {
+    if pod_cidr.is_empty() {
+        Vec::new()
+    } else {
+        vec!["--pod-cidr".into(), pod_cidr.into()]
     }
 }
 

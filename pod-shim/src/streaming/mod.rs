@@ -107,8 +107,11 @@ pub fn listen(
                 let streaming = streaming.clone();
                 runtime.spawn(async move {
                     match TcpStream::from_std(client) {
-                        Ok(client) => serve(streaming, client, head).await,
+                        Ok(client) => serve(streaming.clone(), client, head).await,
                         Err(e) => tracing::warn!(error = %e, "a handed-over connection"),
+                    }
+                    if streaming.sessions.running() == 0 {
+                        crate::memory::trim();
                     }
                 });
             }

@@ -777,8 +777,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         ..Default::default()
     };
     let mut goaway_sent = false;
+    // Closing waits for data still held back by the peer's windows.
+    let mut closing = false;
     loop {
-        let accept_data = windows.pending_bytes < MAX_PENDING;
+        if closing && windows.pending.is_empty() {
+            break;
+        }
+        let accept_data = windows.pending_bytes < MAX_PENDING && !closing;
         let out = tokio::select! {
             biased;
             out = control.recv() => out,
@@ -816,7 +821,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 w.write_all(&control_frame(WINDOW_UPDATE, 0, &payload))
                     .await?;
             }
-            Out::Close => break,
+            Out::Close => closing = true,
             Out::GoAway => {
                 if !goaway_sent {
                     goaway_sent = true;

@@ -12,8 +12,7 @@ use pod_shim::streaming::spdy::{
     control_frame, data_header, read_frame, Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN,
     RST_STREAM, SETTINGS, SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,7 +24,7 @@ struct Entry {
 }
 
 struct Writer {
-    w: OwnedWriteHalf,
+    w: Box<dyn AsyncWrite + Send + Unpin>,
     headers: HeaderEncoder,
 }
 
@@ -69,10 +68,12 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
         request.push_str(&format!("X-Stream-Protocol-Version: {p}\r\n"));
     }
     request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.map_err(|e| Refused {
-        status: format!("write: {e}"),
-        body: String::new(),
-    })?;
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| Refused {
+            status: format!("write: {e}"),
+            body: String::new(),
+        })?;
     let (status, headers) = read_response_head(&mut tcp).await;
     if !status.contains(" 101 ") {
         let mut body = String::new();
@@ -84,7 +85,15 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
         .find(|(n, _)| n.eq_ignore_ascii_case("x-stream-protocol-version"))
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let (mut read, w) = tcp.into_split();
+    Ok(over(tcp, protocol))
+}
+
+/// A SPDY client session on an already upgraded byte stream (SPDY tunnelled in WebSocket, say).
+pub fn over<S>(io: S, protocol: String) -> Conn
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut read, w) = tokio::io::split(io);
     let streams: Arc<Mutex<HashMap<u32, Entry>>> = Arc::default();
     let window_updates = Arc::new(AtomicU32::new(0));
     let reader = {
@@ -96,14 +105,18 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
                 let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
                 match frame {
                     Frame::Control { kind, payload, .. } if kind == SYN_REPLY => {
-                        let id = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                        headers.decode(&payload[4..]).expect("SYN_REPLY header block");
+                        let id =
+                            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                        headers
+                            .decode(&payload[4..])
+                            .expect("SYN_REPLY header block");
                         if let Some(tx) = streams.get_mut(&id).and_then(|e| e.replied.take()) {
                             let _ = tx.send(());
                         }
                     }
                     Frame::Control { kind, payload, .. } if kind == RST_STREAM => {
-                        let id = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                        let id =
+                            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
                         if let Some(e) = streams.get_mut(&id) {
                             e.data = None;
                         }
@@ -112,7 +125,11 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
                         window_updates.fetch_add(1, Ordering::Relaxed);
                     }
                     Frame::Control { .. } => {}
-                    Frame::Data { stream, flags, payload } => {
+                    Frame::Data {
+                        stream,
+                        flags,
+                        payload,
+                    } => {
                         if let Some(e) = streams.get_mut(&stream) {
                             if let Some(tx) = &e.data {
                                 if !payload.is_empty() {
@@ -127,14 +144,18 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
                 }
             }
             // The connection is over: every stream ends.
-            for e in streams.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+            for e in streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values_mut()
+            {
                 e.data = None;
             }
         })
     };
-    Ok(Conn {
+    Conn {
         writer: Arc::new(tokio::sync::Mutex::new(Writer {
-            w,
+            w: Box::new(w),
             headers: HeaderEncoder::default(),
         })),
         streams,
@@ -142,7 +163,7 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
         reader,
         protocol,
         window_updates,
-    })
+    }
 }
 
 /// Reads an HTTP response head byte by byte (so nothing after it is consumed).
@@ -219,9 +240,10 @@ impl Conn {
         let mut payload = stream.to_be_bytes().to_vec();
         payload.extend_from_slice(&delta.to_be_bytes());
         let mut w = self.writer.lock().await;
-        w.w.write_all(&control_frame(WINDOW_UPDATE, 0, &payload))
-            .await
-            .expect("write WINDOW_UPDATE");
+        // The server may have closed after its last byte; a late grant is harmless then.
+        let _ =
+            w.w.write_all(&control_frame(WINDOW_UPDATE, 0, &payload))
+                .await;
     }
 
     /// Closes the connection from this side.
@@ -364,7 +386,12 @@ pub async fn exec(url: &str, input: Option<&[u8]>) -> Exec {
 
 /// One port-forward connection: sends `request` to `port` in the pod, then reads the reply
 /// to its end; the error stream's content too.
-pub async fn forward(conn: &Conn, port: u16, request_id: u32, request: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub async fn forward(
+    conn: &Conn,
+    port: u16,
+    request_id: u32,
+    request: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
     let port = port.to_string();
     let id = request_id.to_string();
     let mut error = conn

@@ -114,7 +114,12 @@ pub async fn exec(url: &str, protocol: &str, input: Option<&[u8]>) -> Exec {
 /// Port-forward on channels to each of `ports`: checks the port-number preamble of every
 /// channel, sends `request` on each data channel, and returns what came back per port (data
 /// until the connection went quiet for a while, and errors).
-pub async fn forward(url: &str, protocol: &str, ports: &[u16], request: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub async fn forward(
+    url: &str,
+    protocol: &str,
+    ports: &[u16],
+    request: &[u8],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let query: Vec<String> = ports.iter().map(|p| format!("ports={p}")).collect();
     let url = format!("{url}?{}", query.join("&"));
     let (mut ws, chosen) = connect(&url, &[protocol])
@@ -140,7 +145,9 @@ pub async fn forward(url: &str, protocol: &str, ports: &[u16], request: &[u8]) -
             continue;
         };
         let (i, is_error) = ((channel / 2) as usize, channel % 2 == 1);
-        let Some(slot) = results.get_mut(i) else { continue };
+        let Some(slot) = results.get_mut(i) else {
+            continue;
+        };
         let seen = &mut preamble[channel as usize];
         if *seen == 0 {
             *seen = 1;
@@ -167,4 +174,35 @@ fn ends_reply(data: &[u8]) -> bool {
         .find_map(|l| l.strip_prefix("Content-Length: "))
         .and_then(|n| n.trim().parse::<usize>().ok())
         .is_some_and(|n| body.len() >= n)
+}
+
+/// A byte stream over the socket's binary messages, for SPDY tunnelled in WebSocket.
+pub fn tunnel(ws: Ws) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (mut sink, mut stream) = ws.split();
+        let (mut read, mut write) = tokio::io::split(ours);
+        let inbound = async {
+            while let Some(Ok(message)) = stream.next().await {
+                match message {
+                    Message::Binary(b) if write.write_all(&b).await.is_err() => break,
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = write.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 || sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        };
+        tokio::join!(inbound, outbound);
+    });
+    theirs
 }

@@ -55,7 +55,12 @@ async fn spdy_exec_carries_stdin_eof_output_streams_and_the_exit_code() {
     let out = spdy::exec(&url, Some(b"hello-stdin\n")).await;
     assert_eq!(out.stdout(), "hello-stdin\n");
     assert_eq!(out.stderr(), "to-stderr\n");
-    assert_eq!(out.exit_code(), 3, "{:?}", String::from_utf8_lossy(&out.status));
+    assert_eq!(
+        out.exit_code(),
+        3,
+        "{:?}",
+        String::from_utf8_lossy(&out.status)
+    );
 
     let url = exec_url(&mut rt, &c, &["true"], false, false).await;
     let out = spdy::exec(&url, None).await;
@@ -77,7 +82,10 @@ async fn spdy_tty_exec_applies_resizes_and_reports_the_exit_code() {
     // The terminal echoes input; wait for the prompt's answer, then resize again.
     stdin.send(b"stty size\n").await;
     let seen = session.stdout.read_until(b"50 100").await;
-    assert!(String::from_utf8_lossy(&seen).contains("50 100"), "{seen:?}");
+    assert!(
+        String::from_utf8_lossy(&seen).contains("50 100"),
+        "{seen:?}"
+    );
     session.resize(132, 43).await;
     stdin.send(b"stty size; exit 4\n").await;
     let out = session.finish().await;
@@ -139,7 +147,11 @@ async fn web_pod(rt: &mut Rt, name: &str, logs: &std::path::Path) -> String {
             let r = rt
                 .exec_sync(ExecSyncRequest {
                     container_id: c,
-                    cmd: vec!["sh".into(), "-c".into(), "netstat -ltn | grep -q :8080".into()],
+                    cmd: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        "netstat -ltn | grep -q :8080".into(),
+                    ],
                     timeout: 10,
                 })
                 .await
@@ -179,7 +191,10 @@ async fn spdy_port_forward_many_connections_and_errors() {
     let requests = (0..8).map(|i| spdy::forward(&conn, 8080, i, GET));
     for (reply, error) in futures_util::future::join_all(requests).await {
         let reply = String::from_utf8_lossy(&reply);
-        assert!(reply.contains("200 OK") && reply.contains("served"), "{reply}");
+        assert!(
+            reply.contains("200 OK") && reply.contains("served"),
+            "{reply}"
+        );
         assert!(error.is_empty(), "{}", String::from_utf8_lossy(&error));
     }
     // Nothing listens on 9: the error stream says so, the session goes on.
@@ -208,7 +223,11 @@ async fn websocket_exec_on_every_channel_protocol() {
     assert_eq!(out.exit_code(), 5);
     // Older protocols cannot close stdin alone: run commands that do not read it.
     let cmd = ["sh", "-c", "echo out; echo err >&2; exit 6"];
-    for protocol in ["v4.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io"] {
+    for protocol in [
+        "v4.channel.k8s.io",
+        "channel.k8s.io",
+        "base64.channel.k8s.io",
+    ] {
         let url = exec_url(&mut rt, &c, &cmd, false, false).await;
         let out = ws::exec(&url, protocol, None).await;
         assert_eq!(out.stdout(), "out\n", "{protocol}");
@@ -237,6 +256,18 @@ async fn websocket_port_forward_on_channels_and_tunnelled_spdy() {
         let error = String::from_utf8_lossy(&results[1].1);
         assert!(error.contains("port 9"), "{protocol}: {error}");
     }
+    // SPDY port-forward inside the WebSocket's binary messages, as kubectl's tunnelling does.
+    let url = port_forward_url(&mut rt, &id, &[8080]).await;
+    let (socket, chosen) = ws::connect(&url, &["SPDY/3.1+portforward.k8s.io"])
+        .await
+        .expect("websocket upgrade");
+    assert_eq!(chosen, "SPDY/3.1+portforward.k8s.io");
+    let conn = spdy::over(ws::tunnel(socket), chosen);
+    let requests = (0..3).map(|i| spdy::forward(&conn, 8080, i, GET));
+    for (reply, _) in futures_util::future::join_all(requests).await {
+        assert!(String::from_utf8_lossy(&reply).contains("served"));
+    }
+    conn.close().await;
     remove_pod(&mut rt, &id).await;
 }
 
@@ -262,8 +293,258 @@ async fn unknown_and_reused_tokens_get_404() {
     let garbage = format!("{base}/not-a-token");
     let refused = ws::connect(&garbage, &["v4.channel.k8s.io"])
         .await
-        .err()
-        .expect("malformed token");
+        .expect_err("malformed token");
     assert!(refused.contains("404"), "{refused}");
+    remove_pod(&mut rt, &id).await;
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// How many processes in the container run `pattern` (busybox ps).
+async fn running(rt: &mut Rt, container: &str, pattern: &str) -> usize {
+    // "[x]yz" matches "xyz" but not this grep itself.
+    let bracketed = format!("[{}]{}", &pattern[..1], &pattern[1..]);
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: container.to_string(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("ps -o args | grep -c '{bracketed}' || true"),
+            ],
+            timeout: 10,
+        })
+        .await
+        .expect("ExecSync ps")
+        .into_inner();
+    String::from_utf8_lossy(&r.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn fifty_concurrent_execs_and_the_shim_returns_to_idle() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-fifty", logs.path()).await;
+    let shim = shim_pid(&mut rt, &id).await;
+    // One session first, so that lazily made things (Docker connections) exist before the
+    // idle level is taken.
+    let url = exec_url(&mut rt, &c, &["true"], false, false).await;
+    spdy::exec(&url, None).await;
+    let idle_fds = open_fds(shim);
+    let idle_rss = dockpod_proto::procfs::memory(shim)
+        .expect("memory")
+        .rss_bytes;
+    let sessions = (0..50).map(|i| {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move {
+            let script = format!("cat; echo session-{i} >&2; exit {}", i % 7);
+            let url = exec_url(&mut rt, &c, &["sh", "-c", &script], true, false).await;
+            let input = format!("input-{i}\n");
+            let out = spdy::exec(&url, Some(input.as_bytes())).await;
+            assert_eq!(out.stdout(), input);
+            assert_eq!(out.stderr(), format!("session-{i}\n"));
+            assert_eq!(out.exit_code(), i64::from(i % 7));
+        }
+    });
+    futures_util::future::join_all(sessions).await;
+    let fds = dockpod_tests::wait::wait_until("the shim's fds to return to idle", SECS, || {
+        let fds = open_fds(shim);
+        async move { (fds <= idle_fds).then_some(fds) }
+    })
+    .await;
+    // Freed memory goes back once the burst is over (within 4 MiB of the idle level).
+    let rss = dockpod_tests::wait::wait_until("the shim's RSS to return to idle", SECS, || {
+        let rss = dockpod_proto::procfs::memory(shim)
+            .expect("memory")
+            .rss_bytes;
+        async move { (rss < idle_rss + 4 * 1024 * 1024).then_some(rss) }
+    })
+    .await;
+    eprintln!(
+        "shim fds {idle_fds} -> {fds}; RSS {} KiB idle, {} KiB after 50 sessions",
+        idle_rss >> 10,
+        rss >> 10
+    );
+    assert_eq!(
+        running(&mut rt, &c, "cat").await,
+        0,
+        "an exec is left running"
+    );
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn a_session_keeps_working_across_kill_9_of_the_front() {
+    let mut front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-frontkill", logs.path()).await;
+    let url = exec_url(&mut rt, &c, &["cat"], true, false).await;
+    let mut session = spdy::remote(&url, true, false).await;
+    let stdin = session.stdin.take().expect("stdin");
+    stdin.send(b"before\n").await;
+    session.stdout.read_until(b"before\n").await;
+    front.kill().await;
+    stdin.send(b"while-the-front-is-dead\n").await;
+    let seen = session
+        .stdout
+        .read_until(b"while-the-front-is-dead\n")
+        .await;
+    assert!(String::from_utf8_lossy(&seen).contains("while-the-front-is-dead"));
+    front.restart().await;
+    stdin.send(b"after\n").await;
+    stdin.finish().await;
+    let out = session.finish().await;
+    assert_eq!(out.stdout(), "after\n");
+    assert_eq!(out.exit_code(), 0);
+    let mut rt = front.runtime();
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_or_idles_out_takes_its_exec_down() {
+    let front = Front::start(&["--streaming-idle-timeout", "2"]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-teardown", logs.path()).await;
+    // The client disconnects in the middle of a command.
+    let url = exec_url(&mut rt, &c, &["sleep", "601"], false, false).await;
+    let session = spdy::remote(&url, false, false).await;
+    dockpod_tests::wait::wait_until("the exec to run", SECS, || {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move { (running(&mut rt, &c, "sleep 601").await == 1).then_some(()) }
+    })
+    .await;
+    session.conn.close().await;
+    dockpod_tests::wait::wait_until("the abandoned exec to be killed", SECS, || {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move { (running(&mut rt, &c, "sleep 601").await == 0).then_some(()) }
+    })
+    .await;
+    // The client stays but sends nothing, and the command prints nothing: idle for 2 s.
+    let url = exec_url(&mut rt, &c, &["sleep", "602"], false, false).await;
+    let session = spdy::remote(&url, false, false).await;
+    let ended = tokio::time::timeout(SECS, session.finish()).await;
+    assert!(ended.is_ok(), "the idle session was not closed");
+    dockpod_tests::wait::wait_until("the idle exec to be killed", SECS, || {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move { (running(&mut rt, &c, "sleep 602").await == 0).then_some(()) }
+    })
+    .await;
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn spdy_flow_control_is_kept_with_a_peer_that_keeps_it() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-window", logs.path()).await;
+    const TOTAL: usize = 300_000;
+    const WINDOW: u32 = 16 * 1024;
+    let cmd = format!("cat > /dev/null; head -c {TOTAL} /dev/zero");
+    let url = exec_url(&mut rt, &c, &["sh", "-c", &cmd], true, false).await;
+    let mut session = spdy::remote(&url, true, false).await;
+    session.conn.announce_window(WINDOW).await;
+    let stdin = session.stdin.take().expect("stdin");
+    stdin.send(&vec![b'x'; 100_000]).await;
+    stdin.finish().await;
+    // Read stdout granting window only as data is taken: the server may never be ahead of
+    // what was granted.
+    let (mut received, mut granted) = (0usize, WINDOW as usize);
+    while received < TOTAL {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), session.stdout.recv())
+            .await
+            .expect("the server stalled")
+            .expect("stdout ended early");
+        received += chunk.len();
+        assert!(
+            received <= granted,
+            "the server sent {received} bytes with {granted} granted"
+        );
+        let delta = chunk.len() as u32;
+        session.conn.window_update(session.stdout.id, delta).await;
+        session.conn.window_update(0, delta).await;
+        granted += chunk.len();
+    }
+    assert!(
+        session
+            .conn
+            .window_updates
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the server returned no window for 100 kB of stdin"
+    );
+    let out = session.finish().await;
+    assert_eq!(out.exit_code(), 0);
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn streaming_calls_check_their_requests() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-checks", logs.path()).await;
+    let exec = |container: &str, tty: bool, stderr: bool| ExecRequest {
+        container_id: container.to_string(),
+        cmd: vec!["true".into()],
+        tty,
+        stdin: false,
+        stdout: true,
+        stderr,
+    };
+    let err = rt
+        .exec(exec(&"f".repeat(64), false, true))
+        .await
+        .expect_err("unknown container");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = rt
+        .exec(exec(&c, true, true))
+        .await
+        .expect_err("tty and stderr");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let mut empty = exec(&c, false, false);
+    empty.cmd.clear();
+    let err = rt.exec(empty).await.expect_err("no command");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = rt
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: id.clone(),
+            port: vec![70000],
+        })
+        .await
+        .expect_err("port out of range");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    wait_exited(&rt, &c, SECS).await;
+    let err = rt.exec(exec(&c, false, true)).await.expect_err("stopped");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let err = rt
+        .attach(AttachRequest {
+            container_id: c.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("stopped");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     remove_pod(&mut rt, &id).await;
 }
