@@ -909,6 +909,7 @@ async fn flush_pending<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncRead, AsyncWriteExt};
 
     const FIXTURES: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1022,5 +1023,81 @@ mod tests {
             .map(|h| h[0].1.clone())
             .collect();
         assert_eq!(types, vec!["error", "stdin", "stdout", "resize"]);
+    }
+
+    /// Frames from the server until one of `kind` (control) or a DATA frame (kind 0).
+    async fn next_of<R: AsyncRead + Unpin>(r: &mut R, kind: u16) -> Frame {
+        loop {
+            let frame = read_frame(r).await.expect("frame").expect("not the end");
+            match (&frame, kind) {
+                (Frame::Data { .. }, 0) => return frame,
+                (Frame::Control { kind: k, .. }, want) if *k == want => return frame,
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_answers_pings_honours_resets_and_closes_with_goaway() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut session = serve(server, Duration::from_secs(60));
+        let (mut read, mut write) = tokio::io::split(client);
+        let mut headers = HeaderEncoder::default();
+        let mut payload = 1u32.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[0; 6]);
+        payload.extend_from_slice(&headers.encode(&[("streamtype", "data")]));
+        write
+            .write_all(&control_frame(SYN_STREAM, 0, &payload))
+            .await
+            .expect("SYN_STREAM");
+        let mut stream = session.streams.recv().await.expect("stream");
+        assert_eq!(stream.header("streamtype"), Some("data"));
+        assert!(matches!(
+            next_of(&mut read, SYN_REPLY).await,
+            Frame::Control { .. }
+        ));
+
+        write
+            .write_all(&control_frame(PING, 0, &7u32.to_be_bytes()))
+            .await
+            .expect("PING");
+        match next_of(&mut read, PING).await {
+            Frame::Control { payload, .. } => assert_eq!(payload, 7u32.to_be_bytes()),
+            other => panic!("{other:?}"),
+        }
+
+        write.write_all(&data_header(1, 0, 3)).await.expect("DATA");
+        write.write_all(b"abc").await.expect("DATA");
+        let mut rst = 1u32.to_be_bytes().to_vec();
+        rst.extend_from_slice(&CANCEL.to_be_bytes());
+        write
+            .write_all(&control_frame(RST_STREAM, 0, &rst))
+            .await
+            .expect("RST_STREAM");
+        assert_eq!(stream.data.recv().await.as_deref(), Some(&b"abc"[..]));
+        assert_eq!(stream.data.recv().await, None, "a reset stream ends");
+
+        stream.out.send(Bytes::from_static(b"xyz")).await;
+        let sender = session.sender();
+        sender.go_away();
+        sender.close().await;
+        // GOAWAY goes ahead of queued data; both arrive, then the connection ends.
+        let (mut data, mut goaway) = (Vec::new(), false);
+        while let Some(frame) = read_frame(&mut read).await.expect("frame") {
+            match frame {
+                Frame::Data {
+                    stream: 1, payload, ..
+                } => data.extend_from_slice(&payload),
+                Frame::Control { kind: GOAWAY, .. } => goaway = true,
+                _ => {}
+            }
+        }
+        assert_eq!(data, b"xyz");
+        assert!(goaway);
+        tokio::time::timeout(Duration::from_secs(5), session.done)
+            .await
+            .expect("the session ends")
+            .expect("join");
+        assert!(*session.closed.borrow());
     }
 }

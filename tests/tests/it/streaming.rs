@@ -339,6 +339,8 @@ async fn fifty_concurrent_execs_and_the_shim_returns_to_idle() {
     let url = exec_url(&mut rt, &c, &["true"], false, false).await;
     spdy::exec(&url, None).await;
     let idle_fds = open_fds(shim);
+    let front_pid = front.pid().expect("front pid");
+    let front_idle_fds = open_fds(front_pid);
     let idle_rss = dockpod_proto::procfs::memory(shim)
         .expect("memory")
         .rss_bytes;
@@ -359,6 +361,11 @@ async fn fifty_concurrent_execs_and_the_shim_returns_to_idle() {
     let fds = dockpod_tests::wait::wait_until("the shim's fds to return to idle", SECS, || {
         let fds = open_fds(shim);
         async move { (fds <= idle_fds).then_some(fds) }
+    })
+    .await;
+    dockpod_tests::wait::wait_until("the front's fds to return to idle", SECS, || {
+        let fds = open_fds(front_pid);
+        async move { (fds <= front_idle_fds).then_some(()) }
     })
     .await;
     // Freed memory goes back once the burst is over (within 4 MiB of the idle level).
@@ -546,5 +553,137 @@ async fn streaming_calls_check_their_requests() {
         .await
         .expect_err("stopped");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn older_spdy_protocols_get_text_errors_and_no_resize_stream() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-v2", logs.path()).await;
+    for protocol in ["v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"] {
+        let url = exec_url(&mut rt, &c, &["sh", "-c", "echo old; exit 9"], false, false).await;
+        let conn = spdy::connect(&url, &[protocol])
+            .await
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(conn.protocol, protocol);
+        let mut error = conn.open(&[("streamtype", "error")]).await;
+        let mut stdout = conn.open(&[("streamtype", "stdout")]).await;
+        let mut stderr = conn.open(&[("streamtype", "stderr")]).await;
+        let (out, _, status) = tokio::join!(stdout.read_all(), stderr.read_all(), error.read_all());
+        assert_eq!(out, b"old\n", "{protocol}");
+        let status = String::from_utf8_lossy(&status);
+        assert!(status.contains("exit status 9"), "{protocol}: {status}");
+        conn.close().await;
+    }
+    // A protocol nobody speaks is refused before any session starts.
+    let url = exec_url(&mut rt, &c, &["true"], false, false).await;
+    let refused = spdy::connect(&url, &["v9.channel.k8s.io"])
+        .await
+        .err()
+        .expect("unknown protocol");
+    assert!(refused.status.contains(" 403 "), "{refused:?}");
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn port_forward_reaches_a_host_network_pod() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let mut pod = pod_config("pf-hostnet", logs.path());
+    pod.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run_pod(&mut rt, &pod).await;
+    let port = dockpod_tests::registry::free_port();
+    let mut web = container_config("web", &["sh", "-c"]);
+    web.args = vec![format!(
+        "mkdir -p /tmp/www && echo on-the-node > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
+    )];
+    run_container(&mut rt, &id, &pod, web).await;
+    let addr = format!("127.0.0.1:{port}");
+    dockpod_tests::wait::wait_until("httpd on the node's loopback", SECS, || {
+        let addr = addr.clone();
+        async move { std::net::TcpStream::connect(&addr).ok().map(drop) }
+    })
+    .await;
+    let url = port_forward_url(&mut rt, &id, &[i32::from(port)]).await;
+    let conn = spdy::connect(&url, &["portforward.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    let (reply, error) = spdy::forward(&conn, port, 0, GET).await;
+    assert!(
+        String::from_utf8_lossy(&reply).contains("on-the-node"),
+        "{}",
+        String::from_utf8_lossy(&error)
+    );
+    conn.close().await;
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn port_forward_reaches_a_server_on_the_pods_ipv6_loopback() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let mut pod = pod_config("pf-ipv6", logs.path());
+    pod.linux = Some(LinuxPodSandboxConfig {
+        sysctls: [
+            (
+                "net.ipv6.conf.all.disable_ipv6".to_string(),
+                "0".to_string(),
+            ),
+            ("net.ipv6.conf.lo.disable_ipv6".to_string(), "0".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    });
+    let id = run_pod(&mut rt, &pod).await;
+    let mut web = container_config("web", &["sh", "-c"]);
+    web.args = vec![
+        "mkdir -p /tmp/www && echo over-ipv6 > /tmp/www/index.html && exec httpd -f -p [::1]:8081 -h /tmp/www".into(),
+    ];
+    let c = run_container(&mut rt, &id, &pod, web).await;
+    dockpod_tests::wait::wait_until("httpd on ::1", SECS, || {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move {
+            let r = rt
+                .exec_sync(ExecSyncRequest {
+                    container_id: c,
+                    cmd: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        "netstat -ltn | grep -q ':::8081\\|::1:8081'".into(),
+                    ],
+                    timeout: 10,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.exit_code == 0).then_some(())
+        }
+    })
+    .await;
+    let url = port_forward_url(&mut rt, &id, &[8081]).await;
+    let conn = spdy::connect(&url, &["portforward.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    let (reply, error) = spdy::forward(&conn, 8081, 0, GET).await;
+    assert!(
+        String::from_utf8_lossy(&reply).contains("over-ipv6"),
+        "{}",
+        String::from_utf8_lossy(&error)
+    );
+    conn.close().await;
     remove_pod(&mut rt, &id).await;
 }
