@@ -75,13 +75,17 @@ impl Cni {
         // Recorded before the first plugin runs, so that a shim dying half-way through still
         // knows what to delete.
         self.save(&attachment)?;
-        match self.add_chain(&attachment, netns).await {
+        let mut partial = None;
+        match self.add_chain(&attachment, netns, &mut partial).await {
             Ok(result) => {
                 attachment.result = Some(result);
                 self.save(&attachment)?;
                 Ok(attachment)
             }
             Err(e) => {
+                // DEL gets the result as far as the chain got, so that plugins which act on
+                // it (firewall rules for the pod's IPs, say) can undo their part.
+                attachment.result = partial;
                 if let Err(undo) = self.del(&attachment, netns).await {
                     tracing::error!(error = %undo, "deleting a failed network attachment");
                 }
@@ -90,11 +94,16 @@ impl Cni {
         }
     }
 
-    async fn add_chain(&self, a: &Attachment, netns: &str) -> Result<Value> {
+    /// Runs ADD through the chain; `prev` holds the result as far as the chain got.
+    async fn add_chain(
+        &self,
+        a: &Attachment,
+        netns: &str,
+        prev: &mut Option<Value>,
+    ) -> Result<Value> {
         for plugin in &a.plugins {
             self.negotiate(a, plugin_type(plugin)?).await?;
         }
-        let mut prev: Option<Value> = None;
         for plugin in &a.plugins {
             let conf = plugin_conf(a, plugin, prev.as_ref());
             let result = self
@@ -106,9 +115,10 @@ impl Cni {
                     plugin_type(plugin)?
                 )));
             }
-            prev = Some(result);
+            *prev = Some(result);
         }
-        prev.ok_or_else(|| Error::Network("the CNI network has no plugins".into()))
+        prev.clone()
+            .ok_or_else(|| Error::Network("the CNI network has no plugins".into()))
     }
 
     /// Deletes the attachment (plugins in reverse order) and its cache entry. `netns` may be
