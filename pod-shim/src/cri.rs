@@ -19,6 +19,7 @@ use crate::lifecycle::Pod;
 pub struct ShimRuntime {
     pub pod: Arc<Pod>,
     pub streaming: Arc<crate::streaming::Streaming>,
+    pub usage: Arc<crate::usage::Usage>,
 }
 
 /// A streaming session's URL path, or why none was made.
@@ -341,30 +342,40 @@ impl RuntimeService for ShimRuntime {
 
     async fn container_stats(
         &self,
-        _r: Request<ContainerStatsRequest>,
+        r: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        not_yet("ContainerStats")
+        let id = r.into_inner().container_id;
+        let stats = self.usage.container_stats(&self.pod, &id).await?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_container_stats(
         &self,
-        _r: Request<ListContainerStatsRequest>,
+        r: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        not_yet("ListContainerStats")
+        let filter = r.into_inner().filter.unwrap_or_default();
+        let stats = self.usage.list_container_stats(&self.pod, &filter).await;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<PodSandboxStatsRequest>,
+        r: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        not_yet("PodSandboxStats")
+        let id = r.into_inner().pod_sandbox_id;
+        let stats = self.usage.pod_stats(&self.pod, &id).await?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<ListPodSandboxStatsRequest>,
+        r: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        not_yet("ListPodSandboxStats")
+        let filter = r.into_inner().filter.unwrap_or_default();
+        let stats = self.usage.list_pod_stats(&self.pod, &filter).await?;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(

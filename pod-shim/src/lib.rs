@@ -20,5 +20,7 @@ pub mod pod;
 pub mod server;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod streaming;
 pub mod title;
+pub mod usage;

@@ -103,9 +103,13 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(service))
         .add_service(
-            RuntimeServiceServer::new(ShimRuntime { pod, streaming })
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
+            RuntimeServiceServer::new(ShimRuntime {
+                pod,
+                streaming,
+                usage: Default::default(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await

@@ -257,6 +257,82 @@ impl Pods {
         Ok(shim.runtime().exec_sync(req).await?.into_inner())
     }
 
+    pub async fn container_stats(
+        &self,
+        req: ContainerStatsRequest,
+    ) -> Result<ContainerStatsResponse, Status> {
+        let (id, shim) = self.require_container(&req.container_id)?;
+        let req = ContainerStatsRequest { container_id: id };
+        Ok(shim.runtime().container_stats(req).await?.into_inner())
+    }
+
+    pub async fn pod_sandbox_stats(
+        &self,
+        req: PodSandboxStatsRequest,
+    ) -> Result<PodSandboxStatsResponse, Status> {
+        let shim = self.pod(&req.pod_sandbox_id)?;
+        let req = PodSandboxStatsRequest {
+            pod_sandbox_id: shim.sandbox_id.clone(),
+        };
+        Ok(shim.runtime().pod_sandbox_stats(req).await?.into_inner())
+    }
+
+    /// Stats of every container matching `filter`, from all shims at once; a late shim's
+    /// containers are left out (Docker has no cheap answer to stand in).
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<ContainerStatsFilter>,
+    ) -> Vec<ContainerStats> {
+        let filter = filter.unwrap_or_default();
+        let shims = if filter.pod_sandbox_id.is_empty() {
+            self.registry.pods()
+        } else {
+            self.registry
+                .pod(&filter.pod_sandbox_id)
+                .into_iter()
+                .collect()
+        };
+        let ask = |shim: Arc<ShimHandle>| {
+            let req = ListContainerStatsRequest {
+                filter: Some(filter.clone()),
+            };
+            async move {
+                Ok(shim
+                    .runtime()
+                    .list_container_stats(req)
+                    .await?
+                    .into_inner()
+                    .stats)
+            }
+        };
+        self.fan_out("ListContainerStats", shims, ask, |_| Vec::new())
+            .await
+    }
+
+    pub async fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<PodSandboxStatsFilter>,
+    ) -> Vec<PodSandboxStats> {
+        let filter = filter.unwrap_or_default();
+        let ask = |shim: Arc<ShimHandle>| {
+            let req = ListPodSandboxStatsRequest {
+                filter: Some(filter.clone()),
+            };
+            async move {
+                Ok(shim
+                    .runtime()
+                    .list_pod_sandbox_stats(req)
+                    .await?
+                    .into_inner()
+                    .stats)
+            }
+        };
+        self.fan_out("ListPodSandboxStats", self.registry.pods(), ask, |_| {
+            Vec::new()
+        })
+        .await
+    }
+
     /// Every pod matching `filter`, from all shims at once.
     pub async fn list_pod_sandbox(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
         let filter = filter.unwrap_or_default();

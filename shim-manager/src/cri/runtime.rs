@@ -422,30 +422,39 @@ impl RuntimeService for RuntimeApi {
 
     async fn container_stats(
         &self,
-        _r: Request<ContainerStatsRequest>,
+        r: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats")
+        Ok(Response::new(
+            self.pods.container_stats(r.into_inner()).await?,
+        ))
     }
 
     async fn list_container_stats(
         &self,
-        _r: Request<ListContainerStatsRequest>,
+        r: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats")
+        let stats = self.pods.list_container_stats(r.into_inner().filter).await;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<PodSandboxStatsRequest>,
+        r: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        unimplemented("PodSandboxStats")
+        Ok(Response::new(
+            self.pods.pod_sandbox_stats(r.into_inner()).await?,
+        ))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<ListPodSandboxStatsRequest>,
+        r: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        unimplemented("ListPodSandboxStats")
+        let stats = self
+            .pods
+            .list_pod_sandbox_stats(r.into_inner().filter)
+            .await;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     async fn checkpoint_container(

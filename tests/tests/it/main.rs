@@ -11,4 +11,5 @@ mod pod_shim;
 mod pods;
 mod runtime_info;
 mod server_lifecycle;
+mod stats;
 mod streaming;

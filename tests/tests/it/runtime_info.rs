@@ -203,11 +203,11 @@ async fn calls_not_built_yet_answer_unimplemented() {
     let front = Front::start(&[]).await;
     let mut rt = front.runtime();
     let err = rt
-        .container_stats(ContainerStatsRequest::default())
+        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
         .await
-        .expect_err("ContainerStats");
+        .expect_err("ListMetricDescriptors");
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ContainerStats"), "{err:?}");
+    assert!(err.message().contains("ListMetricDescriptors"), "{err:?}");
     let err = rt
         .checkpoint_container(CheckpointContainerRequest::default())
         .await

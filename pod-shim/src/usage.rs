@@ -1,0 +1,204 @@
+//! The CRI's stats calls for this pod: per container (ContainerStats, ListContainerStats) and
+//! for the whole pod (PodSandboxStats, with its network and every container), from `stats`.
+//! Which cgroup and writable layer a container has is looked up in Docker once per container
+//! start, not on every call.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use k8s_cri::v1::{
+    ContainerAttributes, ContainerState, ContainerStats, ContainerStatsFilter,
+    LinuxPodSandboxStats, PodSandboxAttributes, PodSandboxStats, PodSandboxStatsFilter,
+};
+
+use crate::docker::now_ns;
+use crate::error::{Error, Result};
+use crate::lifecycle::Pod;
+use crate::pod::ContainerRecord;
+use crate::stats::{self, Cgroup, Memory, Sampler};
+
+/// Where one container's figures are read from.
+#[derive(Clone)]
+struct Target {
+    pid: i64,
+    cgroup: Cgroup,
+    upper_dir: Option<PathBuf>,
+}
+
+#[derive(Default)]
+pub struct Usage {
+    sampler: Arc<Sampler>,
+    targets: Mutex<HashMap<String, Target>>,
+}
+
+impl Usage {
+    fn targets(&self) -> std::sync::MutexGuard<'_, HashMap<String, Target>> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The container's cgroup while its process lives (looked up again after a restart).
+    async fn target(&self, pod: &Pod, id: &str) -> Option<Target> {
+        let cached = self.targets().get(id).cloned();
+        if let Some(t) = cached {
+            if std::path::Path::new(&format!("/proc/{}", t.pid)).exists() {
+                return Some(t);
+            }
+        }
+        let inspect = pod.engine.inspect(id).await.ok().flatten()?;
+        let pid = inspect
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)?;
+        let upper_dir = inspect
+            .graph_driver
+            .as_ref()
+            .and_then(|g| g.data.get("UpperDir"))
+            .map(PathBuf::from);
+        let target = Target {
+            pid,
+            cgroup: Cgroup::of(pid)?,
+            upper_dir,
+        };
+        self.targets().insert(id.to_string(), target.clone());
+        Some(target)
+    }
+
+    async fn container(&self, pod: &Pod, c: &ContainerRecord) -> ContainerStats {
+        let now = now_ns();
+        let meta = c.config.metadata.clone();
+        let attributes = Some(ContainerAttributes {
+            id: c.id.clone(),
+            metadata: meta,
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+        });
+        let running = c.state == ContainerState::ContainerRunning as i32;
+        let target = if running {
+            self.target(pod, &c.id).await
+        } else {
+            None
+        };
+        let Some(t) = target else {
+            self.sampler.forget(&c.id);
+            return ContainerStats {
+                attributes,
+                ..Default::default()
+            };
+        };
+        let memory = t.cgroup.memory();
+        ContainerStats {
+            attributes,
+            cpu: self.sampler.cpu(&c.id, &t.cgroup, now).await,
+            memory: memory.map(|m| m.cri(now)),
+            writable_layer: self.sampler.writable_layer(&c.id, t.upper_dir.clone(), now),
+            swap: memory.map(|m| m.swap_cri(now)),
+        }
+    }
+
+    pub async fn container_stats(&self, pod: &Pod, id: &str) -> Result<ContainerStats> {
+        let record = pod.snapshot();
+        let c = record
+            .find(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        Ok(self.container(pod, c).await)
+    }
+
+    pub async fn list_container_stats(
+        &self,
+        pod: &Pod,
+        filter: &ContainerStatsFilter,
+    ) -> Vec<ContainerStats> {
+        let record = pod.snapshot();
+        if !filter.pod_sandbox_id.is_empty()
+            && !record.sandbox_id.starts_with(&filter.pod_sandbox_id)
+        {
+            return Vec::new();
+        }
+        let chosen = record.containers.values().filter(|c| {
+            (filter.id.is_empty() || c.id.starts_with(&filter.id))
+                && dockpod_proto::filters::selects(&filter.label_selector, &c.config.labels)
+        });
+        let all = chosen.map(|c| self.container(pod, c));
+        futures_util::future::join_all(all).await
+    }
+
+    /// The pod's stats: its containers summed for CPU and memory, its processes, and its
+    /// network namespace's counters.
+    pub async fn pod_stats(&self, pod: &Pod, id: &str) -> Result<PodSandboxStats> {
+        let record = pod.snapshot();
+        if id.is_empty() || !record.sandbox_id.starts_with(id) {
+            return Err(Error::NotFound(format!("pod sandbox {id} not found")));
+        }
+        let now = now_ns();
+        let containers = futures_util::future::join_all(
+            record.containers.values().map(|c| self.container(pod, c)),
+        )
+        .await;
+        let sandbox = self.target(pod, &record.sandbox_id).await;
+        let mut cpu_cores = 0u64;
+        let mut cpu_total = 0u64;
+        let mut memory = Memory::default();
+        let mut processes = 0u64;
+        for c in &containers {
+            if let Some(cpu) = &c.cpu {
+                cpu_cores += cpu.usage_nano_cores.as_ref().map_or(0, |v| v.value);
+                cpu_total += cpu.usage_core_nano_seconds.as_ref().map_or(0, |v| v.value);
+            }
+        }
+        let mut targets = Vec::new();
+        for c in record.containers.values() {
+            if let Some(t) = self.targets().get(&c.id).cloned() {
+                targets.push(t);
+            }
+        }
+        targets.extend(sandbox.clone());
+        for t in &targets {
+            if let Some(m) = t.cgroup.memory() {
+                memory.add(&m);
+            }
+            processes += t.cgroup.processes().unwrap_or(0);
+        }
+        let meta = record.config.metadata.clone();
+        let linux = LinuxPodSandboxStats {
+            cpu: Some(k8s_cri::v1::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: Some(k8s_cri::v1::UInt64Value { value: cpu_total }),
+                usage_nano_cores: Some(k8s_cri::v1::UInt64Value { value: cpu_cores }),
+            }),
+            memory: Some(memory.cri(now)),
+            network: sandbox.as_ref().and_then(|s| stats::network(s.pid, now)),
+            process: Some(k8s_cri::v1::ProcessUsage {
+                timestamp: now,
+                process_count: Some(k8s_cri::v1::UInt64Value { value: processes }),
+            }),
+            containers,
+        };
+        Ok(PodSandboxStats {
+            attributes: Some(PodSandboxAttributes {
+                id: record.sandbox_id.clone(),
+                metadata: meta,
+                labels: record.config.labels.clone(),
+                annotations: record.config.annotations.clone(),
+            }),
+            linux: Some(linux),
+            windows: None,
+        })
+    }
+
+    pub async fn list_pod_stats(
+        &self,
+        pod: &Pod,
+        filter: &PodSandboxStatsFilter,
+    ) -> Result<Vec<PodSandboxStats>> {
+        let record = pod.snapshot();
+        let wanted = !record.sandbox_id.is_empty()
+            && (filter.id.is_empty() || record.sandbox_id.starts_with(&filter.id))
+            && dockpod_proto::filters::selects(&filter.label_selector, &record.config.labels);
+        if !wanted {
+            return Ok(Vec::new());
+        }
+        Ok(vec![self.pod_stats(pod, &record.sandbox_id).await?])
+    }
+}

@@ -1,0 +1,212 @@
+//! Container and pod statistics, read by the shims from the kernel (cgroups, the pod's network
+//! namespace) and checked against what the containers do.
+
+use std::time::Duration;
+
+use dockpod_tests::cri::*;
+use dockpod_tests::front::Front;
+use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+
+const SECS: Duration = Duration::from_secs(60);
+const MIB: u64 = 1024 * 1024;
+
+type Rt = RuntimeServiceClient<Channel>;
+
+async fn stats(rt: &mut Rt, id: &str) -> ContainerStats {
+    rt.container_stats(ContainerStatsRequest {
+        container_id: id.to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ContainerStats: {e:?}"))
+    .into_inner()
+    .stats
+    .expect("stats")
+}
+
+fn value(v: &Option<UInt64Value>) -> u64 {
+    v.as_ref().map_or(0, |v| v.value)
+}
+
+#[tokio::test]
+async fn container_stats_follow_what_the_container_does() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("stats", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    // 40 MiB in tmpfs are charged to the container and are no inactive file cache.
+    let mut mem = container_config("mem", &["sh", "-c"]);
+    mem.args = vec!["head -c 6291456 /dev/zero > /layer-file; head -c 41943040 /dev/zero > /dev/shm/fill; touch /tmp/ready; exec sleep 3600".into()];
+    mem.labels = [("role".to_string(), "memory".to_string())].into();
+    let mem = run_container(&mut rt, &id, &pod, mem).await;
+    let busy = run_container(
+        &mut rt,
+        &id,
+        &pod,
+        container_config("busy", &["sh", "-c", "while :; do :; done"]),
+    )
+    .await;
+
+    // The first look computes the writable layer's size: wait until it is all written.
+    wait_until("the memory container to fill up", SECS, || {
+        let mut rt = rt.clone();
+        let mem = mem.clone();
+        async move {
+            let r = rt
+                .exec_sync(ExecSyncRequest {
+                    container_id: mem,
+                    cmd: vec!["test".into(), "-f".into(), "/tmp/ready".into()],
+                    timeout: 10,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.exit_code == 0).then_some(())
+        }
+    })
+    .await;
+    let s = wait_until("a 40 MiB working set", SECS, || {
+        let mut rt = rt.clone();
+        let mem = mem.clone();
+        async move {
+            let s = stats(&mut rt, &mem).await;
+            let ws = s.memory.as_ref().map_or(0, |m| value(&m.working_set_bytes));
+            (ws >= 40 * MIB).then_some(s)
+        }
+    })
+    .await;
+    let attributes = s.attributes.expect("attributes");
+    assert_eq!(attributes.id, mem);
+    assert_eq!(attributes.labels["role"], "memory");
+    let memory = s.memory.expect("memory");
+    assert!(value(&memory.usage_bytes) >= value(&memory.working_set_bytes));
+    assert!(value(&memory.page_faults) > 0);
+    let layer = wait_until("the writable layer's size", SECS, || {
+        let mut rt = rt.clone();
+        let mem = mem.clone();
+        async move {
+            let s = stats(&mut rt, &mem).await;
+            let used = s
+                .writable_layer
+                .as_ref()
+                .map_or(0, |l| value(&l.used_bytes));
+            (used >= 6 * MIB).then_some(s.writable_layer)
+        }
+    })
+    .await
+    .expect("writable layer");
+    assert!(value(&layer.inodes_used) >= 1);
+
+    // A busy loop uses about one core (less when the machine is loaded, never much more).
+    stats(&mut rt, &busy).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = stats(&mut rt, &busy).await.cpu.expect("cpu");
+    let cores = value(&cpu.usage_nano_cores) as f64 / 1e9;
+    assert!((0.3..1.3).contains(&cores), "busy loop at {cores:.2} cores");
+    assert!(value(&cpu.usage_core_nano_seconds) > 1_000_000_000);
+    let idle = stats(&mut rt, &mem).await.cpu.expect("cpu");
+    assert!(
+        value(&idle.usage_nano_cores) < 100_000_000,
+        "sleep uses CPU: {idle:?}"
+    );
+
+    // Filters.
+    let list = |filter: ContainerStatsFilter| {
+        let mut rt = rt.clone();
+        async move {
+            let mut ids: Vec<String> = rt
+                .list_container_stats(ListContainerStatsRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .expect("ListContainerStats")
+                .into_inner()
+                .stats
+                .into_iter()
+                .filter_map(|s| s.attributes.map(|a| a.id))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut both = vec![mem.clone(), busy.clone()];
+    both.sort();
+    let in_pod = ContainerStatsFilter {
+        pod_sandbox_id: id.clone(),
+        ..Default::default()
+    };
+    assert_eq!(list(in_pod).await, both);
+    let by_label = ContainerStatsFilter {
+        label_selector: [("role".to_string(), "memory".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(by_label).await, vec![mem.clone()]);
+    let by_id = ContainerStatsFilter {
+        id: busy[..12].to_string(),
+        ..Default::default()
+    };
+    assert_eq!(list(by_id).await, vec![busy.clone()]);
+
+    // The pod: its containers, its processes and its network.
+    let pod_stats = rt
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    assert_eq!(pod_stats.attributes.expect("attributes").id, id);
+    let linux = pod_stats.linux.expect("linux");
+    assert_eq!(linux.containers.len(), 2);
+    assert!(value(&linux.memory.expect("memory").working_set_bytes) >= 40 * MIB);
+    assert!(value(&linux.process.expect("process").process_count) >= 3);
+    let network = linux.network.expect("network");
+    let eth0 = network.default_interface.expect("default interface");
+    assert_eq!(eth0.name, "eth0");
+    assert!(
+        value(&eth0.rx_bytes) > 0 || value(&eth0.tx_bytes) > 0,
+        "{eth0:?}"
+    );
+    let listed = rt
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+            filter: Some(PodSandboxStatsFilter {
+                id: id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListPodSandboxStats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+
+    // Stopped: the attributes and no usage. Removed: not found.
+    rt.stop_container(StopContainerRequest {
+        container_id: busy.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    wait_exited(&rt, &busy, SECS).await;
+    let stopped = stats(&mut rt, &busy).await;
+    assert_eq!(stopped.attributes.expect("attributes").id, busy);
+    assert!(stopped.cpu.is_none() && stopped.memory.is_none());
+    rt.remove_container(RemoveContainerRequest {
+        container_id: busy.clone(),
+    })
+    .await
+    .expect("remove");
+    let err = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: busy.clone(),
+        })
+        .await
+        .expect_err("removed container");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    remove_pod(&mut rt, &id).await;
+}
