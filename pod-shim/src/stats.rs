@@ -237,11 +237,14 @@ fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
         .collect()
 }
 
+/// A writable layer's bytes and inodes, once measured.
+type LayerSize = Option<(u64, u64)>;
+
 /// CPU samples per container, for usage in nanocores between two looks.
 #[derive(Default)]
 pub struct Sampler {
     last: Mutex<HashMap<String, (Instant, u64)>>,
-    layers: Mutex<HashMap<String, (Instant, Option<(u64, u64)>)>>,
+    layers: Mutex<HashMap<String, (Instant, LayerSize)>>,
 }
 
 impl Sampler {
