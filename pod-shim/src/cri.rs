@@ -49,10 +49,6 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(
     Ok(())
 }
 
-fn not_yet<T>(call: &'static str) -> Result<Response<T>, Status> {
-    Err(Error::Unimplemented(call).into())
-}
-
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
 
@@ -414,14 +410,19 @@ impl RuntimeService for ShimRuntime {
         &self,
         _r: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        not_yet("ListMetricDescriptors")
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: dockpod_proto::metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        not_yet("ListPodSandboxMetrics")
+        let pod_metrics = self.usage.pod_metrics(&self.pod).await?;
+        Ok(Response::new(ListPodSandboxMetricsResponse {
+            pod_metrics: pod_metrics.into_iter().collect(),
+        }))
     }
 
     async fn runtime_config(

@@ -19,8 +19,6 @@ pub enum Error {
     /// Pod network setup or teardown failed (a CNI plugin's error, usually).
     #[error("{0}")]
     Network(String),
-    #[error("{0} is not implemented by dockpod yet")]
-    Unimplemented(&'static str),
     #[error("{context}: {source}")]
     Docker {
         context: String,
@@ -54,7 +52,6 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::Unimplemented(_) => Code::Unimplemented,
             Error::Network(_) => Code::Unknown,
             Error::Io { .. } => Code::Internal,
             Error::Docker { source, .. } => dockpod_proto::docker_errors::code(source),

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1::{
-    ContainerAttributes, ContainerState, ContainerStats, ContainerStatsFilter,
-    LinuxPodSandboxStats, PodSandboxAttributes, PodSandboxStats, PodSandboxStatsFilter,
+    ContainerAttributes, ContainerMetrics, ContainerState, ContainerStats, ContainerStatsFilter,
+    LinuxPodSandboxStats, PodSandboxAttributes, PodSandboxMetrics, PodSandboxStats,
+    PodSandboxStatsFilter,
 };
 
 use crate::docker::now_ns;
@@ -200,5 +201,70 @@ impl Usage {
             return Ok(Vec::new());
         }
         Ok(vec![self.pod_stats(pod, &record.sandbox_id).await?])
+    }
+}
+
+impl Usage {
+    /// The pod's metrics for ListPodSandboxMetrics (see `dockpod_proto::metrics`).
+    pub async fn pod_metrics(&self, pod: &Pod) -> Result<Option<PodSandboxMetrics>> {
+        use dockpod_proto::metrics as m;
+        let record = pod.snapshot();
+        if record.sandbox_id.is_empty() {
+            return Ok(None);
+        }
+        let stats = self.pod_stats(pod, &record.sandbox_id).await?;
+        let now = now_ns();
+        let linux = stats.linux.unwrap_or_default();
+        let mut metrics = Vec::new();
+        if let Some(network) = &linux.network {
+            for i in &network.interfaces {
+                let labels = [i.name.as_str()];
+                let v = |x: &Option<k8s_cri::v1::UInt64Value>| x.as_ref().map_or(0, |v| v.value);
+                metrics.push(m::NETWORK_RX.value(now, &labels, v(&i.rx_bytes)));
+                metrics.push(m::NETWORK_TX.value(now, &labels, v(&i.tx_bytes)));
+                metrics.push(m::NETWORK_RX_ERRORS.value(now, &labels, v(&i.rx_errors)));
+                metrics.push(m::NETWORK_TX_ERRORS.value(now, &labels, v(&i.tx_errors)));
+            }
+        }
+        let mut container_metrics = Vec::new();
+        for c in &linux.containers {
+            let Some(attributes) = &c.attributes else {
+                continue;
+            };
+            let name = attributes
+                .metadata
+                .as_ref()
+                .map(|m| m.name.as_str())
+                .unwrap_or_default();
+            let labels = [attributes.id.as_str(), name];
+            let v = |x: &Option<k8s_cri::v1::UInt64Value>| x.as_ref().map(|v| v.value);
+            let mut values = Vec::new();
+            if let Some(cpu) = &c.cpu {
+                values.extend(
+                    v(&cpu.usage_core_nano_seconds).map(|x| m::CPU_USAGE.value(now, &labels, x)),
+                );
+            }
+            if let Some(mem) = &c.memory {
+                values.extend(v(&mem.usage_bytes).map(|x| m::MEMORY_USAGE.value(now, &labels, x)));
+                values.extend(
+                    v(&mem.working_set_bytes).map(|x| m::MEMORY_WORKING_SET.value(now, &labels, x)),
+                );
+                values.extend(v(&mem.rss_bytes).map(|x| m::MEMORY_RSS.value(now, &labels, x)));
+            }
+            let processes = self
+                .targets()
+                .get(&attributes.id)
+                .and_then(|t| t.cgroup.processes());
+            values.extend(processes.map(|x| m::PROCESSES.value(now, &labels, x)));
+            container_metrics.push(ContainerMetrics {
+                container_id: attributes.id.clone(),
+                metrics: values,
+            });
+        }
+        Ok(Some(PodSandboxMetrics {
+            pod_sandbox_id: record.sandbox_id.clone(),
+            metrics,
+            container_metrics,
+        }))
     }
 }

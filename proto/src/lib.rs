@@ -10,6 +10,7 @@ pub mod files;
 pub mod filters;
 pub mod labels;
 pub mod layout;
+pub mod metrics;
 pub mod procfs;
 pub mod sockets;
 pub mod streaming;

@@ -15,9 +15,6 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
-    #[error("{0} is not implemented by dockpod yet")]
-    Unimplemented(&'static str),
-
     #[error("{context}: {source}")]
     Docker {
         context: String,
@@ -55,7 +52,6 @@ impl Error {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Unimplemented(_) => Code::Unimplemented,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Io { .. } => Code::Internal,
             Error::Docker { source, .. } => dockpod_proto::docker_errors::code(source),

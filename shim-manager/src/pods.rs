@@ -333,6 +333,21 @@ impl Pods {
         .await
     }
 
+    pub async fn list_pod_sandbox_metrics(&self) -> Vec<PodSandboxMetrics> {
+        let ask = |shim: Arc<ShimHandle>| async move {
+            Ok(shim
+                .runtime()
+                .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+                .await?
+                .into_inner()
+                .pod_metrics)
+        };
+        self.fan_out("ListPodSandboxMetrics", self.registry.pods(), ask, |_| {
+            Vec::new()
+        })
+        .await
+    }
+
     /// Every pod matching `filter`, from all shims at once.
     pub async fn list_pod_sandbox(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
         let filter = filter.unwrap_or_default();

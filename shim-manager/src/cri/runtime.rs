@@ -1,6 +1,5 @@
 //! CRI `RuntimeService`: runtime identity, readiness and configuration are answered here;
-//! pod- and container-scoped calls go to the pods' shims (see `pods`); what is not built yet
-//! answers `Unimplemented`, never a made-up success.
+//! pod- and container-scoped calls go to the pods' shims (see `pods`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -171,11 +170,6 @@ impl RuntimeApi {
             }),
         })
     }
-}
-
-/// Answers a call whose owner (the pod shims, streaming, stats) is not built yet.
-fn unimplemented<T>(call: &'static str) -> Result<Response<T>, Status> {
-    Err(Error::Unimplemented(call).into())
 }
 
 type EventStream =
@@ -485,13 +479,16 @@ impl RuntimeService for RuntimeApi {
         &self,
         _r: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: dockpod_proto::metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = self.pods.list_pod_sandbox_metrics().await;
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
 }

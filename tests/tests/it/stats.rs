@@ -185,6 +185,52 @@ async fn container_stats_follow_what_the_container_does() {
         .stats;
     assert_eq!(listed.len(), 1);
 
+    // The same figures as cAdvisor-style metrics.
+    let descriptors = rt
+        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+        .await
+        .expect("ListMetricDescriptors")
+        .into_inner()
+        .descriptors;
+    let working_set = descriptors
+        .iter()
+        .find(|d| d.name == "container_memory_working_set_bytes")
+        .expect("working set descriptor");
+    assert_eq!(working_set.label_keys, vec!["id", "name"]);
+    let metrics = rt
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    let ours = metrics
+        .iter()
+        .find(|m| m.pod_sandbox_id == id)
+        .expect("our pod's metrics");
+    assert!(ours
+        .metrics
+        .iter()
+        .any(|m| m.name == "container_network_receive_bytes_total" && m.label_values == ["eth0"]));
+    let mem_metrics = ours
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == mem)
+        .expect("the memory container's metrics");
+    let ws = mem_metrics
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_memory_working_set_bytes")
+        .expect("working set");
+    assert_eq!(ws.label_values, vec![mem.as_str(), "mem"]);
+    assert!(value(&ws.value) >= 40 * MIB);
+    for m in &mem_metrics.metrics {
+        assert!(
+            descriptors.iter().any(|d| d.name == m.name),
+            "{} has no descriptor",
+            m.name
+        );
+    }
+
     // Stopped: the attributes and no usage. Removed: not found.
     rt.stop_container(StopContainerRequest {
         container_id: busy.clone(),
