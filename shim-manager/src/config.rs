@@ -28,7 +28,7 @@ pub enum Command {
     /// Serve the CRI (runtime.v1 RuntimeService and ImageService) on a unix socket.
     // A flag given twice takes its last value, so wrappers can append overrides.
     #[command(args_override_self = true)]
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// One line per pod: its shim's PID, RSS, PSS, uptime and containers.
     Ps(RunDir),
     /// The shim's view of one pod (sandbox ID or prefix, name, or namespace/name) as JSON.
@@ -110,6 +110,10 @@ pub struct ServeConfig {
     /// `--streaming-connection-idle-timeout`, 4 hours by default).
     #[arg(long, env = "DOCKPOD_STREAMING_IDLE_TIMEOUT", default_value_t = 4 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub streaming_idle_timeout: u64,
+
+    /// Address (IP:PORT) to serve Prometheus metrics on, at /metrics; none when unset.
+    #[arg(long, env = "DOCKPOD_METRICS_BIND_ADDR")]
+    pub metrics_bind_addr: Option<SocketAddr>,
 
     /// Network plugin for pods: empty for Docker's default bridge, or `cni`.
     #[arg(long, env = "DOCKPOD_NETWORK_PLUGIN", default_value = "", value_parser = parse_network_plugin)]
@@ -246,7 +250,7 @@ mod tests {
         let mut argv = vec!["shim-manager", "serve"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).and_then(|cli| match cli.command {
-            Command::Serve(c) => Ok(c),
+            Command::Serve(c) => Ok(*c),
             _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
         })
     }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod fallback;
 pub mod image_ref;
 pub mod imagefs;
+pub mod metrics;
 pub mod network;
 pub mod pods;
 pub mod registry;

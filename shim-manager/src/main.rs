@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => {
             init_tracing(config.log_level.as_filter());
-            match serve(config) {
+            match serve(*config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

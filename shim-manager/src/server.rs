@@ -68,6 +68,11 @@ pub async fn run(
         engine: engine.clone(),
     });
     pods.adopt_running().await;
+    if let Some(addr) = config.metrics_bind_addr {
+        crate::metrics::serve(addr, pods.clone())
+            .await
+            .map_err(Error::io(format!("binding the metrics server on {addr}")))?;
+    }
     let stream_base =
         crate::streaming::start(config.streaming_bind_addr, config.run_directory.clone())
             .await
@@ -98,6 +103,7 @@ pub async fn run(
         notify.notify_one();
     };
     let serve = tonic::transport::Server::builder()
+        .layer(crate::metrics::CriLayer)
         .add_service(
             RuntimeServiceServer::new(runtime)
                 .max_decoding_message_size(MAX_MESSAGE)

@@ -42,7 +42,8 @@ impl ImageApi {
 
     /// Inspects `name`; `None` when Docker has no such image.
     async fn inspect(&self, name: &str) -> Result<Option<ImageInspect>> {
-        match self.engine.api()?.inspect_image(name).await {
+        let api = self.engine.api()?;
+        match crate::metrics::docker("inspect_image", api.inspect_image(name)).await {
             Ok(image) => Ok(Some(image)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
@@ -73,9 +74,8 @@ impl ImageApi {
                     filters,
                     ..Default::default()
                 };
-                self.engine
-                    .api()?
-                    .list_images(Some(options))
+                let api = self.engine.api()?;
+                crate::metrics::docker("list_images", api.list_images(Some(options)))
                     .await
                     .map_err(Error::docker("listing images"))?
                     .into_iter()
@@ -180,11 +180,12 @@ impl ImageApi {
             noprune: false,
             ..Default::default()
         };
-        match self
-            .engine
-            .api()?
-            .remove_image(reference, Some(options), None)
-            .await
+        let api = self.engine.api()?;
+        match crate::metrics::docker(
+            "remove_image",
+            api.remove_image(reference, Some(options), None),
+        )
+        .await
         {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -193,10 +194,8 @@ impl ImageApi {
     }
 
     async fn fs_info(&self) -> Result<ImageFsInfoResponse> {
-        let info = self
-            .engine
-            .api()?
-            .info()
+        let api = self.engine.api()?;
+        let info = crate::metrics::docker("info", api.info())
             .await
             .map_err(Error::docker("reading docker info"))?;
         let root = info

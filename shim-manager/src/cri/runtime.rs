@@ -63,10 +63,8 @@ impl RuntimeApi {
     }
 
     async fn version(&self) -> Result<VersionResponse> {
-        let v = self
-            .engine
-            .api()?
-            .version()
+        let api = self.engine.api()?;
+        let v = crate::metrics::docker("version", api.version())
             .await
             .map_err(Error::docker("reading docker's version"))?;
         Ok(VersionResponse {
@@ -79,9 +77,8 @@ impl RuntimeApi {
 
     async fn status(&self, verbose: bool) -> StatusResponse {
         let ping = async {
-            self.engine
-                .api()?
-                .ping()
+            let api = self.engine.api()?;
+            crate::metrics::docker("ping", api.ping())
                 .await
                 .map_err(Error::docker("ping"))
         };

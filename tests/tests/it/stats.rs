@@ -256,3 +256,79 @@ async fn container_stats_follow_what_the_container_does() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     remove_pod(&mut rt, &id).await;
 }
+
+/// A Prometheus text exposition's samples: `(name{labels}, value)`.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP reply");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_is_scraped_and_parsed() {
+    let port = dockpod_tests::registry::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let front = Front::start(&["--metrics-bind-addr", &addr]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    rt.version(VersionRequest::default())
+        .await
+        .expect("Version");
+    let err = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: "0123456789ab".into(),
+            verbose: false,
+        })
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let pod = pod_config("metrics", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let body = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || scrape(&addr)
+    })
+    .await
+    .expect("scrape");
+    let samples = samples(&body);
+    let find = |prefix: &str| -> Vec<f64> {
+        samples
+            .iter()
+            .filter(|(s, _)| s.starts_with(prefix))
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    assert!(
+        find("dockpod_cri_request_duration_seconds_count{method=\"Version\"}")[0] >= 1.0,
+        "{body}"
+    );
+    assert!(find("dockpod_cri_request_duration_seconds_count{method=\"RunPodSandbox\"}")[0] >= 1.0);
+    assert!(
+        find("dockpod_cri_request_errors_total{method=\"PodSandboxStatus\",code=\"5\"}")[0] >= 1.0,
+        "{body}"
+    );
+    assert!(find("dockpod_docker_request_duration_seconds_count{operation=\"version\"}")[0] >= 1.0);
+    assert_eq!(find("dockpod_shims")[0], 1.0, "{body}");
+    assert_eq!(find("dockpod_shim_restarts_total")[0], 0.0);
+    let rss = find("dockpod_shim_resident_bytes{");
+    assert_eq!(rss.len(), 1);
+    assert!(rss[0] > 1e6, "a shim's RSS of {} bytes", rss[0]);
+    assert!(find("dockpod_shim_proportional_bytes{")[0] > 0.0);
+    remove_pod(&mut rt, &id).await;
+}

@@ -1,0 +1,287 @@
+//! The front's Prometheus metrics (prometheus-client), served in the text format on
+//! `--metrics-bind-addr`: latency and errors of every CRI method, latency of the front's own
+//! Docker API calls, the number of pod shims, shim restarts, and each shim's RSS and PSS
+//! (read from /proc at scrape time).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::codegen::http;
+
+use crate::pods::Pods;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Method {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodError {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Operation {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Shim {
+    shim: String,
+    sandbox: String,
+}
+
+type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    cri_latency: Latency<Method>,
+    cri_errors: Family<MethodError, Counter>,
+    docker_latency: Latency<Operation>,
+    shims: Gauge,
+    shim_restarts: Counter,
+    shim_rss: Family<Shim, Gauge>,
+    shim_pss: Family<Shim, Gauge>,
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("dockpod");
+        let cri_latency: Latency<Method> = Family::new_with_constructor(latency_histogram);
+        let cri_errors = Family::<MethodError, Counter>::default();
+        let docker_latency: Latency<Operation> = Family::new_with_constructor(latency_histogram);
+        let shims = Gauge::default();
+        let shim_restarts = Counter::default();
+        let shim_rss = Family::<Shim, Gauge>::default();
+        let shim_pss = Family::<Shim, Gauge>::default();
+        registry.register(
+            "cri_request_duration_seconds",
+            "Latency of CRI calls by method",
+            cri_latency.clone(),
+        );
+        registry.register(
+            "cri_request_errors",
+            "CRI calls that failed, by method and gRPC code",
+            cri_errors.clone(),
+        );
+        registry.register(
+            "docker_request_duration_seconds",
+            "Latency of the front's Docker API calls by operation",
+            docker_latency.clone(),
+        );
+        registry.register("shims", "Pod shims the front knows", shims.clone());
+        registry.register(
+            "shim_restarts",
+            "Pod shims started again after they died",
+            shim_restarts.clone(),
+        );
+        registry.register(
+            "shim_resident_bytes",
+            "Resident set size of each pod shim",
+            shim_rss.clone(),
+        );
+        registry.register(
+            "shim_proportional_bytes",
+            "Proportional set size (PSS) of each pod shim",
+            shim_pss.clone(),
+        );
+        Metrics {
+            registry,
+            cri_latency,
+            cri_errors,
+            docker_latency,
+            shims,
+            shim_restarts,
+            shim_rss,
+            shim_pss,
+        }
+    }
+
+    fn observe_cri(&self, method: &str, took: Duration, code: Option<&str>) {
+        let method = method.to_string();
+        self.cri_latency
+            .get_or_create(&Method {
+                method: method.clone(),
+            })
+            .observe(took.as_secs_f64());
+        if let Some(code) = code.filter(|c| *c != "0") {
+            self.cri_errors
+                .get_or_create(&MethodError {
+                    method,
+                    code: code.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn shim_restarted(&self) {
+        self.shim_restarts.inc();
+    }
+
+    /// The metrics in Prometheus' text format, with the shims' figures read now.
+    pub fn render(&self, pods: &Pods) -> String {
+        let shims = pods.registry.pods();
+        self.shims.set(shims.len() as i64);
+        self.shim_rss.clear();
+        self.shim_pss.clear();
+        for shim in shims {
+            let Ok(memory) = dockpod_proto::procfs::memory(shim.pid) else {
+                continue;
+            };
+            let labels = Shim {
+                shim: shim.shim_id.clone(),
+                sandbox: shim.sandbox_id.clone(),
+            };
+            self.shim_rss
+                .get_or_create(&labels)
+                .set(memory.rss_bytes as i64);
+            self.shim_pss
+                .get_or_create(&labels)
+                .set(memory.pss_bytes as i64);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+/// Times one of the front's Docker API calls.
+pub async fn docker<F: Future>(operation: &str, call: F) -> F::Output {
+    let start = Instant::now();
+    let out = call.await;
+    global()
+        .docker_latency
+        .get_or_create(&Operation {
+            operation: operation.to_string(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    out
+}
+
+/// A tower layer timing every gRPC call the front serves, with its status code.
+#[derive(Clone, Copy, Default)]
+pub struct CriLayer;
+
+impl<S> tower::Layer<S> for CriLayer {
+    type Service = Timed<S>;
+
+    fn layer(&self, inner: S) -> Timed<S> {
+        Timed { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Timed<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Timed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let start = Instant::now();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let response = call.await;
+            // An error answered by a handler travels in the headers (a trailers-only reply).
+            let code = match &response {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                Err(_) => Some("transport".to_string()),
+            };
+            global().observe_cri(&method, start.elapsed(), code.as_deref());
+            response
+        })
+    }
+}
+
+/// Serves `GET /metrics` on `addr`; returns the bound address.
+pub async fn serve(addr: SocketAddr, pods: Arc<Pods>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "serving Prometheus metrics on /metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let pods = pods.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                let read = tokio::time::timeout(Duration::from_secs(10), async {
+                    while dockpod_proto::streaming::head_end(&head).is_none() && head.len() < 8192 {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    true
+                })
+                .await;
+                if !matches!(read, Ok(true)) {
+                    return;
+                }
+                let wanted =
+                    head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
+                let (status, body) = if wanted {
+                    ("200 OK", global().render(&pods))
+                } else {
+                    ("404 Not Found", "see /metrics\n".to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Ok(local)
+}
