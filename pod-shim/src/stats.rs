@@ -19,6 +19,8 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const LAYER_TTL: Duration = Duration::from_secs(30);
 /// Gap between two CPU samples when a container has none yet (usage_nano_cores needs two).
 const FIRST_SAMPLE_GAP: Duration = Duration::from_millis(100);
+/// A rate is computed over at least this long; a quicker caller gets the last rate again.
+const MIN_WINDOW: Duration = Duration::from_millis(50);
 
 /// A process's cgroups: the unified one (v2), or one directory per v1 controller.
 #[derive(Debug, Clone)]
@@ -237,18 +239,27 @@ fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
         .collect()
 }
 
+fn cpu_usage(timestamp: i64, total_ns: u64, nano_cores: u64) -> CpuUsage {
+    CpuUsage {
+        timestamp,
+        usage_core_nano_seconds: Some(UInt64Value { value: total_ns }),
+        usage_nano_cores: Some(UInt64Value { value: nano_cores }),
+    }
+}
+
 /// A writable layer's bytes and inodes, once measured.
 type LayerSize = Option<(u64, u64)>;
 
 /// CPU samples per container, for usage in nanocores between two looks.
 #[derive(Default)]
 pub struct Sampler {
-    last: Mutex<HashMap<String, (Instant, u64)>>,
+    /// Per container: when and how much CPU time was last sampled, and the rate then.
+    last: Mutex<HashMap<String, (Instant, u64, u64)>>,
     layers: Mutex<HashMap<String, (Instant, LayerSize)>>,
 }
 
 impl Sampler {
-    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u64)>> {
+    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u64, u64)>> {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -258,24 +269,22 @@ impl Sampler {
         let mut now = (Instant::now(), cgroup.cpu_ns()?);
         let previous = self.last().get(key).copied();
         let previous = match previous {
-            Some(p) if now.0.duration_since(p.0) >= Duration::from_millis(10) => p,
-            _ => {
+            Some((at, _, rate)) if now.0.duration_since(at) < MIN_WINDOW => {
+                return Some(cpu_usage(timestamp, now.1, rate));
+            }
+            Some((at, used, _)) => (at, used),
+            None => {
                 let first = now;
                 tokio::time::sleep(FIRST_SAMPLE_GAP).await;
                 now = (Instant::now(), cgroup.cpu_ns()?);
                 first
             }
         };
-        self.last().insert(key.to_string(), now);
-        let elapsed = now.0.duration_since(previous.0).as_nanos().max(1) as u64;
+        let elapsed = now.0.duration_since(previous.0).as_nanos().max(1);
         let used = now.1.saturating_sub(previous.1);
-        Some(CpuUsage {
-            timestamp,
-            usage_core_nano_seconds: Some(UInt64Value { value: now.1 }),
-            usage_nano_cores: Some(UInt64Value {
-                value: (used as u128 * 1_000_000_000 / elapsed as u128) as u64,
-            }),
-        })
+        let rate = (used as u128 * 1_000_000_000 / elapsed) as u64;
+        self.last().insert(key.to_string(), (now.0, now.1, rate));
+        Some(cpu_usage(timestamp, now.1, rate))
     }
 
     /// Forgets a container that is gone.
