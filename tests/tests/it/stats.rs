@@ -242,6 +242,19 @@ async fn container_stats_follow_what_the_container_does() {
     let stopped = stats(&mut rt, &busy).await;
     assert_eq!(stopped.attributes.expect("attributes").id, busy);
     assert!(stopped.cpu.is_none() && stopped.memory.is_none());
+    let listed = rt
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                id: busy.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainerStats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1, "a stopped container is still listed");
+    assert!(listed[0].cpu.is_none());
     rt.remove_container(RemoveContainerRequest {
         container_id: busy.clone(),
     })
@@ -254,7 +267,35 @@ async fn container_stats_follow_what_the_container_does() {
         .await
         .expect_err("removed container");
     assert_eq!(err.code(), tonic::Code::NotFound);
+    let listed = rt
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainerStats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1, "only the remaining container");
     remove_pod(&mut rt, &id).await;
+    let err = rt
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect_err("removed pod");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let listed = rt
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+        .await
+        .expect("ListPodSandboxStats")
+        .into_inner()
+        .stats;
+    assert!(listed
+        .iter()
+        .all(|s| s.attributes.as_ref().is_some_and(|a| a.id != id)));
 }
 
 /// A Prometheus text exposition's samples: `(name{labels}, value)`.
