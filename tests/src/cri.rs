@@ -188,3 +188,26 @@ pub async fn container_ids(
     ids.sort();
     ids
 }
+
+/// Waits (at most `timeout`) until `script` exits 0 in the container, run by `sh -c` through
+/// ExecSync: for a server in a pod to listen, a file to appear.
+pub async fn wait_for_script(
+    rt: &RuntimeServiceClient<Channel>,
+    container: &str,
+    script: &str,
+    timeout: Duration,
+) {
+    wait_until(&format!("`{script}` to succeed"), timeout, || {
+        let mut rt = rt.clone();
+        let request = ExecSyncRequest {
+            container_id: container.to_string(),
+            cmd: vec!["sh".into(), "-c".into(), script.to_string()],
+            timeout: 10,
+        };
+        async move {
+            let r = rt.exec_sync(request).await.ok()?.into_inner();
+            (r.exit_code == 0).then_some(())
+        }
+    })
+    .await
+}

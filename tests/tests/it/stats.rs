@@ -51,23 +51,7 @@ async fn container_stats_follow_what_the_container_does() {
     .await;
 
     // The first look computes the writable layer's size: wait until it is all written.
-    wait_until("the memory container to fill up", SECS, || {
-        let mut rt = rt.clone();
-        let mem = mem.clone();
-        async move {
-            let r = rt
-                .exec_sync(ExecSyncRequest {
-                    container_id: mem,
-                    cmd: vec!["test".into(), "-f".into(), "/tmp/ready".into()],
-                    timeout: 10,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            (r.exit_code == 0).then_some(())
-        }
-    })
-    .await;
+    wait_for_script(&rt, &mem, "test -f /tmp/ready", SECS).await;
     let s = wait_until("a 40 MiB working set", SECS, || {
         let mut rt = rt.clone();
         let mem = mem.clone();

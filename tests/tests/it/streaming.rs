@@ -140,27 +140,7 @@ async fn web_pod(rt: &mut Rt, name: &str, logs: &std::path::Path) -> String {
     ];
     let c = run_container(rt, &id, &pod, config).await;
     // httpd listens once the exec of a probe succeeds.
-    dockpod_tests::wait::wait_until("httpd to listen", SECS, || {
-        let mut rt = rt.clone();
-        let c = c.clone();
-        async move {
-            let r = rt
-                .exec_sync(ExecSyncRequest {
-                    container_id: c,
-                    cmd: vec![
-                        "sh".into(),
-                        "-c".into(),
-                        "netstat -ltn | grep -q :8080".into(),
-                    ],
-                    timeout: 10,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            (r.exit_code == 0).then_some(())
-        }
-    })
-    .await;
+    wait_for_script(rt, &c, "netstat -ltn | grep -q :8080", SECS).await;
     id
 }
 
@@ -653,27 +633,7 @@ async fn port_forward_reaches_a_server_on_the_pods_ipv6_loopback() {
         "mkdir -p /tmp/www && echo over-ipv6 > /tmp/www/index.html && exec httpd -f -p [::1]:8081 -h /tmp/www".into(),
     ];
     let c = run_container(&mut rt, &id, &pod, web).await;
-    dockpod_tests::wait::wait_until("httpd on ::1", SECS, || {
-        let mut rt = rt.clone();
-        let c = c.clone();
-        async move {
-            let r = rt
-                .exec_sync(ExecSyncRequest {
-                    container_id: c,
-                    cmd: vec![
-                        "sh".into(),
-                        "-c".into(),
-                        "netstat -ltn | grep -q ':::8081\\|::1:8081'".into(),
-                    ],
-                    timeout: 10,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            (r.exit_code == 0).then_some(())
-        }
-    })
-    .await;
+    wait_for_script(&rt, &c, "netstat -ltn | grep -q ':::8081\\|::1:8081'", SECS).await;
     let url = port_forward_url(&mut rt, &id, &[8081]).await;
     let conn = spdy::connect(&url, &["portforward.k8s.io"])
         .await
