@@ -120,6 +120,15 @@ impl Pods {
         Ok(self.registry.container(id))
     }
 
+    /// The shim of one pod, or every shim when no pod is named (a list filter's pod).
+    fn shims_for(&self, pod_sandbox_id: &str) -> Vec<Arc<ShimHandle>> {
+        if pod_sandbox_id.is_empty() {
+            self.registry.pods()
+        } else {
+            self.registry.pod(pod_sandbox_id).into_iter().collect()
+        }
+    }
+
     fn require_container(&self, id: &str) -> Result<(String, Arc<ShimHandle>), Status> {
         self.container(id)?
             .ok_or_else(|| Status::not_found(format!("container {id} not found")))
@@ -284,14 +293,7 @@ impl Pods {
         filter: Option<ContainerStatsFilter>,
     ) -> Vec<ContainerStats> {
         let filter = filter.unwrap_or_default();
-        let shims = if filter.pod_sandbox_id.is_empty() {
-            self.registry.pods()
-        } else {
-            self.registry
-                .pod(&filter.pod_sandbox_id)
-                .into_iter()
-                .collect()
-        };
+        let shims = self.shims_for(&filter.pod_sandbox_id);
         let ask = |shim: Arc<ShimHandle>| {
             let req = ListContainerStatsRequest {
                 filter: Some(filter.clone()),
@@ -377,14 +379,7 @@ impl Pods {
     /// Every container matching `filter`, from all shims at once (or just the one pod's).
     pub async fn list_containers(&self, filter: Option<ContainerFilter>) -> Vec<Container> {
         let filter = filter.unwrap_or_default();
-        let shims = if filter.pod_sandbox_id.is_empty() {
-            self.registry.pods()
-        } else {
-            self.registry
-                .pod(&filter.pod_sandbox_id)
-                .into_iter()
-                .collect()
-        };
+        let shims = self.shims_for(&filter.pod_sandbox_id);
         let ask = |shim: Arc<ShimHandle>| {
             let req = ListContainersRequest {
                 filter: Some(filter.clone()),

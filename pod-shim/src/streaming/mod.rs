@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use crate::lifecycle::Pod;
 use prefixed::Prefixed;
 use remote::{Io, Outcome, ResizeDecoder};
-use sessions::{Pending, Refused, Sessions};
+use sessions::{Pending, Refused, Sessions, Streams};
 
 /// How long a client has to open the streams of a session.
 const STREAMS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -212,45 +212,17 @@ async fn serve_spdy(
         return;
     }
     let session = spdy::serve(io, streaming.idle_timeout);
-    match pending {
-        Pending::Exec(req) => {
-            let remote = Remote {
-                stdin: req.stdin,
-                stdout: req.stdout,
-                stderr: req.stderr,
-                tty: req.tty,
-            };
-            spdy_remote(session, protocol, remote, |io| {
-                let engine = streaming.pod.engine.clone();
-                async move { remote::exec(&engine, &req, io).await }
+    match pending.streams() {
+        Some(streams) => {
+            let engine = streaming.pod.engine.clone();
+            spdy_remote(session, protocol, streams, |io| async move {
+                remote::run(&engine, &pending, io).await
             })
             .await
         }
-        Pending::Attach(req) => {
-            let remote = Remote {
-                stdin: req.stdin,
-                stdout: req.stdout,
-                stderr: req.stderr,
-                tty: req.tty,
-            };
-            spdy_remote(session, protocol, remote, |io| {
-                let engine = streaming.pod.engine.clone();
-                async move { remote::attach(&engine, &req, io).await }
-            })
-            .await
-        }
-        Pending::PortForward(_) => spdy_port_forward(streaming, session).await,
+        None => spdy_port_forward(streaming, session).await,
     }
     drop(permit);
-}
-
-/// Which streams a remote-command session has.
-#[derive(Clone, Copy)]
-struct Remote {
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
 }
 
 /// Protocol version number of a remote-command subprotocol (`channel.k8s.io` is 1).
@@ -264,7 +236,7 @@ fn version(protocol: &str) -> u8 {
 
 /// Runs an exec or attach over a SPDY session: waits for the client's streams, runs the
 /// command, then ends the output streams, writes the status on the error stream and closes.
-async fn spdy_remote<F, Fut>(mut session: spdy::Session, protocol: &str, remote: Remote, run: F)
+async fn spdy_remote<F, Fut>(mut session: spdy::Session, protocol: &str, remote: Streams, run: F)
 where
     F: FnOnce(Io) -> Fut,
     Fut: std::future::Future<Output = Outcome>,

@@ -13,6 +13,7 @@ use k8s_cri::v1::{AttachRequest, ExecRequest};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::sessions::Pending;
 use crate::docker::Engine;
 
 /// A terminal size as the Kubernetes clients send it on the resize stream.
@@ -44,6 +45,15 @@ pub enum Outcome {
     Failed(String),
     /// The client went away first.
     ClientGone,
+}
+
+/// Runs an exec or attach session; a port-forward is no remote command.
+pub async fn run(engine: &Engine, pending: &Pending, io: Io) -> Outcome {
+    match pending {
+        Pending::Exec(req) => exec(engine, req, io).await,
+        Pending::Attach(req) => attach(engine, req, io).await,
+        Pending::PortForward(_) => Outcome::Failed("a port-forward is no remote command".into()),
+    }
 }
 
 /// Runs `req.cmd` in its container with the client's streams attached.

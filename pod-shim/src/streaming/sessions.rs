@@ -24,7 +24,31 @@ pub enum Pending {
     PortForward(PortForwardRequest),
 }
 
+/// Which streams a remote-command session (exec or attach) has.
+#[derive(Debug, Clone, Copy)]
+pub struct Streams {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
 impl Pending {
+    /// The streams of an exec or attach; None for a port-forward.
+    pub fn streams(&self) -> Option<Streams> {
+        let (stdin, stdout, stderr, tty) = match self {
+            Pending::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::PortForward(_) => return None,
+        };
+        Some(Streams {
+            stdin,
+            stdout,
+            stderr,
+            tty,
+        })
+    }
+
     /// The URL path segment of this kind of session.
     pub fn kind(&self) -> &'static str {
         match self {

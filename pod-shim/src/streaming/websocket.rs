@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::prefixed::Prefixed;
 use super::remote::{self, Io, Outcome, ResizeDecoder};
-use super::sessions::Pending;
+use super::sessions::{Pending, Streams};
 use super::{http, negotiate, Streaming};
 
 const V5: &str = "v5.channel.k8s.io";
@@ -82,53 +82,31 @@ pub async fn serve(
         .max_frame_size(Some(MAX_MESSAGE));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let protocol = protocol.unwrap_or(V1);
-    match pending {
-        Pending::Exec(req) => {
-            let engine = streaming.pod.engine.clone();
-            let tty = req.tty;
-            let (stdin, stdout, stderr) = (req.stdin, req.stdout, req.stderr);
-            ws_remote(
-                ws,
-                protocol,
-                (stdin, stdout, stderr, tty),
-                |io| async move { remote::exec(&engine, &req, io).await },
-            )
-            .await
-        }
-        Pending::Attach(req) => {
-            let engine = streaming.pod.engine.clone();
-            let tty = req.tty;
-            let (stdin, stdout, stderr) = (req.stdin, req.stdout, req.stderr);
-            ws_remote(
-                ws,
-                protocol,
-                (stdin, stdout, stderr, tty),
-                |io| async move { remote::attach(&engine, &req, io).await },
-            )
-            .await
-        }
-        Pending::PortForward(req) if protocol == SPDY_TUNNEL => {
-            let pipe = tunnel(ws);
-            let session = super::spdy::serve(pipe, streaming.idle_timeout);
-            let _ = req;
-            super::spdy_port_forward(streaming, session).await;
-        }
-        Pending::PortForward(req) => {
-            let mut ports: Vec<u16> = request
-                .query("ports")
+    if let Some(streams) = pending.streams() {
+        let engine = streaming.pod.engine.clone();
+        ws_remote(ws, protocol, streams, |io| async move {
+            remote::run(&engine, &pending, io).await
+        })
+        .await;
+    } else if protocol == SPDY_TUNNEL {
+        let session = super::spdy::serve(tunnel(ws), streaming.idle_timeout);
+        super::spdy_port_forward(streaming, session).await;
+    } else {
+        // The ports in the URL (as the clients send them), else those of the request.
+        let mut ports: Vec<u16> = request
+            .query("ports")
+            .iter()
+            .flat_map(|p| p.split(','))
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+        if let (true, Pending::PortForward(req)) = (ports.is_empty(), &pending) {
+            ports = req
+                .port
                 .iter()
-                .flat_map(|p| p.split(','))
-                .filter_map(|p| p.trim().parse().ok())
+                .filter_map(|p| u16::try_from(*p).ok())
                 .collect();
-            if ports.is_empty() {
-                ports = req
-                    .port
-                    .iter()
-                    .filter_map(|p| u16::try_from(*p).ok())
-                    .collect();
-            }
-            ws_port_forward(streaming, ws, ports).await
         }
+        ws_port_forward(streaming, ws, ports).await
     }
     drop(permit);
 }
@@ -186,12 +164,17 @@ fn split(
     (tx, stream, writer)
 }
 
-async fn ws_remote<F, Fut>(ws: Ws, protocol: &str, streams: (bool, bool, bool, bool), run: F)
+async fn ws_remote<F, Fut>(ws: Ws, protocol: &str, streams: Streams, run: F)
 where
     F: FnOnce(Io) -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    let (want_stdin, want_stdout, want_stderr, tty) = streams;
+    let Streams {
+        stdin: want_stdin,
+        stdout: want_stdout,
+        stderr: want_stderr,
+        tty,
+    } = streams;
     let base64 = protocol == BASE64;
     let (out, mut incoming, writer) = split(ws);
     let (closed_tx, closed) = watch::channel(false);
