@@ -28,6 +28,20 @@ pub fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
     }
 }
 
+/// Makes the pod share the node's network namespace (hostNetwork).
+pub fn host_network(config: &mut PodSandboxConfig) {
+    config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 /// A container of the busybox tool image running `cmd`.
 pub fn container_config(name: &str, cmd: &[&str]) -> ContainerConfig {
     ContainerConfig {

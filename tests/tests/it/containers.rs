@@ -676,16 +676,7 @@ async fn host_network_pod_shares_the_node_network() {
     let mut rt = front.runtime();
     let logs = tempfile::tempdir().expect("logs");
     let mut config = pod_config("hostnet", logs.path());
-    config.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    host_network(&mut config);
     let id = run_pod(&mut rt, &config).await;
     let status = pod_status(&mut rt, &id).await.status.expect("status");
     assert_eq!(

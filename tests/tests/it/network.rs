@@ -261,16 +261,7 @@ async fn del_frees_the_address_after_the_sandbox_was_removed_and_host_network_sk
 
     // A host-network pod shares the node's network and is no business of CNI.
     let mut host = pod_config("cni-hostnet", logs.path());
-    host.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    host_network(&mut host);
     let id = run_pod(&mut rt, &host).await;
     assert!(net.allocated().is_empty() && net.veths().is_empty());
     remove_pod(&mut rt, &id).await;

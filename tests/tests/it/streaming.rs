@@ -573,16 +573,7 @@ async fn port_forward_reaches_a_host_network_pod() {
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
     let mut pod = pod_config("pf-hostnet", logs.path());
-    pod.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: NamespaceMode::Node as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    host_network(&mut pod);
     let id = run_pod(&mut rt, &pod).await;
     let port = dockpod_tests::registry::free_port();
     let mut web = container_config("web", &["sh", "-c"]);
