@@ -206,9 +206,12 @@ impl Pod {
                 })?;
             let attachment = cni.add(id, &format!("/proc/{pid}/ns/net"), &config).await?;
             ips = attachment.ips();
-            let mut r = self.record();
-            r.sandbox_id = id.to_string();
-            r.network = attachment.network_name;
+            {
+                let mut r = self.record();
+                r.sandbox_id = id.to_string();
+                r.network = attachment.network_name;
+            }
+            add_hosts_entry(&inspect, &ips)?;
         }
         {
             let mut r = self.record();
@@ -725,6 +728,28 @@ fn process_user(pid: i64) -> Option<ContainerUser> {
             supplemental_groups: field("Groups:"),
         }),
     })
+}
+
+/// Names the pod's hostname in its /etc/hosts (Docker's file for the sandbox, which the pod's
+/// containers share): with no Docker network, Docker wrote only the loopback names there.
+fn add_hosts_entry(inspect: &ContainerInspectResponse, ips: &[String]) -> Result<()> {
+    use std::io::Write;
+    let hostname = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.hostname.as_deref())
+        .unwrap_or_default();
+    let (Some(path), Some(ip)) = (inspect.hosts_path.as_deref(), ips.first()) else {
+        return Ok(());
+    };
+    if hostname.is_empty() || path.is_empty() {
+        return Ok(());
+    }
+    let mut hosts = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(Error::io(format!("opening {path}")))?;
+    writeln!(hosts, "{ip}\t{hostname}").map_err(Error::io(format!("writing {path}")))
 }
 
 /// Pod IPs from Docker's network settings, IPv4 first (the kubelet's primary), then IPv6.

@@ -150,6 +150,12 @@ async fn cni_pods_get_distinct_ips_reach_each_other_and_get_their_dns() {
     );
     let hostname = exec(&mut rt, &ca, &["hostname"]).await;
     assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "pod-a");
+    let hosts = exec(&mut rt, &ca, &["cat", "/etc/hosts"]).await;
+    let hosts = String::from_utf8_lossy(&hosts.stdout).into_owned();
+    assert!(
+        hosts.contains(&format!("{}\tpod-a", a_ips[0])),
+        "the pod's name is not in /etc/hosts: {hosts}"
+    );
     let _ = cb;
 
     // CHECK, in the verbose status: fine as set up, failing once the pod's veth is gone.
