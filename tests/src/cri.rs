@@ -225,3 +225,19 @@ pub async fn wait_for_script(
     })
     .await
 }
+
+/// Runs `cmd` in a container through ExecSync (30 s), panicking if the call fails.
+pub async fn exec(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+) -> ExecSyncResponse {
+    rt.exec_sync(ExecSyncRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 30,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e:?}"))
+    .into_inner()
+}

@@ -33,17 +33,6 @@ async fn pod(rt: &mut RuntimeServiceClient<Channel>, name: &str) -> Pod {
     }
 }
 
-async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &[&str]) -> ExecSyncResponse {
-    rt.exec_sync(ExecSyncRequest {
-        container_id: id.to_string(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout: 30,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e:?}"))
-    .into_inner()
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim().to_string()
 }

@@ -99,18 +99,28 @@ async fn writes_the_cri_format_completely_before_the_exit_is_reported() {
     remove_pod(&mut rt, &id).await;
 }
 
+/// A pod whose container `app` counts lines (`COUNTER`) into `<logs>/app/0.log`: the pod's
+/// and container's IDs and the log file's path.
+async fn counting_pod(
+    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    name: &str,
+    logs: &Path,
+) -> (String, String, std::path::PathBuf) {
+    let pod = pod_config(name, logs);
+    let id = run_pod(rt, &pod).await;
+    std::fs::create_dir(logs.join("app")).expect("container dir");
+    let mut config = container_config("app", &["sh", "-c"]);
+    config.args = vec![COUNTER.into()];
+    let c = run_container(rt, &id, &pod, config).await;
+    (id, c, logs.join("app/0.log"))
+}
+
 #[tokio::test]
 async fn reopen_after_rename_continues_in_a_fresh_file() {
     let front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let pod = pod_config("logrot", logs.path());
-    let id = run_pod(&mut rt, &pod).await;
-    std::fs::create_dir(logs.path().join("app")).expect("container dir");
-    let mut config = container_config("app", &["sh", "-c"]);
-    config.args = vec![COUNTER.into()];
-    let c = run_container(&mut rt, &id, &pod, config).await;
-    let path = logs.path().join("app/0.log");
+    let (id, c, path) = counting_pod(&mut rt, "logrot", logs.path()).await;
     let rotated = logs.path().join("app/0.log.20261127-000000");
     wait_until("some lines", SECS, || async {
         (numbers(&[&path]).len() >= 10).then_some(())
@@ -157,13 +167,7 @@ async fn no_line_lost_or_doubled_when_the_shim_or_the_front_is_killed() {
     let mut front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let pod = pod_config("logkill", logs.path());
-    let id = run_pod(&mut rt, &pod).await;
-    std::fs::create_dir(logs.path().join("app")).expect("container dir");
-    let mut config = container_config("app", &["sh", "-c"]);
-    config.args = vec![COUNTER.into()];
-    let c = run_container(&mut rt, &id, &pod, config).await;
-    let path = logs.path().join("app/0.log");
+    let (id, c, path) = counting_pod(&mut rt, "logkill", logs.path()).await;
     let grows = |at_least: usize| {
         let path = path.clone();
         async move { (numbers(&[&path]).len() >= at_least).then_some(()) }
@@ -197,13 +201,7 @@ async fn rotated_files_and_a_shim_restart_together_hold_every_line_once() {
     let front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let pod = pod_config("logrotkill", logs.path());
-    let id = run_pod(&mut rt, &pod).await;
-    std::fs::create_dir(logs.path().join("app")).expect("container dir");
-    let mut config = container_config("app", &["sh", "-c"]);
-    config.args = vec![COUNTER.into()];
-    let c = run_container(&mut rt, &id, &pod, config).await;
-    let path = logs.path().join("app/0.log");
+    let (id, c, path) = counting_pod(&mut rt, "logrotkill", logs.path()).await;
     let first = logs.path().join("app/0.log.1");
     let second = logs.path().join("app/0.log.2");
     let grows = |at_least: usize| {

@@ -37,17 +37,6 @@ fn pod_ip(status: &PodSandboxStatusResponse) -> Vec<String> {
         .collect()
 }
 
-async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &[&str]) -> ExecSyncResponse {
-    rt.exec_sync(ExecSyncRequest {
-        container_id: id.to_string(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout: 30,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e:?}"))
-    .into_inner()
-}
-
 /// The shim's verbose information about a pod.
 async fn verbose_info(mut rt: RuntimeServiceClient<Channel>, id: &str) -> serde_json::Value {
     let status = rt
