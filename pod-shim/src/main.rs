@@ -80,6 +80,12 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             streaming.clone(),
             tokio::runtime::Handle::current(),
         )?;
+        let pid_file = config.state_dir.join(dockpod_proto::layout::SHIM_PID_FILE);
+        dockpod_proto::files::atomic_write(
+            &pid_file,
+            format!("{}\n", std::process::id()).as_bytes(),
+            0o600,
+        )?;
         let sandbox = pod.record().sandbox_id.clone();
         if !sandbox.is_empty() {
             let _ = pod_shim::title::show_sandbox(&sandbox);
@@ -105,6 +111,8 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         }
         let served = pod_shim::server::run(pod, streaming, listener, terminated()).await;
         watcher.abort();
+        // A removed pod's directory is gone already; a stopped shim leaves its record.
+        let _ = std::fs::remove_file(&pid_file);
         let _ = std::fs::remove_file(&stream_socket);
         if let Ok(ino) = inode {
             dockpod_proto::sockets::remove_if_same(&socket, ino);

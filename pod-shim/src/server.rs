@@ -23,6 +23,7 @@ use dockpod_proto::MAX_MESSAGE;
 
 struct ShimService {
     pod: Arc<Pod>,
+    streaming: Arc<crate::streaming::Streaming>,
     started: Instant,
     shutdown: Arc<Notify>,
 }
@@ -47,6 +48,7 @@ impl Shim for ShimService {
             pss_bytes: memory.pss_bytes,
             containers_running: record.running_containers() as u32,
             containers_total: record.containers.len() as u32,
+            streaming_sessions: self.streaming.sessions.open() as u32,
         }))
     }
 
@@ -90,6 +92,7 @@ pub async fn run(
     let removed = pod.removed.clone();
     let service = ShimService {
         pod: pod.clone(),
+        streaming: streaming.clone(),
         started: Instant::now(),
         shutdown: shutdown.clone(),
     };

@@ -70,3 +70,48 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::ContainerRecord;
+    use dockpod_proto::pod_state::PodSummary;
+    use k8s_cri::v1::{PodSandboxConfig, PodSandboxMetadata};
+
+    /// The front indexes pods from this file when it starts: what it reads must match what
+    /// the shim writes.
+    #[test]
+    fn the_front_reads_what_the_shim_saves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        let mut record = PodRecord {
+            shim_id: "0123456789abcdef".into(),
+            sandbox_id: "sandbox1".into(),
+            config: PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "web".into(),
+                    namespace: "shop".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for id in ["c2", "c1"] {
+            record.containers.insert(
+                id.into(),
+                ContainerRecord {
+                    id: id.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        store.save(&record).expect("save");
+        let summary = PodSummary::load(dir.path())
+            .expect("load")
+            .expect("a state file");
+        assert_eq!(summary.sandbox_id, "sandbox1");
+        assert_eq!(summary.display, "shop/web");
+        assert_eq!(summary.container_ids, vec!["c1", "c2"]);
+    }
+}

@@ -28,6 +28,9 @@ pub fn pod_dir(root_dir: &Path, shim_id: &str) -> PathBuf {
 pub const STATE_FILE: &str = "state.json";
 /// The shim's own log inside the pod's directory.
 pub const SHIM_LOG: &str = "shim.log";
+/// The running shim's PID inside the pod's directory, so the front can tell a shim that is
+/// stuck from one that is gone without asking it.
+pub const SHIM_PID_FILE: &str = "shim.pid";
 
 /// A fresh random ID of 16 hex digits (shim IDs, instance IDs).
 pub fn random_id() -> std::io::Result<String> {

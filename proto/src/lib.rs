@@ -11,6 +11,7 @@ pub mod filters;
 pub mod labels;
 pub mod layout;
 pub mod metrics;
+pub mod pod_state;
 pub mod procfs;
 pub mod sockets;
 pub mod streaming;
@@ -21,9 +22,15 @@ pub mod shim {
     tonic::include_proto!("dockpod.shim.v1");
 }
 
+/// Generated `dockpod.manager.v1`: the operator's calls to a running front, beside the CRI
+/// on its socket.
+pub mod manager {
+    tonic::include_proto!("dockpod.manager.v1");
+}
+
 /// Revision of `dockpod.shim.v1` this build speaks. Raised when a call or field is added, so
 /// the front can tell whether an older shim understands what it is about to ask.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest gRPC message the front and the shims send: an ExecSync answer carries up to 16 MiB
 /// of stdout and 16 MiB of stderr.

@@ -11,6 +11,17 @@ pub struct Memory {
     pub pss_bytes: u64,
 }
 
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// Reads RSS and PSS of `pid`. PSS needs `smaps_rollup` (Linux 4.14+); where it is missing the
 /// PSS is reported as 0 rather than failing the whole reading.
 pub fn memory(pid: u32) -> io::Result<Memory> {

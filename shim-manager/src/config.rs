@@ -53,6 +53,21 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_TOOL_IMAGE)]
         image: String,
     },
+    /// Replace every pod's shim with the server's current pod-shim binary, one pod at a time;
+    /// containers keep running. Pods with open exec, attach or port-forward sessions are
+    /// skipped (and reported busy) unless --force. Exits non-zero unless every pod was done.
+    UpgradeShims {
+        /// The server's CRI endpoint.
+        #[arg(
+            long,
+            env = "DOCKPOD_CONTAINER_RUNTIME_ENDPOINT",
+            default_value = "unix:///run/dockpod/cri.sock"
+        )]
+        container_runtime_endpoint: String,
+        /// Replace shims with open streaming sessions too (the sessions end).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The busybox tool image `contrib/setup.sh` builds.

@@ -1,12 +1,12 @@
-//! Container events from every shim, fanned in for `GetContainerEvents`: one forwarding task
-//! per shim feeds a bounded broadcast channel that any number of kubelet subscribers read.
+//! Container events from every shim, fanned in for `GetContainerEvents`: each shim's
+//! supervising task (see `supervise`) subscribes to its shim's stream and publishes into one
+//! bounded broadcast channel that any number of kubelet subscribers read.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_cri::v1::{ContainerEventResponse, GetEventsRequest};
 use tokio::sync::broadcast;
-use tokio_stream::StreamExt;
+use tonic::Streaming;
 
 use crate::error::{Error, Result};
 use crate::registry::ShimHandle;
@@ -34,41 +34,31 @@ impl Events {
         self.tx.subscribe()
     }
 
-    /// Subscribes to `shim`'s events and forwards them until its stream ends. Returns once the
-    /// subscription is in place, so no event of a call made afterwards is missed.
-    pub async fn follow(&self, shim: Arc<ShimHandle>) -> Result<()> {
-        let mut client = shim.runtime();
-        let subscribe = client.get_container_events(GetEventsRequest {});
-        let mut stream = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
-            .await
-            .map_err(|_| {
-                Error::DeadlineExceeded(format!(
-                    "subscribing to the events of pod {}",
-                    shim.sandbox_id
-                ))
-            })?
-            .map_err(|s| {
-                Error::FailedPrecondition(format!(
-                    "subscribing to the events of pod {}: {}",
-                    shim.sandbox_id,
-                    s.message()
-                ))
-            })?
-            .into_inner();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(event) => {
-                        let _ = tx.send(event);
-                    }
-                    Err(status) => {
-                        tracing::debug!(sandbox = %shim.sandbox_id, error = %status.message(), "shim event stream ended");
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(())
+    pub fn publish(&self, event: ContainerEventResponse) {
+        // No kubelet listening is not an error: the shims keep their own state.
+        let _ = self.tx.send(event);
     }
+}
+
+/// Subscribes to `shim`'s events; once this returns, no event of a call made afterwards is
+/// missed.
+pub async fn subscribe_shim(shim: &ShimHandle) -> Result<Streaming<ContainerEventResponse>> {
+    let mut client = shim.runtime();
+    let subscribe = client.get_container_events(GetEventsRequest {});
+    Ok(tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
+        .await
+        .map_err(|_| {
+            Error::DeadlineExceeded(format!(
+                "subscribing to the events of pod {}",
+                shim.sandbox_id
+            ))
+        })?
+        .map_err(|s| {
+            Error::FailedPrecondition(format!(
+                "subscribing to the events of pod {}: {}",
+                shim.sandbox_id,
+                s.message()
+            ))
+        })?
+        .into_inner())
 }

@@ -52,6 +52,12 @@ fn operate(command: Command) -> anyhow::Result<()> {
             } => cli::demo::run(&container_runtime_endpoint, &run.run_directory, &image)
                 .await
                 .map_err(anyhow::Error::msg)?,
+            Command::UpgradeShims {
+                container_runtime_endpoint,
+                force,
+            } => cli::upgrade::run(&container_runtime_endpoint, force)
+                .await
+                .map_err(anyhow::Error::msg)?,
             Command::Serve(_) => anyhow::bail!("serve is not an operator command"),
         }
         Ok(())

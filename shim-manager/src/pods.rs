@@ -14,7 +14,7 @@ use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::fallback::PodView;
-use crate::registry::{self, Registry, ShimHandle};
+use crate::registry::{Registry, ShimHandle};
 use crate::spawn::Spawner;
 
 /// How long one shim may take to answer its part of a node-wide list.
@@ -25,36 +25,14 @@ pub struct Pods {
     pub spawner: Spawner,
     pub events: Events,
     pub engine: Engine,
+    pub restarts: crate::supervise::RestartLocks,
 }
 
 impl Pods {
-    /// Re-indexes the shims that are already running (after a front restart), probing them
-    /// all at once so one stuck shim costs the start-up one probe timeout, not one each.
-    pub async fn adopt_running(&self) {
-        let sockets = registry::shim_sockets(&self.spawner.run_dir);
-        let probes = join_all(sockets.iter().map(|s| registry::probe(s))).await;
-        for (socket, probe) in sockets.iter().zip(probes) {
-            match probe {
-                Ok((handle, containers)) if !handle.sandbox_id.is_empty() => {
-                    let handle = Arc::new(handle);
-                    for c in containers {
-                        self.registry.insert_container(&c, &handle.sandbox_id);
-                    }
-                    if let Err(e) = self.events.follow(handle.clone()).await {
-                        tracing::warn!(error = %e, "following a shim's events");
-                    }
-                    tracing::info!(sandbox = %handle.sandbox_id, pid = handle.pid, "adopted running shim");
-                    self.registry.insert_pod(handle);
-                }
-                Ok(_) => {
-                    tracing::debug!(socket = %socket.display(), "shim without a sandbox; ignored")
-                }
-                Err(e) => tracing::warn!(error = %e, "shim socket does not answer"),
-            }
-        }
-    }
-
-    pub async fn run_pod_sandbox(&self, req: RunPodSandboxRequest) -> Result<String, Status> {
+    pub async fn run_pod_sandbox(
+        self: &Arc<Self>,
+        req: RunPodSandboxRequest,
+    ) -> Result<String, Status> {
         let config = req
             .config
             .as_ref()
@@ -74,10 +52,8 @@ impl Pods {
             sandbox_id: sandbox_id.clone(),
             ..shim
         });
-        if let Err(e) = self.events.follow(shim.clone()).await {
-            tracing::warn!(error = %e, sandbox = %sandbox_id, "following the new shim's events");
-        }
-        self.registry.insert_pod(shim);
+        self.registry.insert_pod(shim.clone());
+        self.supervise(shim).await;
         Ok(sandbox_id)
     }
 

@@ -1,6 +1,6 @@
 //! The front's index of pods and containers: sandbox ID → the pod's shim, container ID →
 //! sandbox ID. It holds nothing that cannot be rebuilt: at start-up it is refilled from the
-//! shims' sockets (each shim says which sandbox it supervises and lists its containers).
+//! pods' state files (see `supervise::adopt`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,12 +8,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dockpod_proto::shim::shim_client::ShimClient;
-use dockpod_proto::shim::InfoRequest;
+use dockpod_proto::shim::{InfoRequest, InfoResponse};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::ListContainersRequest;
 use tonic::transport::Channel;
 
-/// How long a shim may take to answer the start-up probe.
+/// How long a shim may take to answer Info.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One pod's shim as the front reaches it.
@@ -105,62 +104,32 @@ impl Registry {
     }
 }
 
-/// Probes one shim socket: its Info (checking the protocol version) and its containers.
-pub async fn probe(socket: &Path) -> Result<(ShimHandle, Vec<String>), String> {
-    let channel = dockpod_proto::sockets::channel(socket);
-    let info = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        ShimClient::new(channel.clone()).info(InfoRequest {}),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "shim at {} did not answer within {PROBE_TIMEOUT:?}",
-            socket.display()
-        )
-    })?
-    .map_err(|e| format!("shim at {}: {}", socket.display(), e.message()))?
-    .into_inner();
-    if info.protocol_version != dockpod_proto::PROTOCOL_VERSION {
-        return Err(format!(
-            "shim at {} speaks protocol {} (this front speaks {})",
-            socket.display(),
-            info.protocol_version,
-            dockpod_proto::PROTOCOL_VERSION
-        ));
+impl ShimHandle {
+    /// The shim's Info, within `PROBE_TIMEOUT`.
+    pub async fn info(&self) -> Result<InfoResponse, String> {
+        tokio::time::timeout(PROBE_TIMEOUT, self.control().info(InfoRequest {}))
+            .await
+            .map_err(|_| {
+                format!(
+                    "shim {} (pid {}) did not answer within {PROBE_TIMEOUT:?}",
+                    self.shim_id, self.pid
+                )
+            })?
+            .map(tonic::Response::into_inner)
+            .map_err(|e| format!("shim {}: {}", self.shim_id, e.message()))
     }
-    let shim_id = socket
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
-    let handle = ShimHandle {
-        shim_id,
-        sandbox_id: info.sandbox_id,
-        socket: socket.to_path_buf(),
-        pid: info.pid,
-        channel,
-    };
-    let containers = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        handle
-            .runtime()
-            .list_containers(ListContainersRequest::default()),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "shim at {} did not list its containers in time",
-            socket.display()
-        )
-    })?
-    .map_err(|e| format!("shim at {}: {}", socket.display(), e.message()))?
-    .into_inner()
-    .containers
-    .into_iter()
-    .map(|c| c.id)
-    .collect();
-    Ok((handle, containers))
+
+    /// A handle on the shim `shim_id` under `run_dir`, whatever its state.
+    pub fn at(run_dir: &Path, shim_id: &str, sandbox_id: &str, pid: u32) -> ShimHandle {
+        let socket = dockpod_proto::layout::shim_socket(run_dir, shim_id);
+        ShimHandle {
+            shim_id: shim_id.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+            channel: dockpod_proto::sockets::channel(&socket),
+            socket,
+            pid,
+        }
+    }
 }
 
 /// Sockets of the shims under `run_dir`, whatever their state.

@@ -66,8 +66,9 @@ pub async fn run(
         },
         events: Default::default(),
         engine: engine.clone(),
+        restarts: Default::default(),
     });
-    pods.adopt_running().await;
+    pods.adopt();
     if let Some(addr) = config.metrics_bind_addr {
         crate::metrics::serve(addr, pods.clone())
             .await
@@ -80,6 +81,7 @@ pub async fn run(
                 "binding the streaming server on {}",
                 config.streaming_bind_addr
             )))?;
+    let manager = crate::manage::ManagerApi { pods: pods.clone() };
     let runtime = RuntimeApi::new(
         engine.clone(),
         root.clone(),
@@ -114,6 +116,9 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
+        .add_service(dockpod_proto::manager::manager_server::ManagerServer::new(
+            manager,
+        ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signalled);
     let drain_deadline = async {
         stopping.notified().await;

@@ -17,7 +17,7 @@ use crate::registry::ShimHandle;
 /// How long a new shim may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a retiring shim may take to exit before it is killed.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The argument a shim shows for its sandbox until Docker has assigned the ID (as long as a
 /// short ID; see pod-shim's `title` module).
 const SANDBOX_PLACEHOLDER: &str = "............";
@@ -39,17 +39,42 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts a shim for the pod `display` (namespace/name) and waits until it serves.
+    /// Starts a shim for the new pod `display` (namespace/name) and waits until it serves.
     pub async fn spawn(&self, display: &str) -> Result<ShimHandle> {
         let shim_id = layout::random_id().map_err(Error::io("choosing a shim ID"))?;
         let pod_dir = layout::pod_dir(&self.root_dir, &shim_id);
         ensure_dir(&layout::pods_dir(&self.root_dir), 0o700)
             .and_then(|()| ensure_dir(&pod_dir, 0o700))
             .map_err(Error::io(format!("creating {}", pod_dir.display())))?;
+        let launched = self.launch(&shim_id, display).await;
+        if launched.is_err() {
+            let _ = std::fs::remove_dir_all(&pod_dir);
+        }
+        launched
+    }
+
+    /// Starts a new shim for an existing pod whose shim is gone (or was stopped to be
+    /// replaced): the same shim ID, so the same socket, state directory and container labels.
+    /// The new shim rebuilds its view from the pod's record and from Docker.
+    pub async fn respawn(
+        &self,
+        shim_id: &str,
+        display: &str,
+        sandbox_id: &str,
+    ) -> Result<ShimHandle> {
+        let handle = self.launch(shim_id, display).await?;
+        Ok(ShimHandle {
+            sandbox_id: sandbox_id.to_string(),
+            ..handle
+        })
+    }
+
+    async fn launch(&self, shim_id: &str, display: &str) -> Result<ShimHandle> {
+        let pod_dir = layout::pod_dir(&self.root_dir, shim_id);
         let socket_dir = layout::shim_socket_dir(&self.run_dir);
         ensure_dir(&socket_dir, 0o700)
             .map_err(Error::io(format!("creating {}", socket_dir.display())))?;
-        let socket = layout::shim_socket(&self.run_dir, &shim_id);
+        let socket = layout::shim_socket(&self.run_dir, shim_id);
         let log_path = pod_dir.join(layout::SHIM_LOG);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -66,7 +91,7 @@ impl Spawner {
             .arg("--state-dir")
             .arg(&pod_dir)
             .arg("--shim-id")
-            .arg(&shim_id)
+            .arg(shim_id)
             .arg("--instance")
             .arg(&self.instance)
             .arg("--docker-endpoint")
@@ -99,7 +124,6 @@ impl Spawner {
         let failure = |why: String| {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            let _ = std::fs::remove_dir_all(&pod_dir);
             Error::FailedPrecondition(format!(
                 "pod shim for {display} did not start: {why}; its log ends: {}",
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -116,7 +140,7 @@ impl Spawner {
             .and_then(|p| p.parse::<u32>().ok())
             .ok_or_else(|| failure(format!("unexpected report {:?}", line.trim())))?;
         Ok(ShimHandle {
-            shim_id,
+            shim_id: shim_id.to_string(),
             sandbox_id: String::new(),
             channel: dockpod_proto::sockets::channel(&socket),
             socket,
@@ -159,23 +183,12 @@ fn pod_cidr_args(pod_cidr: &str) -> Vec<String> {
 pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if !alive(pid) {
+        if !dockpod_proto::procfs::alive(pid) {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }

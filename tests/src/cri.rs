@@ -140,6 +140,33 @@ pub async fn shim_pid(rt: &mut RuntimeServiceClient<Channel>, sandbox_id: &str) 
     info["shimPid"].as_u64().expect("shimPid") as u32
 }
 
+/// Waits until the pod answers from a shim other than `old` (the front has started a new
+/// one) and returns the new shim's PID.
+pub async fn wait_new_shim(
+    rt: &RuntimeServiceClient<Channel>,
+    sandbox_id: &str,
+    old: u32,
+    timeout: Duration,
+) -> u32 {
+    wait_until(&format!("a new shim for pod {sandbox_id}"), timeout, || {
+        let mut rt = rt.clone();
+        async move {
+            let status = rt
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: sandbox_id.to_string(),
+                    verbose: true,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let info: serde_json::Value = serde_json::from_str(status.info.get("info")?).ok()?;
+            let pid = info["shimPid"].as_u64()? as u32;
+            (pid != old).then_some(pid)
+        }
+    })
+    .await
+}
+
 /// Waits until the container has exited and returns its status.
 pub async fn wait_exited(
     rt: &RuntimeServiceClient<Channel>,

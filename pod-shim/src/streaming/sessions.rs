@@ -128,6 +128,17 @@ impl Sessions {
     pub fn running(&self) -> usize {
         MAX_SESSIONS - self.running.available_permits()
     }
+
+    /// Sessions running now plus those handed out and not yet expired: a shim replaced now
+    /// would end the one and refuse the other.
+    pub fn open(&self) -> usize {
+        let waiting = self
+            .pending()
+            .values()
+            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .count();
+        self.running() + waiting
+    }
 }
 
 #[cfg(test)]

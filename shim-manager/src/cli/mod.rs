@@ -1,9 +1,10 @@
 //! The operator's subcommands beside `serve`: per-pod process inspection (`ps`, `inspect`),
-//! read straight from the pods' shims, and a `demo` against a running server.
+//! read straight from the pods' shims, and `upgrade-shims` and a `demo` against a running server.
 
 pub mod demo;
 pub mod inspect;
 pub mod ps;
+pub mod upgrade;
 
 use std::path::Path;
 

@@ -3,7 +3,6 @@
 //! ReopenContainerLog, and no line lost or doubled when the shim or the front is killed.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dockpod_tests::cri::*;
@@ -12,45 +11,33 @@ use dockpod_tests::front::Front;
 use dockpod_tests::procs;
 use dockpod_tests::wait::wait_until;
 use k8s_cri::v1::*;
+use nix::sys::signal::Signal;
 use tonic::Code;
 
 const SECS: Duration = Duration::from_secs(60);
 
-/// Kills the pod's shim with SIGKILL and starts it again by hand with the same arguments (as
-/// the front's respawn does), returning how many counted lines the file at `path` held between.
-async fn kill_and_respawn_shim(
+/// Kills the pod's shim with SIGKILL and runs `meanwhile` while it is down (the front is
+/// paused so that it cannot start the new shim early), then lets the front start the new
+/// shim; returns how many counted lines the file at `path` held while no shim ran.
+async fn kill_shim_and_wait_respawn(
+    front: &Front,
     rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
     pod: &str,
     path: &Path,
+    meanwhile: impl FnOnce(),
 ) -> usize {
     let shim = shim_pid(rt, pod).await;
-    let argv = procs::cmdline(shim);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shim as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 the shim");
+    front.signal(Signal::SIGSTOP);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim as i32), Signal::SIGKILL)
+        .expect("kill -9 the shim");
     wait_until("the shim to die", SECS, || async move {
         (!procs::alive(shim)).then_some(())
     })
     .await;
     let before = numbers(&[path]).len();
-    let mut respawn = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("respawn the shim");
-    // The detached shim keeps the pipe open: read its one report line, not to the end.
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(respawn.stdout.take().expect("stdout")),
-        &mut ready,
-    )
-    .expect("ready line");
-    respawn.wait().expect("the forking parent exits");
-    assert!(ready.starts_with("ready"), "respawn failed: {ready:?}");
+    meanwhile();
+    front.signal(Signal::SIGCONT);
+    wait_new_shim(rt, pod, shim, SECS).await;
     before
 }
 
@@ -174,9 +161,9 @@ async fn no_line_lost_or_doubled_when_the_shim_or_the_front_is_killed() {
     };
     wait_until("first lines", SECS, || grows(10)).await;
 
-    // The shim dies; the container keeps counting. A new shim with the same identity and state
-    // (as the front's respawn starts it) resumes the file where it stopped.
-    let before = kill_and_respawn_shim(&mut rt, &id, &path).await;
+    // The shim dies; the container keeps counting. The new shim the front starts, with the
+    // same identity and state, resumes the file where it stopped.
+    let before = kill_shim_and_wait_respawn(&front, &mut rt, &id, &path, || ()).await;
     wait_until("lines after the respawn", SECS, || grows(before + 20)).await;
 
     // The front dies and comes back; the shim goes on writing throughout.
@@ -224,12 +211,14 @@ async fn rotated_files_and_a_shim_restart_together_hold_every_line_once() {
     std::fs::rename(&path, &first).expect("rotate");
     reopen(&mut rt).await;
     wait_until("lines in the second file", SECS, || grows(10)).await;
-    let before = kill_and_respawn_shim(&mut rt, &id, &path).await;
+    let before = kill_shim_and_wait_respawn(&front, &mut rt, &id, &path, || ()).await;
     wait_until("lines after the respawn", SECS, || grows(before + 10)).await;
 
     // The shim dies between the kubelet's rename and its reopen.
-    std::fs::rename(&path, &second).expect("rotate again");
-    kill_and_respawn_shim(&mut rt, &id, &path).await;
+    kill_shim_and_wait_respawn(&front, &mut rt, &id, &path, || {
+        std::fs::rename(&path, &second).expect("rotate again")
+    })
+    .await;
     reopen(&mut rt).await;
     wait_until("lines in the third file", SECS, || grows(10)).await;
 
