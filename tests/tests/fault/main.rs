@@ -4,6 +4,8 @@
 //! slot each, so that they also run one at a time within it.
 
 mod dockerd_restart;
+mod fleet;
+mod node;
 
 /// Held for the whole of a fault test.
 pub async fn slot() -> tokio::sync::MutexGuard<'static, ()> {
