@@ -194,9 +194,14 @@ impl Front {
     /// Starts the front again with the same flags and directories (after `kill` or
     /// `terminate`).
     pub async fn restart(&mut self) {
+        self.relaunch();
+        self.wait_ready().await;
+    }
+
+    /// Starts the front again without waiting for it to answer (for measuring start-up).
+    pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "restart of a front that still runs");
         self.spawn();
-        self.wait_ready().await;
     }
 
     /// Runs another `shim-manager serve` with this front's flags plus `extra`, expecting it to
