@@ -108,3 +108,36 @@ async fn demo_runs_a_pod_through_its_life() {
     assert!(instance_containers(&front.instance_id()).await.is_empty());
     assert!(front.shim_pids().is_empty());
 }
+
+/// The shipped unit stops the front alone (systemd's `KillMode=process`): what systemd then
+/// does on `systemctl stop` is a SIGTERM to the front, after which every pod's shim must still
+/// run and the next front must serve the same pods.
+#[tokio::test]
+async fn the_systemd_unit_stops_only_the_front_and_pods_outlive_it() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/dockpod.service"),
+    )
+    .expect("contrib/systemd/dockpod.service");
+    let setting = |key: &str| {
+        unit.lines()
+            .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .next_back()
+            .map(str::trim)
+    };
+    assert_eq!(setting("KillMode"), Some("process"));
+    let exec = setting("ExecStart").expect("ExecStart");
+    assert!(exec.ends_with("/shim-manager serve"), "{exec}");
+
+    let mut front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("unit", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let shim = shim_pid(&mut rt, &id).await;
+    assert!(dockpod_tests::front::exited_cleanly(&front.terminate().await));
+    assert!(dockpod_tests::procs::alive(shim), "the pod's shim outlives the front");
+    front.restart().await;
+    let mut rt = front.runtime();
+    assert_eq!(shim_pid(&mut rt, &id).await, shim);
+    remove_pod(&mut rt, &id).await;
+}
