@@ -72,6 +72,15 @@ pub struct ShimConfig {
     #[arg(long, default_value_t = 4 * 3600)]
     pub stream_idle_timeout: u64,
 
+    /// Adopt this sandbox, which cri-dockerd created, instead of starting an empty pod: the
+    /// record is rebuilt from Docker (used only when the state directory has none yet).
+    #[arg(long)]
+    pub adopt: Option<String>,
+
+    /// cri-dockerd's checkpoint of the adopted sandbox (host network, port mappings).
+    #[arg(long)]
+    pub adopt_checkpoint: Option<PathBuf>,
+
     /// Fork into the background (new session), print `ready <pid>` on stdout once serving.
     #[arg(long)]
     pub daemonize: bool,

@@ -26,21 +26,25 @@ pub async fn watch(pod: Arc<Pod>) {
         if let Err(e) = pod.resync().await {
             tracing::warn!(error = %e, "re-reading the pod's containers");
         }
-        let filters = HashMap::from([
+        let mut filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             (
+                "event".to_string(),
+                ACTIONS.iter().map(|a| a.to_string()).collect(),
+            ),
+        ]);
+        // An adopted pod's first containers lack dockpod's labels: it hears every container's
+        // events and keeps those of its own (the refreshes below ignore the rest).
+        if !pod.record().adopted {
+            filters.insert(
                 "label".to_string(),
                 vec![format!(
                     "{}={}",
                     dockpod_proto::labels::SHIM_ID,
                     pod.shim_id
                 )],
-            ),
-            (
-                "event".to_string(),
-                ACTIONS.iter().map(|a| a.to_string()).collect(),
-            ),
-        ]);
+            );
+        }
         let options = EventsOptions {
             since: Some(format!(
                 "{}.{:09}",

@@ -3,6 +3,7 @@
 //! their exit tracking, persists the pod's record, and answers the front over its own socket.
 #![deny(unsafe_code)]
 
+pub mod adopt;
 pub mod cni;
 pub mod config;
 pub mod cri;

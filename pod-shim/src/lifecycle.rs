@@ -274,7 +274,9 @@ impl Pod {
         for id in &ids {
             self.engine.remove(id).await?;
             self.logs().remove(id);
-            self.record().containers.remove(id);
+            if let Some(c) = self.record().containers.remove(id) {
+                remove_docker_log_link(&c);
+            }
             self.emit(id, ContainerEventType::ContainerDeletedEvent);
         }
         self.teardown_network().await?;
@@ -282,6 +284,15 @@ impl Pod {
             self.engine.remove(&sandbox).await?;
         }
         self.record().ready = false;
+        let checkpoint = self.record().cri_dockerd_checkpoint.clone();
+        if !checkpoint.is_empty() {
+            // cri-dockerd would otherwise list a pod that no longer exists.
+            if let Err(e) = std::fs::remove_file(&checkpoint) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, path = %checkpoint, "removing cri-dockerd's checkpoint");
+                }
+            }
+        }
         self.store.remove()?;
         tracing::info!(sandbox = %sandbox, "pod removed; shim exiting");
         self.removed.notify_one();
@@ -527,7 +538,7 @@ impl Pod {
     /// log path.
     fn follow_log(&self, id: &str) {
         let path = match self.record().containers.get(id) {
-            Some(c) if !c.log_path.is_empty() => c.log_path.clone(),
+            Some(c) if !c.log_path.is_empty() && !c.docker_log => c.log_path.clone(),
             _ => return,
         };
         let mut logs = self.logs();
@@ -567,6 +578,15 @@ impl Pod {
     /// Opens a fresh log file for a running container (after the kubelet renamed the old one).
     pub async fn reopen_log(&self, id: &str) -> Result<()> {
         let id = self.running(id)?;
+        if self
+            .record()
+            .containers
+            .get(&id)
+            .is_some_and(|c| c.docker_log)
+        {
+            // Docker rotates its own log file; the kubelet's path is a symlink to it.
+            return Ok(());
+        }
         let log: Option<LogHandle> = self.logs().get(&id).map(Follower::handle);
         match log {
             Some(log) => log.reopen().await,
@@ -615,7 +635,9 @@ impl Pod {
         self.engine.remove(&id).await?;
         self.logs().remove(&id);
         self.store.remove_log_checkpoint(&id);
-        self.record().containers.remove(&id);
+        if let Some(c) = self.record().containers.remove(&id) {
+            remove_docker_log_link(&c);
+        }
         self.persist()?;
         self.emit(&id, ContainerEventType::ContainerDeletedEvent);
         Ok(())
@@ -753,7 +775,21 @@ fn add_hosts_entry(inspect: &ContainerInspectResponse, ips: &[String]) -> Result
 }
 
 /// Pod IPs from Docker's network settings, IPv4 first (the kubelet's primary), then IPv6.
-fn pod_ips(inspect: &bollard::models::ContainerInspectResponse) -> Vec<String> {
+/// An adopted container's log path is cri-dockerd's symlink to Docker's log, which goes with
+/// the container as cri-dockerd would remove it; a real file there is the kubelet's.
+fn remove_docker_log_link(c: &ContainerRecord) {
+    if !c.docker_log || c.log_path.is_empty() {
+        return;
+    }
+    let path = std::path::Path::new(&c.log_path);
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(error = %e, path = %path.display(), "removing a container's log symlink");
+        }
+    }
+}
+
+pub fn pod_ips(inspect: &bollard::models::ContainerInspectResponse) -> Vec<String> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     let networks = inspect

@@ -48,11 +48,28 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
     runtime.block_on(async move {
         dockpod_proto::files::ensure_dir(&config.state_dir, 0o700)?;
         let store = Store::new(&config.state_dir);
-        let record = store.load()?.unwrap_or_else(|| PodRecord {
-            shim_id: config.shim_id.clone(),
-            ..Default::default()
-        });
         let engine = pod_shim::docker::Engine::connect(&config.docker_endpoint).await?;
+        let record = match (store.load()?, &config.adopt) {
+            (Some(record), _) => record,
+            (None, Some(sandbox)) => {
+                let cache = config.cni().map(|c| c.cache_dir);
+                let record = pod_shim::adopt::record(
+                    &engine,
+                    &config.shim_id,
+                    sandbox,
+                    config.adopt_checkpoint.as_deref(),
+                    cache.as_deref(),
+                )
+                .await?;
+                store.save(&record)?;
+                tracing::info!(sandbox = %sandbox, pod = %record.display_name(), "adopted a pod cri-dockerd created");
+                record
+            }
+            (None, None) => PodRecord {
+                shim_id: config.shim_id.clone(),
+                ..Default::default()
+            },
+        };
         let pod = Arc::new(Pod::new(
             engine,
             config.instance.clone(),

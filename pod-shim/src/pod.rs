@@ -29,6 +29,14 @@ pub struct PodRecord {
     #[serde(default)]
     pub network: String,
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// The pod was created by cri-dockerd and adopted (see `adopt`): its containers carry
+    /// none of dockpod's labels.
+    #[serde(default)]
+    pub adopted: bool,
+    /// An adopted pod's sandbox checkpoint in cri-dockerd's root directory, removed with the
+    /// pod; empty for none.
+    #[serde(default)]
+    pub cri_dockerd_checkpoint: String,
 }
 
 /// One application container of the pod.
@@ -53,6 +61,10 @@ pub struct ContainerRecord {
     /// follower finished).
     #[serde(default)]
     pub log_complete: bool,
+    /// The CRI log path is cri-dockerd's symlink to Docker's own log file (an adopted
+    /// container): Docker writes it, the shim never does.
+    #[serde(default)]
+    pub docker_log: bool,
 }
 
 /// A container's lifecycle as Docker reports it, reduced to what the CRI needs.

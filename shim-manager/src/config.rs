@@ -155,6 +155,20 @@ pub struct ServeConfig {
     )]
     pub cni_cache_dir: PathBuf,
 
+    /// At start, give a shim to every pod sandbox on this dockerd that cri-dockerd (or the
+    /// kubelet's dockershim) created, so they are served from then on. Without it, dockpod
+    /// never touches containers it did not create.
+    #[arg(long, env = "DOCKPOD_ADOPT_CRI_DOCKERD")]
+    pub adopt_cri_dockerd: bool,
+
+    /// cri-dockerd's `--root-directory`, where its sandbox checkpoints are.
+    #[arg(
+        long,
+        env = "DOCKPOD_CRI_DOCKERD_ROOT_DIRECTORY",
+        default_value = "/var/lib/cri-dockerd"
+    )]
+    pub cri_dockerd_root_directory: PathBuf,
+
     /// Log verbosity.
     #[arg(long, env = "DOCKPOD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,

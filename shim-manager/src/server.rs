@@ -69,6 +69,9 @@ pub async fn run(
         restarts: Default::default(),
     });
     pods.adopt();
+    if config.adopt_cri_dockerd {
+        crate::adopt::adopt_cri_dockerd(&pods, &config.cri_dockerd_root_directory).await;
+    }
     if let Some(addr) = config.metrics_bind_addr {
         crate::metrics::serve(addr, pods.clone())
             .await

@@ -41,12 +41,21 @@ pub struct Spawner {
 impl Spawner {
     /// Starts a shim for the new pod `display` (namespace/name) and waits until it serves.
     pub async fn spawn(&self, display: &str) -> Result<ShimHandle> {
+        self.spawn_with(display, &[]).await
+    }
+
+    /// `spawn`, with extra arguments for the shim.
+    pub async fn spawn_with(
+        &self,
+        display: &str,
+        extra: &[std::ffi::OsString],
+    ) -> Result<ShimHandle> {
         let shim_id = layout::random_id().map_err(Error::io("choosing a shim ID"))?;
         let pod_dir = layout::pod_dir(&self.root_dir, &shim_id);
         ensure_dir(&layout::pods_dir(&self.root_dir), 0o700)
             .and_then(|()| ensure_dir(&pod_dir, 0o700))
             .map_err(Error::io(format!("creating {}", pod_dir.display())))?;
-        let launched = self.launch(&shim_id, display).await;
+        let launched = self.launch(&shim_id, display, extra).await;
         if launched.is_err() {
             let _ = std::fs::remove_dir_all(&pod_dir);
         }
@@ -62,14 +71,19 @@ impl Spawner {
         display: &str,
         sandbox_id: &str,
     ) -> Result<ShimHandle> {
-        let handle = self.launch(shim_id, display).await?;
+        let handle = self.launch(shim_id, display, &[]).await?;
         Ok(ShimHandle {
             sandbox_id: sandbox_id.to_string(),
             ..handle
         })
     }
 
-    async fn launch(&self, shim_id: &str, display: &str) -> Result<ShimHandle> {
+    async fn launch(
+        &self,
+        shim_id: &str,
+        display: &str,
+        extra: &[std::ffi::OsString],
+    ) -> Result<ShimHandle> {
         let pod_dir = layout::pod_dir(&self.root_dir, shim_id);
         let socket_dir = layout::shim_socket_dir(&self.run_dir);
         ensure_dir(&socket_dir, 0o700)
@@ -103,6 +117,7 @@ impl Spawner {
             .args(&self.network_args)
             .arg("--stream-idle-timeout")
             .arg(self.stream_idle_timeout.to_string())
+            .args(extra)
             .args(pod_cidr_args(&self.root.runtime_config().pod_cidr))
             .arg("--daemonize")
             .stdin(Stdio::null())

@@ -32,7 +32,11 @@ async fn restart(front: &mut Front, pods: usize) -> (Duration, Duration) {
     front.relaunch();
     let mut first_answer = None;
     loop {
-        assert!(started.elapsed() < GIVE_UP, "front did not serve:\n{}", front.log());
+        assert!(
+            started.elapsed() < GIVE_UP,
+            "front did not serve:\n{}",
+            front.log()
+        );
         let mut rt = front.runtime();
         if first_answer.is_none() && rt.version(VersionRequest::default()).await.is_ok() {
             first_answer = Some(started.elapsed());
@@ -56,7 +60,9 @@ async fn main() {
     let mut front = Front::start(&["--log-level", "warn"]).await;
     let logs = tempfile::tempdir().expect("log dir");
     let mut pods = Vec::new();
-    println!("front start to first answer and to a full ListPodSandbox (median of {ROUNDS} restarts)");
+    println!(
+        "front start to first answer and to a full ListPodSandbox (median of {ROUNDS} restarts)"
+    );
     for size in SIZES {
         let mut rt = front.runtime();
         while pods.len() < size {

@@ -134,8 +134,13 @@ async fn the_systemd_unit_stops_only_the_front_and_pods_outlive_it() {
     let pod = pod_config("unit", logs.path());
     let id = run_pod(&mut rt, &pod).await;
     let shim = shim_pid(&mut rt, &id).await;
-    assert!(dockpod_tests::front::exited_cleanly(&front.terminate().await));
-    assert!(dockpod_tests::procs::alive(shim), "the pod's shim outlives the front");
+    assert!(dockpod_tests::front::exited_cleanly(
+        &front.terminate().await
+    ));
+    assert!(
+        dockpod_tests::procs::alive(shim),
+        "the pod's shim outlives the front"
+    );
     front.restart().await;
     let mut rt = front.runtime();
     assert_eq!(shim_pid(&mut rt, &id).await, shim);

@@ -2,6 +2,7 @@
 //! per capability. Each test starts its own `shim-manager` on a temporary socket and state
 //! directory against the real dockerd.
 
+mod adopt;
 mod cli;
 mod containers;
 mod images;
