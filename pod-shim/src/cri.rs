@@ -402,7 +402,12 @@ impl RuntimeService for ShimRuntime {
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         // A subscriber that falls behind by more than the buffer loses the oldest events and
         // carries on; the kubelet's relist covers what it missed.
+        let mut closing = self.pod.closing.subscribe();
+        let closed = async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        };
         let stream = BroadcastStream::new(self.pod.subscribe()).filter_map(|e| e.ok().map(Ok));
+        let stream = futures_util::StreamExt::take_until(stream, closed);
         Ok(Response::new(Box::pin(stream)))
     }
 

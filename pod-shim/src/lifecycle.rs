@@ -47,6 +47,9 @@ pub struct Pod {
     logs: Mutex<HashMap<String, Follower>>,
     /// Notified when the pod is removed and the shim should exit.
     pub removed: Arc<Notify>,
+    /// Set once the shim stops serving: its event streams end then, or the server's graceful
+    /// stop would wait for them (they never end by themselves) until the front gives up.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Pod {
@@ -73,6 +76,7 @@ impl Pod {
             events,
             logs: Mutex::new(HashMap::new()),
             removed: Arc::new(Notify::new()),
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
 

@@ -90,6 +90,7 @@ pub async fn run(
 ) -> Result<(), tonic::transport::Error> {
     let shutdown = Arc::new(Notify::new());
     let removed = pod.removed.clone();
+    let closing = pod.closing.clone();
     let service = ShimService {
         pod: pod.clone(),
         streaming: streaming.clone(),
@@ -102,6 +103,7 @@ pub async fn run(
             () = shutdown.notified() => {},
             () = removed.notified() => {},
         }
+        closing.send_replace(true);
     };
     tonic::transport::Server::builder()
         .add_service(ShimServer::new(service))
