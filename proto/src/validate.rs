@@ -100,6 +100,9 @@ pub fn log_directory(dir: &str) -> Result<(), Invalid> {
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(Invalid(format!("log directory {dir:?} contains '..'")));
     }
+    if dir.contains('\0') {
+        return Err(Invalid(format!("log directory {dir:?} contains NUL")));
+    }
     Ok(())
 }
 
@@ -185,5 +188,9 @@ mod tests {
         assert!(log_file("relative", "0.log").is_err());
         assert!(log_file("/var/log/../x", "0.log").is_err());
         assert!(log_file("", "0.log").is_err());
+        assert!(
+            log_file("/var/log/\0x", "0.log").is_err(),
+            "found by the fuzz test"
+        );
     }
 }

@@ -261,6 +261,11 @@ pub struct ResizeDecoder {
 }
 
 impl ResizeDecoder {
+    /// Bytes held back waiting for the rest of a message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn push(&mut self, bytes: &[u8]) -> Vec<TermSize> {
         self.buf.extend_from_slice(bytes);
         let mut sizes = Vec::new();

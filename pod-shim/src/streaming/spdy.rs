@@ -192,6 +192,11 @@ impl HeaderDecoder {
             if matches!(status, Status::StreamEnd) || (input.is_empty() && produced == 0) {
                 break;
             }
+            if used == 0 && produced == 0 && !matches!(status, Status::Ok) {
+                // zlib took nothing and gave nothing with room to spare: no later round would
+                // differ, so this block cannot be decoded.
+                return Err(protocol("header block makes no progress"));
+            }
             if input.is_empty() && out.len() < out.capacity() {
                 break;
             }
