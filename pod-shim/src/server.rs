@@ -106,6 +106,7 @@ pub async fn run(
         closing.send_replace(true);
     };
     tonic::transport::Server::builder()
+        .max_concurrent_streams(dockpod_proto::MAX_CONCURRENT_STREAMS)
         .add_service(ShimServer::new(service))
         .add_service(
             RuntimeServiceServer::new(ShimRuntime {

@@ -35,3 +35,9 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest gRPC message the front and the shims send: an ExecSync answer carries up to 16 MiB
 /// of stdout and 16 MiB of stderr.
 pub const MAX_MESSAGE: usize = 33 * 1024 * 1024;
+
+/// Most calls one client connection may have in flight at once (HTTP/2 concurrent streams) on
+/// the CRI socket and on a shim's socket; more wait for a slot. The kubelet uses one
+/// connection, and its busiest moments (a node-wide relist beside every pod's probes) stay
+/// far below this.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;

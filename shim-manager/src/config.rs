@@ -91,6 +91,11 @@ pub struct ServeConfig {
     )]
     pub container_runtime_endpoint: String,
 
+    /// Group (name or GID) that owns the CRI socket; its members may use the runtime as fully
+    /// as root. Unset: the server's own group.
+    #[arg(long, env = "DOCKPOD_CRI_SOCKET_GROUP", value_parser = parse_group)]
+    pub cri_socket_group: Option<u32>,
+
     /// Docker Engine API endpoint (unix:///path or tcp://host:port).
     #[arg(
         long,
@@ -218,6 +223,18 @@ impl LogLevel {
     }
 }
 
+/// A group name or numeric GID, resolved now so an unknown name fails before any side effect.
+fn parse_group(s: &str) -> Result<u32, String> {
+    if let Ok(gid) = s.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(s) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group named {s:?}")),
+        Err(e) => Err(format!("looking up group {s:?}: {e}")),
+    }
+}
+
 fn parse_bind_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -304,6 +321,19 @@ mod tests {
     fn validates_flags() {
         assert!(serve(&["--network-plugin", "kubenet"]).is_err());
         assert!(serve(&["--streaming-bind-addr", "nowhere"]).is_err());
+        assert!(serve(&["--cri-socket-group", "no-such-group-here"]).is_err());
+        assert_eq!(
+            serve(&["--cri-socket-group", "4242"])
+                .map(|c| c.cri_socket_group)
+                .ok(),
+            Some(Some(4242))
+        );
+        assert_eq!(
+            serve(&["--cri-socket-group", "root"])
+                .map(|c| c.cri_socket_group)
+                .ok(),
+            Some(Some(0))
+        );
         let c = serve(&[
             "--streaming-bind-addr",
             "[::1]:10010",

@@ -79,6 +79,10 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let path = dockpod_proto::sockets::parse_unix_endpoint(&config.container_runtime_endpoint)?;
         let listener = dockpod_proto::sockets::bind_exclusive(&path, 0o660).await?;
+        if let Some(gid) = config.cri_socket_group {
+            nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(|e| anyhow::anyhow!("giving {} to group {gid}: {e}", path.display()))?;
+        }
         let inode = shim_manager::server::socket_inode(&path);
         tracing::info!(socket = %path.display(), "listening");
         let result = shim_manager::server::run(config, listener, shutdown_signal()).await;

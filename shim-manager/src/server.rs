@@ -108,6 +108,7 @@ pub async fn run(
         notify.notify_one();
     };
     let serve = tonic::transport::Server::builder()
+        .max_concurrent_streams(dockpod_proto::MAX_CONCURRENT_STREAMS)
         .layer(crate::metrics::CriLayer)
         .add_service(
             RuntimeServiceServer::new(runtime)

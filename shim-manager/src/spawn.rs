@@ -2,6 +2,7 @@
 //! and is no child of the front), reports `ready <pid>` on a pipe once its socket is bound,
 //! and logs to `<root>/pods/<shim id>/shim.log`.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -91,6 +92,7 @@ impl Spawner {
         let socket = layout::shim_socket(&self.run_dir, shim_id);
         let log_path = pod_dir.join(layout::SHIM_LOG);
         let log = std::fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .append(true)
             .open(&log_path)

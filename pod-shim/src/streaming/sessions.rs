@@ -165,4 +165,22 @@ mod tests {
         assert_eq!(s.running(), 0);
         assert_eq!(s.take("exec", "nonsense").err(), Some(Refused::NotFound));
     }
+
+    #[test]
+    fn expired_tokens_are_refused_and_not_counted_as_open() {
+        let s = Sessions::new("0123456789abcdef");
+        let path = s
+            .register(Pending::Exec(ExecRequest::default()))
+            .expect("register");
+        let token = path.rsplit('/').next().expect("token").to_string();
+        assert_eq!(s.open(), 1);
+        let issued = Instant::now()
+            .checked_sub(TOKEN_TTL + Duration::from_secs(1))
+            .expect("a monotonic clock this far from its start");
+        if let Some(entry) = s.pending().get_mut(&token) {
+            entry.1 = issued;
+        }
+        assert_eq!(s.open(), 0);
+        assert_eq!(s.take("exec", &token).err(), Some(Refused::NotFound));
+    }
 }

@@ -11,6 +11,7 @@ mod network;
 mod pod_shim;
 mod pods;
 mod runtime_info;
+mod security;
 mod server_lifecycle;
 mod stats;
 mod streaming;

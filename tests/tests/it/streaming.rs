@@ -275,6 +275,30 @@ async fn unknown_and_reused_tokens_get_404() {
         .await
         .expect_err("malformed token");
     assert!(refused.contains("404"), "{refused}");
+    // Each refusal is logged where it was decided: the front for paths and tokens of no
+    // running pod, the pod's shim for its own tokens.
+    let front_log = front.log();
+    assert!(
+        front_log.contains("streaming token of no running pod"),
+        "{front_log}"
+    );
+    assert!(
+        front_log.contains("streaming request for an unknown path"),
+        "{front_log}"
+    );
+    let token = url.rsplit('/').next().expect("token");
+    let shim_log = std::fs::read_to_string(
+        front
+            .root_dir()
+            .join("pods")
+            .join(&token[..16])
+            .join("shim.log"),
+    )
+    .expect("shim log");
+    assert!(
+        shim_log.contains("refused an unknown, used or expired streaming token"),
+        "{shim_log}"
+    );
     remove_pod(&mut rt, &id).await;
 }
 
