@@ -5,6 +5,7 @@
 
 mod dockerd_restart;
 mod fleet;
+mod load;
 mod node;
 
 /// Held for the whole of a fault test.
