@@ -5,11 +5,9 @@
 //! and is found again from its state after a restart. This happens before the front serves,
 //! so the kubelet never sees the node without those pods.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use bollard::query_parameters::ListContainersOptions;
 use dockpod_proto::labels;
 use futures_util::future::join_all;
 use k8s_cri::v1::ListContainersRequest;
@@ -41,20 +39,10 @@ pub async fn adopt_cri_dockerd(pods: &Arc<Pods>, cri_dockerd_root: &Path) {
 
 /// Sandboxes (ID, namespace/name) without any dockpod instance's label and not indexed yet.
 async fn foreign_sandboxes(pods: &Pods) -> Result<Vec<(String, String)>> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={}", labels::DOCKER_TYPE, labels::TYPE_SANDBOX)],
-    )]);
     let sandboxes = pods
         .engine
-        .api()?
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .map_err(Error::docker("listing pod sandboxes"))?;
+        .list_labelled(&format!("{}={}", labels::DOCKER_TYPE, labels::TYPE_SANDBOX))
+        .await?;
     Ok(sandboxes
         .into_iter()
         .filter_map(|s| {

@@ -143,4 +143,23 @@ impl Engine {
             .await?;
         Ok(driver.clone())
     }
+
+    /// Every container (running or not) with the label `key=value`.
+    pub async fn list_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let filters =
+            std::collections::HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        self.api()?
+            .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(Error::docker(format!(
+                "listing containers labelled {label}"
+            )))
+    }
 }

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use bollard::models::ContainerSummary;
-use bollard::query_parameters::ListContainersOptions;
 use dockpod_proto::labels;
 use k8s_cri::v1::{
     Container, ContainerMetadata, ContainerState, ImageSpec, PodSandbox, PodSandboxMetadata,
@@ -13,7 +12,7 @@ use k8s_cri::v1::{
 };
 
 use crate::docker::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A pod as Docker's labels describe it.
 #[derive(Debug, Default)]
@@ -24,21 +23,9 @@ pub struct PodView {
 
 /// The sandbox and containers of the shim `shim_id`, as Docker knows them.
 pub async fn pod_from_docker(engine: &Engine, shim_id: &str) -> Result<PodView> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={shim_id}", labels::SHIM_ID)],
-    )]);
     let summaries = engine
-        .api()?
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .map_err(Error::docker(format!(
-            "listing the containers of shim {shim_id}"
-        )))?;
+        .list_labelled(&format!("{}={shim_id}", labels::SHIM_ID))
+        .await?;
     let mut view = PodView::default();
     for s in summaries {
         let l = s.labels.clone().unwrap_or_default();

@@ -12,7 +12,7 @@
 //! sends either, so a sender that waited for window from it would stall after 64 KiB.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,9 @@ const MAX_FRAME: usize = 1024 * 1024;
 pub const MAX_DATA: usize = 32 * 1024;
 /// Largest decompressed header block accepted.
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// Control frames (answers, window updates) queued for a peer that does not read them before
+/// the session is closed.
+const MAX_CONTROL_BACKLOG: usize = 4096;
 /// Streams the peer may open in one session.
 const MAX_STREAMS: usize = 1024;
 /// Bytes queued for the peer beyond its window before senders wait.
@@ -408,6 +411,10 @@ enum Out {
 pub struct Sender {
     data: mpsc::Sender<Out>,
     control: mpsc::UnboundedSender<Out>,
+    /// Control frames queued and not yet written. The queue is unbounded so that answering
+    /// never waits, and this count bounds it instead: a peer that keeps sending without
+    /// reading what it is answered is cut off (see `read_loop`).
+    backlog: Arc<AtomicUsize>,
     stream: u32,
 }
 
@@ -441,7 +448,7 @@ impl Sender {
     }
 
     pub fn reset(&self, status: u32) {
-        let _ = self.control.send(Out::Reset {
+        self.queue(Out::Reset {
             stream: self.stream,
             status,
         });
@@ -449,7 +456,12 @@ impl Sender {
 
     /// Tells the peer no more streams will be accepted.
     pub fn go_away(&self) {
-        let _ = self.control.send(Out::GoAway);
+        self.queue(Out::GoAway);
+    }
+
+    fn queue(&self, out: Out) {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        let _ = self.control.send(out);
     }
 
     /// Closes the connection once everything sent before is written.
@@ -527,6 +539,7 @@ where
     let sender = Sender {
         data: data_tx,
         control: control_tx,
+        backlog: Arc::new(AtomicUsize::new(0)),
         stream: 0,
     };
     let activity = Activity::new();
@@ -536,8 +549,13 @@ where
         streams_tx,
         activity.clone(),
     ));
-    let mut writer = tokio::spawn(write_loop(write, data_rx, control_rx, activity.clone()));
-    let control = sender.control.clone();
+    let mut writer = tokio::spawn(write_loop(
+        write,
+        data_rx,
+        (control_rx, sender.backlog.clone()),
+        activity.clone(),
+    ));
+    let control = sender.clone();
     let done = tokio::spawn(async move {
         let writer_done = tokio::select! {
             _ = &mut reader => false,
@@ -555,8 +573,15 @@ where
         reader.abort();
         let _ = closed_tx.send(true);
         if !writer_done {
-            let _ = control.send(Out::Close);
-            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+            control.queue(Out::Close);
+            if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+                .await
+                .is_err()
+            {
+                // A peer that reads nothing would hold the writer, and the connection with
+                // it, for ever.
+                writer.abort();
+            }
         }
     });
     Session {
@@ -606,7 +631,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 .await;
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "SPDY protocol error; closing the session");
-                    let _ = sender.control.send(Out::GoAway);
+                    sender.queue(Out::GoAway);
                     break;
                 }
             }
@@ -624,8 +649,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 if len > 0 {
                     // Window returned as the data is taken in; the bounded channel above
                     // already pushed back on the connection if the consumer is slow.
-                    let _ = sender.control.send(Out::Window { stream, delta: len });
-                    let _ = sender.control.send(Out::Window {
+                    sender.queue(Out::Window { stream, delta: len });
+                    sender.queue(Out::Window {
                         stream: 0,
                         delta: len,
                     });
@@ -634,6 +659,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     open.remove(&stream);
                 }
             }
+        }
+        if sender.backlog.load(Ordering::Relaxed) > MAX_CONTROL_BACKLOG {
+            tracing::info!("streaming client does not read its answers; closing the session");
+            break;
         }
     }
     // Dropping the senders ends every stream's data.
@@ -672,7 +701,7 @@ async fn control(
             if flags & FLAG_FIN == 0 {
                 open.insert(id, tx);
             }
-            let _ = sender.control.send(Out::Reply(id));
+            sender.queue(Out::Reply(id));
             let stream = Stream {
                 id,
                 headers,
@@ -695,7 +724,7 @@ async fn control(
                 let id = be32(payload, 4 + i * 8)? & 0x00ff_ffff;
                 let value = be32(payload, 8 + i * 8)?;
                 if id == SETTINGS_INITIAL_WINDOW_SIZE {
-                    let _ = sender.control.send(Out::PeerWindows {
+                    sender.queue(Out::PeerWindows {
                         initial: Some(i64::from(value)),
                         stream: 0,
                         delta: 0,
@@ -704,12 +733,12 @@ async fn control(
             }
         }
         PING => {
-            let _ = sender.control.send(Out::Ping(be32(payload, 0)?));
+            sender.queue(Out::Ping(be32(payload, 0)?));
         }
         WINDOW_UPDATE => {
             let stream = be32(payload, 0)? & 0x7fff_ffff;
             let delta = i64::from(be32(payload, 4)? & 0x7fff_ffff);
-            let _ = sender.control.send(Out::PeerWindows {
+            sender.queue(Out::PeerWindows {
                 initial: None,
                 stream,
                 delta,
@@ -730,7 +759,7 @@ async fn control(
 
 impl Sender {
     fn reset_stream(&self, stream: u32, status: u32) {
-        let _ = self.control.send(Out::Reset { stream, status });
+        self.queue(Out::Reset { stream, status });
     }
 }
 
@@ -772,7 +801,7 @@ impl Windows {
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     mut data: mpsc::Receiver<Out>,
-    mut control: mpsc::UnboundedReceiver<Out>,
+    (mut control, backlog): (mpsc::UnboundedReceiver<Out>, Arc<AtomicUsize>),
     activity: Activity,
 ) -> std::io::Result<()> {
     let mut encoder = HeaderEncoder::default();
@@ -791,7 +820,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let accept_data = windows.pending_bytes < MAX_PENDING && !closing;
         let out = tokio::select! {
             biased;
-            out = control.recv() => out,
+            out = control.recv() => {
+                backlog.fetch_sub(1, Ordering::Relaxed);
+                out
+            }
             out = data.recv(), if accept_data => out,
         };
         let Some(out) = out else { break };
@@ -1040,6 +1072,31 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_pings_and_never_reads_is_cut_off() {
+        // A small pipe: the answers stop being written as soon as it is full.
+        let (client, server) = tokio::io::duplex(1024);
+        let mut session = serve(server, Duration::from_secs(60));
+        let (_read, mut write) = tokio::io::split(client);
+        let flood = async {
+            for i in 0..(MAX_CONTROL_BACKLOG as u32 * 2) {
+                if write
+                    .write_all(&control_frame(PING, 0, &i.to_be_bytes()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(flood, &mut session.done)
+        })
+        .await;
+        assert!(ended.is_ok(), "the session kept queueing answers");
+        assert!(*session.closed.borrow());
     }
 
     #[tokio::test]
