@@ -406,7 +406,9 @@ impl RuntimeService for ShimRuntime {
         let closed = async move {
             let _ = closing.wait_for(|closing| *closing).await;
         };
-        let stream = BroadcastStream::new(self.pod.subscribe()).filter_map(|e| e.ok().map(Ok));
+        let (early, receiver) = self.pod.subscribe();
+        let stream = tokio_stream::iter(early.into_iter().map(Ok))
+            .chain(BroadcastStream::new(receiver).filter_map(|e| e.ok().map(Ok)));
         let stream = futures_util::StreamExt::take_until(stream, closed);
         Ok(Response::new(Box::pin(stream)))
     }

@@ -44,6 +44,9 @@ pub struct Pod {
     store: Store,
     lifecycle: tokio::sync::Mutex<()>,
     events: broadcast::Sender<ContainerEventResponse>,
+    /// Events from before anyone subscribed (a restarted shim's first look at Docker finds
+    /// exits no one has heard of yet), kept for the first subscriber: the front.
+    unheard: Mutex<Option<Vec<ContainerEventResponse>>>,
     logs: Mutex<HashMap<String, Follower>>,
     /// Notified when the pod is removed and the shim should exit.
     pub removed: Arc<Notify>,
@@ -74,6 +77,7 @@ impl Pod {
             store,
             lifecycle: tokio::sync::Mutex::new(()),
             events,
+            unheard: Mutex::new(Some(Vec::new())),
             logs: Mutex::new(HashMap::new()),
             removed: Arc::new(Notify::new()),
             closing: tokio::sync::watch::channel(false).0,
@@ -89,8 +93,17 @@ impl Pod {
         self.record().clone()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEventResponse> {
-        self.events.subscribe()
+    /// A subscription to the pod's events; the first one also gets the events sent before it.
+    pub fn subscribe(
+        &self,
+    ) -> (
+        Vec<ContainerEventResponse>,
+        broadcast::Receiver<ContainerEventResponse>,
+    ) {
+        let mut unheard = self.unheard.lock().unwrap_or_else(|p| p.into_inner());
+        // Taken under the same lock `emit` holds, so no event falls between the two.
+        let receiver = self.events.subscribe();
+        (unheard.take().unwrap_or_default(), receiver)
     }
 
     fn persist(&self) -> Result<()> {
@@ -120,8 +133,15 @@ impl Pod {
                 .map(ContainerRecord::status)
                 .collect(),
         };
-        // No subscriber is fine: the front subscribes when it cares.
-        let _ = self.events.send(event);
+        let mut unheard = self.unheard.lock().unwrap_or_else(|p| p.into_inner());
+        match unheard.as_mut() {
+            Some(early) if early.len() < EVENT_BUFFER => early.push(event),
+            Some(_) => {}
+            // No subscriber now is fine: the front subscribes when it cares.
+            None => {
+                let _ = self.events.send(event);
+            }
+        }
     }
 
     /// Persists a change and then announces it, so a subscriber never hears of a state that a

@@ -114,7 +114,9 @@ fn flush(file: &mut LogFile, target: &LogTarget) -> Result<()> {
 
 /// Follows the log until the container has stopped and its log is written; a broken stream
 /// (dockerd restarting, say) is picked up again from the last entry written, with back-off,
-/// for as long as Docker still has the container.
+/// for as long as Docker still has the container. Once the container has stopped, a failure
+/// (a log directory the kubelet never made, say) gets one more try: nothing new will come, and
+/// the exit is not announced until this follower ends.
 async fn follow_until_stopped(
     engine: &Engine,
     container: &str,
@@ -129,18 +131,30 @@ async fn follow_until_stopped(
         }
     };
     let mut delay = Duration::from_millis(200);
+    let mut retried_after_exit = false;
     loop {
-        match follow(engine, container, &mut target, &mut position, &mut reopen).await {
+        let failure = match follow(engine, container, &mut target, &mut position, &mut reopen).await
+        {
             Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "following the container's log")
+            Err(e) => e,
+        };
+        let running = match engine.inspect(container).await {
+            Ok(None) => return,
+            Ok(Some(c)) => c.state.and_then(|s| s.running).unwrap_or(false),
+            // Docker is not answering (restarting): keep trying as for a running container.
+            Err(_) => true,
+        };
+        if !running {
+            if retried_after_exit {
+                tracing::warn!(error = %failure, path = %target.path().display(), "giving up on the log of a stopped container");
+                return;
             }
+            retried_after_exit = true;
+            continue;
         }
+        tracing::warn!(error = %failure, retry_in = ?delay, "following the container's log");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
-        if matches!(engine.inspect(container).await, Ok(None)) {
-            return;
-        }
     }
 }
 

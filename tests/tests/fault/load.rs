@@ -37,9 +37,13 @@ fn fds(pid: u32) -> usize {
     entries(Path::new(&format!("/proc/{pid}/fd"))).len()
 }
 
-/// One pod's whole life.
+/// One pod's whole life, with its log directories made as the kubelet makes them.
 async fn live(mut rt: RuntimeServiceClient<Channel>, name: String, logs: &Path) {
-    let pod = pod_config(&name, logs);
+    let logs = logs.join(&name);
+    for dir in ["server", "once"] {
+        std::fs::create_dir_all(logs.join(dir)).expect("log directory");
+    }
+    let pod = pod_config(&name, &logs);
     let id = run_pod(&mut rt, &pod).await;
     let server = run_container(
         &mut rt,

@@ -122,6 +122,11 @@ async fn each_shim_killed_while_a_container_exits_comes_back_with_the_exit() {
     let fleet = Fleet::start("shimkill").await;
     let mut rt = fleet.runtime();
     let before = fleet.statuses().await;
+    let mut events = rt
+        .get_container_events(GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
     for pod in &fleet.pods {
         let old = shim_pid(&mut rt, &pod.id).await;
         // The front is paused so the exit surely happens while no shim watches.
@@ -147,6 +152,21 @@ async fn each_shim_killed_while_a_container_exits_comes_back_with_the_exit() {
         let counter = status(&mut rt, &pod.counter).await;
         assert_eq!(counter.state, ContainerState::ContainerRunning as i32);
         assert_eq!(counter.started_at, before[&pod.counter].started_at);
+        // The exit no shim saw happen is announced once the new shim has looked.
+        tokio::time::timeout(SECS, async {
+            while let Some(event) = events.next().await {
+                let event = event.expect("event stream");
+                if event.container_id == pod.exiter
+                    && event.container_event_type
+                        == ContainerEventType::ContainerStoppedEvent as i32
+                {
+                    return;
+                }
+            }
+            panic!("event stream ended");
+        })
+        .await
+        .expect("the exiter's stopped event");
     }
     assert!(
         fleet.front.log().matches("pod shim restarted").count() >= PODS,
