@@ -174,14 +174,14 @@ impl Fleet {
         (before, now_ns())
     }
 
-    /// Removes every pod through the CRI.
+    /// Removes every pod through the CRI, one at a time: Docker 20.10's libnetwork can
+    /// deadlock (every later API call hangs) when many containers on its bridge are
+    /// force-removed at once, as happened here once with all twenty at once.
     pub async fn remove(&self) {
-        let rt = self.runtime();
-        join_all(self.pods.iter().map(|p| {
-            let mut rt = rt.clone();
-            async move { remove_pod(&mut rt, &p.id).await }
-        }))
-        .await;
+        let mut rt = self.runtime();
+        for pod in &self.pods {
+            remove_pod(&mut rt, &pod.id).await;
+        }
     }
 }
 
