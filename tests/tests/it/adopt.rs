@@ -79,10 +79,14 @@ async fn make_legacy_pod(made: &mut Made, root: &Path, logs: &Path) -> LegacyPod
                 .await
                 .expect("docker create")
                 .id;
-            docker
-                .start_container(&id, None)
-                .await
-                .expect("docker start");
+            if let Err(e) = docker.start_container(&id, None).await {
+                let options = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = docker.remove_container(&id, Some(options)).await;
+                panic!("docker start: {e}");
+            }
             id
         }
     };
