@@ -167,6 +167,28 @@ pub async fn wait_new_shim(
     .await
 }
 
+/// Reads `events` (a GetContainerEvents stream) until `container`'s stopped event arrives;
+/// `None` if it has not within `timeout`. Panics if the stream fails or ends first.
+pub async fn wait_stopped_event(
+    events: &mut tonic::Streaming<ContainerEventResponse>,
+    container: &str,
+    timeout: Duration,
+) -> Option<ContainerEventResponse> {
+    use futures_util::StreamExt;
+    let wait = async {
+        while let Some(event) = events.next().await {
+            let event = event.expect("event stream");
+            if event.container_id == container
+                && event.container_event_type == ContainerEventType::ContainerStoppedEvent as i32
+            {
+                return event;
+            }
+        }
+        panic!("the event stream ended");
+    };
+    tokio::time::timeout(timeout, wait).await.ok()
+}
+
 /// Waits until the container has exited and returns its status.
 pub async fn wait_exited(
     rt: &RuntimeServiceClient<Channel>,

@@ -97,21 +97,9 @@ async fn statuses_events_and_logs_are_right_after_a_dockerd_restart() {
     .await
     .expect("stop");
     if live_restore {
-        let stopped = tokio::time::timeout(SECS, async {
-            while let Some(event) = events.next().await {
-                let event = event.expect("event");
-                if event.container_id == counter
-                    && event.container_event_type
-                        == ContainerEventType::ContainerStoppedEvent as i32
-                {
-                    return event;
-                }
-            }
-            panic!("the event stream ended");
-        })
-        .await;
+        let stopped = wait_stopped_event(&mut events, &counter, SECS).await;
         assert!(
-            stopped.is_ok(),
+            stopped.is_some(),
             "no stopped event after the dockerd restart"
         );
     }

@@ -15,7 +15,6 @@ use dockpod_tests::procs;
 use dockpod_tests::streaming::spdy;
 use dockpod_tests::wait::wait_until;
 use futures_util::future::join_all;
-use futures_util::StreamExt;
 use k8s_cri::v1::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -73,19 +72,9 @@ async fn assert_stop_event_arrives(fleet: &Fleet, pod: &FleetPod) {
     })
     .await
     .expect("stop");
-    tokio::time::timeout(SECS, async {
-        while let Some(event) = events.next().await {
-            let event = event.expect("event stream");
-            if event.container_id == pod.counter
-                && event.container_event_type == ContainerEventType::ContainerStoppedEvent as i32
-            {
-                return;
-            }
-        }
-        panic!("event stream ended");
-    })
-    .await
-    .expect("the stopped event within a minute");
+    wait_stopped_event(&mut events, &pod.counter, SECS)
+        .await
+        .expect("the stopped event within a minute");
 }
 
 #[tokio::test]
@@ -153,20 +142,9 @@ async fn each_shim_killed_while_a_container_exits_comes_back_with_the_exit() {
         assert_eq!(counter.state, ContainerState::ContainerRunning as i32);
         assert_eq!(counter.started_at, before[&pod.counter].started_at);
         // The exit no shim saw happen is announced once the new shim has looked.
-        tokio::time::timeout(SECS, async {
-            while let Some(event) = events.next().await {
-                let event = event.expect("event stream");
-                if event.container_id == pod.exiter
-                    && event.container_event_type
-                        == ContainerEventType::ContainerStoppedEvent as i32
-                {
-                    return;
-                }
-            }
-            panic!("event stream ended");
-        })
-        .await
-        .expect("the exiter's stopped event");
+        wait_stopped_event(&mut events, &pod.exiter, SECS)
+            .await
+            .expect("the exiter's stopped event");
     }
     assert!(
         fleet.front.log().matches("pod shim restarted").count() >= PODS,
