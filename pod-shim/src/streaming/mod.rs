@@ -268,7 +268,6 @@ where
     let sender = session.sender();
     if !matches!(collected, Ok(true)) {
         tracing::info!("a streaming client did not open its streams");
-        sender.go_away();
         sender.close().await;
         let _ = session.done.await;
         return;
@@ -316,13 +315,10 @@ where
     };
     let outcome = run(io).await;
     if outcome != Outcome::ClientGone {
+        // The reference server's order: all output, then the status, then every stream ends,
+        // and the session's GOAWAY comes last of all (`Sender::close`).
         for f in forwarders {
             let _ = f.await;
-        }
-        for name in ["stdout", "stderr"] {
-            if let Some(s) = streams.get(name) {
-                s.out.finish().await;
-            }
         }
         if let Some(error) = streams.get("error") {
             let status = if version(protocol) >= 4 {
@@ -333,15 +329,13 @@ where
             if !status.is_empty() {
                 error.out.send(Bytes::from(status)).await;
             }
-            error.out.finish().await;
         }
-        for name in ["stdin", "resize"] {
+        for name in ["stdout", "stderr", "error", "stdin", "resize"] {
             if let Some(s) = streams.get(name) {
                 s.out.finish().await;
             }
         }
     }
-    sender.go_away();
     sender.close().await;
     drop(streams);
     let _ = tokio::time::timeout(Duration::from_secs(10), session.done).await;

@@ -11,7 +11,7 @@
 //! sent SETTINGS or WINDOW_UPDATE). The Go library behind kubectl, crictl and the kubelet never
 //! sends either, so a sender that waited for window from it would stall after 64 KiB.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -34,6 +34,9 @@ pub const FLAG_FIN: u8 = 0x01;
 pub const PROTOCOL_ERROR: u32 = 1;
 pub const REFUSED_STREAM: u32 = 3;
 pub const CANCEL: u32 = 5;
+/// GOAWAY status codes.
+pub const GOAWAY_OK: u32 = 0;
+pub const GOAWAY_PROTOCOL_ERROR: u32 = 1;
 const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
 const INITIAL_WINDOW: i64 = 64 * 1024;
 /// Largest frame payload accepted (SPDY's length field allows 16 MiB).
@@ -395,8 +398,11 @@ enum Out {
         stream: u32,
         delta: u32,
     },
-    GoAway,
-    /// Flush what is queued before it and close the connection.
+    /// The peer reset this stream.
+    PeerReset(u32),
+    /// A protocol error: GOAWAY with that status at once, ahead of anything queued.
+    GoAway(u32),
+    /// Flush what is queued before it, reset the open streams, send GOAWAY and close.
     Close,
     /// The peer keeps windows; from now on they are honoured.
     PeerWindows {
@@ -454,17 +460,16 @@ impl Sender {
         });
     }
 
-    /// Tells the peer no more streams will be accepted.
-    pub fn go_away(&self) {
-        self.queue(Out::GoAway);
-    }
-
     fn queue(&self, out: Out) {
         self.backlog.fetch_add(1, Ordering::Relaxed);
         let _ = self.control.send(out);
     }
 
-    /// Closes the connection once everything sent before is written.
+    /// Ends the session as the Kubernetes streaming server does: once everything sent before
+    /// is written (data held back by the peer's windows too), every stream still open is reset
+    /// (CANCEL), then GOAWAY goes out, last, and the connection is closed. The order matters:
+    /// the Go clients' SPDY library (moby/spdystream) stops reading at GOAWAY, so a stream's
+    /// bytes behind it, an exit status above all, would never be read.
     pub async fn close(&self) {
         let _ = self.data.send(Out::Close).await;
     }
@@ -631,7 +636,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 .await;
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "SPDY protocol error; closing the session");
-                    sender.queue(Out::GoAway);
+                    sender.queue(Out::GoAway(GOAWAY_PROTOCOL_ERROR));
                     break;
                 }
             }
@@ -716,7 +721,10 @@ async fn control(
             }
         }
         RST_STREAM => {
-            open.remove(&(be32(payload, 0)? & 0x7fff_ffff));
+            let id = be32(payload, 0)? & 0x7fff_ffff;
+            open.remove(&id);
+            // A reset stream is over on both sides: it is not reset back.
+            sender.queue(Out::PeerReset(id));
         }
         SETTINGS => {
             let count = be32(payload, 0)? as usize;
@@ -811,6 +819,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         ..Default::default()
     };
     let mut goaway_sent = false;
+    // Streams answered and not reset: each is reset when the session closes.
+    let mut open: BTreeSet<u32> = BTreeSet::new();
     // Closing waits for data still held back by the peer's windows.
     let mut closing = false;
     loop {
@@ -830,6 +840,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         activity.touch();
         match out {
             Out::Reply(id) => {
+                open.insert(id);
                 let mut payload = id.to_be_bytes().to_vec();
                 payload.extend_from_slice(&encoder.encode(&[]));
                 w.write_all(&control_frame(SYN_REPLY, 0, &payload)).await?;
@@ -844,9 +855,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
             Out::Reset { stream, status } => {
-                let mut payload = stream.to_be_bytes().to_vec();
-                payload.extend_from_slice(&status.to_be_bytes());
-                w.write_all(&control_frame(RST_STREAM, 0, &payload)).await?;
+                open.remove(&stream);
+                w.write_all(&reset_frame(stream, status)).await?;
             }
             Out::Ping(id) => {
                 w.write_all(&control_frame(PING, 0, &id.to_be_bytes()))
@@ -858,12 +868,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 w.write_all(&control_frame(WINDOW_UPDATE, 0, &payload))
                     .await?;
             }
+            Out::PeerReset(stream) => {
+                open.remove(&stream);
+            }
             Out::Close => closing = true,
-            Out::GoAway => {
+            Out::GoAway(status) => {
                 if !goaway_sent {
                     goaway_sent = true;
-                    let payload = [0u8; 8];
-                    w.write_all(&control_frame(GOAWAY, 0, &payload)).await?;
+                    let last = open.last().copied().unwrap_or(0);
+                    w.write_all(&goaway_frame(last, status)).await?;
                 }
             }
             Out::PeerWindows {
@@ -890,8 +903,30 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             w.flush().await?;
         }
     }
+    // Every byte of every stream is out: the streams end, then the session, in the reference
+    // server's order.
+    let last = open.last().copied().unwrap_or(0);
+    for stream in std::mem::take(&mut open) {
+        w.write_all(&reset_frame(stream, CANCEL)).await?;
+    }
+    if !goaway_sent {
+        w.write_all(&goaway_frame(last, GOAWAY_OK)).await?;
+    }
     w.flush().await?;
     w.shutdown().await
+}
+
+fn reset_frame(stream: u32, status: u32) -> Vec<u8> {
+    let mut payload = stream.to_be_bytes().to_vec();
+    payload.extend_from_slice(&status.to_be_bytes());
+    control_frame(RST_STREAM, 0, &payload)
+}
+
+/// GOAWAY naming the last stream this side accepted.
+fn goaway_frame(last_good: u32, status: u32) -> Vec<u8> {
+    let mut payload = last_good.to_be_bytes().to_vec();
+    payload.extend_from_slice(&status.to_be_bytes());
+    control_frame(GOAWAY, 0, &payload)
 }
 
 /// Writes what the windows allow of a DATA frame and queues the rest.
@@ -1139,23 +1174,47 @@ mod tests {
         assert_eq!(stream.data.recv().await.as_deref(), Some(&b"abc"[..]));
         assert_eq!(stream.data.recv().await, None, "a reset stream ends");
 
+        // A second stream, still open when the session closes.
+        let mut payload = 3u32.to_be_bytes().to_vec();
+        payload.extend_from_slice(&[0; 6]);
+        payload.extend_from_slice(&headers.encode(&[("streamtype", "error")]));
+        write
+            .write_all(&control_frame(SYN_STREAM, 0, &payload))
+            .await
+            .expect("SYN_STREAM");
+        let second = session.streams.recv().await.expect("stream");
         stream.out.send(Bytes::from_static(b"xyz")).await;
-        let sender = session.sender();
-        sender.go_away();
-        sender.close().await;
-        // GOAWAY goes ahead of queued data; both arrive, then the connection ends.
-        let (mut data, mut goaway) = (Vec::new(), false);
+        second.out.send(Bytes::from_static(b"status")).await;
+        session.sender().close().await;
+        // Everything queued, then a reset of the stream still open (not of the one the peer
+        // reset), then GOAWAY naming the last stream, then the end of the connection.
+        let mut seen = Vec::new();
         while let Some(frame) = read_frame(&mut read).await.expect("frame") {
             match frame {
                 Frame::Data {
-                    stream: 1, payload, ..
-                } => data.extend_from_slice(&payload),
-                Frame::Control { kind: GOAWAY, .. } => goaway = true,
+                    stream, payload, ..
+                } => seen.push(format!(
+                    "data {stream} {}",
+                    String::from_utf8_lossy(&payload)
+                )),
+                Frame::Control {
+                    kind: RST_STREAM,
+                    payload,
+                    ..
+                } => seen.push(format!("rst {}", be32(&payload, 0).expect("id"))),
+                Frame::Control {
+                    kind: GOAWAY,
+                    payload,
+                    ..
+                } => seen.push(format!("goaway {}", be32(&payload, 0).expect("id"))),
                 _ => {}
             }
         }
-        assert_eq!(data, b"xyz");
-        assert!(goaway);
+        assert_eq!(
+            seen,
+            ["data 1 xyz", "data 3 status", "rst 3", "goaway 3"],
+            "frames after the SYN_REPLYs"
+        );
         tokio::time::timeout(Duration::from_secs(5), session.done)
             .await
             .expect("the session ends")

@@ -1,6 +1,13 @@
 //! A SPDY/3.1 client session. The frame and header-block codec is the shim's (pinned to
 //! recorded sessions of the real Go client); the session logic, stream bookkeeping and the
 //! Kubernetes protocol use are this client's own.
+//!
+//! It is as strict as the library behind every Kubernetes client (moby/spdystream, in
+//! client-go) where that library and the SPDY/3.1 text differ: it stops reading at GOAWAY
+//! and ends every stream there, so whatever a server sends after its GOAWAY is lost here as
+//! it is for kubectl, crictl and the kubelet. Data on a stream that was not answered, or that
+//! already ended, is dropped. Every frame read is kept in order (`Conn::frames`) so that tests
+//! can compare a server's frame order with the reference server's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pod_shim::streaming::spdy::{
-    control_frame, data_header, read_frame, Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN,
+    control_frame, data_header, read_frame, Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN, GOAWAY,
     RST_STREAM, SETTINGS, SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,6 +24,29 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{split_url, Exec};
+
+/// A frame this client read, in the order read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Reply(u32),
+    Data {
+        stream: u32,
+        len: usize,
+        fin: bool,
+    },
+    Reset {
+        stream: u32,
+        status: u32,
+    },
+    GoAway {
+        last_good: u32,
+    },
+    /// Any other control frame (PING, WINDOW_UPDATE, SETTINGS, ...), by type.
+    Control(u16),
+    /// Bytes that came after GOAWAY: not read as frames (a Go client never sees them), only
+    /// counted, so a test can show what a server sent too late.
+    Unread(usize),
+}
 
 struct Entry {
     data: Option<mpsc::UnboundedSender<Bytes>>,
@@ -38,6 +68,8 @@ pub struct Conn {
     pub protocol: String,
     /// WINDOW_UPDATE frames the server sent.
     pub window_updates: Arc<AtomicU32>,
+    /// Every frame read, in order; nothing after a GOAWAY (reading stops there).
+    pub frames: Arc<Mutex<Vec<Seen>>>,
 }
 
 /// One stream this client opened.
@@ -96,17 +128,28 @@ where
     let (mut read, w) = tokio::io::split(io);
     let streams: Arc<Mutex<HashMap<u32, Entry>>> = Arc::default();
     let window_updates = Arc::new(AtomicU32::new(0));
+    let frames: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let reader = {
         let streams = streams.clone();
         let window_updates = window_updates.clone();
+        let frames = frames.clone();
         tokio::spawn(async move {
             let mut headers = HeaderDecoder::default();
+            let mut gone_away = false;
             while let Ok(Some(frame)) = read_frame(&mut read).await {
+                let seen = see(&frame);
+                frames
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(seen.clone());
                 let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
-                match frame {
-                    Frame::Control { kind, payload, .. } if kind == SYN_REPLY => {
-                        let id =
-                            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                match (seen, frame) {
+                    // spdystream's read loop breaks out at GOAWAY: nothing after it is read.
+                    (Seen::GoAway { .. }, _) => {
+                        gone_away = true;
+                        break;
+                    }
+                    (Seen::Reply(id), Frame::Control { payload, .. }) => {
                         headers
                             .decode(&payload[4..])
                             .expect("SYN_REPLY header block");
@@ -114,23 +157,24 @@ where
                             let _ = tx.send(());
                         }
                     }
-                    Frame::Control { kind, payload, .. } if kind == RST_STREAM => {
-                        let id =
-                            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                        if let Some(e) = streams.get_mut(&id) {
+                    (Seen::Reset { stream, .. }, _) => {
+                        if let Some(e) = streams.get_mut(&stream) {
                             e.data = None;
                         }
                     }
-                    Frame::Control { kind, .. } if kind == WINDOW_UPDATE => {
+                    (Seen::Control(WINDOW_UPDATE), _) => {
                         window_updates.fetch_add(1, Ordering::Relaxed);
                     }
-                    Frame::Control { .. } => {}
-                    Frame::Data {
-                        stream,
-                        flags,
-                        payload,
-                    } => {
-                        if let Some(e) = streams.get_mut(&stream) {
+                    (
+                        _,
+                        Frame::Data {
+                            stream,
+                            flags,
+                            payload,
+                        },
+                    ) => {
+                        // Data on a stream not yet answered is dropped, as spdystream does.
+                        if let Some(e) = streams.get_mut(&stream).filter(|e| e.replied.is_none()) {
                             if let Some(tx) = &e.data {
                                 if !payload.is_empty() {
                                     let _ = tx.send(Bytes::from(payload));
@@ -141,15 +185,25 @@ where
                             }
                         }
                     }
+                    _ => {}
                 }
             }
-            // The connection is over: every stream ends.
+            // The connection is over, or went away: every stream ends.
             for e in streams
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .values_mut()
             {
                 e.data = None;
+            }
+            let mut buf = [0u8; 4096];
+            if gone_away {
+                while let Ok(n @ 1..) = read.read(&mut buf).await {
+                    frames
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Seen::Unread(n));
+                }
             }
         })
     };
@@ -163,6 +217,39 @@ where
         reader,
         protocol,
         window_updates,
+        frames,
+    }
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+        .unwrap_or_default()
+}
+
+/// What a frame is, for the record of a session.
+pub fn see(frame: &Frame) -> Seen {
+    match frame {
+        Frame::Data {
+            stream,
+            flags,
+            payload,
+        } => Seen::Data {
+            stream: *stream,
+            len: payload.len(),
+            fin: flags & FLAG_FIN != 0,
+        },
+        Frame::Control { kind, payload, .. } => match *kind {
+            SYN_REPLY => Seen::Reply(be32(payload, 0) & 0x7fff_ffff),
+            RST_STREAM => Seen::Reset {
+                stream: be32(payload, 0) & 0x7fff_ffff,
+                status: be32(payload, 4),
+            },
+            GOAWAY => Seen::GoAway {
+                last_good: be32(payload, 0) & 0x7fff_ffff,
+            },
+            other => Seen::Control(other),
+        },
     }
 }
 
@@ -246,6 +333,14 @@ impl Conn {
                 .await;
     }
 
+    /// The frames read so far.
+    pub fn frames(&self) -> Vec<Seen> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Closes the connection from this side.
     pub async fn close(self) {
         let mut w = self.writer.lock().await;
@@ -307,21 +402,27 @@ pub struct Remote {
     pub resize: Option<Stream>,
 }
 
+/// The remote-command subprotocols the Go clients offer, in their order.
+pub const REMOTE_PROTOCOLS: [&str; 5] = [
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+
 /// Opens an exec or attach session on `url`.
 pub async fn remote(url: &str, stdin: bool, tty: bool) -> Remote {
-    let conn = connect(
-        url,
-        &[
-            "v5.channel.k8s.io",
-            "v4.channel.k8s.io",
-            "v3.channel.k8s.io",
-            "v2.channel.k8s.io",
-            "channel.k8s.io",
-        ],
-    )
-    .await
-    .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
+    let conn = connect(url, &REMOTE_PROTOCOLS)
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"));
     assert_eq!(conn.protocol, "v4.channel.k8s.io");
+    open_remote(conn, stdin, tty).await
+}
+
+/// Opens the streams of a remote-command session on `conn`, one after another as the Go
+/// client does (each waits for its SYN_REPLY).
+pub async fn open_remote(conn: Conn, stdin: bool, tty: bool) -> Remote {
     let error = conn.open(&[("streamtype", "error")]).await;
     let stdin = match stdin {
         true => Some(conn.open(&[("streamtype", "stdin")]).await),
@@ -354,7 +455,12 @@ impl Remote {
     }
 
     /// Reads every output stream and the status to their end.
-    pub async fn finish(mut self) -> Exec {
+    pub async fn finish(self) -> Exec {
+        self.finish_with_frames().await.0
+    }
+
+    /// `finish`, and every frame the server sent, in order.
+    pub async fn finish_with_frames(mut self) -> (Exec, Vec<Seen>) {
         let stderr = async {
             match self.stderr.as_mut() {
                 Some(s) => s.read_all().await,
@@ -363,12 +469,16 @@ impl Remote {
         };
         let (stdout, stderr, status) =
             tokio::join!(self.stdout.read_all(), stderr, self.error.read_all());
+        // The server closes the connection after its GOAWAY: every frame is in by then.
+        let _ = (&mut self.conn.reader).await;
+        let frames = self.conn.frames();
         self.conn.close().await;
-        Exec {
+        let exec = Exec {
             stdout,
             stderr,
             status,
-        }
+        };
+        (exec, frames)
     }
 }
 
@@ -405,4 +515,137 @@ pub async fn forward(
     data.finish().await;
     let (reply, error) = tokio::join!(data.read_all(), error.read_all());
     (reply, error)
+}
+
+/// Asserts a session ended as the reference server ends one: every stream it answered ended
+/// (FIN or RST_STREAM) before GOAWAY, and GOAWAY was the last frame.
+pub fn assert_ended_like_the_reference(frames: &[Seen]) {
+    let goaway = frames
+        .iter()
+        .position(|f| matches!(f, Seen::GoAway { .. }))
+        .unwrap_or_else(|| panic!("no GOAWAY: {frames:?}"));
+    assert_eq!(
+        goaway,
+        frames.len() - 1,
+        "the server sent more after GOAWAY: {frames:?}"
+    );
+    for f in frames {
+        if let Seen::Reply(id) = f {
+            let ended = frames[..goaway].iter().any(|g| match g {
+                Seen::Data { stream, fin, .. } => stream == id && *fin,
+                Seen::Reset { stream, .. } => stream == id,
+                _ => false,
+            });
+            assert!(ended, "stream {id} did not end before GOAWAY: {frames:?}");
+        }
+    }
+}
+
+/// The recorded sessions of the Kubernetes reference client and server
+/// (`shared/fixtures/streaming`).
+pub const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/streaming"
+);
+
+/// One direction of a recorded connection: its HTTP head, then its SPDY frames, each whole.
+pub fn recorded(session: &str, direction: &str) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let path = format!("{FIXTURES}/{session}/conn0-{direction}.bin");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let head = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+        .unwrap_or_else(|| panic!("{path}: no HTTP head"));
+    let mut frames = Vec::new();
+    let mut at = head;
+    while at + 8 <= bytes.len() {
+        let len = (be32(&bytes, at + 4) & 0x00ff_ffff) as usize;
+        let end = (at + 8 + len).min(bytes.len());
+        frames.push(bytes[at..end].to_vec());
+        at = end;
+    }
+    (bytes[..head].to_vec(), frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plays `frames` (a recorded server's, after its 101) to a client on the other end of
+    /// `io`, answering each stream only once the client opened it, as a live server would.
+    async fn play_server(io: tokio::io::DuplexStream, frames: Vec<Vec<u8>>) {
+        let (mut read, mut write) = tokio::io::split(io);
+        let (opened_tx, mut opened) = tokio::sync::watch::channel(0u32);
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(frame)) = read_frame(&mut read).await {
+                if let Frame::Control {
+                    kind: SYN_STREAM,
+                    payload,
+                    ..
+                } = frame
+                {
+                    let _ = opened_tx.send(be32(&payload, 0) & 0x7fff_ffff);
+                }
+            }
+        });
+        for frame in frames {
+            if frame[0] & 0x80 != 0 && u16::from_be_bytes([frame[2], frame[3]]) == SYN_REPLY {
+                let id = be32(&frame, 8) & 0x7fff_ffff;
+                opened.wait_for(|o| *o >= id).await.expect("client opened");
+            }
+            write.write_all(&frame).await.expect("write a frame");
+        }
+        let _ = write.shutdown().await;
+        let _ = reader.await;
+    }
+
+    /// The Kubernetes client's exec (stdin, stdout, stderr) against recorded server frames.
+    async fn exec_against(frames: Vec<Vec<u8>>) -> (Exec, Vec<Seen>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(play_server(server, frames));
+        let conn = over(client, "v4.channel.k8s.io".into());
+        let session = open_remote(conn, true, false).await;
+        if let Some(stdin) = &session.stdin {
+            stdin.send(b"hello-stdin\n").await;
+            stdin.finish().await;
+        }
+        let out = tokio::time::timeout(Duration::from_secs(10), session.finish_with_frames())
+            .await
+            .expect("the session ends");
+        server.await.expect("server");
+        out
+    }
+
+    fn is_goaway(frame: &[u8]) -> bool {
+        frame[0] & 0x80 != 0 && u16::from_be_bytes([frame[2], frame[3]]) == GOAWAY
+    }
+
+    #[tokio::test]
+    async fn the_reference_servers_session_reads_as_exit_code_3() {
+        let (_, frames) = recorded("exec-spdy", "server-to-client");
+        let (out, seen) = exec_against(frames).await;
+        assert_eq!(out.stdout(), "hello-stdin\n");
+        assert_eq!(out.stderr(), "to-stderr\n");
+        out.assert_exit(3);
+        assert!(matches!(seen.last(), Some(Seen::GoAway { .. })), "{seen:?}");
+    }
+
+    /// What dockpod's shim once sent: GOAWAY ahead of the error stream's status. A client as
+    /// strict as spdystream never sees the status, and reports success.
+    #[tokio::test]
+    async fn a_status_behind_goaway_is_lost_as_it_is_for_client_go() {
+        let (_, mut frames) = recorded("exec-spdy", "server-to-client");
+        let goaway = frames.iter().position(|f| is_goaway(f)).expect("GOAWAY");
+        let goaway = frames.remove(goaway);
+        let first_data = frames
+            .iter()
+            .position(|f| f[0] & 0x80 == 0 && be32(f, 0) == 1)
+            .expect("the error stream's data");
+        frames.insert(first_data, goaway);
+        let (out, _) = exec_against(frames).await;
+        assert_eq!(out.stdout(), "hello-stdin\n");
+        assert!(out.status.is_empty(), "{:?}", out.status_text());
+        assert_eq!(out.outcome(), Ok(0));
+    }
 }

@@ -55,17 +55,266 @@ async fn spdy_exec_carries_stdin_eof_output_streams_and_the_exit_code() {
     let out = spdy::exec(&url, Some(b"hello-stdin\n")).await;
     assert_eq!(out.stdout(), "hello-stdin\n");
     assert_eq!(out.stderr(), "to-stderr\n");
-    assert_eq!(
-        out.exit_code(),
-        3,
-        "{:?}",
-        String::from_utf8_lossy(&out.status)
-    );
+    out.assert_exit(3);
 
     let url = exec_url(&mut rt, &c, &["true"], false, false).await;
     let out = spdy::exec(&url, None).await;
-    assert_eq!(out.exit_code(), 0);
-    assert_eq!(out.status()["status"], "Success");
+    out.assert_exit(0);
+    remove_pod(&mut rt, &id).await;
+}
+
+/// Every exit code reaches the client exactly, through clients as strict as the Kubernetes
+/// ones: over SPDY (reading stops at GOAWAY, as in client-go's spdystream) and over
+/// WebSocket (v5 and v4), with and without stdin, and with a TTY.
+#[tokio::test]
+async fn every_exit_code_reaches_strict_clients_over_spdy_and_websocket() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "exit-codes", logs.path()).await;
+    for code in [0i64, 1, 7, 255] {
+        let with_stdin = format!("cat; echo err >&2; exit {code}");
+        let without = format!("echo out; echo err >&2; exit {code}");
+        let cases: [(&str, &str, Option<&[u8]>); 5] = [
+            ("spdy", &with_stdin, Some(b"in\n")),
+            ("v5.channel.k8s.io", &with_stdin, Some(b"in\n")),
+            ("spdy", &without, None),
+            ("v5.channel.k8s.io", &without, None),
+            ("v4.channel.k8s.io", &without, None),
+        ];
+        for (transport, script, input) in cases {
+            let what = format!("{transport}, exit {code}, stdin {}", input.is_some());
+            let url = exec_url(&mut rt, &c, &["sh", "-c", script], input.is_some(), false).await;
+            let out = if transport == "spdy" {
+                let session = spdy::remote(&url, input.is_some(), false).await;
+                if let (Some(stdin), Some(input)) = (&session.stdin, input) {
+                    stdin.send(input).await;
+                    stdin.finish().await;
+                }
+                let (out, frames) = tokio::time::timeout(SECS, session.finish_with_frames())
+                    .await
+                    .unwrap_or_else(|_| panic!("{what}: the session did not end"));
+                spdy::assert_ended_like_the_reference(&frames);
+                out
+            } else {
+                ws::exec(&url, transport, input).await
+            };
+            let expected = if input.is_some() { "in\n" } else { "out\n" };
+            assert_eq!(out.stdout(), expected, "{what}");
+            assert_eq!(out.stderr(), "err\n", "{what}");
+            out.assert_exit(code);
+        }
+
+        // A TTY: the shell reads its exit from the terminal.
+        let typed = format!("exit {code}\n");
+        let url = exec_url(&mut rt, &c, &["sh"], true, true).await;
+        let session = spdy::remote(&url, true, true).await;
+        if let Some(stdin) = &session.stdin {
+            stdin.send(typed.as_bytes()).await;
+        }
+        let (out, frames) = tokio::time::timeout(SECS, session.finish_with_frames())
+            .await
+            .unwrap_or_else(|_| panic!("tty exec, exit {code}: the session did not end"));
+        spdy::assert_ended_like_the_reference(&frames);
+        out.assert_exit(code);
+        let url = exec_url(&mut rt, &c, &["sh"], true, true).await;
+        let out = ws::exec(&url, "v4.channel.k8s.io", Some(typed.as_bytes())).await;
+        out.assert_exit(code);
+    }
+    remove_pod(&mut rt, &id).await;
+}
+
+/// The recorded client bytes of a real `crictl exec -i` (client-go's executor) replayed
+/// against dockpod: the shim's frames come in the recorded reference server's order (all
+/// output, then the status, then every stream's end, then GOAWAY last), with the same output
+/// and the same exit status.
+#[tokio::test]
+async fn a_recorded_client_session_gets_the_reference_servers_frame_order() {
+    use pod_shim::streaming::spdy::{read_frame, Frame, HeaderDecoder, SYN_STREAM};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "replay", logs.path()).await;
+    // The command the recorded client ran.
+    let cmd = ["sh", "-c", "cat; echo to-stderr >&2; exit 3"];
+    let url = exec_url(&mut rt, &c, &cmd, true, false).await;
+    let (host, path) = dockpod_tests::streaming::split_url(&url);
+
+    let (head, client_frames) = spdy::recorded("exec-spdy", "client-to-server");
+    let head = String::from_utf8(head).expect("the recorded head is text");
+    let head: String = head
+        .split_inclusive("\r\n")
+        .map(|line| {
+            if line.starts_with("POST ") {
+                format!("POST {path} HTTP/1.1\r\n")
+            } else if line.starts_with("Host: ") {
+                format!("Host: {host}\r\n")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+
+    // Which stream is which, from the recorded client's own SYN_STREAMs.
+    let mut types = std::collections::HashMap::new();
+    let mut decoder = HeaderDecoder::default();
+    for raw in &client_frames {
+        let mut r = &raw[..];
+        if let Ok(Some(Frame::Control {
+            kind: SYN_STREAM,
+            payload,
+            ..
+        })) = read_frame(&mut r).await
+        {
+            let id = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+            let headers = decoder.decode(&payload[10..]).expect("header block");
+            let kind = headers
+                .iter()
+                .find(|(n, _)| n == "streamtype")
+                .map(|(_, v)| v.clone())
+                .expect("streamtype");
+            types.insert(id, kind);
+        }
+    }
+
+    let mut tcp = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    tcp.write_all(head.as_bytes()).await.expect("head");
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(tcp.read(&mut byte).await.expect("read"), 1, "{response:?}");
+        response.push(byte[0]);
+    }
+    let response = String::from_utf8_lossy(&response).into_owned();
+    assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+    assert!(response.contains("v4.channel.k8s.io"), "{response}");
+
+    // Replayed as the client did: each stream opened once the one before it was answered,
+    // stdin's data once all were.
+    let (mut read, mut write) = tcp.into_split();
+    let (replied_tx, mut replied) = tokio::sync::watch::channel(0u32);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut data: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+        while let Ok(Some(frame)) = read_frame(&mut read).await {
+            let s = spdy::see(&frame);
+            if let spdy::Seen::Reply(id) = s {
+                let _ = replied_tx.send(id);
+            }
+            if let Frame::Data {
+                stream, payload, ..
+            } = &frame
+            {
+                data.entry(*stream).or_default().extend_from_slice(payload);
+            }
+            let goaway = matches!(s, spdy::Seen::GoAway { .. });
+            seen.push(s);
+            if goaway {
+                break;
+            }
+        }
+        (seen, data)
+    });
+    let last = types.keys().copied().max().expect("streams");
+    for raw in &client_frames {
+        let is_syn = raw[0] & 0x80 != 0 && u16::from_be_bytes([raw[2], raw[3]]) == SYN_STREAM;
+        let before = if is_syn {
+            u32::from_be_bytes([raw[8], raw[9], raw[10], raw[11]]) & 0x7fff_ffff
+        } else {
+            last + 2
+        };
+        if before > 1 {
+            tokio::time::timeout(SECS, replied.wait_for(|r| *r >= before - 2))
+                .await
+                .expect("dockpod answered the stream before")
+                .expect("replies");
+        }
+        write.write_all(raw).await.expect("replay a frame");
+    }
+    let (ours, data) = tokio::time::timeout(SECS, reader)
+        .await
+        .expect("the session ended")
+        .expect("reader");
+    let _ = write.shutdown().await;
+
+    let stream_of = |kind: &str| {
+        types
+            .iter()
+            .find(|(_, t)| t.as_str() == kind)
+            .map(|(id, _)| *id)
+            .expect("stream")
+    };
+    let text = |kind: &str| {
+        String::from_utf8_lossy(&data.get(&stream_of(kind)).cloned().unwrap_or_default())
+            .into_owned()
+    };
+    assert_eq!(text("stdout"), "hello-stdin\n");
+    assert_eq!(text("stderr"), "to-stderr\n");
+    let status: serde_json::Value = serde_json::from_str(&text("error")).expect("status JSON");
+
+    let (_, reference_frames) = spdy::recorded("exec-spdy", "server-to-client");
+    let mut reference = Vec::new();
+    let mut reference_status = Vec::new();
+    for raw in &reference_frames {
+        let mut r = &raw[..];
+        let frame = read_frame(&mut r).await.expect("frame").expect("frame");
+        if let Frame::Data {
+            stream: 1, payload, ..
+        } = &frame
+        {
+            reference_status.extend_from_slice(payload);
+        }
+        reference.push(spdy::see(&frame));
+    }
+    let reference_status: serde_json::Value =
+        serde_json::from_slice(&reference_status).expect("reference status");
+    for field in ["status", "reason", "details"] {
+        assert_eq!(status[field], reference_status[field], "{status}");
+    }
+
+    let phases = |frames: &[spdy::Seen]| -> Vec<&'static str> {
+        let mut ended = std::collections::HashSet::new();
+        let mut out: Vec<&'static str> = Vec::new();
+        for f in frames {
+            let phase = match f {
+                spdy::Seen::Reply(_) => "answer every stream",
+                spdy::Seen::Data { stream, len, fin } => {
+                    if *len > 0 && ended.contains(stream) {
+                        "data after its stream ended"
+                    } else if *len > 0 && types.get(stream).map(String::as_str) == Some("error") {
+                        "status"
+                    } else if *len > 0 && !*fin {
+                        "output"
+                    } else if *fin && ended.insert(*stream) {
+                        "end every stream"
+                    } else {
+                        continue;
+                    }
+                }
+                spdy::Seen::Reset { stream, .. } if ended.insert(*stream) => "end every stream",
+                spdy::Seen::GoAway { .. } => "goaway",
+                _ => continue,
+            };
+            if out.last() != Some(&phase) {
+                out.push(phase);
+            }
+        }
+        assert_eq!(ended.len(), types.len(), "every stream ends: {frames:?}");
+        out
+    };
+    let expected = [
+        "answer every stream",
+        "output",
+        "status",
+        "end every stream",
+        "goaway",
+    ];
+    assert_eq!(phases(&reference), expected, "the reference: {reference:?}");
+    assert_eq!(phases(&ours), expected, "dockpod: {ours:?}");
     remove_pod(&mut rt, &id).await;
 }
 
@@ -123,8 +372,34 @@ async fn spdy_attach_to_a_container_with_stdin_and_tty() {
     let seen = session.stdout.read_until(b"attached-42").await;
     assert!(String::from_utf8_lossy(&seen).contains("attached-42"));
     stdin.send(b"exit 7\n").await;
-    let out = session.finish().await;
-    assert_eq!(out.status()["status"], "Success", "{:?}", out.status());
+    let (out, frames) = session.finish_with_frames().await;
+    spdy::assert_ended_like_the_reference(&frames);
+    // An attach ends in success whatever the container's code, as with the reference
+    // runtimes: `kubectl run -i --rm` takes the code from the pod's status, and would skip
+    // the pod's removal on an attach error. The status must still arrive, ahead of GOAWAY.
+    out.assert_exit(0);
+    let status = wait_exited(&rt, &c, SECS).await;
+    assert_eq!(status.exit_code, 7);
+
+    // The same over WebSocket.
+    let mut config = container_config("shell-ws", &["sh"]);
+    config.stdin = true;
+    config.tty = true;
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let url = rt
+        .attach(AttachRequest {
+            container_id: c.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let out = ws::exec(&url, "v4.channel.k8s.io", Some(b"exit 7\n")).await;
+    out.assert_exit(0);
     let status = wait_exited(&rt, &c, SECS).await;
     assert_eq!(status.exit_code, 7);
     remove_pod(&mut rt, &id).await;
