@@ -6,7 +6,9 @@
 #      contrib/dockerd.sh (log: /var/log/dockpod-dockerd.log);
 #   3. builds the local images from busybox-static, with no registry: the sandbox image
 #      localhost/dockpod/pause:1 and the tool image localhost/dockpod/busybox:1;
-#   4. builds the release binaries (target/release/shim-manager, target/release/pod-shim).
+#   4. builds the release binaries (target/release/shim-manager, target/release/pod-shim);
+#   5. installs the real third-party clients the tests drive (Python grpcio and grpcio-tools
+#      from PyPI, pinned) into a virtual environment, target/test-python.
 # Environment: DOCKER_SOCK (default /var/run/docker.sock), DOCKERD_TIMEOUT (seconds, 60),
 # SKIP_BUILD=1 to leave out step 4.
 set -euo pipefail
@@ -17,7 +19,9 @@ DOCKER_SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
 BASE_IMAGE=localhost/dockpod/busybox-base:1
 PAUSE_IMAGE=localhost/dockpod/pause:1
 TOOL_IMAGE=localhost/dockpod/busybox:1
-PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables)
+PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables python3 python3-venv)
+# The tests' Python CRI client: grpcio since 1.57 sends a unix socket's path as :authority.
+PYTHON_CLIENTS=(grpcio==1.85.1 grpcio-tools==1.85.1)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -92,8 +96,21 @@ build_binaries() {
 	(cd "$repo" && cargo build --release --locked --bins)
 }
 
+install_test_clients() {
+	local venv="$repo/target/test-python"
+	if [ "$(cat "$venv/.installed" 2>/dev/null)" = "${PYTHON_CLIENTS[*]}" ]; then
+		return
+	fi
+	say "installing ${PYTHON_CLIENTS[*]} into $venv"
+	rm -rf "$venv"
+	/usr/bin/python3 -m venv "$venv"
+	"$venv/bin/pip" install -q --disable-pip-version-check "${PYTHON_CLIENTS[@]}"
+	printf '%s' "${PYTHON_CLIENTS[*]}" >"$venv/.installed"
+}
+
 install_packages
 "$here/dockerd.sh" start
 build_images
 build_binaries
+install_test_clients
 say "ready: $PAUSE_IMAGE and $TOOL_IMAGE built; binaries in $repo/target/release"

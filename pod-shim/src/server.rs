@@ -13,7 +13,6 @@ use dockpod_proto::shim::{
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::cri::ShimRuntime;
@@ -117,6 +116,6 @@ pub async fn run(
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
+        .serve_with_incoming_shutdown(dockpod_proto::authority::incoming(listener), stop)
         .await
 }

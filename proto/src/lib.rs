@@ -4,6 +4,7 @@
 //! for unix sockets, durable files and `/proc` readings that both sides use.
 #![deny(unsafe_code)]
 
+pub mod authority;
 pub mod cni_conf;
 pub mod docker_errors;
 pub mod files;

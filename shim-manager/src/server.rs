@@ -11,7 +11,6 @@ use dockpod_proto::files::{atomic_write, ensure_dir};
 use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::ServeConfig;
 use crate::cri::image::ImageApi;
@@ -123,7 +122,7 @@ pub async fn run(
         .add_service(dockpod_proto::manager::manager_server::ManagerServer::new(
             manager,
         ))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signalled);
+        .serve_with_incoming_shutdown(dockpod_proto::authority::incoming(listener), signalled);
     let drain_deadline = async {
         stopping.notified().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;

@@ -10,6 +10,7 @@ pub mod crilog;
 pub mod docker;
 pub mod dockerd;
 pub mod front;
+pub mod h2raw;
 pub mod procs;
 pub mod registry;
 pub mod streaming;

@@ -4,6 +4,7 @@
 
 mod adopt;
 mod cli;
+mod clients;
 mod containers;
 mod images;
 mod logs;

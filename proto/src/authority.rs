@@ -1,0 +1,606 @@
+//! Any `:authority` on dockpod's unix sockets: the CRI socket and every shim's socket.
+//!
+//! Why this exists: the HTTP/2 layer under tonic (the `h2` crate) resets, with
+//! PROTOCOL_ERROR and before any service sees it, every request whose `:authority` is not a
+//! valid URI authority. Over a unix socket many real CRI clients send exactly that: grpc-go
+//! dialled with a bare socket path (the kubelet did until kubernetes/kubernetes#123463 in
+//! 2024, so every kubelet released before it), grpc-java with a domain-socket address,
+//! `grpcurl -unix`, Python `grpcio` since 1.57 (the percent-encoded path). containerd and
+//! cri-dockerd, being Go servers, accept them. The h2 maintainers declined to relax the check
+//! (h2 #442, #487; hyper #3750), and a fork of h2 is not ours to keep.
+//!
+//! So a thin layer sits between the accepted connection and hyper. It reads the client's
+//! HTTP/2 frames; every header block (HEADERS with its CONTINUATIONs) is decoded with the
+//! connection's HPACK context (`loona-hpack`, a maintained HPACK codec), a request whose
+//! authority is missing, empty or invalid gets `localhost`, and the block is encoded again
+//! with an HPACK context of this layer's own, which h2's decoder then follows (so every block
+//! goes through it, rewritten or not). Every other frame passes through byte for byte as it
+//! arrives, and the server's direction is not touched at all. The cost per call is measured
+//! by `bench-authority`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tonic::transport::server::{Connected, UdsConnectInfo};
+
+/// What the client's connection starts with, before its first frame.
+const PREFACE_LEN: usize = 24;
+const FRAME_HEAD: usize = 9;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// Frames written toward h2 stay within the smallest maximum frame size HTTP/2 allows, which
+/// every server accepts whatever it advertised.
+const MAX_FRAME: usize = 16 * 1024;
+/// Largest header block accepted (compressed, HEADERS and CONTINUATIONs together). A block is
+/// held whole until it ends; gRPC's own servers refuse more than 16 KiB of headers.
+const MAX_BLOCK: usize = 256 * 1024;
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 8 * 1024;
+/// What a request without a usable authority is served as.
+const LOCALHOST: &[u8] = b"localhost";
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("a header block of over {MAX_BLOCK} bytes")]
+    BlockTooLarge,
+    #[error("a header block interrupted by another frame")]
+    Interrupted,
+    #[error("a CONTINUATION frame outside a header block")]
+    StrayContinuation,
+    #[error("a malformed HEADERS frame")]
+    Malformed,
+    #[error("a header block that does not decode: {0:?}")]
+    Hpack(loona_hpack::decoder::DecoderError),
+}
+
+impl From<AuthorityError> for io::Error {
+    fn from(e: AuthorityError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// Where the client's byte stream is.
+enum Stage {
+    /// Inside the connection preface: this many bytes to go.
+    Preface(usize),
+    /// Reading a frame header.
+    Head,
+    /// Passing a frame's payload through: this many bytes to go.
+    Pass(usize),
+    /// Collecting a HEADERS or CONTINUATION payload of this length.
+    Collect {
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        len: usize,
+    },
+}
+
+/// A decoded header list: names and values as bytes.
+pub type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A header block being collected.
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    priority: Option<[u8; 5]>,
+    fragment: Vec<u8>,
+}
+
+/// The client-to-server rewrite of one connection, as pure bytes in, bytes out.
+pub struct Rewriter {
+    stage: Stage,
+    /// The frame header or header-frame payload read so far.
+    partial: Vec<u8>,
+    block: Option<Block>,
+    decoder: loona_hpack::Decoder<'static>,
+    encoder: loona_hpack::Encoder<'static>,
+    /// Requests whose authority was replaced.
+    pub rewritten: u64,
+}
+
+impl Default for Rewriter {
+    fn default() -> Self {
+        Rewriter {
+            stage: Stage::Preface(PREFACE_LEN),
+            partial: Vec::new(),
+            block: None,
+            decoder: loona_hpack::Decoder::new(),
+            encoder: loona_hpack::Encoder::new(),
+            rewritten: 0,
+        }
+    }
+}
+
+impl Rewriter {
+    /// Takes the next bytes from the client and appends what h2 is to read to `out`.
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), AuthorityError> {
+        while !input.is_empty() {
+            match self.stage {
+                Stage::Preface(left) => {
+                    let n = left.min(input.len());
+                    out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.stage = match left - n {
+                        0 => Stage::Head,
+                        left => Stage::Preface(left),
+                    };
+                }
+                Stage::Pass(left) => {
+                    let n = left.min(input.len());
+                    out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.stage = match left - n {
+                        0 => Stage::Head,
+                        left => Stage::Pass(left),
+                    };
+                }
+                Stage::Head => {
+                    let n = (FRAME_HEAD - self.partial.len()).min(input.len());
+                    self.partial.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    if self.partial.len() == FRAME_HEAD {
+                        let head: [u8; FRAME_HEAD] = take_head(&mut self.partial);
+                        self.frame_head(head, out)?;
+                    }
+                }
+                Stage::Collect { len, .. } => {
+                    let n = (len - self.partial.len()).min(input.len());
+                    self.partial.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    if self.partial.len() == len {
+                        self.header_payload(out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn frame_head(
+        &mut self,
+        head: [u8; FRAME_HEAD],
+        out: &mut Vec<u8>,
+    ) -> Result<(), AuthorityError> {
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match (kind, &self.block) {
+            (HEADERS, None) | (CONTINUATION, Some(_)) => {
+                let held = self.block.as_ref().map_or(0, |b| b.fragment.len());
+                if held + len > MAX_BLOCK {
+                    return Err(AuthorityError::BlockTooLarge);
+                }
+                self.stage = Stage::Collect {
+                    kind,
+                    flags,
+                    stream,
+                    len,
+                };
+                if len == 0 {
+                    self.header_payload(out)?;
+                }
+            }
+            (CONTINUATION, None) => return Err(AuthorityError::StrayContinuation),
+            (_, Some(_)) => return Err(AuthorityError::Interrupted),
+            _ => {
+                out.extend_from_slice(&head);
+                self.stage = if len == 0 {
+                    Stage::Head
+                } else {
+                    Stage::Pass(len)
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole HEADERS or CONTINUATION payload is in `partial`.
+    fn header_payload(&mut self, out: &mut Vec<u8>) -> Result<(), AuthorityError> {
+        let Stage::Collect {
+            kind,
+            flags,
+            stream,
+            ..
+        } = self.stage
+        else {
+            return Ok(());
+        };
+        let payload = std::mem::take(&mut self.partial);
+        self.stage = Stage::Head;
+        if kind == HEADERS {
+            let mut body = &payload[..];
+            let mut pad = 0usize;
+            if flags & PADDED != 0 {
+                let (&n, rest) = body.split_first().ok_or(AuthorityError::Malformed)?;
+                pad = usize::from(n);
+                body = rest;
+            }
+            let mut priority = None;
+            if flags & PRIORITY != 0 {
+                let p = body.get(..5).ok_or(AuthorityError::Malformed)?;
+                priority = Some([p[0], p[1], p[2], p[3], p[4]]);
+                body = &body[5..];
+            }
+            let end = body
+                .len()
+                .checked_sub(pad)
+                .ok_or(AuthorityError::Malformed)?;
+            self.block = Some(Block {
+                stream,
+                end_stream: flags & END_STREAM != 0,
+                priority,
+                fragment: body[..end].to_vec(),
+            });
+        } else if let Some(block) = self.block.as_mut() {
+            if block.stream != stream {
+                return Err(AuthorityError::Interrupted);
+            }
+            block.fragment.extend_from_slice(&payload);
+        }
+        if flags & END_HEADERS != 0 {
+            if let Some(block) = self.block.take() {
+                self.emit(block, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a whole block, repairs its authority and writes it out as HEADERS (and
+    /// CONTINUATIONs) again.
+    fn emit(&mut self, block: Block, out: &mut Vec<u8>) -> Result<(), AuthorityError> {
+        let mut headers: HeaderList = self
+            .decoder
+            .decode(&block.fragment)
+            .map_err(AuthorityError::Hpack)?;
+        if repair(&mut headers) {
+            self.rewritten += 1;
+        }
+        let encoded = self
+            .encoder
+            .encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        let mut first_flags = if block.end_stream { END_STREAM } else { 0 };
+        let room = MAX_FRAME - if block.priority.is_some() { 5 } else { 0 };
+        let (first, mut rest) = encoded.split_at(room.min(encoded.len()));
+        if rest.is_empty() {
+            first_flags |= END_HEADERS;
+        }
+        let mut payload = Vec::with_capacity(first.len() + 5);
+        if let Some(p) = block.priority {
+            first_flags |= PRIORITY;
+            payload.extend_from_slice(&p);
+        }
+        payload.extend_from_slice(first);
+        write_frame(out, HEADERS, first_flags, block.stream, &payload);
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(MAX_FRAME.min(rest.len()));
+            let flags = if tail.is_empty() { END_HEADERS } else { 0 };
+            write_frame(out, CONTINUATION, flags, block.stream, chunk);
+            rest = tail;
+        }
+        Ok(())
+    }
+}
+
+fn take_head(partial: &mut Vec<u8>) -> [u8; FRAME_HEAD] {
+    let mut head = [0u8; FRAME_HEAD];
+    head.copy_from_slice(&partial[..FRAME_HEAD]);
+    partial.clear();
+    head
+}
+
+fn write_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = payload.len();
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Whether h2 takes this `:authority` as it is.
+fn usable(authority: &[u8]) -> bool {
+    !authority.is_empty() && http::uri::Authority::try_from(authority).is_ok()
+}
+
+/// Gives a request without a usable `:authority` the authority `localhost`; true if it
+/// changed anything. Trailers (no `:method`) are left alone.
+pub fn repair(headers: &mut HeaderList) -> bool {
+    if !headers.iter().any(|(n, _)| n == b":method") {
+        return false;
+    }
+    match headers.iter_mut().find(|(n, _)| n == b":authority") {
+        Some((_, value)) if usable(value) => false,
+        Some((_, value)) => {
+            *value = LOCALHOST.to_vec();
+            true
+        }
+        None => {
+            // Pseudo-headers come first: it goes after the last of them.
+            let at = headers
+                .iter()
+                .position(|(n, _)| !n.starts_with(b":"))
+                .unwrap_or(headers.len());
+            headers.insert(at, (b":authority".to_vec(), LOCALHOST.to_vec()));
+            true
+        }
+    }
+}
+
+/// An accepted connection whose client-to-server bytes go through a `Rewriter`.
+pub struct AuthorityFixed<S> {
+    io: S,
+    rewriter: Rewriter,
+    scratch: Box<[u8]>,
+    out: Vec<u8>,
+    taken: usize,
+    eof: bool,
+}
+
+impl<S> AuthorityFixed<S> {
+    pub fn new(io: S) -> Self {
+        AuthorityFixed {
+            io,
+            rewriter: Rewriter::default(),
+            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            out: Vec::new(),
+            taken: 0,
+            eof: false,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.taken < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.taken);
+                buf.put_slice(&this.out[this.taken..this.taken + n]);
+                this.taken += n;
+                if this.taken == this.out.len() {
+                    this.out.clear();
+                    this.taken = 0;
+                    // A burst's buffer is not kept for the life of the connection.
+                    if this.out.capacity() > 4 * READ_CHUNK {
+                        this.out.shrink_to(READ_CHUNK);
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = ReadBuf::new(&mut this.scratch);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut raw))?;
+            if raw.filled().is_empty() {
+                this.eof = true;
+                continue;
+            }
+            this.rewriter.push(raw.filled(), &mut this.out)?;
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl Connected for AuthorityFixed<UnixStream> {
+    type ConnectInfo = UdsConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+/// The connections of `listener`, each with its authority repaired, for
+/// `serve_with_incoming*`.
+pub fn incoming(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = io::Result<AuthorityFixed<UnixStream>>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::UnixListenerStream::new(listener).map(|c| c.map(AuthorityFixed::new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    fn request(authority: Option<&str>) -> HeaderList {
+        let mut h: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b":method".to_vec(), b"POST".to_vec()),
+            (b":scheme".to_vec(), b"http".to_vec()),
+            (
+                b":path".to_vec(),
+                b"/runtime.v1.RuntimeService/Version".to_vec(),
+            ),
+        ];
+        if let Some(a) = authority {
+            h.push((b":authority".to_vec(), a.as_bytes().to_vec()));
+        }
+        h.push((b"content-type".to_vec(), b"application/grpc".to_vec()));
+        h.push((b"te".to_vec(), b"trailers".to_vec()));
+        h
+    }
+
+    /// Frames as a client would write them, header blocks with the client's own context.
+    fn client_bytes(requests: &[HeaderList], split: usize) -> Vec<u8> {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut bytes = PREFACE.to_vec();
+        write_frame(&mut bytes, 0x4, 0, 0, &[]); // SETTINGS
+        for (i, h) in requests.iter().enumerate() {
+            let stream = 1 + 2 * i as u32;
+            let block = encoder.encode(h.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+            // Cut each block in two: HEADERS (padded, with priority) and a CONTINUATION.
+            let (a, b) = block.split_at(split.min(block.len()));
+            let mut payload = vec![3u8];
+            payload.extend_from_slice(&[0, 0, 0, 0, 16]);
+            payload.extend_from_slice(a);
+            payload.extend_from_slice(&[0, 0, 0]);
+            write_frame(&mut bytes, HEADERS, PADDED | PRIORITY, stream, &payload);
+            write_frame(&mut bytes, CONTINUATION, END_HEADERS, stream, b);
+            write_frame(&mut bytes, 0x0, END_STREAM, stream, b"\0\0\0\0\0");
+        }
+        bytes
+    }
+
+    /// Reads what h2 would: the header lists of every HEADERS block, and DATA payloads.
+    fn server_view(bytes: &[u8]) -> (Vec<HeaderList>, Vec<Vec<u8>>) {
+        assert_eq!(&bytes[..24], PREFACE);
+        let mut decoder = loona_hpack::Decoder::new();
+        let (mut blocks, mut data, mut block) = (Vec::new(), Vec::new(), Vec::new());
+        let mut at = 24;
+        while at < bytes.len() {
+            let len = usize::from(bytes[at]) << 16
+                | usize::from(bytes[at + 1]) << 8
+                | usize::from(bytes[at + 2]);
+            let (kind, flags) = (bytes[at + 3], bytes[at + 4]);
+            let payload = &bytes[at + 9..at + 9 + len];
+            match kind {
+                HEADERS | CONTINUATION => {
+                    let skip = if kind == HEADERS && flags & PRIORITY != 0 {
+                        5
+                    } else {
+                        0
+                    };
+                    assert_eq!(flags & PADDED, 0);
+                    block.extend_from_slice(&payload[skip..]);
+                    if flags & END_HEADERS != 0 {
+                        blocks.push(decoder.decode(&block).expect("h2 decodes it"));
+                        block.clear();
+                    }
+                }
+                0x0 => data.push(payload.to_vec()),
+                _ => {}
+            }
+            at += 9 + len;
+        }
+        (blocks, data)
+    }
+
+    fn rewrite(bytes: &[u8], chunk: usize) -> (Vec<u8>, u64) {
+        let mut r = Rewriter::default();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            r.push(piece, &mut out).expect("rewrite");
+        }
+        (out, r.rewritten)
+    }
+
+    fn authority(h: &[(Vec<u8>, Vec<u8>)]) -> Option<&[u8]> {
+        h.iter()
+            .find(|(n, _)| n == b":authority")
+            .map(|(_, v)| v.as_slice())
+    }
+
+    #[test]
+    fn unusable_authorities_become_localhost_and_the_rest_is_kept() {
+        let requests = vec![
+            request(Some("/run/dockpod/cri.sock")),
+            request(Some("%2Frun%2Fdockpod%2Fcri.sock")),
+            request(Some("")),
+            request(None),
+            request(Some("localhost")),
+            request(Some("dockpod:10010")),
+            // The same bad one again: now from the client's dynamic table.
+            request(Some("/run/dockpod/cri.sock")),
+        ];
+        for chunk in [1, 7, 4096] {
+            let (out, rewritten) = rewrite(&client_bytes(&requests, 5), chunk);
+            assert_eq!(rewritten, 5);
+            let (blocks, data) = server_view(&out);
+            let seen: Vec<_> = blocks.iter().map(|b| authority(b)).collect();
+            assert_eq!(
+                seen,
+                [
+                    Some(&b"localhost"[..]),
+                    Some(b"localhost"),
+                    Some(b"localhost"),
+                    Some(b"localhost"),
+                    Some(b"localhost"),
+                    Some(b"dockpod:10010"),
+                    Some(b"localhost"),
+                ]
+            );
+            for (block, original) in blocks.iter().zip(&requests) {
+                let others = |h: &[(Vec<u8>, Vec<u8>)]| -> HeaderList {
+                    h.iter()
+                        .filter(|(n, _)| n != b":authority")
+                        .cloned()
+                        .collect()
+                };
+                assert_eq!(others(block), others(original));
+                // Pseudo-headers stay ahead of the others.
+                let first_regular = block.iter().position(|(n, _)| !n.starts_with(b":"));
+                assert!(block
+                    .iter()
+                    .skip(first_regular.unwrap_or(0))
+                    .all(|(n, _)| !n.starts_with(b":")));
+            }
+            assert_eq!(data.len(), requests.len());
+        }
+    }
+
+    #[test]
+    fn a_large_block_is_split_into_continuations() {
+        let mut h = request(Some("/x"));
+        h.push((b"x-big".to_vec(), vec![b'a'; 40_000]));
+        let (out, _) = rewrite(&client_bytes(&[h.clone()], 100), 1000);
+        let (blocks, _) = server_view(&out);
+        assert_eq!(authority(&blocks[0]), Some(&b"localhost"[..]));
+        assert_eq!(blocks[0].last(), h.last());
+    }
+
+    #[test]
+    fn broken_framing_closes_the_connection() {
+        let mut bytes = PREFACE.to_vec();
+        write_frame(&mut bytes, CONTINUATION, END_HEADERS, 1, b"x");
+        assert!(Rewriter::default().push(&bytes, &mut Vec::new()).is_err());
+        let mut bytes = PREFACE.to_vec();
+        write_frame(&mut bytes, HEADERS, 0, 1, b"");
+        write_frame(&mut bytes, 0x0, 0, 1, b"x");
+        assert!(Rewriter::default().push(&bytes, &mut Vec::new()).is_err());
+        let mut bytes = PREFACE.to_vec();
+        write_frame(&mut bytes, HEADERS, PADDED | END_HEADERS, 1, &[9, 1]);
+        assert!(Rewriter::default().push(&bytes, &mut Vec::new()).is_err());
+    }
+}

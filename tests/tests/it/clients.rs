@@ -1,0 +1,212 @@
+//! CRI clients that no one here wrote, and the `:authority` forms real clients send over a unix
+//! socket: Python's grpcio with its default options (installed from PyPI by
+//! `contrib/setup.sh`), and the harness's bare HTTP/2 client sending a socket path, its
+//! percent-encoding, an empty authority and none (grpc-go dialled with a path, as every kubelet
+//! before kubernetes/kubernetes#123463 did; grpc-java; grpcurl -unix), on the CRI socket and on
+//! a shim's socket.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dockpod_tests::cri::*;
+use dockpod_tests::front::Front;
+use dockpod_tests::h2raw;
+use k8s_cri::v1::*;
+use prost::Message;
+
+/// The virtual environment `contrib/setup.sh` installs the Python clients into.
+fn python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-python/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run contrib/setup.sh, which installs the tests' Python clients",
+        python.display()
+    );
+    python
+}
+
+/// The CRI proto of the k8s-cri crate this workspace builds with.
+fn cri_proto() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    // This platform's packages only: those are the ones the build already fetched.
+    let platform = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &platform, "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let package = meta["packages"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "k8s-cri"))
+        .expect("k8s-cri in the workspace");
+    let dir = Path::new(package["manifest_path"].as_str().expect("manifest path"))
+        .parent()
+        .expect("package directory")
+        .to_path_buf();
+    dir.join("proto/v1.proto")
+}
+
+/// Runs `tests/python/cri_client.py` against `socket`; what it printed, as JSON.
+fn grpcio(socket: &Path, scenario: &str, args: serde_json::Value) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/cri_client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(cri_proto())
+        .arg(socket)
+        .arg(scenario)
+        .arg(args.to_string())
+        .output()
+        .expect("run the Python client");
+    assert!(
+        out.status.success(),
+        "grpcio {scenario}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "grpcio {scenario} printed {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The one shim socket of a front that runs one pod.
+fn shim_socket(front: &Front) -> PathBuf {
+    let dir = front.run_dir().join("shims");
+    let sockets: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("shim directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".sock") && !name.ends_with(".stream.sock")
+        })
+        .collect();
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    sockets[0].clone()
+}
+
+#[tokio::test]
+async fn python_grpcio_with_default_options_runs_a_whole_pod() {
+    let front = Front::start(&[]).await;
+    let socket = front.socket();
+    let version = grpcio(&socket, "version", serde_json::json!({}));
+    assert_eq!(version["runtime_name"], "docker");
+    assert_eq!(version["runtime_api_version"], "v1");
+    assert_eq!(
+        grpcio(&socket, "list", serde_json::json!({}))["pods"],
+        serde_json::json!([])
+    );
+
+    let logs = tempfile::tempdir().expect("logs");
+    std::fs::create_dir_all(logs.path().join("main")).expect("the kubelet's log directory");
+    let name = dockpod_tests::unique("grpcio");
+    let args = serde_json::json!({
+        "name": name,
+        "uid": format!("uid-{name}"),
+        "log_directory": logs.path(),
+        "image": dockpod_tests::docker::TOOL_IMAGE,
+    });
+    let r = grpcio(&socket, "lifecycle", args);
+    assert_eq!(r["state"], "CONTAINER_RUNNING", "{r}");
+    assert_eq!(r["exec_stdout"], "exec-ok\n", "{r}");
+    assert_eq!(r["exec_exit_code"], 3, "{r}");
+    assert_eq!(r["listed"], serde_json::json!([r["container"]]), "{r}");
+    assert_eq!(r["stopped_state"], "SANDBOX_NOTREADY", "{r}");
+    assert_eq!(r["remaining"], serde_json::json!([]), "{r}");
+    let log = std::fs::read_to_string(logs.path().join("main/0.log")).expect("container log");
+    assert!(log.contains(" stdout F from-python"), "{log}");
+    // Gone from Docker too, not only from the answer.
+    let mut rt = front.runtime();
+    assert!(pod_ids(rt.clone(), PodSandboxFilter::default())
+        .await
+        .is_empty());
+
+    // A shim's own socket takes the same client.
+    let pod = pod_config("grpcio-shim", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let c = run_container(
+        &mut rt,
+        &id,
+        &pod,
+        container_config("main", &["sleep", "3600"]),
+    )
+    .await;
+    let listed = grpcio(&shim_socket(&front), "containers", serde_json::json!({}));
+    assert_eq!(listed["containers"], serde_json::json!([c]));
+    remove_pod(&mut rt, &id).await;
+}
+
+/// The authorities a client may send over a unix socket at `socket`.
+fn authorities(socket: &Path) -> Vec<(&'static str, Option<String>)> {
+    let path = socket.display().to_string();
+    let encoded = path.replace('/', "%2F");
+    vec![
+        ("the socket path", Some(path)),
+        ("the percent-encoded path", Some(encoded)),
+        ("an empty authority", Some(String::new())),
+        ("no authority", None),
+        ("localhost", Some("localhost".into())),
+    ]
+}
+
+#[tokio::test]
+async fn every_authority_form_is_served_on_the_cri_and_shim_sockets() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("authority", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let c = run_container(
+        &mut rt,
+        &id,
+        &pod,
+        container_config("main", &["sleep", "3600"]),
+    )
+    .await;
+
+    let cri = front.socket();
+    let version = VersionRequest::default().encode_to_vec();
+    for (what, authority) in authorities(&cri) {
+        let answer = h2raw::unary(
+            &cri,
+            authority.as_deref(),
+            "/runtime.v1.RuntimeService/Version",
+            &version,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CRI socket, {what}: {e}"));
+        assert_eq!(
+            (answer.status.as_str(), answer.grpc_status.as_str()),
+            ("200", "0"),
+            "CRI socket, {what}"
+        );
+        let v = VersionResponse::decode(answer.message.as_slice()).expect("VersionResponse");
+        assert_eq!(v.runtime_name, "docker", "CRI socket, {what}");
+    }
+
+    let shim = shim_socket(&front);
+    let list = ListContainersRequest::default().encode_to_vec();
+    for (what, authority) in authorities(&shim) {
+        let answer = h2raw::unary(
+            &shim,
+            authority.as_deref(),
+            "/runtime.v1.RuntimeService/ListContainers",
+            &list,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("shim socket, {what}: {e}"));
+        assert_eq!(answer.grpc_status, "0", "shim socket, {what}");
+        let listed = ListContainersResponse::decode(answer.message.as_slice()).expect("answer");
+        let ids: Vec<&str> = listed.containers.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, [c.as_str()], "shim socket, {what}");
+    }
+    remove_pod(&mut rt, &id).await;
+}
