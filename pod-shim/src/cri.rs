@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -402,14 +401,10 @@ impl RuntimeService for ShimRuntime {
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         // A subscriber that falls behind by more than the buffer loses the oldest events and
         // carries on; the kubelet's relist covers what it missed.
-        let mut closing = self.pod.closing.subscribe();
-        let closed = async move {
-            let _ = closing.wait_for(|closing| *closing).await;
-        };
+        let closing = self.pod.closing.subscribe();
         let (early, receiver) = self.pod.subscribe();
         let stream = tokio_stream::iter(early.into_iter().map(Ok))
-            .chain(BroadcastStream::new(receiver).filter_map(|e| e.ok().map(Ok)));
-        let stream = futures_util::StreamExt::take_until(stream, closed);
+            .chain(until_closing(receiver, closing).map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -438,4 +433,40 @@ impl RuntimeService for ShimRuntime {
     ) -> Result<Response<RuntimeConfigResponse>, Status> {
         front_only("RuntimeConfig")
     }
+}
+
+/// The pod's events until the shim stops serving; events sent before that (a removed pod's
+/// last ones above all) are still delivered, then the stream ends.
+fn until_closing(
+    receiver: tokio::sync::broadcast::Receiver<ContainerEventResponse>,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> impl tokio_stream::Stream<Item = ContainerEventResponse> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    futures_util::stream::unfold(
+        (receiver, closing, false),
+        |(mut receiver, mut closing, mut draining)| async move {
+            loop {
+                if draining {
+                    return match receiver.try_recv() {
+                        Ok(event) => Some((event, (receiver, closing, true))),
+                        Err(TryRecvError::Lagged(_)) => continue,
+                        Err(_) => None,
+                    };
+                }
+                let received = tokio::select! {
+                    biased;
+                    received = receiver.recv() => received,
+                    _ = closing.wait_for(|closing| *closing) => {
+                        draining = true;
+                        continue;
+                    }
+                };
+                match received {
+                    Ok(event) => return Some((event, (receiver, closing, false))),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
 }

@@ -251,6 +251,9 @@ impl Pod {
             r.ips = ips;
         }
         self.persist()?;
+        // As containerd announces a sandbox: created, then started, under the sandbox's ID.
+        self.emit(id, ContainerEventType::ContainerCreatedEvent);
+        self.emit(id, ContainerEventType::ContainerStartedEvent);
         if let Err(e) = crate::title::show_sandbox(id) {
             tracing::debug!(error = %e, "cannot show the sandbox ID on the command line");
         }
@@ -281,8 +284,12 @@ impl Pod {
         if !sandbox.is_empty() {
             self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;
         }
-        self.record().ready = false;
-        self.persist()
+        let was_ready = std::mem::replace(&mut self.record().ready, false);
+        self.persist()?;
+        if was_ready {
+            self.emit(&sandbox, ContainerEventType::ContainerStoppedEvent);
+        }
+        Ok(())
     }
 
     /// Removes every container, the sandbox and the pod's state; the shim exits afterwards.
@@ -318,6 +325,10 @@ impl Pod {
             }
         }
         self.store.remove()?;
+        if !sandbox.is_empty() {
+            // Before the shim stops serving: its event streams deliver what was sent first.
+            self.emit(&sandbox, ContainerEventType::ContainerDeletedEvent);
+        }
         tracing::info!(sandbox = %sandbox, "pod removed; shim exiting");
         self.removed.notify_one();
         Ok(())
@@ -427,7 +438,8 @@ impl Pod {
             changed
         };
         if changed {
-            self.persist()?;
+            // The sandbox stopped by itself, or while no shim watched.
+            self.announce(&id, &[ContainerEventType::ContainerStoppedEvent])?;
         }
         Ok(())
     }

@@ -151,7 +151,41 @@ pub fn sandbox_config(
     if !config.hostname.is_empty() {
         name("hostname", &config.hostname)?;
     }
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    user_namespace("pod sandbox", options)?;
     Ok(meta)
+}
+
+/// Refuses a user namespace of the pod's (or container's) own: Docker runs every container of
+/// an engine in one user namespace (the node's, or the daemon-wide `userns-remap`) and cannot
+/// give a pod ID mappings of its own, so such a request is never run as something else. Mode
+/// NODE without mappings is what every pod gets.
+pub fn user_namespace(
+    what: &str,
+    options: Option<&k8s_cri::v1::NamespaceOption>,
+) -> Result<(), Invalid> {
+    use k8s_cri::v1::NamespaceMode;
+    let Some(userns) = options.and_then(|o| o.userns_options.as_ref()) else {
+        return Ok(());
+    };
+    let mode = NamespaceMode::try_from(userns.mode)
+        .map(|m| m.as_str_name())
+        .unwrap_or("unknown");
+    if userns.mode != NamespaceMode::Node as i32 {
+        return Err(Invalid(format!(
+            "{what} asks for a user namespace in mode {mode}: Docker cannot give a pod user ID mappings of its own, so dockpod runs pods only in the node's user namespace (hostUsers: true)"
+        )));
+    }
+    if !userns.uids.is_empty() || !userns.gids.is_empty() {
+        return Err(Invalid(format!(
+            "{what} gives user namespace ID mappings with mode NODE: the node's user namespace has no mappings to set"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
