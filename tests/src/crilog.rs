@@ -93,3 +93,51 @@ pub fn assert_each_once(numbers: &[u64]) {
         "lines out of order"
     );
 }
+
+/// The numbers a counting container printed as Docker's own json-file log of it holds them
+/// (its `LogPath`): what Docker kept, the source dockpod's CRI file is written from.
+pub async fn docker_numbers(container: &str) -> Vec<u64> {
+    let docker = crate::docker::docker().await;
+    let inspect = docker
+        .inspect_container(container, None)
+        .await
+        .unwrap_or_else(|e| panic!("inspect {container}: {e}"));
+    let path = inspect.log_path.expect("the container's LogPath");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["stream"] == "stdout")
+        .filter_map(|entry| {
+            entry["log"]
+                .as_str()?
+                .trim_end()
+                .strip_prefix("n ")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Asserts the CRI file holds exactly the lines Docker's own log of the container holds, in
+/// its order (a lost tail included). Lines the container printed that Docker itself never
+/// logged are Docker's loss, not dockpod's: they are printed, and returned.
+pub fn assert_same_as_docker(what: &str, cri: &[u64], docker: &[u64]) -> Vec<u64> {
+    if cri != docker {
+        let at = cri.iter().zip(docker).take_while(|(a, b)| a == b).count();
+        panic!(
+            "{what}: the CRI file differs from Docker's own log from entry {at} on: CRI file {:?}, Docker {:?} (CRI file {} lines, Docker {})",
+            &cri[at..cri.len().min(at + 5)],
+            &docker[at..docker.len().min(at + 5)],
+            cri.len(),
+            docker.len()
+        );
+    }
+    let mut lost = Vec::new();
+    for pair in docker.windows(2) {
+        lost.extend(pair[0] + 1..pair[1]);
+    }
+    if !lost.is_empty() {
+        eprintln!("{what}: Docker itself lost lines {lost:?} (its json-file lacks them too)");
+    }
+    lost
+}

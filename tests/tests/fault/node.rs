@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dockpod_tests::binaries::binary;
 use dockpod_tests::cri::*;
-use dockpod_tests::crilog::{assert_each_once, numbers};
+use dockpod_tests::crilog::{assert_same_as_docker, docker_numbers, numbers};
 use dockpod_tests::docker::docker;
 use dockpod_tests::dockerd;
 use dockpod_tests::procs;
@@ -54,7 +54,15 @@ async fn assert_no_log_line_lost(fleet: &Fleet) {
     .await;
     for pod in &fleet.pods {
         wait_exited(&rt, &pod.counter, SECS).await;
-        assert_each_once(&numbers(&[&pod.log_dir.join("count/0.log")]));
+        let cri = numbers(&[&pod.log_dir.join("count/0.log")]);
+        let docker = docker_numbers(&pod.counter).await;
+        assert_same_as_docker(&pod.counter, &cri, &docker);
+        assert!(!cri.is_empty(), "{}: no line at all", pod.counter);
+        assert!(
+            cri.windows(2).all(|w| w[0] < w[1]),
+            "{}: lines out of order",
+            pod.counter
+        );
     }
 }
 
@@ -176,18 +184,20 @@ async fn a_frozen_shim_delays_no_other_pod() {
             .await
         }
     });
-    let answered = tokio::time::timeout(Duration::from_secs(2), join_all(others)).await;
+    // The frozen shim never answers while frozen, so any answer shows nothing waited for it;
+    // the bound only tells that from a wait as long as the kubelet's 2-minute deadline, with
+    // room for a loaded machine (the front's own fallback comes after 500 ms).
+    const ANSWERED: Duration = Duration::from_secs(20);
+    let answered = tokio::time::timeout(ANSWERED, join_all(others)).await;
     signal(shim, Signal::SIGCONT);
-    assert!(
-        took < Duration::from_secs(2),
-        "ListContainers took {took:?}"
-    );
+    eprintln!("with a frozen shim, ListContainers took {took:?}");
+    assert!(took < ANSWERED, "ListContainers took {took:?}");
     for pod in &fleet.pods[1..] {
         for c in [&pod.counter, &pod.exiter] {
             assert!(listed.contains(c), "{c} missing from ListContainers");
         }
     }
-    let answered = answered.expect("other pods' statuses within 2 s");
+    let answered = answered.expect("other pods' statuses answered while one shim is frozen");
     assert!(answered.iter().all(Result::is_ok), "{answered:?}");
     fleet.remove().await;
 }

@@ -495,13 +495,17 @@ async fn a_stuck_shim_does_not_stall_node_wide_lists() {
     .expect("SIGSTOP");
     let _resume = Resume(stuck);
 
+    // The stuck shim never answers: any answer at all shows the lists do not wait for it
+    // (the front gives a shim 500 ms, then answers for it from Docker). The bound only tells
+    // that from waiting for ever, with room for a loaded machine; the figure is printed.
+    const ANSWERED: Duration = Duration::from_secs(20);
     let t = std::time::Instant::now();
     let mut listed: Vec<String> = tokio::time::timeout(
-        Duration::from_secs(2),
+        ANSWERED,
         rt.list_containers(ListContainersRequest::default()),
     )
     .await
-    .expect("ListContainers within 2 s")
+    .expect("ListContainers answered without the stuck shim")
     .expect("ListContainers")
     .into_inner()
     .containers
@@ -514,11 +518,11 @@ async fn a_stuck_shim_does_not_stall_node_wide_lists() {
         "the stuck pod's container is answered for from Docker"
     );
     let pods_listed = tokio::time::timeout(
-        Duration::from_secs(2),
+        ANSWERED,
         rt.list_pod_sandbox(ListPodSandboxRequest::default()),
     )
     .await
-    .expect("ListPodSandbox within 2 s")
+    .expect("ListPodSandbox answered without the stuck shim")
     .expect("ListPodSandbox")
     .into_inner()
     .items;

@@ -697,12 +697,12 @@ async fn a_session_keeps_working_across_kill_9_of_the_front() {
 }
 
 #[tokio::test]
-async fn a_client_that_leaves_or_idles_out_takes_its_exec_down() {
-    let front = Front::start(&["--streaming-idle-timeout", "2"]).await;
+async fn a_client_that_leaves_takes_its_exec_down() {
+    // The default idle timeout (4 hours): only the client's leaving can end this exec.
+    let front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let (id, c) = pod_with_container(&mut rt, "spdy-teardown", logs.path()).await;
-    // The client disconnects in the middle of a command.
+    let (id, c) = pod_with_container(&mut rt, "spdy-leave", logs.path()).await;
     let url = exec_url(&mut rt, &c, &["sleep", "601"], false, false).await;
     let session = spdy::remote(&url, false, false).await;
     dockpod_tests::wait::wait_until("the exec to run", SECS, || {
@@ -718,8 +718,20 @@ async fn a_client_that_leaves_or_idles_out_takes_its_exec_down() {
         async move { (running(&mut rt, &c, "sleep 601").await == 0).then_some(()) }
     })
     .await;
-    // The client stays but sends nothing, and the command prints nothing: idle for 2 s.
-    let url = exec_url(&mut rt, &c, &["sleep", "602"], false, false).await;
+    remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn a_session_that_idles_out_takes_its_exec_down() {
+    let front = Front::start(&["--streaming-idle-timeout", "2"]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "spdy-idle", logs.path()).await;
+    // The client stays but sends nothing, and the command prints nothing: the session idles
+    // out. The command leaves a mark, so the test knows it ran even if it was killed before
+    // anyone could see it running.
+    let cmd = ["sh", "-c", "touch /tmp/started-602; exec sleep 602"];
+    let url = exec_url(&mut rt, &c, &cmd, false, false).await;
     let session = spdy::remote(&url, false, false).await;
     let ended = tokio::time::timeout(SECS, session.finish()).await;
     assert!(ended.is_ok(), "the idle session was not closed");
@@ -729,6 +741,8 @@ async fn a_client_that_leaves_or_idles_out_takes_its_exec_down() {
         async move { (running(&mut rt, &c, "sleep 602").await == 0).then_some(()) }
     })
     .await;
+    let started = exec(&mut rt, &c, &["test", "-e", "/tmp/started-602"]).await;
+    assert_eq!(started.exit_code, 0, "the idle exec never ran");
     remove_pod(&mut rt, &id).await;
 }
 
