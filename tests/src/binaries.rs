@@ -33,21 +33,31 @@ pub fn binary(name: &str) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
-    // Each binary is built from the shared crate and its own.
-    for src in ["proto", name] {
-        if let Some(newest) = newest_mtime(&workspace.join(src)) {
-            assert!(
-                newest <= built,
-                "{} is older than the sources in {src}/: rebuild with `cargo build --bins` \
-                 in the tests' profile",
-                path.display()
-            );
+    // Each binary is built from the shared crate and its own: their sources, protocol files,
+    // build scripts and manifests. Not their tests (a failing property test writes its
+    // regressions beside them, which changes no binary).
+    for krate in ["proto", name] {
+        for part in ["src", "proto", "build.rs", "Cargo.toml"] {
+            let src = workspace.join(krate).join(part);
+            if let Some(newest) = newest_mtime(&src) {
+                assert!(
+                    newest <= built,
+                    "{} is older than {}: rebuild with `cargo build --bins` in the tests' profile",
+                    path.display(),
+                    src.display()
+                );
+            }
         }
     }
     path
 }
 
+/// The newest modification time of a file, or of anything under a directory.
 fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(dir).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
     let mut newest = None;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

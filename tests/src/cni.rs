@@ -28,6 +28,7 @@ impl CniNet {
     /// Like [`CniNet::new`], with `extra` plugin configurations appended to the chain; a test
     /// plugin can be put into [`CniNet::plugin_dir`].
     pub fn with_chain_end(extra: Vec<Value>) -> CniNet {
+        crate::reaper::reap_once();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -148,7 +149,7 @@ fn list_dir(dir: &Path) -> Vec<String> {
 
 /// Deletes the iptables rules of `table` that mention any of `needles` (what a plugin left
 /// when a failed test never ran DEL).
-fn delete_rules(table: &str, needles: &[&str]) {
+pub(crate) fn delete_rules(table: &str, needles: &[&str]) {
     let Ok(out) = std::process::Command::new("iptables")
         .args(["-w", "-t", table, "-S"])
         .output()

@@ -31,8 +31,10 @@ pub struct Front {
 impl Front {
     /// Starts a front with the default flags plus `extra` and waits until it answers.
     pub async fn start(extra: &[&str]) -> Front {
+        crate::reaper::reap_once();
+        // Named after this test process, so a later run can tell it was left by a killed one.
         let dir = tempfile::Builder::new()
-            .prefix("dp")
+            .prefix(&crate::reaper::front_dir_prefix())
             .tempdir_in("/tmp")
             .expect("temporary front directory");
         let mut front = Front {

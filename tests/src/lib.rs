@@ -12,6 +12,7 @@ pub mod dockerd;
 pub mod front;
 pub mod h2raw;
 pub mod procs;
+pub mod reaper;
 pub mod registry;
 pub mod streaming;
 pub mod wait;

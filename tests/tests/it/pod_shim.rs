@@ -22,7 +22,7 @@ impl Drop for Shim {
 #[tokio::test]
 async fn serves_info_and_shuts_down_on_request() {
     let dir = tempfile::Builder::new()
-        .prefix("dp")
+        .prefix(&dockpod_tests::reaper::front_dir_prefix())
         .tempdir_in("/tmp")
         .expect("tempdir");
     let socket = dir.path().join("shims").join("s.sock");
