@@ -360,6 +360,14 @@ async fn exec_sync_caps_output_reports_codes_and_kills_on_timeout() {
     let big = exec(&mut rt, &id, &["head", "-c", "17825792", "/dev/zero"]).await;
     assert_eq!(big.stdout.len(), 16 << 20, "stdout not capped at 16 MiB");
     assert_eq!(big.exit_code, 0);
+    let big = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "head -c 17825792 /dev/zero >&2"],
+    )
+    .await;
+    assert_eq!(big.stderr.len(), 16 << 20, "stderr not capped at 16 MiB");
+    assert!(big.stdout.is_empty());
 
     let err = rt
         .exec_sync(ExecSyncRequest {
@@ -561,11 +569,22 @@ async fn container_events_reach_subscribers() {
             ContainerEventType::ContainerDeletedEvent as i32,
         ]
     );
-    let first = tokio::time::timeout(SECS, second.message())
+    // The second subscriber hears the same life of the container, in the same order.
+    let mut heard = Vec::new();
+    let collect = async {
+        while let Some(e) = second.message().await.expect("second subscriber's stream") {
+            if e.container_id == id {
+                heard.push(e.container_event_type);
+                if e.container_event_type == ContainerEventType::ContainerDeletedEvent as i32 {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(SECS, collect)
         .await
-        .expect("second subscriber")
-        .expect("stream");
-    assert!(first.is_some());
+        .expect("the second subscriber's events arrive");
+    assert_eq!(heard, seen);
     remove_pod(&mut rt, &p.id).await;
 }
 

@@ -53,6 +53,19 @@ async fn status_is_ready_with_docker_bridge_and_verbose_info() {
         status.runtime_handlers.first().map(|h| h.name.as_str()),
         Some("")
     );
+    // No feature is claimed that Docker cannot back: user namespaces of a pod's own, recursive
+    // read-only mounts and the Strict supplemental-groups policy are refused, so all say no.
+    let features = status
+        .runtime_handlers
+        .first()
+        .and_then(|h| h.features)
+        .expect("handler features");
+    assert!(!features.user_namespaces, "{features:?}");
+    assert!(!features.recursive_read_only_mounts, "{features:?}");
+    assert_eq!(
+        status.features.map(|f| f.supplemental_groups_policy),
+        Some(false)
+    );
     let quiet = front
         .runtime()
         .status(StatusRequest { verbose: false })
@@ -161,6 +174,17 @@ async fn runtime_config_reports_dockers_cgroup_driver() {
         .expect("RuntimeConfig")
         .into_inner();
     assert_eq!(config.linux.map(|l| l.cgroup_driver), Some(expected as i32));
+    // The kubelet reads it once and relies on it: a restarted front says the same.
+    let mut front = front;
+    front.kill().await;
+    front.restart().await;
+    let again = front
+        .runtime()
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .expect("RuntimeConfig after a restart")
+        .into_inner();
+    assert_eq!(again, config);
 }
 
 #[tokio::test]
