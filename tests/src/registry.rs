@@ -40,7 +40,6 @@ impl Registry {
             "{BINARY} is missing: run `bash contrib/setup.sh` (package docker-registry)"
         );
         let dir = tempfile::tempdir().expect("registry directory");
-        let port = free_port();
         let auth = match login {
             Some(login) => {
                 let hash = bcrypt::hash(&login.password, 5).expect("bcrypt");
@@ -55,7 +54,8 @@ impl Registry {
             None => String::new(),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            // Port 0: the registry binds a free port itself and logs it (at level info).
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{auth}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -70,7 +70,23 @@ impl Registry {
             .stderr(err)
             .spawn()
             .expect("spawning docker-registry");
-        let mut registry = Registry { dir, child, port };
+        let mut registry = Registry {
+            dir,
+            child,
+            port: 0,
+        };
+        let port = wait_until_blocking("the registry to listen", START_TIMEOUT, || {
+            if let Ok(Some(status)) = registry.child.try_wait() {
+                panic!("docker-registry exited with {status}:\n{}", registry.log());
+            }
+            listening_port(&registry.log())
+        });
+        registry.port = port.unwrap_or_else(|| {
+            panic!(
+                "docker-registry never said where it listens:\n{}",
+                registry.log()
+            )
+        });
         let up = wait_until_blocking("the registry to answer", START_TIMEOUT, || {
             if let Ok(Some(status)) = registry.child.try_wait() {
                 panic!("docker-registry exited with {status}:\n{}", registry.log());
@@ -119,7 +135,16 @@ impl Drop for Registry {
     }
 }
 
-/// A port free on 127.0.0.1 at the time of the call.
+/// The port of the registry's `listening on 127.0.0.1:<port>` log line.
+fn listening_port(log: &str) -> Option<u16> {
+    let at = log.find("listening on 127.0.0.1:")? + "listening on 127.0.0.1:".len();
+    let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A port free on 127.0.0.1 at the time of the call. Only for a program that cannot bind port
+/// 0 and tell which port it got (a server in a pod): the caller must expect that another
+/// process may take the port meanwhile.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -321,9 +321,17 @@ fn scrape(addr: &str) -> String {
 
 #[tokio::test]
 async fn the_metrics_endpoint_is_scraped_and_parsed() {
-    let port = dockpod_tests::registry::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let front = Front::start(&["--metrics-bind-addr", &addr]).await;
+    // Port 0: the front binds a free port itself and logs where.
+    let front = Front::start(&["--metrics-bind-addr", "127.0.0.1:0"]).await;
+    // The log is coloured: its escape sequences go first.
+    let log = strip_ansi(&front.log());
+    let addr = log
+        .lines()
+        .find(|l| l.contains("serving Prometheus metrics"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the front did not log its metrics address:\n{log}"))
+        .to_string();
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
     rt.version(VersionRequest::default())
@@ -370,4 +378,22 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
     assert!(rss[0] > 1e6, "a shim's RSS of {} bytes", rss[0]);
     assert!(find("dockpod_shim_proportional_bytes{")[0] > 0.0);
     remove_pod(&mut rt, &id).await;
+}
+
+/// Text without its ANSI escape sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
