@@ -36,6 +36,11 @@ pub fn alive(pid: u32) -> bool {
         .is_some_and(|s| s != "Z" && s != "X")
 }
 
+/// The session `pid` belongs to (the PID of its session leader).
+pub fn session(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(3)?.parse().ok()
+}
+
 /// Parent PID of `pid`.
 pub fn parent(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()

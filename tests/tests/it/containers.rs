@@ -823,6 +823,15 @@ async fn security_options_devices_and_the_images_stop_signal() {
             ..Default::default()
         },
     );
+    // Read-only paths in a container whose root file system is writable, so only the
+    // read-only path itself can make the write fail.
+    let read_only_paths = secured(
+        "ropaths",
+        LinuxContainerSecurityContext {
+            readonly_paths: vec!["/tmp".into()],
+            ..Default::default()
+        },
+    );
     let mut with_device = container_config("dev", &["sleep", "3600"]);
     with_device.devices = vec![Device {
         container_path: "/dev/dockpod-zero".into(),
@@ -871,12 +880,20 @@ async fn security_options_devices_and_the_images_stop_signal() {
         0,
         "rootfs writable"
     );
-    assert_ne!(
-        exec(&mut rt, &localhost, &["touch", "/tmp/x"])
+    let ro = run_container(&mut rt, &p.id, &p.config, read_only_paths).await;
+    assert_eq!(
+        exec(&mut rt, &ro, &["touch", "/rootfs-write"])
             .await
             .exit_code,
         0,
-        "readonly path writable"
+        "the root file system is writable beside the read-only path"
+    );
+    let denied = exec(&mut rt, &ro, &["touch", "/tmp/x"]).await;
+    assert_ne!(denied.exit_code, 0, "readonly path writable");
+    assert!(
+        text(&denied.stderr).contains("Read-only file system"),
+        "{:?}",
+        text(&denied.stderr)
     );
     assert_eq!(
         text(

@@ -40,6 +40,14 @@ async fn each_pod_gets_its_own_detached_shim() {
             Some(front_pid),
             "shim {pid} is a child of the front"
         );
+        // A session of its own (setsid): no terminal hang-up or signal to the front's session
+        // or process group reaches it.
+        assert_eq!(
+            procs::session(pid),
+            Some(pid),
+            "shim {pid} leads no session"
+        );
+        assert_ne!(procs::session(pid), procs::session(front_pid));
         let cmdline = procs::cmdline(pid).join(" ");
         let meta = config.metadata.as_ref().expect("meta");
         assert!(
