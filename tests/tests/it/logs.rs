@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use dockpod_tests::cri::*;
-use dockpod_tests::crilog::{assert_each_once, lines, numbers, parse, COUNTER};
+use dockpod_tests::crilog::{
+    assert_each_once, assert_same_as_docker, docker_numbers, lines, numbers, parse, COUNTER,
+};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
 use dockpod_tests::wait::wait_until;
@@ -132,6 +134,7 @@ async fn reopen_after_rename_continues_in_a_fresh_file() {
     wait_exited(&rt, &c, SECS).await;
     let all = numbers(&[&rotated, &path]);
     assert_each_once(&all);
+    assert_same_as_docker(&c, &all, &docker_numbers(&c).await);
 
     // A stopped container's log is not reopened, and no new file appears.
     std::fs::rename(&path, logs.path().join("app/0.log.old")).expect("rotate again");
@@ -179,7 +182,9 @@ async fn no_line_lost_or_doubled_when_the_shim_or_the_front_is_killed() {
     .await
     .expect("stop");
     wait_exited(&rt, &c, SECS).await;
-    assert_each_once(&numbers(&[&path]));
+    let written = numbers(&[&path]);
+    assert_each_once(&written);
+    assert_same_as_docker(&c, &written, &docker_numbers(&c).await);
     remove_pod(&mut rt, &id).await;
 }
 
@@ -229,7 +234,9 @@ async fn rotated_files_and_a_shim_restart_together_hold_every_line_once() {
     .await
     .expect("stop");
     wait_exited(&rt, &c, SECS).await;
-    assert_each_once(&numbers(&[&first, &second, &path]));
+    let written = numbers(&[&first, &second, &path]);
+    assert_each_once(&written);
+    assert_same_as_docker(&c, &written, &docker_numbers(&c).await);
     remove_pod(&mut rt, &id).await;
 }
 
