@@ -501,3 +501,94 @@ async fn image_fs_info_measures_dockers_data_root() {
         "{usage:?}"
     );
 }
+
+/// A registry on loopback that accepts connections and never answers: a pull from it hangs
+/// until the listener goes (it is dropped at the end of the test).
+struct StalledRegistry {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StalledRegistry {
+    async fn start() -> StalledRegistry {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = connections.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+        StalledRegistry {
+            port,
+            connections,
+            task,
+        }
+    }
+}
+
+impl Drop for StalledRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_pull_delays_no_other_image_or_pod_call() {
+    let front = Front::start(&[]).await;
+    let stalled = StalledRegistry::start().await;
+    let image = format!(
+        "127.0.0.1:{}/dockpod-test/{}:1",
+        stalled.port,
+        unique("stalled")
+    );
+    let pulling = {
+        let mut images = front.images();
+        let image = image.clone();
+        tokio::spawn(async move { pull(&mut images, &image, None).await })
+    };
+    dockpod_tests::wait::wait_until(
+        "Docker to reach the stalled registry",
+        Duration::from_secs(60),
+        || {
+            let n = stalled
+                .connections
+                .load(std::sync::atomic::Ordering::SeqCst);
+            async move { (n > 0).then_some(()) }
+        },
+    )
+    .await;
+
+    // Each must answer while the pull still hangs: the order is the property. The bound only
+    // tells a wait for the pull apart from a slow machine.
+    const ANSWERED: Duration = Duration::from_secs(30);
+    let mut images = front.images();
+    let listed = tokio::time::timeout(ANSWERED, images.list_images(ListImagesRequest::default()))
+        .await
+        .expect("ListImages beside a stalled pull")
+        .expect("ListImages");
+    assert!(!listed.into_inner().images.is_empty());
+    let present = tokio::time::timeout(ANSWERED, status(&mut images, TOOL_IMAGE))
+        .await
+        .expect("ImageStatus beside a stalled pull");
+    assert!(present.is_some());
+    let mut rt = front.runtime();
+    let logs = tempfile::tempdir().expect("logs");
+    let config = dockpod_tests::cri::pod_config("beside-a-pull", logs.path());
+    let pod = tokio::time::timeout(ANSWERED, dockpod_tests::cri::run_pod(&mut rt, &config))
+        .await
+        .expect("RunPodSandbox beside a stalled pull");
+    assert!(
+        !pulling.is_finished(),
+        "the pull ended: the test proved nothing"
+    );
+    dockpod_tests::cri::remove_pod(&mut rt, &pod).await;
+    pulling.abort();
+    drop(stalled);
+}
