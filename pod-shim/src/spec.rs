@@ -104,7 +104,11 @@ pub fn sandbox(
         privileged: Some(sc.privileged),
         readonly_rootfs: Some(sc.readonly_rootfs),
         security_opt: Some(security_opts(
-            sc.seccomp.as_ref(),
+            Seccomp {
+                profile: sc.seccomp.as_ref(),
+                deprecated_path: sc.deprecated_seccomp_path(),
+                privileged: sc.privileged,
+            },
             sc.apparmor.as_ref(),
             false,
         )?),
@@ -151,6 +155,11 @@ pub fn sandbox(
             }
         }
         host.port_bindings = Some(bindings);
+    }
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() {
+        return Err(Error::InvalidArgument(
+            "pod sandbox sets run_as_group without run_as_user".into(),
+        ));
     }
     let user = sc.run_as_user.as_ref().map(|u| match &sc.run_as_group {
         Some(g) => format!("{}:{}", u.value, g.value),
@@ -305,7 +314,11 @@ pub fn container(
         ),
         group_add: list(sc.supplemental_groups.iter().map(|g| g.to_string())),
         security_opt: Some(security_opts(
-            sc.seccomp.as_ref(),
+            Seccomp {
+                profile: sc.seccomp.as_ref(),
+                deprecated_path: sc.deprecated_seccomp_path(),
+                privileged: sc.privileged,
+            },
             sc.apparmor.as_ref(),
             sc.no_new_privs,
         )?),
@@ -319,6 +332,12 @@ pub fn container(
     };
     apply_resources(&mut host, &resources, ctx.host);
 
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "container {} sets run_as_group without run_as_user or run_as_username",
+            meta.name
+        )));
+    }
     let user = if let Some(u) = &sc.run_as_user {
         Some(match &sc.run_as_group {
             Some(g) => format!("{}:{}", u.value, g.value),
@@ -383,28 +402,87 @@ pub fn apply_resources(host: &mut HostConfig, r: &LinuxContainerResources, h: Ho
     }
 }
 
+/// The deprecated `seccomp_profile_path` of a sandbox's or container's security context:
+/// kubelets from before the `seccomp` field still send it.
+trait SeccompPath {
+    fn deprecated_seccomp_path(&self) -> &str;
+}
+
+#[allow(deprecated)]
+impl SeccompPath for k8s_cri::v1::LinuxSandboxSecurityContext {
+    fn deprecated_seccomp_path(&self) -> &str {
+        &self.seccomp_profile_path
+    }
+}
+
+#[allow(deprecated)]
+impl SeccompPath for k8s_cri::v1::LinuxContainerSecurityContext {
+    fn deprecated_seccomp_path(&self) -> &str {
+        &self.seccomp_profile_path
+    }
+}
+
+/// What a sandbox or container asks of seccomp.
+struct Seccomp<'a> {
+    profile: Option<&'a SecurityProfile>,
+    /// The deprecated `seccomp_profile_path`, which older kubelets send instead.
+    deprecated_path: &'a str,
+    privileged: bool,
+}
+
+impl Seccomp<'_> {
+    /// Docker's `seccomp=` option for it, if any. The CRI's rules: an unset profile means
+    /// unconfined (the kubelet asks for `RuntimeDefault` when it wants the runtime's default,
+    /// which Docker applies when told nothing), and a privileged container runs without seccomp
+    /// whatever it names, so nothing is passed for one (Docker 28 would apply a profile that is
+    /// named explicitly, where 20.10 and 26 ignored it).
+    fn option(&self) -> Result<Option<String>> {
+        if self.privileged {
+            return Ok(None);
+        }
+        let localhost = |path: &str| -> Result<Option<String>> {
+            let profile = std::fs::read_to_string(path).map_err(|e| {
+                Error::InvalidArgument(format!("seccomp profile {path:?} cannot be read: {e}"))
+            })?;
+            serde_json::from_str::<serde_json::Value>(&profile).map_err(|e| {
+                Error::InvalidArgument(format!("seccomp profile {path:?} is not JSON: {e}"))
+            })?;
+            Ok(Some(format!("seccomp={profile}")))
+        };
+        let unconfined = Ok(Some("seccomp=unconfined".to_string()));
+        match self.profile {
+            Some(p) => match ProfileType::try_from(p.profile_type) {
+                Ok(ProfileType::RuntimeDefault) => Ok(None),
+                Ok(ProfileType::Unconfined) => unconfined,
+                Ok(ProfileType::Localhost) => {
+                    localhost(p.localhost_ref.trim_start_matches("localhost/"))
+                }
+                Err(_) => Err(Error::InvalidArgument(format!(
+                    "unknown seccomp profile type {}",
+                    p.profile_type
+                ))),
+            },
+            None => match self.deprecated_path {
+                "" | "unconfined" => unconfined,
+                "runtime/default" | "docker/default" => Ok(None),
+                path => match path.strip_prefix("localhost/") {
+                    Some(path) => localhost(path),
+                    None => Err(Error::InvalidArgument(format!(
+                        "seccomp profile path {path:?} is none of runtime/default, unconfined or localhost/<path>"
+                    ))),
+                },
+            },
+        }
+    }
+}
+
 fn security_opts(
-    seccomp: Option<&SecurityProfile>,
+    seccomp: Seccomp<'_>,
     apparmor: Option<&SecurityProfile>,
     no_new_privs: bool,
 ) -> Result<Vec<String>> {
     let mut opts = Vec::new();
-    if let Some(p) = seccomp {
-        match ProfileType::try_from(p.profile_type) {
-            Ok(ProfileType::Unconfined) => opts.push("seccomp=unconfined".to_string()),
-            Ok(ProfileType::Localhost) => {
-                let path = p.localhost_ref.trim_start_matches("localhost/");
-                let profile = std::fs::read_to_string(path).map_err(|e| {
-                    Error::InvalidArgument(format!("seccomp profile {path:?} cannot be read: {e}"))
-                })?;
-                serde_json::from_str::<serde_json::Value>(&profile).map_err(|e| {
-                    Error::InvalidArgument(format!("seccomp profile {path:?} is not JSON: {e}"))
-                })?;
-                opts.push(format!("seccomp={profile}"));
-            }
-            _ => {}
-        }
-    }
+    opts.extend(seccomp.option()?);
     if let Some(p) = apparmor {
         match ProfileType::try_from(p.profile_type) {
             Ok(ProfileType::Unconfined) => opts.push("apparmor=unconfined".to_string()),
