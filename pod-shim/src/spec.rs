@@ -391,9 +391,13 @@ pub fn apply_resources(host: &mut HostConfig, r: &LinuxContainerResources, h: Ho
     host.cpu_quota = positive(r.cpu_quota);
     host.cpu_shares = positive(r.cpu_shares);
     host.memory = positive(r.memory_limit_in_bytes);
+    // No swap value means no swap, as the kubelet's NoSwap does: swap follows the memory
+    // limit. Docker would otherwise give twice the limit at create, and refuse an update of
+    // the limit alone on a container created without one ("Memory limit should be smaller
+    // than already set memoryswap limit").
     host.memory_swap = match r.memory_swap_limit_in_bytes {
         v if v > 0 => Some(v),
-        _ => None,
+        _ => host.memory,
     };
     host.cpuset_cpus = non_empty(&r.cpuset_cpus);
     host.cpuset_mems = non_empty(&r.cpuset_mems);

@@ -1128,3 +1128,60 @@ async fn seccomp_follows_the_cri_rules() {
     assert!(err.message().contains("run_as_group"), "{err:?}");
     remove_pod(&mut rt, &p.id).await;
 }
+
+#[tokio::test]
+async fn a_memory_limit_alone_means_no_swap_at_create_and_at_update() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "noswap").await;
+    let host_config = |id: String| async move {
+        docker()
+            .await
+            .inspect_container(&id, None)
+            .await
+            .expect("inspect")
+            .host_config
+            .expect("host config")
+    };
+    // Created without any limit, then given a memory limit and no swap value (Docker refused
+    // this before: the swap limit it had set was below the new memory limit).
+    let unlimited = run_container(
+        &mut rt,
+        &p.id,
+        &p.config,
+        container_config("free", &["sleep", "3600"]),
+    )
+    .await;
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: unlimited.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 96 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources with memory only");
+    let hc = host_config(unlimited).await;
+    assert_eq!(
+        (hc.memory, hc.memory_swap),
+        (Some(96 << 20), Some(96 << 20))
+    );
+
+    // Created with a memory limit and no swap value: no swap either.
+    let mut limited = container_config("limited", &["sleep", "3600"]);
+    limited.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let limited = run_container(&mut rt, &p.id, &p.config, limited).await;
+    let hc = host_config(limited).await;
+    assert_eq!(
+        (hc.memory, hc.memory_swap),
+        (Some(64 << 20), Some(64 << 20))
+    );
+    remove_pod(&mut rt, &p.id).await;
+}
