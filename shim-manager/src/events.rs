@@ -19,19 +19,36 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Events {
     tx: broadcast::Sender<ContainerEventResponse>,
+    /// Set when the front stops: subscribers' streams end then, or a graceful stop would
+    /// wait for them (the kubelet keeps one open for ever) until its drain timeout.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
             tx: broadcast::channel(BUFFER).0,
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
 }
 
 impl Events {
-    pub fn subscribe(&self) -> broadcast::Receiver<ContainerEventResponse> {
-        self.tx.subscribe()
+    /// A subscriber's stream: every event published from now on, until the front stops.
+    pub fn stream(&self) -> impl tokio_stream::Stream<Item = ContainerEventResponse> {
+        use futures_util::StreamExt;
+        let mut closing = self.closing.subscribe();
+        let closed = async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        };
+        tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe())
+            .filter_map(|e| std::future::ready(e.ok()))
+            .take_until(closed)
+    }
+
+    /// Ends every subscriber's stream: the front is stopping.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     pub fn publish(&self, event: ContainerEventResponse) {

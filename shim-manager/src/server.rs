@@ -84,6 +84,7 @@ pub async fn run(
                 config.streaming_bind_addr
             )))?;
     let manager = crate::manage::ManagerApi { pods: pods.clone() };
+    let events = pods.events.clone();
     let runtime = RuntimeApi::new(
         engine.clone(),
         root.clone(),
@@ -104,6 +105,8 @@ pub async fn run(
     let signalled = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight calls");
+        // Event streams never finish by themselves: they end now, the calls in flight not.
+        events.close();
         notify.notify_one();
     };
     let serve = tonic::transport::Server::builder()

@@ -467,8 +467,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         // A subscriber that falls behind loses the oldest events; the kubelet's relist covers
         // what it missed.
-        let stream = tokio_stream::wrappers::BroadcastStream::new(self.pods.events.subscribe())
-            .filter_map(|e| e.ok().map(Ok));
+        let stream = self.pods.events.stream().map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 

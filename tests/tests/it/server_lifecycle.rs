@@ -202,3 +202,30 @@ async fn sigterm_stops_accepting_and_finishes_in_flight_calls() {
         .expect("front exits after draining");
     assert!(exited_cleanly(&status), "{status:?}\n{}", front.log());
 }
+
+#[tokio::test]
+async fn sigterm_ends_event_streams_instead_of_waiting_for_them() {
+    let mut front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let mut events = rt
+        .get_container_events(k8s_cri::v1::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    let started = std::time::Instant::now();
+    let status = front.terminate().await;
+    let took = started.elapsed();
+    eprintln!("SIGTERM to exit with an event stream open: {took:?}");
+    assert!(dockpod_tests::front::exited_cleanly(&status), "{status:?}");
+    // The stream ended as a stream ends, not cut off with the connection.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(30), events.message())
+        .await
+        .expect("the event stream ends");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    // The drain waits 10 s for calls in flight; an event stream must not be one of them. The
+    // bound leaves a loaded machine room and still tells the two apart.
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "SIGTERM took {took:?} with an event stream open"
+    );
+}
