@@ -623,6 +623,12 @@ impl Pod {
             // Docker rotates its own log file; the kubelet's path is a symlink to it.
             return Ok(());
         }
+        if !self.logs().contains_key(&id) {
+            // A restarted shim serves before its first look at every container has started
+            // their followers; this running container's follower starts now (it resumes from
+            // its checkpoint, which also finds the file the kubelet just renamed).
+            self.follow_log(&id);
+        }
         let log: Option<LogHandle> = self.logs().get(&id).map(Follower::handle);
         match log {
             Some(log) => log.reopen().await,

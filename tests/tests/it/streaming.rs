@@ -343,17 +343,17 @@ async fn spdy_tty_exec_applies_resizes_and_reports_the_exit_code() {
     remove_pod(&mut rt, &id).await;
 }
 
-#[tokio::test]
-async fn spdy_attach_to_a_container_with_stdin_and_tty() {
-    let front = Front::start(&[]).await;
-    let logs = tempfile::tempdir().expect("logs");
-    let mut rt = front.runtime();
-    let pod = pod_config("spdy-attach", logs.path());
-    let id = run_pod(&mut rt, &pod).await;
-    let mut config = container_config("shell", &["sh"]);
+/// A shell container with stdin and a TTY, and an attach URL for it.
+async fn shell_to_attach(
+    rt: &mut Rt,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    name: &str,
+) -> (String, String) {
+    let mut config = container_config(name, &["sh"]);
     config.stdin = true;
     config.tty = true;
-    let c = run_container(&mut rt, &id, &pod, config).await;
+    let c = run_container(rt, pod_id, pod, config).await;
     let url = rt
         .attach(AttachRequest {
             container_id: c.clone(),
@@ -366,6 +366,17 @@ async fn spdy_attach_to_a_container_with_stdin_and_tty() {
         .expect("Attach")
         .into_inner()
         .url;
+    (c, url)
+}
+
+#[tokio::test]
+async fn spdy_attach_to_a_container_with_stdin_and_tty() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("spdy-attach", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let (c, url) = shell_to_attach(&mut rt, &id, &pod, "shell").await;
     let mut session = spdy::remote(&url, true, true).await;
     let stdin = session.stdin.take().expect("stdin");
     stdin.send(b"echo attached-$((40+2))\n").await;
@@ -382,22 +393,7 @@ async fn spdy_attach_to_a_container_with_stdin_and_tty() {
     assert_eq!(status.exit_code, 7);
 
     // The same over WebSocket.
-    let mut config = container_config("shell-ws", &["sh"]);
-    config.stdin = true;
-    config.tty = true;
-    let c = run_container(&mut rt, &id, &pod, config).await;
-    let url = rt
-        .attach(AttachRequest {
-            container_id: c.clone(),
-            stdin: true,
-            tty: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await
-        .expect("Attach")
-        .into_inner()
-        .url;
+    let (c, url) = shell_to_attach(&mut rt, &id, &pod, "shell-ws").await;
     let out = ws::exec(&url, "v4.channel.k8s.io", Some(b"exit 7\n")).await;
     out.assert_exit(0);
     let status = wait_exited(&rt, &c, SECS).await;
