@@ -404,7 +404,7 @@ impl RuntimeService for ShimRuntime {
         let closing = self.pod.closing.subscribe();
         let (early, receiver) = self.pod.subscribe();
         let stream = tokio_stream::iter(early.into_iter().map(Ok))
-            .chain(until_closing(receiver, closing).map(Ok));
+            .chain(dockpod_proto::closing_stream::until_closing(receiver, closing).map(Ok));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -433,40 +433,4 @@ impl RuntimeService for ShimRuntime {
     ) -> Result<Response<RuntimeConfigResponse>, Status> {
         front_only("RuntimeConfig")
     }
-}
-
-/// The pod's events until the shim stops serving; events sent before that (a removed pod's
-/// last ones above all) are still delivered, then the stream ends.
-fn until_closing(
-    receiver: tokio::sync::broadcast::Receiver<ContainerEventResponse>,
-    closing: tokio::sync::watch::Receiver<bool>,
-) -> impl tokio_stream::Stream<Item = ContainerEventResponse> {
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    futures_util::stream::unfold(
-        (receiver, closing, false),
-        |(mut receiver, mut closing, mut draining)| async move {
-            loop {
-                if draining {
-                    return match receiver.try_recv() {
-                        Ok(event) => Some((event, (receiver, closing, true))),
-                        Err(TryRecvError::Lagged(_)) => continue,
-                        Err(_) => None,
-                    };
-                }
-                let received = tokio::select! {
-                    biased;
-                    received = receiver.recv() => received,
-                    _ = closing.wait_for(|closing| *closing) => {
-                        draining = true;
-                        continue;
-                    }
-                };
-                match received {
-                    Ok(event) => return Some((event, (receiver, closing, false))),
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        },
-    )
 }

@@ -195,12 +195,6 @@ pub fn container(
     validate::labels("labels", &config.labels)?;
     validate::labels("annotations", &config.annotations)?;
     let pod = validate::sandbox_config(sandbox)?;
-    let options = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref());
-    validate::user_namespace("container", options)?;
     let log_file = validate::log_file(&sandbox.log_directory, &config.log_path)?;
     let name = labels::container_name(
         &meta.name,
@@ -225,6 +219,7 @@ pub fn container(
     let linux = config.linux.clone().unwrap_or_default();
     let sc = linux.security_context.clone().unwrap_or_default();
     let ns = sc.namespace_options.as_ref();
+    validate::user_namespace("container", ns)?;
     let pod_ns = sandbox
         .linux
         .as_ref()

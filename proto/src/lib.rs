@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod authority;
+pub mod closing_stream;
 pub mod cni_conf;
 pub mod docker_errors;
 pub mod files;

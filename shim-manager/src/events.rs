@@ -36,14 +36,7 @@ impl Default for Events {
 impl Events {
     /// A subscriber's stream: every event published from now on, until the front stops.
     pub fn stream(&self) -> impl tokio_stream::Stream<Item = ContainerEventResponse> {
-        use futures_util::StreamExt;
-        let mut closing = self.closing.subscribe();
-        let closed = async move {
-            let _ = closing.wait_for(|closing| *closing).await;
-        };
-        tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe())
-            .filter_map(|e| std::future::ready(e.ok()))
-            .take_until(closed)
+        dockpod_proto::closing_stream::until_closing(self.tx.subscribe(), self.closing.subscribe())
     }
 
     /// Ends every subscriber's stream: the front is stopping.

@@ -668,6 +668,26 @@ async fn a_pod_in_the_nodes_user_namespace_runs_as_any_pod() {
         ..Default::default()
     });
     let id = run_pod(&mut rt, &config).await;
+    // A container of it asking for a user namespace of its own is refused too.
+    let mut own = container_config("own-userns", &["sleep", "3600"]);
+    own.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                userns_options: Some(UserNamespace {
+                    mode: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = create_container(&mut rt, &id, &config, own)
+        .await
+        .expect_err("a container user namespace");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("user namespace"), "{err:?}");
     let c = run_container(
         &mut rt,
         &id,
