@@ -253,12 +253,22 @@ async fn del_frees_the_address_after_the_sandbox_was_removed_and_host_network_sk
     );
     remove_pod(&mut rt, &id).await;
     assert!(net.cached().is_empty());
+    // With its namespace gone, the pod's veth is the kernel's to delete, and the kernel
+    // tears network namespaces down in a worker of its own, some time after the last
+    // process left: wait for that before counting veths below.
+    wait_until(
+        "the kernel to delete the removed pod's veth",
+        SECS,
+        || async { net.veths().is_empty().then_some(()) },
+    )
+    .await;
 
     // A host-network pod shares the node's network and is no business of CNI.
     let mut host = pod_config("cni-hostnet", logs.path());
     host_network(&mut host);
     let id = run_pod(&mut rt, &host).await;
-    assert!(net.allocated().is_empty() && net.veths().is_empty());
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    assert!(net.veths().is_empty(), "{:?}", net.veths());
     remove_pod(&mut rt, &id).await;
 }
 
