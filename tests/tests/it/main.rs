@@ -6,6 +6,7 @@ mod adopt;
 mod cli;
 mod clients;
 mod containers;
+mod docker_requests;
 mod images;
 mod logs;
 mod network;

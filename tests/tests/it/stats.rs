@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dockpod_tests::cri::*;
 use dockpod_tests::front::Front;
+use dockpod_tests::metrics;
 use dockpod_tests::wait::wait_until;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
@@ -297,41 +298,11 @@ async fn container_stats_follow_what_the_container_does() {
 }
 
 /// A Prometheus text exposition's samples: `(name{labels}, value)`.
-fn samples(text: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("request");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read");
-    let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP reply");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
 #[tokio::test]
 async fn the_metrics_endpoint_is_scraped_and_parsed() {
     // Port 0: the front binds a free port itself and logs where.
     let front = Front::start(&["--metrics-bind-addr", "127.0.0.1:0"]).await;
-    // The log is coloured: its escape sequences go first.
-    let log = strip_ansi(&front.log());
-    let addr = log
-        .lines()
-        .find(|l| l.contains("serving Prometheus metrics"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .and_then(|a| a.split_whitespace().next())
-        .unwrap_or_else(|| panic!("the front did not log its metrics address:\n{log}"))
-        .to_string();
+    let addr = metrics::address(&front);
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
     rt.version(VersionRequest::default())
@@ -347,20 +318,9 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     let pod = pod_config("metrics", logs.path());
     let id = run_pod(&mut rt, &pod).await;
-    let body = tokio::task::spawn_blocking({
-        let addr = addr.clone();
-        move || scrape(&addr)
-    })
-    .await
-    .expect("scrape");
-    let samples = samples(&body);
-    let find = |prefix: &str| -> Vec<f64> {
-        samples
-            .iter()
-            .filter(|(s, _)| s.starts_with(prefix))
-            .map(|(_, v)| *v)
-            .collect()
-    };
+    let body = metrics::scrape(&addr).await;
+    let samples = metrics::samples(&body);
+    let find = |prefix: &str| metrics::values(&samples, prefix);
     assert!(
         find("dockpod_cri_request_duration_seconds_count{method=\"Version\"}")[0] >= 1.0,
         "{body}"
@@ -378,22 +338,4 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
     assert!(rss[0] > 1e6, "a shim's RSS of {} bytes", rss[0]);
     assert!(find("dockpod_shim_proportional_bytes{")[0] > 0.0);
     remove_pod(&mut rt, &id).await;
-}
-
-/// Text without its ANSI escape sequences (`ESC [ ... m`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
