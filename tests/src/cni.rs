@@ -17,6 +17,8 @@ pub struct CniNet {
     pub bridge: String,
     /// The network's /24, e.g. `10.213.7.0/24`.
     pub subnet: String,
+    /// Its IPv6 /64, on a dual-stack network.
+    pub subnet6: Option<String>,
 }
 
 impl CniNet {
@@ -28,6 +30,16 @@ impl CniNet {
     /// Like [`CniNet::new`], with `extra` plugin configurations appended to the chain; a test
     /// plugin can be put into [`CniNet::plugin_dir`].
     pub fn with_chain_end(extra: Vec<Value>) -> CniNet {
+        CniNet::build(extra, false)
+    }
+
+    /// Like [`CniNet::new`], with host-local handing out an IPv6 address (from a unique
+    /// local /64 of its own) beside the IPv4 one.
+    pub fn dual_stack() -> CniNet {
+        CniNet::build(Vec::new(), true)
+    }
+
+    fn build(extra: Vec<Value>, dual_stack: bool) -> CniNet {
         crate::reaper::reap_once();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -39,6 +51,14 @@ impl CniNet {
         );
         let bridge = format!("dp{}n{n}", pid % 100_000);
         let name = format!("dockpod-test-{pid}-{n}");
+        let mut ranges = vec![json!([{"subnet": subnet}])];
+        let subnet6 = dual_stack.then(|| {
+            // A unique local address range (fd00::/8), distinct per network of this process.
+            format!("fd00:d0c:{:x}:{n:x}::/64", pid % 0x1_0000)
+        });
+        if let Some(subnet6) = &subnet6 {
+            ranges.push(json!([{ "subnet": subnet6 }]));
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         for sub in ["net.d", "bin", "ipam", "cache"] {
             std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
@@ -53,7 +73,7 @@ impl CniNet {
                 "ipam": {
                     "type": "host-local",
                     "dataDir": dir.path().join("ipam"),
-                    "ranges": [[{"subnet": subnet}]],
+                    "ranges": ranges,
                 },
             }),
             // Docker sets the FORWARD policy to DROP, and bridged traffic passes iptables.
@@ -72,6 +92,7 @@ impl CniNet {
             name,
             bridge,
             subnet,
+            subnet6,
         }
     }
 
@@ -121,6 +142,20 @@ impl CniNet {
     /// Cached attachments (one per pod attached).
     pub fn cached(&self) -> Vec<String> {
         list_dir(&self.dir.path().join("cache/results"))
+    }
+
+    /// Whether `ip` is in this network's IPv6 /64.
+    pub fn contains6(&self, ip: &str) -> bool {
+        let Some(subnet6) = &self.subnet6 else {
+            return false;
+        };
+        let network = |text: &str| {
+            text.parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(|a| a.segments()[..4].to_vec())
+        };
+        let base = subnet6.trim_end_matches("/64");
+        network(ip).is_some() && network(ip) == network(base)
     }
 
     /// Whether `ip` is in this network's /24.

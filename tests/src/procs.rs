@@ -45,3 +45,37 @@ pub fn session(pid: u32) -> Option<u32> {
 pub fn parent(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
+
+/// The TCP port `pid` listens on (the first, if several), read from its sockets and its
+/// network namespace's socket tables: for a server told to bind port 0, which does not say
+/// which port it got.
+pub fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is fields[1] (`ADDR:PORT` in hex), st fields[3] (0A: LISTEN),
+            // inode fields[9].
+            let listening = fields.get(3) == Some(&"0A");
+            let ours = fields.get(9).is_some_and(|i| inodes.iter().any(|n| n == i));
+            if !(listening && ours) {
+                return None;
+            }
+            let port = fields.get(1)?.rsplit_once(':')?.1;
+            u16::from_str_radix(port, 16).ok()
+        })
+    })
+}

@@ -142,9 +142,19 @@ fn listening_port(log: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
-/// A port free on 127.0.0.1 at the time of the call. Only for a program that cannot bind port
-/// 0 and tell which port it got (a server in a pod): the caller must expect that another
-/// process may take the port meanwhile.
+/// A port the test itself holds on 127.0.0.1 (bound as port 0, then read back), for a host
+/// port that nothing on the host binds (CNI's portmap rewrites packets instead): while the
+/// listener lives, no other process can take the port. A connection that reaches the
+/// listener went past every rewriting rule.
+pub fn reserved_port() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    (listener, port)
+}
+
+/// A port free on 127.0.0.1 at the time of the call, for a program that must bind the port
+/// itself and cannot bind port 0 (Docker's published ports): another process may take the
+/// port meanwhile, so the caller must retry with another one when the bind fails.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

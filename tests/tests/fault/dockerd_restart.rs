@@ -1,5 +1,6 @@
-//! dockerd restarts under running pods: the shims reconnect, statuses and events are right
-//! afterwards, and the CRI log file resumes with no line lost or written twice.
+//! dockerd restarts under running pods: the shims reconnect, statuses, events and the runtime
+//! configuration are right afterwards, and the CRI log file resumes with no line lost or
+//! written twice.
 
 use std::time::Duration;
 
@@ -62,10 +63,22 @@ async fn statuses_events_and_logs_are_right_after_a_dockerd_restart() {
     };
     wait_until("first lines", SECS, || grows(10)).await;
     let before = status(&mut rt, &counter).await;
+    let config = rt
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .expect("RuntimeConfig")
+        .into_inner();
 
     tokio::task::spawn_blocking(dockerd::restart)
         .await
         .expect("restart dockerd");
+    // The kubelet reads it once and relies on it.
+    let config_after = rt
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .expect("RuntimeConfig after the restart")
+        .into_inner();
+    assert_eq!(config_after, config);
 
     if live_restore {
         // The counter never stopped: its log goes on in the same file, and its status is the

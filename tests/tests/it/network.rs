@@ -10,7 +10,7 @@ use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{docker, instance_containers};
 use dockpod_tests::front::Front;
-use dockpod_tests::registry::free_port;
+use dockpod_tests::registry::{free_port, reserved_port};
 use dockpod_tests::wait::wait_until;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
@@ -188,7 +188,7 @@ async fn a_host_port_on_loopback_reaches_the_pod_through_portmap() {
     let front = start_front(&net).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let host_port = free_port();
+    let (reservation, host_port) = reserved_port();
     let mut pod = pod_config("cni-hostport", logs.path());
     pod.port_mappings = vec![PortMapping {
         protocol: Protocol::Tcp as i32,
@@ -212,13 +212,18 @@ async fn a_host_port_on_loopback_reaches_the_pod_through_portmap() {
     assert!(reply.contains("through-portmap"), "{reply}");
 
     remove_pod(&mut rt, &id).await;
-    assert!(
-        tokio::task::spawn_blocking(move || http_get(&addr))
-            .await
-            .expect("join")
-            .is_none(),
-        "the host port still answers after the pod is gone"
-    );
+    // With the pod's rules gone, a connection to the port reaches the test's own listener.
+    let connect = std::net::TcpStream::connect(&addr).expect("connect to the freed host port");
+    let client = connect.local_addr().expect("the client's address");
+    reservation
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let peer = wait_until("the connection at the test's own listener", SECS, || {
+        let peer = reservation.accept().ok().map(|(_, peer)| peer);
+        async move { peer }
+    })
+    .await;
+    assert_eq!(peer, client);
 }
 
 #[tokio::test]
@@ -364,15 +369,31 @@ async fn without_cni_pods_use_dockers_bridge_and_publish_host_ports() {
     let front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let host_port = free_port();
     let mut pod = pod_config("bridge-hostport", logs.path());
-    pod.port_mappings = vec![PortMapping {
-        protocol: Protocol::Tcp as i32,
-        container_port: 8080,
-        host_port: i32::from(host_port),
-        host_ip: "127.0.0.1".into(),
-    }];
-    let id = run_pod(&mut rt, &pod).await;
+    // Docker binds the host port itself: a port another process took since it was found free
+    // fails the sandbox, and another port is tried.
+    let mut attempts = 0;
+    let (id, host_port) = loop {
+        attempts += 1;
+        let host_port = free_port();
+        pod.port_mappings = vec![PortMapping {
+            protocol: Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port: i32::from(host_port),
+            host_ip: "127.0.0.1".into(),
+        }];
+        match rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+        {
+            Ok(r) => break (r.into_inner().pod_sandbox_id, host_port),
+            Err(e) if attempts < 5 && e.message().contains("already") => continue,
+            Err(e) => panic!("RunPodSandbox: {e:?}"),
+        }
+    };
     let ips = pod_ip(&pod_status(&mut rt, &id).await);
     assert_eq!(ips.len(), 1, "{ips:?}");
     run_container(&mut rt, &id, &pod, http_server(8080, "through-docker")).await;
@@ -389,4 +410,43 @@ async fn without_cni_pods_use_dockers_bridge_and_publish_host_ports() {
     .await;
     assert!(reply.contains("through-docker"), "{reply}");
     remove_pod(&mut rt, &id).await;
+}
+
+#[tokio::test]
+async fn a_dual_stack_pod_reports_ipv4_first_and_keeps_both_across_restarts() {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        eprintln!("SKIPPED dual-stack check: this host's kernel has IPv6 disabled");
+        return;
+    }
+    let net = CniNet::dual_stack();
+    let mut front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("dual-stack", logs.path());
+    let id = run_pod(&mut rt.clone(), &pod).await;
+    let ips = pod_ip(&pod_status(&mut rt.clone(), &id).await);
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    // The kubelet takes the first address as the pod's primary: IPv4, as CNI's own order and
+    // every dual-stack runtime give it.
+    assert!(net.contains(&ips[0]), "{ips:?} in {}", net.subnet);
+    assert!(net.contains6(&ips[1]), "{ips:?} in {:?}", net.subnet6);
+    assert_eq!(net.allocated().len(), 2, "{:?}", net.allocated());
+
+    // A shim that died and came back answers from the pod's state, not from a new attachment.
+    let old = shim_pid(&mut rt.clone(), &id).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the shim");
+    wait_new_shim(&rt, &id, old, SECS).await;
+    assert_eq!(pod_ip(&pod_status(&mut rt.clone(), &id).await), ips);
+
+    front.kill().await;
+    front.restart().await;
+    let mut rt = front.runtime();
+    assert_eq!(pod_ip(&pod_status(&mut rt, &id).await), ips);
+    assert_eq!(net.allocated().len(), 2, "{:?}", net.allocated());
+    remove_pod(&mut rt, &id).await;
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
 }

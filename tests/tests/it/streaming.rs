@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use dockpod_tests::cri::*;
+use dockpod_tests::docker::docker;
 use dockpod_tests::front::Front;
 use dockpod_tests::streaming::{spdy, ws};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -884,16 +885,22 @@ async fn port_forward_reaches_a_host_network_pod() {
     let mut pod = pod_config("pf-hostnet", logs.path());
     host_network(&mut pod);
     let id = run_pod(&mut rt, &pod).await;
-    let port = dockpod_tests::registry::free_port();
     let mut web = container_config("web", &["sh", "-c"]);
-    web.args = vec![format!(
-        "mkdir -p /tmp/www && echo on-the-node > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
-    )];
-    run_container(&mut rt, &id, &pod, web).await;
-    let addr = format!("127.0.0.1:{port}");
-    dockpod_tests::wait::wait_until("httpd on the node's loopback", SECS, || {
-        let addr = addr.clone();
-        async move { std::net::TcpStream::connect(&addr).ok().map(drop) }
+    // Port 0: httpd binds a free port on the node's loopback, read back from its socket.
+    web.args = vec![
+        "mkdir -p /tmp/www && echo on-the-node > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:0 -h /tmp/www".into(),
+    ];
+    let web = run_container(&mut rt, &id, &pod, web).await;
+    let pid = docker()
+        .await
+        .inspect_container(&web, None)
+        .await
+        .expect("inspect httpd")
+        .state
+        .and_then(|s| s.pid)
+        .expect("httpd's PID") as u32;
+    let port = dockpod_tests::wait::wait_until("httpd to listen", SECS, || async move {
+        dockpod_tests::procs::listening_port(pid)
     })
     .await;
     let url = port_forward_url(&mut rt, &id, &[i32::from(port)]).await;
