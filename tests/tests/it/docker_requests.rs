@@ -65,10 +65,8 @@ async fn lists_and_pod_status_with_fifty_pods_ask_docker_nothing() {
     let pods: Vec<String> = futures_util::stream::iter(0..50)
         .map(|i| {
             let mut rt = rt.clone();
-            // A log directory per pod and container, as the kubelet makes them.
-            let dir = logs.path().join(i.to_string());
-            std::fs::create_dir_all(dir.join("sleeper")).expect("the pod's log directory");
-            let mut pod = pod_config(&format!("quiet{i}"), &dir);
+            // A log directory per pod, as the kubelet gives each.
+            let mut pod = pod_config(&format!("quiet{i}"), &logs.path().join(i.to_string()));
             // The node's network: what is counted does not depend on it, and Docker 20.10's
             // libnetwork is slow to set up and tear down 50 bridge endpoints.
             host_network(&mut pod);

@@ -374,7 +374,8 @@ async fn idle_shims_stay_within_the_memory_budget() {
     let mut rt = front.runtime();
     let mut ids = Vec::new();
     for i in 0..PODS {
-        let config = pod_config(&format!("mem{i}"), logs.path());
+        // A log directory per pod, as the kubelet gives each.
+        let config = pod_config(&format!("mem{i}"), &logs.path().join(i.to_string()));
         let id = run_pod(&mut rt, &config).await;
         run_container(
             &mut rt,
@@ -484,7 +485,8 @@ async fn a_stuck_shim_does_not_stall_node_wide_lists() {
     let mut pods = Vec::new();
     let mut containers = Vec::new();
     for i in 0..3 {
-        let config = pod_config(&format!("stuck{i}"), logs.path());
+        // A log directory per pod, as the kubelet gives each.
+        let config = pod_config(&format!("stuck{i}"), &logs.path().join(i.to_string()));
         let id = run_pod(&mut rt, &config).await;
         containers.push(
             run_container(
