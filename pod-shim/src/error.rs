@@ -46,6 +46,20 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
+    /// Docker's 409: a container of that name exists already.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Error::Docker {
+                source: DockerError::DockerResponseServerError {
+                    status_code: 409,
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bollard::models::{ContainerInspectResponse, ContainerUpdateBody};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody};
 use k8s_cri::v1::{
     ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerState, ContainerStatus,
     ContainerUser, LinuxContainerResources, LinuxContainerUser, PodSandboxConfig,
@@ -189,7 +189,7 @@ impl Pod {
                 self.sandbox_image
             )));
         }
-        let id = self.engine.create(&name, body).await?;
+        let id = self.create_named(&name, body).await?;
         match self.start_sandbox(&id, config, runtime_handler).await {
             Ok(()) => Ok(id),
             Err(e) => {
@@ -502,6 +502,58 @@ impl Pod {
         Ok(())
     }
 
+    /// Creates a Docker container named `name` (under the lifecycle lock). A name conflict
+    /// with a container of this shim that no record holds means a shim of this pod died
+    /// between Docker's create and its record: that container is removed and the create
+    /// tried once more, so the kubelet's retry of the same call succeeds.
+    async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+        match self.engine.create(name, body.clone()).await {
+            Err(e) if e.is_conflict() => {
+                let Some(orphan) = self.orphan(name).await? else {
+                    return Err(e);
+                };
+                tracing::warn!(container = %orphan, name = %name, "removing a container a cut create left, then creating again");
+                self.engine.remove(&orphan).await?;
+                self.engine.create(name, body).await
+            }
+            other => other,
+        }
+    }
+
+    /// The ID of container `name_or_id` if it carries this shim's label and no record
+    /// holds it.
+    async fn orphan(&self, name_or_id: &str) -> Result<Option<String>> {
+        let Some(inspect) = self.engine.inspect(name_or_id).await? else {
+            return Ok(None);
+        };
+        let id = inspect.id.unwrap_or_default();
+        let ours = inspect
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(dockpod_proto::labels::SHIM_ID).cloned())
+            .is_some_and(|shim| shim == self.shim_id);
+        let recorded = {
+            let r = self.record();
+            r.sandbox_id == id || r.containers.contains_key(&id)
+        };
+        Ok((ours && !recorded && !id.is_empty()).then_some(id))
+    }
+
+    /// Removes every container of this shim that no record holds: what a shim of this pod
+    /// that died inside a create left. Run once at start, before any call is served.
+    pub async fn reap_orphans(&self) -> Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
+        for summary in self.engine.list_labelled(&[label]).await? {
+            let Some(id) = summary.id else { continue };
+            if let Some(orphan) = self.orphan(&id).await? {
+                tracing::warn!(container = %orphan, "removing a container a cut create left");
+                self.engine.remove(&orphan).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn create_container(
         &self,
         sandbox_id: &str,
@@ -535,7 +587,7 @@ impl Pod {
             dockpod_proto::validate::log_file(&pod_config.log_directory, &config.log_path)?
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-        let id = self.engine.create(&name, body).await?;
+        let id = self.create_named(&name, body).await?;
         let created_at = match self.engine.inspect(&id).await {
             Ok(Some(c)) => c
                 .created

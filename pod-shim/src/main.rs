@@ -79,6 +79,16 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             store,
             record,
         ));
+        // In a task of its own, so a Docker that is down does not hold back serving; it
+        // holds the lifecycle lock, so no create of this shim interleaves with it.
+        tokio::spawn({
+            let pod = pod.clone();
+            async move {
+                if let Err(e) = pod.reap_orphans().await {
+                    tracing::warn!(error = %e, "looking for containers a cut create left");
+                }
+            }
+        });
         if let Some(dir) = config.socket.parent() {
             dockpod_proto::files::ensure_dir(dir, 0o700)?;
         }

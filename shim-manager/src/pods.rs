@@ -45,6 +45,13 @@ impl Pods {
             Ok(r) => r.into_inner().pod_sandbox_id,
             Err(status) => {
                 self.spawner.retire(&shim).await;
+                // A shim that failed removes what it created; one that died inside the call
+                // (killed between Docker's create and its answer) cannot, and the kubelet's
+                // retry would meet its sandbox's name.
+                let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, shim.shim_id);
+                if let Err(e) = self.engine.remove_labelled(&label).await {
+                    tracing::error!(error = %e, shim = %shim.shim_id, "removing what a failed RunPodSandbox left");
+                }
                 return Err(status);
             }
         };

@@ -6,6 +6,7 @@ mod adopt;
 mod cli;
 mod clients;
 mod containers;
+mod cut;
 mod docker_requests;
 mod images;
 mod logs;

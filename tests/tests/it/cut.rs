@@ -1,0 +1,125 @@
+//! Operations cut in half: a shim killed after Docker acted on a call and before it heard
+//! back (a crash, an upgrade, the front's SIGKILL of a late shim). The kubelet retries the
+//! same call, with the same names; the retry must succeed and leave no orphan in Docker.
+
+use std::time::Duration;
+
+use dockpod_tests::cri::*;
+use dockpod_tests::docker::instance_containers;
+use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
+use dockpod_tests::front::Front;
+use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const SECS: Duration = Duration::from_secs(60);
+
+async fn front_through(proxy: &DockerProxy) -> Front {
+    Front::start(&["--docker-endpoint", &proxy.endpoint()]).await
+}
+
+/// Waits until Docker holds `n` containers of the front's instance.
+async fn docker_holds(front: &Front, n: usize) {
+    let instance = front.instance_id();
+    wait_until(&format!("{n} containers in Docker"), SECS, || {
+        let instance = instance.clone();
+        async move { (instance_containers(&instance).await.len() == n).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
+    let proxy = DockerProxy::start();
+    let front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-create", logs.path());
+    let id = run_pod(&mut rt.clone(), &pod).await;
+    let shim = shim_pid(&mut rt.clone(), &id).await;
+    let config = container_config("app", &["sleep", "3600"]);
+
+    // Docker creates the container; the shim never hears of it.
+    let answer = Gate::new();
+    proxy.once(
+        "POST",
+        "/containers/create",
+        Fault::HoldAnswer(answer.clone()),
+    );
+    let call = tokio::spawn({
+        let (mut rt, id, pod, config) = (rt.clone(), id.clone(), pod.clone(), config.clone());
+        async move { create_container(&mut rt, &id, &pod, config).await }
+    });
+    docker_holds(&front, 2).await;
+    kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill the shim");
+    let cut = call.await.expect("join");
+    assert!(cut.is_err(), "the cut call answered {cut:?}");
+    answer.open();
+    wait_new_shim(&rt, &id, shim, SECS).await;
+
+    let container = create_container(&mut rt.clone(), &id, &pod, config)
+        .await
+        .unwrap_or_else(|e| panic!("the kubelet's retry of CreateContainer: {e:?}"));
+    let mut in_docker = instance_containers(&front.instance_id()).await;
+    in_docker.sort();
+    let mut expected = vec![id.clone(), container.clone()];
+    expected.sort();
+    assert_eq!(in_docker, expected, "Docker holds what the record holds");
+    start(&mut rt.clone(), &container).await;
+    assert_eq!(
+        status(&mut rt.clone(), &container).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    remove_pod(&mut rt.clone(), &id).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
+
+#[tokio::test]
+async fn run_pod_sandbox_cut_by_a_shim_crash_succeeds_when_retried() {
+    let proxy = DockerProxy::start();
+    let front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-run", logs.path());
+
+    let answer = Gate::new();
+    proxy.once(
+        "POST",
+        "/containers/create",
+        Fault::HoldAnswer(answer.clone()),
+    );
+    let call = tokio::spawn({
+        let (mut rt, pod) = (rt.clone(), pod.clone());
+        async move {
+            rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod),
+                runtime_handler: String::new(),
+            })
+            .await
+        }
+    });
+    docker_holds(&front, 1).await;
+    let shims = front.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    kill(Pid::from_raw(shims[0] as i32), Signal::SIGKILL).expect("kill the shim");
+    let cut = call.await.expect("join");
+    assert!(cut.is_err(), "the cut call answered {cut:?}");
+    answer.open();
+
+    let id = run_pod(&mut rt.clone(), &pod).await;
+    assert_eq!(
+        instance_containers(&front.instance_id()).await,
+        vec![id.clone()],
+        "Docker holds the retried sandbox only"
+    );
+    assert_eq!(
+        pod_status(&mut rt.clone(), &id)
+            .await
+            .status
+            .map(|s| s.state),
+        Some(PodSandboxState::SandboxReady as i32)
+    );
+    remove_pod(&mut rt.clone(), &id).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
