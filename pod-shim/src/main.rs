@@ -47,6 +47,8 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         dockpod_proto::files::ensure_dir(&config.state_dir, 0o700)?;
+        // A second shim for this pod would double its logs and its network teardown.
+        let _owner = dockpod_proto::owner::take(&config.state_dir, "pod-shim")?;
         let store = Store::new(&config.state_dir);
         let engine = pod_shim::docker::Engine::connect(&config.docker_endpoint).await?;
         let record = match (store.load()?, &config.adopt) {

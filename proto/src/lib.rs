@@ -13,6 +13,7 @@ pub mod filters;
 pub mod labels;
 pub mod layout;
 pub mod metrics;
+pub mod owner;
 pub mod pod_state;
 pub mod procfs;
 pub mod sockets;

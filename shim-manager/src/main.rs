@@ -78,6 +78,14 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let path = dockpod_proto::sockets::parse_unix_endpoint(&config.container_runtime_endpoint)?;
+        // Before the socket: a second front must not take over the first one's socket.
+        dockpod_proto::files::ensure_dir(&config.root_directory, 0o700).map_err(|e| {
+            anyhow::anyhow!(
+                "creating root directory {}: {e}",
+                config.root_directory.display()
+            )
+        })?;
+        let _owner = dockpod_proto::owner::take(&config.root_directory, "shim-manager")?;
         let listener = dockpod_proto::sockets::bind_exclusive(&path, 0o660).await?;
         if let Some(gid) = config.cri_socket_group {
             nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))

@@ -724,3 +724,46 @@ async fn a_pod_in_the_nodes_user_namespace_runs_as_any_pod() {
     }
     remove_pod(&mut rt, &id).await;
 }
+
+#[tokio::test]
+async fn a_second_shim_for_a_pod_refuses_to_run() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("one-shim", logs.path());
+    let id = run_pod(&mut rt, &config).await;
+    let pid = shim_pid(&mut rt, &id).await;
+    // The running shim's own command line, in the foreground and on another socket: it would
+    // serve the same pod directory.
+    let mut args: Vec<String> = procs::cmdline(pid)
+        .into_iter()
+        .skip(1)
+        .filter(|a| a != "--daemonize")
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| a == "--socket")
+        .expect("the shim's --socket");
+    args[at + 1] = front.dir().join("second-shim.sock").display().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(dockpod_tests::binaries::binary("pod-shim"))
+            .args(&args)
+            .output()
+            .expect("run a second pod-shim")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("owned by another pod-shim") && text.contains(&format!("PID {pid}")),
+        "{text}"
+    );
+    assert!(!front.dir().join("second-shim.sock").exists());
+    assert_eq!(
+        shim_pid(&mut rt, &id).await,
+        pid,
+        "the first shim still serves"
+    );
+    remove_pod(&mut rt, &id).await;
+}

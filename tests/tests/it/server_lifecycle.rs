@@ -34,7 +34,9 @@ async fn socket_is_0660_and_pid_file_names_the_server() {
 #[tokio::test]
 async fn refuses_to_start_while_another_server_holds_the_socket() {
     let front = Front::start(&[]).await;
-    let (status, output) = front.run_second(&[]);
+    // A root of its own: what is refused here is the socket alone.
+    let root = front.dir().join("second-root");
+    let (status, output) = front.run_second(&["--root-directory", &root.display().to_string()]);
     let status = status.expect("second server exits by itself");
     assert!(!status.success(), "second server started: {output}");
     assert!(
@@ -42,6 +44,39 @@ async fn refuses_to_start_while_another_server_holds_the_socket() {
         "{output}"
     );
     // The first one is untouched.
+    front
+        .runtime()
+        .version(VersionRequest::default())
+        .await
+        .expect("first server still answers");
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_root_refuses_to_start() {
+    let front = Front::start(&[]).await;
+    let pid_file = front.run_dir().join("shim-manager.pid");
+    let pid_before = std::fs::read_to_string(&pid_file).expect("the first server's PID file");
+    // Its own socket and run directory, the first one's root: two fronts would supervise,
+    // respawn and tear down the same pods.
+    let socket = front.dir().join("second.sock");
+    let run = front.dir().join("second-run");
+    let (status, output) = front.run_second(&[
+        "--container-runtime-endpoint",
+        &format!("unix://{}", socket.display()),
+        "--run-directory",
+        &run.display().to_string(),
+    ]);
+    assert!(!status.expect("exits").success(), "{output}");
+    let holder = format!("PID {}", front.pid().expect("the first server runs"));
+    assert!(
+        output.contains("owned by another shim-manager") && output.contains(&holder),
+        "{output}"
+    );
+    assert!(!socket.exists(), "the second server bound its socket");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).expect("PID file"),
+        pid_before
+    );
     front
         .runtime()
         .version(VersionRequest::default())
@@ -68,7 +103,13 @@ async fn refuses_to_replace_a_file_that_is_not_a_socket() {
     let path = front.dir().join("not-a-socket");
     std::fs::write(&path, b"keep me").expect("write");
     let endpoint = format!("unix://{}", path.display());
-    let (status, output) = front.run_second(&["--container-runtime-endpoint", &endpoint]);
+    let root = front.dir().join("second-root").display().to_string();
+    let (status, output) = front.run_second(&[
+        "--container-runtime-endpoint",
+        &endpoint,
+        "--root-directory",
+        &root,
+    ]);
     assert!(!status.expect("exits").success(), "{output}");
     assert!(output.contains("is not a socket"), "{output}");
     assert_eq!(std::fs::read(&path).expect("file kept"), b"keep me");
