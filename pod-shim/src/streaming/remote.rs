@@ -119,12 +119,10 @@ pub async fn exec(engine: &Engine, req: &ExecRequest, io: Io) -> Outcome {
             crate::exec::kill_exec(engine, &exec_id).await;
             Outcome::Failed(e)
         }
-        Pumped::Ended => match docker.inspect_exec(&exec_id).await {
-            Ok(inspect) => match inspect.exit_code.unwrap_or(0) {
-                0 => Outcome::Success,
-                code => Outcome::Exit(code),
-            },
-            Err(e) => Outcome::Failed(format!("inspecting the exec: {e}")),
+        Pumped::Ended => match crate::exec::exit_code(engine, &exec_id).await {
+            Ok(0) => Outcome::Success,
+            Ok(code) => Outcome::Exit(code),
+            Err(e) => Outcome::Failed(format!("reading the exec's exit code: {e}")),
         },
     }
 }

@@ -9,6 +9,7 @@ use dockpod_tests::cri::*;
 use dockpod_tests::docker::{docker, image_id, instance_containers, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
+use futures_util::StreamExt;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
@@ -414,6 +415,41 @@ async fn exec_sync_caps_output_reports_codes_and_kills_on_timeout() {
         .expect_err("exec in a stopped container");
     assert_eq!(err.code(), Code::FailedPrecondition);
     remove_pod(&mut rt, &p.id).await;
+}
+
+#[tokio::test]
+async fn exec_sync_reports_the_exit_code_every_time() {
+    // Docker can end an exec's output before it records the exit; a runtime that reads the
+    // code then reports 0 now and again. Four at a time, as the kubelet's probes overlap.
+    const REPETITIONS: usize = 1000;
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("exec-exit", logs.path());
+    let sandbox = run_pod(&mut rt, &pod).await;
+    let id = run_container(
+        &mut rt,
+        &sandbox,
+        &pod,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+    let codes: Vec<i32> = futures_util::stream::iter(0..REPETITIONS)
+        .map(|_| {
+            let mut rt = rt.clone();
+            let id = id.clone();
+            async move { exec(&mut rt, &id, &["sh", "-c", "exit 3"]).await.exit_code }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let wrong: Vec<_> = codes.iter().filter(|c| **c != 3).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {REPETITIONS} execs reported another code: {wrong:?}",
+        wrong.len()
+    );
+    remove_pod(&mut rt, &sandbox).await;
 }
 
 #[tokio::test]
