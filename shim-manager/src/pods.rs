@@ -153,8 +153,36 @@ impl Pods {
         Ok(())
     }
 
+    /// The container's pod from the index, or on a miss from Docker's own labels (the index
+    /// is rebuilt from the shims' answers and may lag them): a stop or remove that finds no
+    /// pod must be one Docker confirms has nothing to do.
+    async fn container_for_mutation(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Arc<ShimHandle>)>, Status> {
+        if let Some(found) = self.container(id)? {
+            return Ok(Some(found));
+        }
+        let api = self.engine.api().map_err(Status::from)?;
+        let inspect = match crate::metrics::docker("inspect", api.inspect_container(id, None)).await
+        {
+            Ok(inspect) => inspect,
+            Err(e) if dockpod_proto::docker_errors::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(Error::docker(format!("inspecting container {id}"))(e).into()),
+        };
+        let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+        let Some(sandbox) = labels.get(dockpod_proto::labels::SANDBOX_ID) else {
+            return Ok(None);
+        };
+        let (Some(cid), Some(shim)) = (inspect.id, self.registry.pod(sandbox)) else {
+            return Ok(None);
+        };
+        self.registry.insert_container(&cid, &shim.sandbox_id);
+        Ok(Some((cid, shim)))
+    }
+
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
-        let Some((id, shim)) = self.container(id)? else {
+        let Some((id, shim)) = self.container_for_mutation(id).await? else {
             return Ok(());
         };
         shim.runtime()
@@ -167,7 +195,7 @@ impl Pods {
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
-        let Some((id, shim)) = self.container(id)? else {
+        let Some((id, shim)) = self.container_for_mutation(id).await? else {
             return Ok(());
         };
         shim.runtime()

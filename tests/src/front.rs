@@ -245,6 +245,21 @@ impl Front {
     }
 
     /// PIDs of the pod shims this front started (their state lives under its root directory).
+    /// The one shim socket of a front that runs one pod.
+    pub fn shim_socket(&self) -> PathBuf {
+        let dir = self.run_dir().join("shims");
+        let sockets: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("shim directory")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                name.ends_with(".sock") && !name.ends_with(".stream.sock")
+            })
+            .collect();
+        assert_eq!(sockets.len(), 1, "{sockets:?}");
+        sockets[0].clone()
+    }
+
     pub fn shim_pids(&self) -> Vec<u32> {
         let root = self.root_dir().display().to_string();
         crate::procs::find(|cmdline| {

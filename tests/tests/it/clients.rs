@@ -78,21 +78,6 @@ fn grpcio(socket: &Path, scenario: &str, args: serde_json::Value) -> serde_json:
     })
 }
 
-/// The one shim socket of a front that runs one pod.
-fn shim_socket(front: &Front) -> PathBuf {
-    let dir = front.run_dir().join("shims");
-    let sockets: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("shim directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.ends_with(".sock") && !name.ends_with(".stream.sock")
-        })
-        .collect();
-    assert_eq!(sockets.len(), 1, "{sockets:?}");
-    sockets[0].clone()
-}
-
 #[tokio::test]
 async fn python_grpcio_with_default_options_runs_a_whole_pod() {
     let front = Front::start(&[]).await;
@@ -139,7 +124,7 @@ async fn python_grpcio_with_default_options_runs_a_whole_pod() {
         container_config("main", &["sleep", "3600"]),
     )
     .await;
-    let listed = grpcio(&shim_socket(&front), "containers", serde_json::json!({}));
+    let listed = grpcio(&front.shim_socket(), "containers", serde_json::json!({}));
     assert_eq!(listed["containers"], serde_json::json!([c]));
     remove_pod(&mut rt, &id).await;
 }
@@ -192,7 +177,7 @@ async fn every_authority_form_is_served_on_the_cri_and_shim_sockets() {
         assert_eq!(v.runtime_name, "docker", "CRI socket, {what}");
     }
 
-    let shim = shim_socket(&front);
+    let shim = front.shim_socket();
     let list = ListContainersRequest::default().encode_to_vec();
     for (what, authority) in authorities(&shim) {
         let answer = h2raw::unary(

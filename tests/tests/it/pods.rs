@@ -767,3 +767,52 @@ async fn a_second_shim_for_a_pod_refuses_to_run() {
     );
     remove_pod(&mut rt, &id).await;
 }
+
+#[tokio::test]
+async fn stop_and_remove_reach_a_container_the_front_has_not_indexed() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let pod = pod_config("unindexed", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    // Created through the shim's own socket: the front never saw the answer, as when it died
+    // inside CreateContainer.
+    let mut shim = k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+        dockpod_proto::sockets::channel(&front.shim_socket()),
+    );
+    let container = create_container(
+        &mut shim,
+        &id,
+        &pod,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await
+    .expect("CreateContainer on the shim's socket");
+    start(&mut shim, &container).await;
+
+    rt.stop_container(StopContainerRequest {
+        container_id: container.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    assert_eq!(
+        status(&mut shim, &container).await.state,
+        ContainerState::ContainerExited as i32,
+        "the stop did not reach the container"
+    );
+    rt.remove_container(RemoveContainerRequest {
+        container_id: container.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    assert!(
+        docker()
+            .await
+            .inspect_container(&container, None)
+            .await
+            .is_err(),
+        "the remove did not reach the container"
+    );
+    remove_pod(&mut rt, &id).await;
+}
