@@ -15,6 +15,15 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 pub const MAX_HEAD: usize = 16 * 1024;
 /// What the shim answers once it owns the connection.
 const ACCEPTED: u8 = b'k';
+/// The shim's answer to a hand-over framed in a version it does not speak.
+const OTHER_VERSION: u8 = b'v';
+/// What opens every hand-over: a mark and the framing's version. A shim and a front of
+/// different builds then refuse each other's hand-over by name instead of misreading it (the
+/// protocol revision check replaces such a shim).
+const HAND_OVER_MAGIC: [u8; 3] = *b"DPH";
+pub const HAND_OVER_VERSION: u8 = 1;
+/// Mark, version, then the head's length.
+const PREAMBLE: usize = 4 + 4;
 
 /// The kinds of session, as they appear first in the URL path (`/<kind>/<token>`).
 pub const KINDS: [&str; 3] = ["exec", "attach", "portforward"];
@@ -62,25 +71,31 @@ pub fn hand_over(socket: &Path, conn: RawFd, read: &[u8]) -> io::Result<()> {
     let len = u32::try_from(read.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request head too long"))?
         .to_be_bytes();
+    let mut preamble = [0u8; PREAMBLE];
+    preamble[..3].copy_from_slice(&HAND_OVER_MAGIC);
+    preamble[3] = HAND_OVER_VERSION;
+    preamble[4..].copy_from_slice(&len);
     let fds = [conn];
-    let iov = [IoSlice::new(&len), IoSlice::new(read)];
+    let iov = [IoSlice::new(&preamble), IoSlice::new(read)];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let sent = sendmsg::<()>(shim.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
         .map_err(io::Error::from)?;
     // The descriptor went with the first byte; the rest of the bytes may need more writes.
-    let total = len.len() + read.len();
+    let total = preamble.len() + read.len();
     if sent < total {
         let mut rest = Vec::with_capacity(total - sent);
-        rest.extend_from_slice(&len);
+        rest.extend_from_slice(&preamble);
         rest.extend_from_slice(read);
         shim.write_all(&rest[sent..])?;
     }
     let mut answer = [0u8; 1];
     shim.read_exact(&mut answer)?;
-    if answer[0] == ACCEPTED {
-        Ok(())
-    } else {
-        Err(io::Error::other("the shim refused the connection"))
+    match answer[0] {
+        ACCEPTED => Ok(()),
+        OTHER_VERSION => Err(io::Error::other(format!(
+            "the shim does not speak hand-over version {HAND_OVER_VERSION}"
+        ))),
+        _ => Err(io::Error::other("the shim refused the connection")),
     }
 }
 
@@ -88,7 +103,7 @@ pub fn hand_over(socket: &Path, conn: RawFd, read: &[u8]) -> io::Result<()> {
 /// streaming socket): the client's socket and the bytes the front read from it. Blocking.
 pub fn receive(shim: &mut UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
     shim.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let mut buf = vec![0u8; 4 + MAX_HEAD];
+    let mut buf = vec![0u8; PREAMBLE + MAX_HEAD];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let (got, fd) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -115,26 +130,34 @@ pub fn receive(shim: &mut UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
     };
     let fd = fd.ok_or_else(|| io::Error::other("no connection came with the hand-over"))?;
     let mut have = got;
-    while have < 4 {
-        let n = shim.read(&mut buf[have..])?;
+    while have < PREAMBLE {
+        let n = shim.read(&mut buf[have..PREAMBLE])?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         have += n;
     }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if buf[..3] != HAND_OVER_MAGIC || buf[3] != HAND_OVER_VERSION {
+        // The front learns why; the connection goes back to it with the refusal.
+        let _ = shim.write_all(&[OTHER_VERSION]);
+        return Err(io::Error::other(format!(
+            "a hand-over framed as {:?}, not as version {HAND_OVER_VERSION}",
+            &buf[..4]
+        )));
+    }
+    let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
     if len > MAX_HEAD {
         return Err(io::Error::other("handed-over head too long"));
     }
-    while have < 4 + len {
-        let n = shim.read(&mut buf[have..4 + len])?;
+    while have < PREAMBLE + len {
+        let n = shim.read(&mut buf[have..PREAMBLE + len])?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         have += n;
     }
-    buf.truncate(4 + len);
-    buf.drain(..4);
+    buf.truncate(PREAMBLE + len);
+    buf.drain(..PREAMBLE);
     Ok((fd, buf))
 }
 
@@ -198,5 +221,38 @@ mod tests {
         let mut client = client;
         client.read_to_string(&mut got).expect("read");
         assert_eq!(got, "from the shim");
+    }
+
+    #[test]
+    fn a_hand_over_in_another_framing_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let shim = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            receive(&mut conn).map(|(_, head)| head)
+        });
+        // An unversioned hand-over, as a build before the framing had a version sent it: the
+        // head's length first.
+        let mut front = UnixStream::connect(&socket).expect("connect");
+        let (_client, server_side) = UnixStream::pair().expect("pair");
+        let len = 3u32.to_be_bytes();
+        let fds = [server_side.as_raw_fd()];
+        let iov = [IoSlice::new(&len), IoSlice::new(b"GET")];
+        sendmsg::<()>(
+            front.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("send");
+        // Four more bytes, so the shim has a whole preamble to judge.
+        front.write_all(b"....").expect("pad");
+        let mut answer = [0u8; 1];
+        front.read_exact(&mut answer).expect("an answer");
+        assert_eq!(answer[0], OTHER_VERSION);
+        let refused = shim.join().expect("shim thread").expect_err("refused");
+        assert!(refused.to_string().contains("version 1"), "{refused}");
     }
 }
