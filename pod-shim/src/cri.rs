@@ -48,6 +48,21 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(
     Ok(())
 }
 
+/// Runs a mutating operation in a task of its own, to its end whatever happens to the
+/// caller: a call cancelled at the kubelet's deadline drops only the wait for the answer,
+/// never the operation halfway (a container made in Docker and never recorded, say).
+async fn uncut<T, F>(op: F) -> Result<T, Status>
+where
+    F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(op).await {
+        Ok(result) => result.map_err(Status::from),
+        // Only a runtime shutting down cancels the task (panics abort the process).
+        Err(e) => Err(Status::unavailable(format!("the shim is stopping: {e}"))),
+    }
+}
+
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
 
@@ -69,11 +84,10 @@ impl RuntimeService for ShimRuntime {
             .config
             .ok_or_else(|| Status::invalid_argument("pod sandbox config is missing"))?;
         let span = tracing::info_span!("RunPodSandbox", pod = ?config.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)));
-        let id = self
-            .pod
-            .run_sandbox(config, req.runtime_handler)
-            .instrument(span)
-            .await?;
+        let pod = self.pod.clone();
+        let handler = req.runtime_handler;
+        let id =
+            uncut(async move { pod.run_sandbox(config, handler).await }.instrument(span)).await?;
         Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
     }
 
@@ -82,10 +96,12 @@ impl RuntimeService for ShimRuntime {
         r: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
         let id = r.into_inner().pod_sandbox_id;
-        self.pod
-            .stop_sandbox()
-            .instrument(tracing::info_span!("StopPodSandbox", sandbox = %id))
-            .await?;
+        let pod = self.pod.clone();
+        uncut(
+            async move { pod.stop_sandbox().await }
+                .instrument(tracing::info_span!("StopPodSandbox", sandbox = %id)),
+        )
+        .await?;
         Ok(Response::new(StopPodSandboxResponse {}))
     }
 
@@ -94,10 +110,12 @@ impl RuntimeService for ShimRuntime {
         r: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
         let id = r.into_inner().pod_sandbox_id;
-        self.pod
-            .remove_sandbox()
-            .instrument(tracing::info_span!("RemovePodSandbox", sandbox = %id))
-            .await?;
+        let pod = self.pod.clone();
+        uncut(
+            async move { pod.remove_sandbox().await }
+                .instrument(tracing::info_span!("RemovePodSandbox", sandbox = %id)),
+        )
+        .await?;
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
@@ -171,11 +189,11 @@ impl RuntimeService for ShimRuntime {
             .config
             .ok_or_else(|| Status::invalid_argument("container config is missing"))?;
         let span = tracing::info_span!("CreateContainer", sandbox = %req.pod_sandbox_id, container = ?config.metadata.as_ref().map(|m| m.name.clone()));
-        let id = self
-            .pod
-            .create_container(&req.pod_sandbox_id, config)
-            .instrument(span)
-            .await?;
+        let pod = self.pod.clone();
+        let sandbox = req.pod_sandbox_id;
+        let id =
+            uncut(async move { pod.create_container(&sandbox, config).await }.instrument(span))
+                .await?;
         Ok(Response::new(CreateContainerResponse { container_id: id }))
     }
 
@@ -184,10 +202,9 @@ impl RuntimeService for ShimRuntime {
         r: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
         let id = r.into_inner().container_id;
-        self.pod
-            .start_container(&id)
-            .instrument(tracing::info_span!("StartContainer", container = %id))
-            .await?;
+        let pod = self.pod.clone();
+        let span = tracing::info_span!("StartContainer", container = %id);
+        uncut(async move { pod.start_container(&id).await }.instrument(span)).await?;
         Ok(Response::new(StartContainerResponse {}))
     }
 
@@ -196,10 +213,13 @@ impl RuntimeService for ShimRuntime {
         r: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
         let req = r.into_inner();
-        self.pod
-            .stop_container(&req.container_id, req.timeout)
-            .instrument(tracing::info_span!("StopContainer", container = %req.container_id))
-            .await?;
+        let pod = self.pod.clone();
+        let span = tracing::info_span!("StopContainer", container = %req.container_id);
+        uncut(
+            async move { pod.stop_container(&req.container_id, req.timeout).await }
+                .instrument(span),
+        )
+        .await?;
         Ok(Response::new(StopContainerResponse {}))
     }
 
@@ -208,10 +228,9 @@ impl RuntimeService for ShimRuntime {
         r: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
         let id = r.into_inner().container_id;
-        self.pod
-            .remove_container(&id)
-            .instrument(tracing::info_span!("RemoveContainer", container = %id))
-            .await?;
+        let pod = self.pod.clone();
+        let span = tracing::info_span!("RemoveContainer", container = %id);
+        uncut(async move { pod.remove_container(&id).await }.instrument(span)).await?;
         Ok(Response::new(RemoveContainerResponse {}))
     }
 

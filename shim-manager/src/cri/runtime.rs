@@ -235,11 +235,14 @@ impl RuntimeService for RuntimeApi {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| format!("{}/{}", m.namespace, m.name))
             .unwrap_or_default();
-        let id = self
-            .pods
-            .run_pod_sandbox(req)
-            .instrument(tracing::info_span!("RunPodSandbox", %pod))
-            .await?;
+        // To its end in a task of its own: a kubelet that gives up at its deadline must not
+        // leave a shim running a sandbox that no registry entry knows.
+        let pods = self.pods.clone();
+        let run = async move { pods.run_pod_sandbox(req).await }
+            .instrument(tracing::info_span!("RunPodSandbox", %pod));
+        let id = tokio::spawn(run)
+            .await
+            .map_err(|e| Status::unavailable(format!("the server is stopping: {e}")))??;
         Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
     }
 

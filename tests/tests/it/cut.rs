@@ -123,3 +123,58 @@ async fn run_pod_sandbox_cut_by_a_shim_crash_succeeds_when_retried() {
     remove_pod(&mut rt.clone(), &id).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
+
+#[tokio::test]
+async fn create_container_given_up_by_its_caller_still_completes_and_is_recorded() {
+    let proxy = DockerProxy::start();
+    let front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-cancel", logs.path());
+    let id = run_pod(&mut rt.clone(), &pod).await;
+
+    // The kubelet's deadline passes while Docker's answer is held back.
+    let answer = Gate::new();
+    proxy.once(
+        "POST",
+        "/containers/create",
+        Fault::HoldAnswer(answer.clone()),
+    );
+    let mut request = tonic::Request::new(CreateContainerRequest {
+        pod_sandbox_id: id.clone(),
+        config: Some(container_config("app", &["sleep", "3600"])),
+        sandbox_config: Some(pod.clone()),
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let given_up = rt.clone().create_container(request).await;
+    assert!(given_up.is_err(), "the call answered {given_up:?}");
+    answer.open();
+
+    // The operation ran on: what Docker made, the record holds.
+    let listed = wait_until("the container in the pod's record", SECS, || {
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            let containers = rt
+                .list_containers(ListContainersRequest {
+                    filter: Some(ContainerFilter {
+                        pod_sandbox_id: id,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .containers;
+            (containers.len() == 1).then(|| containers[0].id.clone())
+        }
+    })
+    .await;
+    let mut in_docker = instance_containers(&front.instance_id()).await;
+    in_docker.sort();
+    let mut expected = vec![id.clone(), listed];
+    expected.sort();
+    assert_eq!(in_docker, expected, "Docker holds what the record holds");
+    remove_pod(&mut rt.clone(), &id).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
