@@ -540,7 +540,8 @@ impl Pod {
     }
 
     /// Removes every container of this shim that no record holds: what a shim of this pod
-    /// that died inside a create left. Run once at start, before any call is served.
+    /// that died inside a create left. Run once at start; it holds the lifecycle lock, so no
+    /// create of this shim is between Docker and the record meanwhile.
     pub async fn reap_orphans(&self) -> Result<()> {
         let _guard = self.lifecycle.lock().await;
         let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
