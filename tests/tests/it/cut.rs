@@ -29,6 +29,14 @@ async fn docker_holds(front: &Front, n: usize) {
     .await;
 }
 
+/// Docker holds exactly the containers `recorded` (in any order) for the front's instance.
+async fn assert_docker_holds(front: &Front, mut recorded: Vec<String>) {
+    let mut in_docker = instance_containers(&front.instance_id()).await;
+    in_docker.sort();
+    recorded.sort();
+    assert_eq!(in_docker, recorded, "Docker holds what the record holds");
+}
+
 #[tokio::test]
 async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
     let proxy = DockerProxy::start();
@@ -61,11 +69,7 @@ async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
     let container = create_container(&mut rt.clone(), &id, &pod, config)
         .await
         .unwrap_or_else(|e| panic!("the kubelet's retry of CreateContainer: {e:?}"));
-    let mut in_docker = instance_containers(&front.instance_id()).await;
-    in_docker.sort();
-    let mut expected = vec![id.clone(), container.clone()];
-    expected.sort();
-    assert_eq!(in_docker, expected, "Docker holds what the record holds");
+    assert_docker_holds(&front, vec![id.clone(), container.clone()]).await;
     start(&mut rt.clone(), &container).await;
     assert_eq!(
         status(&mut rt.clone(), &container).await.state,
@@ -170,11 +174,7 @@ async fn create_container_given_up_by_its_caller_still_completes_and_is_recorded
         }
     })
     .await;
-    let mut in_docker = instance_containers(&front.instance_id()).await;
-    in_docker.sort();
-    let mut expected = vec![id.clone(), listed];
-    expected.sort();
-    assert_eq!(in_docker, expected, "Docker holds what the record holds");
+    assert_docker_holds(&front, vec![id.clone(), listed]).await;
     remove_pod(&mut rt.clone(), &id).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
