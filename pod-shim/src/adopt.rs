@@ -17,6 +17,7 @@ use k8s_cri::v1::{
 };
 use serde::Deserialize;
 
+use crate::cni::{Attachment, Cni, CRI_DOCKERD_LOOPBACK};
 use crate::docker::{now_ns, parse_time, Engine};
 use crate::error::{Error, Result};
 use crate::pod::{ContainerRecord, PodRecord};
@@ -78,9 +79,15 @@ impl Checkpoint {
         ports
             .iter()
             .map(|p| PortMapping {
-                protocol: match p.protocol.as_deref() {
-                    Some("udp") => Protocol::Udp as i32,
-                    Some("sctp") => Protocol::Sctp as i32,
+                // cri-dockerd writes Kubernetes' `TCP`, `UDP`, `SCTP`.
+                protocol: match p
+                    .protocol
+                    .as_deref()
+                    .map(str::to_ascii_uppercase)
+                    .as_deref()
+                {
+                    Some("UDP") => Protocol::Udp as i32,
+                    Some("SCTP") => Protocol::Sctp as i32,
                     _ => Protocol::Tcp as i32,
                 },
                 container_port: p.container_port.unwrap_or(0),
@@ -91,14 +98,10 @@ impl Checkpoint {
     }
 }
 
-/// The attempt number that ends a `k8s_..._<attempt>` container name.
-fn attempt(inspect: &ContainerInspectResponse) -> u32 {
-    inspect
-        .name
-        .as_deref()
-        .and_then(|n| n.rsplit('_').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(0)
+/// What the container's `k8s_` name says, the record cri-dockerd itself reads its pods'
+/// metadata from.
+fn kube_name(inspect: &ContainerInspectResponse) -> Option<labels::KubeName> {
+    inspect.name.as_deref().and_then(labels::parse_name)
 }
 
 fn docker_labels(inspect: &ContainerInspectResponse) -> HashMap<String, String> {
@@ -123,7 +126,7 @@ pub async fn record(
     shim_id: &str,
     sandbox_id: &str,
     checkpoint: Option<&Path>,
-    cni_cache_dir: Option<&Path>,
+    cni: Option<&Cni>,
 ) -> Result<PodRecord> {
     let sandbox = engine
         .inspect(sandbox_id)
@@ -153,13 +156,22 @@ pub async fn record(
             .and_then(|h| h.network_mode.as_deref())
             == Some("host");
     let (pod_labels, annotations) = labels::split_labels(&l);
-    let mut config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
+    let metadata = match kube_name(&sandbox) {
+        Some(n) => PodSandboxMetadata {
+            name: n.pod,
+            namespace: n.namespace,
+            uid: n.uid,
+            attempt: n.attempt,
+        },
+        None => PodSandboxMetadata {
             name: label(labels::POD_NAME),
             namespace: label(labels::POD_NAMESPACE),
             uid: label(labels::POD_UID),
-            attempt: attempt(&sandbox),
-        }),
+            attempt: 0,
+        },
+    };
+    let mut config = PodSandboxConfig {
+        metadata: Some(metadata),
         hostname: sandbox
             .config
             .as_ref()
@@ -190,15 +202,21 @@ pub async fn record(
         .as_ref()
         .and_then(|s| s.running)
         .unwrap_or(false);
+    let attachment = match cni {
+        Some(cni) if !host_network => pod_attachment(cni, sandbox_id)?,
+        _ => None,
+    };
+    let mut ips = crate::lifecycle::pod_ips(&sandbox);
+    if ips.is_empty() {
+        ips = attachment.as_ref().map(Attachment::ips).unwrap_or_default();
+    }
     let mut record = PodRecord {
         shim_id: shim_id.to_string(),
         sandbox_id: sandbox_id.to_string(),
         created_at: created(&sandbox),
         ready: running,
-        ips: crate::lifecycle::pod_ips(&sandbox),
-        network: cni_cache_dir
-            .and_then(|dir| cni_network(dir, sandbox_id))
-            .unwrap_or_default(),
+        ips,
+        network: attachment.map(|a| a.network_name).unwrap_or_default(),
         adopted: true,
         cri_dockerd_checkpoint: checkpoint_path
             .map(|p| p.display().to_string())
@@ -226,18 +244,35 @@ pub async fn record(
     Ok(record)
 }
 
-/// One of the pod's containers, as its labels and Docker's inspection describe it; its state
-/// is filled in by the shim's first look at Docker.
+/// One of the pod's containers, as its name, labels and Docker's inspection describe it; its
+/// state is filled in by the shim's first look at Docker. The pod's name, namespace and UID
+/// are added to its labels from the name where cri-dockerd's caller set none, as dockpod
+/// labels every container of its own (clients such as crictl show the pod from them).
 fn container(inspect: &ContainerInspectResponse) -> ContainerRecord {
     let l = docker_labels(inspect);
-    let (container_labels, annotations) = labels::split_labels(&l);
+    let (mut container_labels, annotations) = labels::split_labels(&l);
+    let name = kube_name(inspect);
+    if let Some(n) = &name {
+        for (key, value) in [
+            (labels::POD_NAME, &n.pod),
+            (labels::POD_NAMESPACE, &n.namespace),
+            (labels::POD_UID, &n.uid),
+        ] {
+            container_labels
+                .entry(key.to_string())
+                .or_insert_with(|| value.clone());
+        }
+    }
     let docker_config = inspect.config.clone().unwrap_or_default();
     ContainerRecord {
         id: inspect.id.clone().unwrap_or_default(),
         config: ContainerConfig {
             metadata: Some(ContainerMetadata {
-                name: l.get(labels::CONTAINER_NAME).cloned().unwrap_or_default(),
-                attempt: attempt(inspect),
+                name: name
+                    .as_ref()
+                    .map(|n| n.container.clone())
+                    .unwrap_or_else(|| l.get(labels::CONTAINER_NAME).cloned().unwrap_or_default()),
+                attempt: name.as_ref().map_or(0, |n| n.attempt),
             }),
             image: Some(ImageSpec {
                 image: docker_config.image.clone().unwrap_or_default(),
@@ -262,15 +297,13 @@ fn container(inspect: &ContainerInspectResponse) -> ContainerRecord {
     }
 }
 
-/// The CNI network a sandbox was attached to, from libcni's result cache
-/// (`results/<network>-<sandbox>-eth0`), so that its DEL can run when the pod is removed.
-fn cni_network(cache_dir: &Path, sandbox_id: &str) -> Option<String> {
-    let suffix = format!("-{sandbox_id}-eth0");
-    std::fs::read_dir(cache_dir.join("results"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .find_map(|name| name.strip_suffix(&suffix).map(str::to_string))
+/// The pod's own CNI attachment as libcni cached it for cri-dockerd (not its loopback one),
+/// so that its DEL can run when the pod is removed and its IPs be reported.
+fn pod_attachment(cni: &Cni, sandbox_id: &str) -> Result<Option<Attachment>> {
+    Ok(cni
+        .libcni_attachments(sandbox_id)?
+        .into_iter()
+        .find(|a| a.network_name != CRI_DOCKERD_LOOPBACK))
 }
 
 #[cfg(test)]
@@ -283,7 +316,7 @@ mod tests {
         let path = dir.path().join("abc");
         std::fs::write(
             &path,
-            br#"{"version":"v1","name":"web","namespace":"shop","data":{"port_mappings":[{"protocol":"udp","container_port":53,"host_port":5353,"host_ip":"127.0.0.1"},{"container_port":80}],"host_network":true},"checksum":123}"#,
+            br#"{"version":"v1","name":"web","namespace":"shop","data":{"port_mappings":[{"protocol":"UDP","container_port":53,"host_port":5353,"host_ip":"127.0.0.1"},{"container_port":80}],"host_network":true},"checksum":123}"#,
         )
         .expect("write");
         let c = Checkpoint::load(&path).expect("load");
@@ -299,14 +332,5 @@ mod tests {
         assert!(Checkpoint::load(&path).is_err());
         std::fs::write(&path, b"{").expect("write");
         assert!(Checkpoint::load(&path).is_err());
-    }
-
-    #[test]
-    fn finds_the_network_of_a_cached_cni_result() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("results")).expect("mkdir");
-        std::fs::write(dir.path().join("results/my-net-abc123-eth0"), b"{}").expect("write");
-        assert_eq!(cni_network(dir.path(), "abc123").as_deref(), Some("my-net"));
-        assert_eq!(cni_network(dir.path(), "zzz"), None);
     }
 }

@@ -1,8 +1,13 @@
 //! The runtime side of CNI (the specification's "runtime" role): ADD, DEL and CHECK of a
 //! network configuration list for the pod's network namespace, with chained `prevResult`,
 //! version negotiation, runtime capabilities (`portMappings`, `bandwidth`, `dns`, `ipRanges`)
-//! and a cached record of each attachment, so that DEL and CHECK use exactly what ADD used,
-//! also after the configuration changed or the sandbox container is gone.
+//! and a record of each attachment, so that DEL and CHECK use exactly what ADD used, also
+//! after the configuration changed or the sandbox container is gone.
+//!
+//! dockpod keeps its records in the pod's own state directory. libcni's cache directory
+//! belongs to libcni (cri-dockerd's, on a node that ran it): it is only read, for pods adopted
+//! from cri-dockerd, in libcni's own format, and an entry there is removed only by the DEL of
+//! the attachment it describes, as libcni itself does.
 //!
 //! Written here rather than taken from a crate: the Rust CNI crates are plugin-side (rscni,
 //! cni-plugin) or an early runtime without caching or validation (rust-cni), and the runtime
@@ -31,12 +36,15 @@ const CACHE_KIND: &str = "cniCacheV1";
 const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
 const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
 
-/// Where CNI configurations, plugins and cached attachments are.
+/// Where CNI configurations, plugins and recorded attachments are.
 #[derive(Debug, Clone)]
 pub struct Cni {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
-    pub cache_dir: PathBuf,
+    /// dockpod's records of this pod's attachments: the pod's state directory.
+    pub records_dir: PathBuf,
+    /// libcni's cache directory (cri-dockerd's `--cni-cache-dir`), read for adopted pods.
+    pub libcni_cache_dir: PathBuf,
     /// The node's pod CIDRs (comma-separated), offered as the `ipRanges` capability.
     pub pod_cidr: String,
 }
@@ -55,7 +63,32 @@ pub struct Attachment {
     capability_args: Map<String, Value>,
     /// The chain's final result; absent while ADD runs.
     pub result: Option<Value>,
+    /// The file this record was read from or written to; DEL removes it.
+    #[serde(skip)]
+    file: PathBuf,
 }
+
+/// One entry of libcni's cache (`cachedInfo` in libcni's `api.go`), as cri-dockerd's libcni
+/// wrote it for each network it attached a sandbox to.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LibcniEntry {
+    kind: String,
+    container_id: String,
+    /// The configuration (list) ADD ran with: its bytes, base64-encoded as Go encodes `[]byte`.
+    config: String,
+    if_name: String,
+    network_name: String,
+    #[serde(default)]
+    cni_args: Vec<(String, String)>,
+    #[serde(default)]
+    capability_args: Map<String, Value>,
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+/// The network cri-dockerd attaches every sandbox to beside the pod's own, for its `lo`.
+pub const CRI_DOCKERD_LOOPBACK: &str = "cni-loopback";
 
 impl Cni {
     /// Attaches the network namespace `netns` of sandbox `sandbox_id` to the first valid
@@ -72,6 +105,7 @@ impl Cni {
             .map_err(|e| Error::Network(format!("reading the CNI configuration: {e}")))?
             .map_err(Error::Network)?;
         let mut attachment = Attachment::new(&network, sandbox_id, config, &self.pod_cidr)?;
+        attachment.file = self.record_path(&network.name);
         // Recorded before the first plugin runs, so that a shim dying half-way through still
         // knows what to delete.
         self.save(&attachment)?;
@@ -121,8 +155,9 @@ impl Cni {
             .ok_or_else(|| Error::Network("the CNI network has no plugins".into()))
     }
 
-    /// Deletes the attachment (plugins in reverse order) and its cache entry. `netns` may be
-    /// empty when the sandbox's namespace is gone; plugins still release what they hold.
+    /// Deletes the attachment (plugins in reverse order) and the record it was read from.
+    /// `netns` may be empty when the sandbox's namespace is gone; plugins still release what
+    /// they hold.
     pub async fn del(&self, a: &Attachment, netns: &str) -> Result<()> {
         let prev = a
             .result
@@ -133,11 +168,10 @@ impl Cni {
             self.invoke(plugin_type(plugin)?, "DEL", a, netns, &conf)
                 .await?;
         }
-        let path = self.cache_path(&a.network_name, &a.container_id);
-        match std::fs::remove_file(&path) {
+        match std::fs::remove_file(&a.file) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", path.display()))(e)),
+            Err(e) => Err(Error::io(format!("removing {}", a.file.display()))(e)),
         }
     }
 
@@ -161,32 +195,52 @@ impl Cni {
         Ok(())
     }
 
-    /// The cached attachment of a sandbox to a network, if any.
+    /// The recorded attachment of a sandbox to a network, if any: dockpod's own record, else
+    /// libcni's cache entry (a pod adopted from cri-dockerd, or one an older dockpod recorded
+    /// there in its own format).
     pub fn load(&self, network_name: &str, sandbox_id: &str) -> Result<Option<Attachment>> {
-        let path = self.cache_path(network_name, sandbox_id);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+        if let Some(a) = read_attachment(&self.record_path(network_name))? {
+            return Ok(Some(a));
+        }
+        read_attachment(&self.libcni_path(network_name, sandbox_id))
+    }
+
+    /// Every attachment libcni's cache holds for the sandbox, by network name.
+    pub fn libcni_attachments(&self, sandbox_id: &str) -> Result<Vec<Attachment>> {
+        let dir = self.libcni_cache_dir.join("results");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()))(e)),
         };
-        serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| Error::Network(format!("damaged CNI cache {}: {e}", path.display())))
+        let suffix = format!("-{sandbox_id}-{IF_NAME}");
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Error::io(format!("reading {}", dir.display())))?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.ends_with(&suffix)) {
+                found.extend(read_attachment(&entry.path())?);
+            }
+        }
+        found.sort_by(|a, b| a.network_name.cmp(&b.network_name));
+        Ok(found)
     }
 
     fn save(&self, a: &Attachment) -> Result<()> {
-        let path = self.cache_path(&a.network_name, &a.container_id);
         let data = serde_json::to_vec(a)
-            .map_err(|e| Error::Network(format!("encoding the CNI cache: {e}")))?;
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        dockpod_proto::files::ensure_dir(dir, 0o700)
-            .and_then(|()| dockpod_proto::files::atomic_write(&path, &data, 0o600))
-            .map_err(Error::io(format!("writing {}", path.display())))
+            .map_err(|e| Error::Network(format!("encoding the CNI record: {e}")))?;
+        dockpod_proto::files::atomic_write(&a.file, &data, 0o600)
+            .map_err(Error::io(format!("writing {}", a.file.display())))
+    }
+
+    fn record_path(&self, network_name: &str) -> PathBuf {
+        self.records_dir
+            .join(format!("cni-{network_name}-{IF_NAME}.json"))
     }
 
     /// libcni's layout: `<cache dir>/results/<network>-<container>-<interface>`.
-    fn cache_path(&self, network_name: &str, sandbox_id: &str) -> PathBuf {
-        self.cache_dir
+    fn libcni_path(&self, network_name: &str, sandbox_id: &str) -> PathBuf {
+        self.libcni_cache_dir
             .join("results")
             .join(format!("{network_name}-{sandbox_id}-{IF_NAME}"))
     }
@@ -322,6 +376,46 @@ impl Attachment {
             cni_args,
             capability_args: capability_args(config, pod_cidr)?,
             result: None,
+            file: PathBuf::new(),
+        })
+    }
+
+    /// An attachment as libcni recorded it: the configuration it ran with decides the
+    /// version and the plugins (a list, or a single plugin's configuration).
+    fn from_libcni(entry: LibcniEntry) -> Result<Attachment> {
+        use base64::Engine as _;
+        if entry.kind != CACHE_KIND {
+            return Err(Error::Network(format!(
+                "libcni cache entry of kind {:?}; only {CACHE_KIND} is known",
+                entry.kind
+            )));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(entry.config.as_bytes())
+            .map_err(|e| Error::Network(format!("its config is not base64: {e}")))?;
+        let config: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Network(format!("its config is not JSON: {e}")))?;
+        let cni_version = config
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            // What libcni assumes of a configuration that names no version.
+            .unwrap_or("0.1.0")
+            .to_string();
+        let plugins = match config.get("plugins").and_then(Value::as_array) {
+            Some(list) => list.clone(),
+            None => vec![config],
+        };
+        Ok(Attachment {
+            kind: entry.kind,
+            container_id: entry.container_id,
+            network_name: entry.network_name,
+            cni_version,
+            plugins,
+            if_name: entry.if_name,
+            cni_args: entry.cni_args,
+            capability_args: entry.capability_args,
+            result: entry.result,
+            file: PathBuf::new(),
         })
     }
 
@@ -329,6 +423,27 @@ impl Attachment {
     pub fn ips(&self) -> Vec<String> {
         self.result.as_ref().map(result_ips).unwrap_or_default()
     }
+}
+
+/// The attachment recorded at `path`, in dockpod's format or libcni's (which carries the
+/// configuration ADD ran with as `config`), or None when there is no such file.
+fn read_attachment(path: &Path) -> Result<Option<Attachment>> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+    };
+    let damaged = |e: String| Error::Network(format!("damaged CNI record {}: {e}", path.display()));
+    let value: Value = serde_json::from_slice(&data).map_err(|e| damaged(e.to_string()))?;
+    let mut attachment = if value.get("config").is_some() {
+        let entry: LibcniEntry =
+            serde_json::from_value(value).map_err(|e| damaged(e.to_string()))?;
+        Attachment::from_libcni(entry).map_err(|e| damaged(e.to_string()))?
+    } else {
+        serde_json::from_value::<Attachment>(value).map_err(|e| damaged(e.to_string()))?
+    };
+    attachment.file = path.to_path_buf();
+    Ok(Some(attachment))
 }
 
 fn plugin_type(plugin: &Value) -> Result<&str> {
@@ -626,6 +741,132 @@ mod tests {
             "CNI plugin bridge ADD failed (code 11): failed to allocate: range full"
         );
         assert!(plugin_error("x", "DEL", b"", b"boom\n").ends_with("failed: boom"));
+    }
+
+    fn cni_in(dir: &Path) -> Cni {
+        Cni {
+            conf_dir: dir.join("net.d"),
+            bin_dirs: vec![dir.join("bin")],
+            records_dir: dir.join("pod"),
+            libcni_cache_dir: dir.join("libcni"),
+            pod_cidr: String::new(),
+        }
+    }
+
+    /// An entry as libcni's `cacheAdd` writes it: Go's `[]byte` as base64, `[][2]string` as
+    /// pairs, `omitempty` fields left out.
+    fn libcni_entry(network: &str, sandbox: &str, conf: &Value, result: Option<Value>) -> Value {
+        use base64::Engine as _;
+        let mut entry = json!({
+            "kind": "cniCacheV1",
+            "containerId": sandbox,
+            "config": base64::engine::general_purpose::STANDARD.encode(conf.to_string()),
+            "ifName": "eth0",
+            "networkName": network,
+            "netns": "/proc/4242/ns/net",
+            "cniArgs": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", "shop"],
+                        ["K8S_POD_NAME", "web"], ["K8S_POD_INFRA_CONTAINER_ID", sandbox]],
+            "capabilityArgs": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]},
+        });
+        if let Some(result) = result {
+            entry["result"] = result;
+        }
+        entry
+    }
+
+    #[test]
+    fn reads_libcnis_cache_as_cri_dockerd_left_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cni = cni_in(dir.path());
+        let results = dir.path().join("libcni/results");
+        std::fs::create_dir_all(&results).expect("mkdir");
+        let list = json!({"cniVersion": "1.0.0", "name": "crilab", "plugins": [
+            {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+        ]});
+        let result = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.22.0.5/16"}]});
+        let main = libcni_entry("crilab", "sb1", &list, Some(result.clone()));
+        std::fs::write(results.join("crilab-sb1-eth0"), main.to_string()).expect("write");
+        let lo = json!({"cniVersion": "0.2.0", "name": CRI_DOCKERD_LOOPBACK, "plugins": [{"type": "loopback"}]});
+        let lo_entry = libcni_entry(
+            CRI_DOCKERD_LOOPBACK,
+            "sb1",
+            &lo,
+            Some(json!({"ip4": {"ip": "127.0.0.1/8"}})),
+        );
+        std::fs::write(results.join("cni-loopback-sb1-eth0"), lo_entry.to_string()).expect("write");
+        std::fs::write(results.join("crilab-sb2-eth0"), b"{}").expect("write");
+
+        let a = cni.load("crilab", "sb1").expect("load").expect("found");
+        assert_eq!(a.cni_version, "1.0.0");
+        assert_eq!(a.plugins.len(), 2);
+        assert_eq!(a.ips(), vec!["10.22.0.5"]);
+        assert!(a.cni_args.contains(&("K8S_POD_NAME".into(), "web".into())));
+        let portmap = plugin_conf(&a, &a.plugins[1], a.result.as_ref());
+        assert_eq!(
+            portmap["runtimeConfig"]["portMappings"][0]["hostPort"],
+            8080
+        );
+        assert_eq!(portmap["prevResult"], result);
+        assert_eq!(a.file, results.join("crilab-sb1-eth0"));
+
+        let all = cni.libcni_attachments("sb1").expect("list");
+        let names: Vec<&str> = all.iter().map(|a| a.network_name.as_str()).collect();
+        assert_eq!(names, vec![CRI_DOCKERD_LOOPBACK, "crilab"]);
+        assert_eq!(all[0].cni_version, "0.2.0");
+
+        // A damaged entry is an error naming the file, not a silent miss.
+        let err = cni.load("crilab", "sb2").expect_err("damaged");
+        assert!(err.to_string().contains("crilab-sb2-eth0"), "{err}");
+        assert!(cni.load("other", "sb1").expect("load").is_none());
+    }
+
+    #[test]
+    fn a_single_plugin_configuration_in_libcnis_cache_is_a_chain_of_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cni = cni_in(dir.path());
+        let results = dir.path().join("libcni/results");
+        std::fs::create_dir_all(&results).expect("mkdir");
+        let conf = json!({"cniVersion": "0.4.0", "name": "solo", "type": "bridge"});
+        let entry = libcni_entry("solo", "sb", &conf, None);
+        std::fs::write(results.join("solo-sb-eth0"), entry.to_string()).expect("write");
+        let a = cni.load("solo", "sb").expect("load").expect("found");
+        assert_eq!((a.cni_version.as_str(), a.plugins.len()), ("0.4.0", 1));
+        assert_eq!(a.plugins[0]["type"], "bridge");
+        assert!(a.result.is_none());
+    }
+
+    #[test]
+    fn dockpods_records_stay_out_of_libcnis_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cni = cni_in(dir.path());
+        std::fs::create_dir_all(&cni.records_dir).expect("mkdir");
+        let network = CniNetwork {
+            file: "x.conflist".into(),
+            name: "pods".into(),
+            cni_version: "1.0.0".into(),
+            plugins: vec!["bridge".into()],
+            plugin_confs: vec![json!({"type": "bridge"})],
+        };
+        let mut a =
+            Attachment::new(&network, "sb", &PodSandboxConfig::default(), "").expect("attachment");
+        a.file = cni.record_path("pods");
+        a.result = Some(json!({"ips": [{"address": "10.1.0.9/24"}]}));
+        cni.save(&a).expect("save");
+        assert!(!dir.path().join("libcni").exists());
+        let back = cni.load("pods", "sb").expect("load").expect("found");
+        assert_eq!(back.ips(), vec!["10.1.0.9"]);
+        assert_eq!(back.file, cni.record_path("pods"));
+
+        // A record an older dockpod kept in libcni's directory, in its own format, is read.
+        let legacy = cni.libcni_path("old", "sb");
+        std::fs::create_dir_all(legacy.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&legacy, serde_json::to_vec(&a).expect("encode")).expect("write");
+        let old = cni.load("old", "sb").expect("load").expect("found");
+        assert_eq!(
+            (old.network_name.as_str(), old.file == legacy),
+            ("pods", true)
+        );
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub struct ShimConfig {
     )]
     pub cni_bin_dir: Vec<PathBuf>,
 
-    /// Where CNI attachments are cached for DEL and CHECK.
+    /// libcni's cache directory, where cri-dockerd recorded its pods' CNI attachments: read
+    /// (never written) to delete the networks of adopted pods.
     #[arg(long, default_value = "/var/lib/cni/cache")]
     pub cni_cache_dir: PathBuf,
 
@@ -96,7 +97,8 @@ impl ShimConfig {
         (self.network_plugin == "cni").then(|| crate::cni::Cni {
             conf_dir: self.cni_conf_dir.clone(),
             bin_dirs: self.cni_bin_dir.clone(),
-            cache_dir: self.cni_cache_dir.clone(),
+            records_dir: self.state_dir.clone(),
+            libcni_cache_dir: self.cni_cache_dir.clone(),
             pod_cidr: self.pod_cidr.clone(),
         })
     }

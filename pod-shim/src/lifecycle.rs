@@ -362,11 +362,13 @@ impl Pod {
         }
     }
 
-    /// Deletes the sandbox's CNI attachment, if it has one; idempotent.
+    /// Deletes the sandbox's CNI attachment, if it has one; idempotent. An adopted pod's other
+    /// libcni attachments (cri-dockerd's loopback network) go first, as cri-dockerd deleted
+    /// them, and a failure there is only logged, as it was.
     async fn teardown_network(&self) -> Result<()> {
-        let (network, sandbox) = {
+        let (network, sandbox, adopted) = {
             let r = self.record();
-            (r.network.clone(), r.sandbox_id.clone())
+            (r.network.clone(), r.sandbox_id.clone(), r.adopted)
         };
         if network.is_empty() {
             return Ok(());
@@ -376,14 +378,22 @@ impl Pod {
                 "sandbox {sandbox} is attached to CNI network {network:?}, but this shim was started without CNI"
             )));
         };
+        let netns = self.sandbox_netns(&sandbox).await;
+        if adopted {
+            let others = cni.libcni_attachments(&sandbox)?;
+            for other in others.iter().filter(|a| a.network_name != network) {
+                if let Err(e) = cni.del(other, &netns).await {
+                    tracing::warn!(sandbox = %sandbox, network = %other.network_name, error = %e, "deleting an adopted pod's extra network");
+                }
+            }
+        }
         match cni.load(&network, &sandbox)? {
             Some(attachment) => {
-                let netns = self.sandbox_netns(&sandbox).await;
                 cni.del(&attachment, &netns).await?;
                 tracing::info!(sandbox = %sandbox, network = %network, "pod network deleted");
             }
             None => {
-                tracing::warn!(sandbox = %sandbox, network = %network, "no cached CNI attachment; nothing to delete")
+                tracing::warn!(sandbox = %sandbox, network = %network, "no recorded CNI attachment; nothing to delete")
             }
         }
         self.record().network.clear();

@@ -54,13 +54,12 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         let record = match (store.load()?, &config.adopt) {
             (Some(record), _) => record,
             (None, Some(sandbox)) => {
-                let cache = config.cni().map(|c| c.cache_dir);
                 let record = pod_shim::adopt::record(
                     &engine,
                     &config.shim_id,
                     sandbox,
                     config.adopt_checkpoint.as_deref(),
-                    cache.as_deref(),
+                    config.cni().as_ref(),
                 )
                 .await?;
                 store.save(&record)?;

@@ -35,6 +35,34 @@ pub fn container_name(
     format!("k8s_{container}_{pod}_{namespace}_{uid}_{attempt}")
 }
 
+/// What a Kubernetes container name says: `container` is `POD` for a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeName {
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+}
+
+/// Parses a name made by [`sandbox_name`] or [`container_name`] (or by cri-dockerd, which
+/// appends `_<random>` after Docker's name-conflict bug), with or without Docker's leading
+/// `/`. Kubernetes names and UIDs hold no `_`, so the parts split cleanly.
+pub fn parse_name(name: &str) -> Option<KubeName> {
+    let name = name.strip_prefix('/').unwrap_or(name);
+    let parts: Vec<&str> = name.split('_').collect();
+    if !(parts.len() == 6 || parts.len() == 7) || parts[0] != "k8s" {
+        return None;
+    }
+    Some(KubeName {
+        container: parts[1].to_string(),
+        pod: parts[2].to_string(),
+        namespace: parts[3].to_string(),
+        uid: parts[4].to_string(),
+        attempt: parts[5].parse().ok()?,
+    })
+}
+
 /// Splits a label map into the CRI's labels and annotations (`annotation.` prefix), leaving
 /// out the keys the runtime itself sets.
 pub fn split_labels(
@@ -77,6 +105,27 @@ mod tests {
             container_name("app", "web", "default", "u1", 2),
             "k8s_app_web_default_u1_2"
         );
+    }
+
+    #[test]
+    fn names_parse_back_as_cri_dockerd_parses_them() {
+        let parsed = parse_name("/k8s_app_web_default_u1_2").expect("parses");
+        assert_eq!(
+            parsed,
+            KubeName {
+                container: "app".into(),
+                pod: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+                attempt: 2
+            }
+        );
+        let sandbox = parse_name("k8s_POD_web_default_u1_0_1a2b3c4d").expect("random suffix");
+        assert_eq!((sandbox.container.as_str(), sandbox.attempt), ("POD", 0));
+        assert_eq!(parse_name("k8s_app_web_default_u1_x"), None);
+        assert_eq!(parse_name("web_app_web_default_u1_0"), None);
+        assert_eq!(parse_name("k8s_app_web_u1_0"), None);
+        assert_eq!(parse_name("/nginx"), None);
     }
 
     #[test]

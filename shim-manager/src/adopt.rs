@@ -52,10 +52,16 @@ async fn foreign_sandboxes(pods: &Pods) -> Result<Vec<(String, String)>> {
                 return None;
             }
             let get = |k: &str| l.get(k).cloned().unwrap_or_default();
-            Some((
-                id,
-                format!("{}/{}", get(labels::POD_NAMESPACE), get(labels::POD_NAME)),
-            ))
+            let display = match s
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .and_then(|n| labels::parse_name(n))
+            {
+                Some(n) => format!("{}/{}", n.namespace, n.pod),
+                None => format!("{}/{}", get(labels::POD_NAMESPACE), get(labels::POD_NAME)),
+            };
+            Some((id, display))
         })
         .collect())
 }

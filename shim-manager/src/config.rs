@@ -152,7 +152,9 @@ pub struct ServeConfig {
     )]
     pub cni_bin_dir: Vec<PathBuf>,
 
-    /// Directory where CNI results are cached for later DEL and CHECK.
+    /// libcni's cache directory (cri-dockerd's `--cni-cache-dir`): read, never written, to
+    /// delete the networks of pods adopted from cri-dockerd. dockpod records its own
+    /// attachments in each pod's state directory.
     #[arg(
         long,
         env = "DOCKPOD_CNI_CACHE_DIR",

@@ -38,15 +38,13 @@ pub async fn pod_from_docker(engine: &Engine, shim_id: &str) -> Result<PodView> 
     Ok(view)
 }
 
-/// The attempt number at the end of a `k8s_..._<attempt>` name.
-fn attempt(summary: &ContainerSummary) -> u32 {
+/// What the container's `k8s_` name says (cri-dockerd's pods may carry no pod labels).
+fn kube_name(summary: &ContainerSummary) -> Option<labels::KubeName> {
     summary
         .names
         .as_ref()
         .and_then(|n| n.first())
-        .and_then(|n| n.rsplit('_').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(0)
+        .and_then(|n| labels::parse_name(n))
 }
 
 fn running(summary: &ContainerSummary) -> bool {
@@ -60,13 +58,17 @@ fn created_ns(summary: &ContainerSummary) -> i64 {
 fn sandbox(s: &ContainerSummary, l: &HashMap<String, String>) -> PodSandbox {
     let (user_labels, annotations) = labels::split_labels(l);
     let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+    let name = kube_name(s);
+    let from_name = |part: fn(&labels::KubeName) -> &String, key: &str| {
+        name.as_ref().map(part).cloned().unwrap_or_else(|| get(key))
+    };
     PodSandbox {
         id: s.id.clone().unwrap_or_default(),
         metadata: Some(PodSandboxMetadata {
-            name: get(labels::POD_NAME),
-            namespace: get(labels::POD_NAMESPACE),
-            uid: get(labels::POD_UID),
-            attempt: attempt(s),
+            name: from_name(|n| &n.pod, labels::POD_NAME),
+            namespace: from_name(|n| &n.namespace, labels::POD_NAMESPACE),
+            uid: from_name(|n| &n.uid, labels::POD_UID),
+            attempt: name.as_ref().map_or(0, |n| n.attempt),
         }),
         state: if running(s) {
             PodSandboxState::SandboxReady
@@ -93,8 +95,10 @@ fn container(s: &ContainerSummary, l: &HashMap<String, String>) -> Container {
         id: s.id.clone().unwrap_or_default(),
         pod_sandbox_id: l.get(labels::SANDBOX_ID).cloned().unwrap_or_default(),
         metadata: Some(ContainerMetadata {
-            name: l.get(labels::CONTAINER_NAME).cloned().unwrap_or_default(),
-            attempt: attempt(s),
+            name: kube_name(s)
+                .map(|n| n.container)
+                .unwrap_or_else(|| l.get(labels::CONTAINER_NAME).cloned().unwrap_or_default()),
+            attempt: kube_name(s).map_or(0, |n| n.attempt),
         }),
         image: Some(ImageSpec {
             image: s.image.clone().unwrap_or_default(),

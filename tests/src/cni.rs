@@ -139,9 +139,144 @@ impl CniNet {
         list_dir(&Path::new("/sys/class/net").join(&self.bridge).join("brif"))
     }
 
-    /// Cached attachments (one per pod attached).
+    /// Entries of libcni's cache directory (the front's `--cni-cache-dir`): what
+    /// [`CniNet::attach_as_cri_dockerd`] wrote there. dockpod keeps its own records elsewhere.
     pub fn cached(&self) -> Vec<String> {
-        list_dir(&self.dir.path().join("cache/results"))
+        list_dir(&self.libcni_results())
+    }
+
+    /// `results` of libcni's cache directory.
+    pub fn libcni_results(&self) -> PathBuf {
+        self.dir.path().join("cache/results")
+    }
+
+    /// What cri-dockerd's CNI plugin does through libcni when it sets up a sandbox: ADD of its
+    /// loopback network (`cni-loopback`, CNI 0.2.0), then ADD of this network's chain, each
+    /// with the runtime configuration cri-dockerd builds and each cached as libcni's
+    /// `cacheAdd` writes it. Returns the chain's result.
+    pub fn attach_as_cri_dockerd(
+        &self,
+        sandbox: &str,
+        pid: i64,
+        pod: &str,
+        namespace: &str,
+        port_mappings: Value,
+    ) -> Value {
+        let netns = format!("/proc/{pid}/ns/net");
+        let args = [
+            ["IgnoreUnknown", "1"],
+            ["K8S_POD_NAMESPACE", namespace],
+            ["K8S_POD_NAME", pod],
+            ["K8S_POD_INFRA_CONTAINER_ID", sandbox],
+        ];
+        let capability_args = json!({
+            "portMappings": port_mappings,
+            "ipRanges": [[{"subnet": self.subnet}]],
+        });
+        // cri-dockerd's literal loopback list, byte for byte.
+        let loopback = "{\n  \"cniVersion\": \"0.2.0\",\n  \"name\": \"cni-loopback\",\n  \"plugins\":[{\n    \"type\": \"loopback\"\n  }]\n}";
+        let conflist =
+            std::fs::read(self.dir.path().join("net.d/10-test.conflist")).expect("read conflist");
+        let mut result = Value::Null;
+        for list in [loopback.as_bytes(), conflist.as_slice()] {
+            result = self.libcni_add(list, sandbox, &netns, &args, &capability_args);
+        }
+        result
+    }
+
+    /// libcni's `AddNetworkList` and `cacheAdd` for one configuration list.
+    fn libcni_add(
+        &self,
+        list_bytes: &[u8],
+        sandbox: &str,
+        netns: &str,
+        args: &[[&str; 2]],
+        capability_args: &Value,
+    ) -> Value {
+        use base64::Engine as _;
+        let list: Value = serde_json::from_slice(list_bytes).expect("conflist JSON");
+        let (name, version) = (&list["name"], &list["cniVersion"]);
+        let mut prev = Value::Null;
+        for plugin in list["plugins"].as_array().expect("plugins") {
+            let mut conf = plugin.clone();
+            conf["name"] = name.clone();
+            conf["cniVersion"] = version.clone();
+            if !prev.is_null() {
+                conf["prevResult"] = prev.clone();
+            }
+            let mut runtime = serde_json::Map::new();
+            if let Some(caps) = plugin["capabilities"].as_object() {
+                for (cap, on) in caps {
+                    if on.as_bool() == Some(true) && !capability_args[cap].is_null() {
+                        runtime.insert(cap.clone(), capability_args[cap].clone());
+                    }
+                }
+            }
+            if !runtime.is_empty() {
+                conf["runtimeConfig"] = Value::Object(runtime);
+            }
+            prev = self.run_plugin(
+                plugin["type"].as_str().expect("type"),
+                sandbox,
+                netns,
+                args,
+                &conf,
+            );
+        }
+        let entry = json!({
+            "kind": "cniCacheV1",
+            "containerId": sandbox,
+            "config": base64::engine::general_purpose::STANDARD.encode(list_bytes),
+            "ifName": "eth0",
+            "networkName": name,
+            "netns": netns,
+            "cniArgs": args,
+            "capabilityArgs": capability_args,
+            "result": prev,
+        });
+        let results = self.libcni_results();
+        std::fs::create_dir_all(&results).expect("libcni cache dir");
+        let file = results.join(format!("{}-{sandbox}-eth0", name.as_str().expect("name")));
+        std::fs::write(file, serde_json::to_vec(&entry).expect("json")).expect("write cache");
+        prev
+    }
+
+    fn run_plugin(
+        &self,
+        plugin: &str,
+        sandbox: &str,
+        netns: &str,
+        args: &[[&str; 2]],
+        conf: &Value,
+    ) -> Value {
+        use std::io::Write;
+        let cni_args: Vec<String> = args.iter().map(|[k, v]| format!("{k}={v}")).collect();
+        let mut child = std::process::Command::new(Path::new(DEBIAN_PLUGINS).join(plugin))
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", sandbox)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", cni_args.join(";"))
+            .env("CNI_PATH", DEBIAN_PLUGINS)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start plugin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.to_string().as_bytes())
+            .expect("write plugin input");
+        let out = child.wait_with_output().expect("plugin");
+        assert!(
+            out.status.success(),
+            "{plugin} ADD: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("plugin result JSON")
     }
 
     /// Whether `ip` is in this network's IPv6 /64.

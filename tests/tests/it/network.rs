@@ -100,6 +100,16 @@ async fn cni_pods_get_distinct_ips_reach_each_other_and_get_their_dns() {
         net.owner_of(&a_ips[0])
     );
     assert_eq!(net.veths().len(), 2, "one veth per pod on {}", net.bridge);
+    // dockpod records its attachments in the pods' own directories: libcni's cache
+    // directory (the front's --cni-cache-dir) stays as libcni left it, here empty.
+    assert_eq!(net.cached(), Vec::<String>::new());
+    let record = format!("cni-{}-eth0.json", net.name);
+    let records = std::fs::read_dir(front.root_dir().join("pods"))
+        .expect("pods directory")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(&record).is_file())
+        .count();
+    assert_eq!(records, 2, "one attachment record per pod directory");
 
     let ca = run_container(&mut rt, &a_id, &a, container_config("c", &["sleep", "600"])).await;
     let cb = run_container(&mut rt, &b_id, &b, http_server(8080, "from-b")).await;
