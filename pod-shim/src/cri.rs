@@ -12,6 +12,8 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use dockpod_proto::flights::Flights;
+
 use crate::error::Error;
 use crate::lifecycle::Pod;
 
@@ -19,6 +21,11 @@ pub struct ShimRuntime {
     pub pod: Arc<Pod>,
     pub streaming: Arc<crate::streaming::Streaming>,
     pub usage: Arc<crate::usage::Usage>,
+    /// Mutating calls that answer an ID (RunPodSandbox, CreateContainer), by what makes two
+    /// calls the same operation.
+    pub making: Flights<String>,
+    /// The other mutating calls.
+    pub changing: Flights<()>,
 }
 
 /// A streaming session's URL path, or why none was made.
@@ -48,19 +55,11 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(
     Ok(())
 }
 
-/// Runs a mutating operation in a task of its own, to its end whatever happens to the
-/// caller: a call cancelled at the kubelet's deadline drops only the wait for the answer,
-/// never the operation halfway (a container made in Docker and never recorded, say).
-async fn uncut<T, F>(op: F) -> Result<T, Status>
-where
-    F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::spawn(op).await {
-        Ok(result) => result.map_err(Status::from),
-        // Only a runtime shutting down cancels the task (panics abort the process).
-        Err(e) => Err(Status::unavailable(format!("the shim is stopping: {e}"))),
-    }
+/// A pod operation as a flight's run: its error becomes the gRPC status.
+async fn op<T>(
+    run: impl std::future::Future<Output = crate::error::Result<T>>,
+) -> Result<T, Status> {
+    run.await.map_err(Status::from)
 }
 
 type EventStream =
@@ -86,8 +85,9 @@ impl RuntimeService for ShimRuntime {
         let span = tracing::info_span!("RunPodSandbox", pod = ?config.metadata.as_ref().map(|m| format!("{}/{}", m.namespace, m.name)));
         let pod = self.pod.clone();
         let handler = req.runtime_handler;
-        let id =
-            uncut(async move { pod.run_sandbox(config, handler).await }.instrument(span)).await?;
+        // A shim runs one sandbox: every RunPodSandbox it is sent is the same operation.
+        let run = op(async move { pod.run_sandbox(config, handler).await }).instrument(span);
+        let id = self.making.run("RunPodSandbox".into(), run).await?;
         Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
     }
 
@@ -97,11 +97,9 @@ impl RuntimeService for ShimRuntime {
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
         let id = r.into_inner().pod_sandbox_id;
         let pod = self.pod.clone();
-        uncut(
-            async move { pod.stop_sandbox().await }
-                .instrument(tracing::info_span!("StopPodSandbox", sandbox = %id)),
-        )
-        .await?;
+        let stop = op(async move { pod.stop_sandbox().await })
+            .instrument(tracing::info_span!("StopPodSandbox", sandbox = %id));
+        self.changing.run("StopPodSandbox".into(), stop).await?;
         Ok(Response::new(StopPodSandboxResponse {}))
     }
 
@@ -111,11 +109,9 @@ impl RuntimeService for ShimRuntime {
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
         let id = r.into_inner().pod_sandbox_id;
         let pod = self.pod.clone();
-        uncut(
-            async move { pod.remove_sandbox().await }
-                .instrument(tracing::info_span!("RemovePodSandbox", sandbox = %id)),
-        )
-        .await?;
+        let remove = op(async move { pod.remove_sandbox().await })
+            .instrument(tracing::info_span!("RemovePodSandbox", sandbox = %id));
+        self.changing.run("RemovePodSandbox".into(), remove).await?;
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
@@ -191,9 +187,12 @@ impl RuntimeService for ShimRuntime {
         let span = tracing::info_span!("CreateContainer", sandbox = %req.pod_sandbox_id, container = ?config.metadata.as_ref().map(|m| m.name.clone()));
         let pod = self.pod.clone();
         let sandbox = req.pod_sandbox_id;
-        let id =
-            uncut(async move { pod.create_container(&sandbox, config).await }.instrument(span))
-                .await?;
+        // The CRI names a container by its metadata: the same name and attempt in the same
+        // sandbox is the same container (the kubelet's retry after its deadline).
+        let meta = config.metadata.clone().unwrap_or_default();
+        let key = format!("CreateContainer/{sandbox}/{}/{}", meta.name, meta.attempt);
+        let create = op(async move { pod.create_container(&sandbox, config).await });
+        let id = self.making.run(key, create.instrument(span)).await?;
         Ok(Response::new(CreateContainerResponse { container_id: id }))
     }
 
@@ -204,7 +203,9 @@ impl RuntimeService for ShimRuntime {
         let id = r.into_inner().container_id;
         let pod = self.pod.clone();
         let span = tracing::info_span!("StartContainer", container = %id);
-        uncut(async move { pod.start_container(&id).await }.instrument(span)).await?;
+        let key = format!("StartContainer/{id}");
+        let start = op(async move { pod.start_container(&id).await });
+        self.changing.run(key, start.instrument(span)).await?;
         Ok(Response::new(StartContainerResponse {}))
     }
 
@@ -215,11 +216,11 @@ impl RuntimeService for ShimRuntime {
         let req = r.into_inner();
         let pod = self.pod.clone();
         let span = tracing::info_span!("StopContainer", container = %req.container_id);
-        uncut(
-            async move { pod.stop_container(&req.container_id, req.timeout).await }
-                .instrument(span),
-        )
-        .await?;
+        // A stop with another grace period is another operation: a kill (grace 0) must not
+        // wait out a running stop's longer grace.
+        let key = format!("StopContainer/{}/{}", req.container_id, req.timeout);
+        let stop = op(async move { pod.stop_container(&req.container_id, req.timeout).await });
+        self.changing.run(key, stop.instrument(span)).await?;
         Ok(Response::new(StopContainerResponse {}))
     }
 
@@ -230,7 +231,9 @@ impl RuntimeService for ShimRuntime {
         let id = r.into_inner().container_id;
         let pod = self.pod.clone();
         let span = tracing::info_span!("RemoveContainer", container = %id);
-        uncut(async move { pod.remove_container(&id).await }.instrument(span)).await?;
+        let key = format!("RemoveContainer/{id}");
+        let remove = op(async move { pod.remove_container(&id).await });
+        self.changing.run(key, remove.instrument(span)).await?;
         Ok(Response::new(RemoveContainerResponse {}))
     }
 

@@ -14,6 +14,7 @@ pub mod exec;
 pub mod exits;
 pub mod host;
 pub mod lifecycle;
+pub mod locks;
 pub mod log_position;
 pub mod logs;
 pub mod memory;

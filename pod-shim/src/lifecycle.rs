@@ -1,9 +1,10 @@
 //! The pod's operations: sandbox and container lifecycle against Docker, each followed by a
 //! fresh look at what Docker did (inspect), a durable record and the CRI events it means.
-//! Changes to what the pod consists of (sandbox, container creation and removal) are
-//! serialised by one async lock; starting and stopping are not, because the kubelet stops a
-//! pod's containers in parallel, each with its own grace period. The record's own lock is never
-//! held across a Docker call.
+//! Sandbox-wide operations exclude every other; a container's operations exclude only
+//! others on the same container (see `locks`), and stops none at all, because the kubelet
+//! stops a pod's containers in parallel and may kill one (grace 0) while its stop with a grace
+//! period runs. The record's own lock is never held across a Docker call, and saves of the
+//! record are serialised so that no older snapshot is written after a newer one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +21,7 @@ use crate::cni::Cni;
 use crate::docker::{now_ns, observe, Engine};
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::locks::OpLocks;
 use crate::logs::{Follower, LogHandle};
 use crate::pod::{ContainerRecord, PodRecord};
 use crate::spec::{self, Context};
@@ -42,7 +44,9 @@ pub struct Pod {
     cni: Option<Cni>,
     record: Mutex<PodRecord>,
     store: Store,
-    lifecycle: tokio::sync::Mutex<()>,
+    ops: OpLocks,
+    /// Held across one snapshot and save of the record.
+    saving: Mutex<()>,
     events: broadcast::Sender<ContainerEventResponse>,
     /// Events from before anyone subscribed (a restarted shim's first look at Docker finds
     /// exits no one has heard of yet), kept for the first subscriber: the front.
@@ -75,7 +79,8 @@ impl Pod {
             cni,
             record: Mutex::new(record),
             store,
-            lifecycle: tokio::sync::Mutex::new(()),
+            ops: OpLocks::default(),
+            saving: Mutex::new(()),
             events,
             unheard: Mutex::new(Some(Vec::new())),
             logs: Mutex::new(HashMap::new()),
@@ -107,6 +112,7 @@ impl Pod {
     }
 
     fn persist(&self) -> Result<()> {
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.snapshot();
         self.store.save(&record)
     }
@@ -163,7 +169,7 @@ impl Pod {
         config: PodSandboxConfig,
         runtime_handler: String,
     ) -> Result<String> {
-        let _guard = self.lifecycle.lock().await;
+        let _guard = self.ops.pod().await;
         if !runtime_handler.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "runtime handler {runtime_handler:?} is not configured (dockpod has only the default handler)"
@@ -263,7 +269,7 @@ impl Pod {
 
     /// Stops every container, then the sandbox. Idempotent.
     pub async fn stop_sandbox(&self) -> Result<()> {
-        let _guard = self.lifecycle.lock().await;
+        let _guard = self.ops.pod().await;
         let (sandbox, ids) = {
             let r = self.record();
             (
@@ -294,7 +300,7 @@ impl Pod {
 
     /// Removes every container, the sandbox and the pod's state; the shim exits afterwards.
     pub async fn remove_sandbox(&self) -> Result<()> {
-        let _guard = self.lifecycle.lock().await;
+        let _guard = self.ops.pod().await;
         let (sandbox, ids) = {
             let r = self.record();
             (
@@ -512,7 +518,7 @@ impl Pod {
         Ok(())
     }
 
-    /// Creates a Docker container named `name` (under the lifecycle lock). A name conflict
+    /// Creates a Docker container named `name` (under its name's lock). A name conflict
     /// with a container of this shim that no record holds means a shim of this pod died
     /// between Docker's create and its record: that container is removed and the create
     /// tried once more, so the kubelet's retry of the same call succeeds.
@@ -550,10 +556,10 @@ impl Pod {
     }
 
     /// Removes every container of this shim that no record holds: what a shim of this pod
-    /// that died inside a create left. Run once at start; it holds the lifecycle lock, so no
+    /// that died inside a create left. Run once at start; it holds the pod lock, so no
     /// create of this shim is between Docker and the record meanwhile.
     pub async fn reap_orphans(&self) -> Result<()> {
-        let _guard = self.lifecycle.lock().await;
+        let _guard = self.ops.pod().await;
         let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
         for summary in self.engine.list_labelled(&[label]).await? {
             let Some(id) = summary.id else { continue };
@@ -570,7 +576,12 @@ impl Pod {
         sandbox_id: &str,
         config: ContainerConfig,
     ) -> Result<String> {
-        let _guard = self.lifecycle.lock().await;
+        // Creates of other containers run beside this one; one of the same name and attempt waits.
+        let meta = config.metadata.clone().unwrap_or_default();
+        let _guard = self
+            .ops
+            .container(&format!("create/{}/{}", meta.name, meta.attempt))
+            .await;
         self.check_sandbox(sandbox_id)?;
         // The pod's configuration as it was created, not as this request restates it: the log
         // directory in particular bounds where the container's log may be written.
@@ -716,6 +727,7 @@ impl Pod {
 
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let id = self.require(id)?;
+        let _guard = self.ops.container(&id).await;
         self.engine.start(&id).await?;
         self.follow_log(&id);
         self.refresh_container(&id).await
@@ -726,6 +738,7 @@ impl Pod {
         let Some(id) = self.resolve(id) else {
             return Ok(());
         };
+        let _guard = self.ops.shared().await;
         self.engine
             .stop(&id, Duration::from_secs(timeout.max(0) as u64))
             .await?;
@@ -733,10 +746,10 @@ impl Pod {
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<()> {
-        let _guard = self.lifecycle.lock().await;
         let Some(id) = self.resolve(id) else {
             return Ok(());
         };
+        let _guard = self.ops.container(&id).await;
         self.engine.remove(&id).await?;
         self.logs().remove(&id);
         self.store.remove_log_checkpoint(&id);
@@ -790,6 +803,7 @@ impl Pod {
     ) -> Result<()> {
         let id = self.require(id)?;
         let Some(r) = resources else { return Ok(()) };
+        let _guard = self.ops.container(&id).await;
         let mut host = bollard::models::HostConfig::default();
         spec::apply_resources(&mut host, &r, self.host);
         let body = ContainerUpdateBody {

@@ -81,7 +81,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             record,
         ));
         // In a task of its own, so a Docker that is down does not hold back serving; it
-        // holds the lifecycle lock, so no create of this shim interleaves with it.
+        // holds the pod lock, so no create of this shim interleaves with it.
         tokio::spawn({
             let pod = pod.clone();
             async move {

@@ -112,6 +112,8 @@ pub async fn run(
                 pod,
                 streaming,
                 usage: Default::default(),
+                making: Default::default(),
+                changing: Default::default(),
             })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),

@@ -10,6 +10,7 @@ pub mod cni_conf;
 pub mod docker_errors;
 pub mod files;
 pub mod filters;
+pub mod flights;
 pub mod labels;
 pub mod layout;
 pub mod metrics;

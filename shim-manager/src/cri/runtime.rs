@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dockpod_proto::flights::Flights;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
 use tokio_stream::StreamExt;
@@ -36,6 +37,10 @@ pub struct RuntimeApi {
     pods: Arc<Pods>,
     /// `http://host:port` of the streaming listener.
     stream_base: String,
+    /// RunPodSandbox calls running now, by the pod's metadata.
+    starting: Flights<String>,
+    /// StopPodSandbox and RemovePodSandbox calls running now, by sandbox.
+    ending: Flights<()>,
 }
 
 impl RuntimeApi {
@@ -54,6 +59,8 @@ impl RuntimeApi {
             sandbox_image,
             pods,
             stream_base,
+            starting: Flights::default(),
+            ending: Flights::default(),
         }
     }
 
@@ -229,20 +236,24 @@ impl RuntimeService for RuntimeApi {
         r: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
         let req = r.into_inner();
-        let pod = req
+        let meta = req
             .config
             .as_ref()
-            .and_then(|c| c.metadata.as_ref())
-            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .and_then(|c| c.metadata.clone())
             .unwrap_or_default();
+        let pod = format!("{}/{}", meta.namespace, meta.name);
         // To its end in a task of its own: a kubelet that gives up at its deadline must not
-        // leave a shim running a sandbox that no registry entry knows.
+        // leave a shim running a sandbox that no registry entry knows. Its retry with the same
+        // metadata while the first run goes on gets that run's sandbox, not a second shim
+        // whose create would meet the first one's container name.
+        let key = format!(
+            "RunPodSandbox/{}/{}/{}/{}",
+            meta.namespace, meta.name, meta.uid, meta.attempt
+        );
         let pods = self.pods.clone();
         let run = async move { pods.run_pod_sandbox(req).await }
             .instrument(tracing::info_span!("RunPodSandbox", %pod));
-        let id = tokio::spawn(run)
-            .await
-            .map_err(|e| Status::unavailable(format!("the server is stopping: {e}")))??;
+        let id = self.starting.run(key, run).await?;
         Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
     }
 
@@ -251,10 +262,11 @@ impl RuntimeService for RuntimeApi {
         r: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
         let id = r.into_inner().pod_sandbox_id;
-        self.pods
-            .stop_pod_sandbox(&id)
-            .instrument(tracing::info_span!("StopPodSandbox", sandbox = %id))
-            .await?;
+        let pods = self.pods.clone();
+        let key = format!("StopPodSandbox/{id}");
+        let span = tracing::info_span!("StopPodSandbox", sandbox = %id);
+        let stop = async move { pods.stop_pod_sandbox(&id).await };
+        self.ending.run(key, stop.instrument(span)).await?;
         Ok(Response::new(StopPodSandboxResponse {}))
     }
 
@@ -263,10 +275,13 @@ impl RuntimeService for RuntimeApi {
         r: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
         let id = r.into_inner().pod_sandbox_id;
-        self.pods
-            .remove_pod_sandbox(&id)
-            .instrument(tracing::info_span!("RemovePodSandbox", sandbox = %id))
-            .await?;
+        // To its end: a removal cut after the shim answered would leave the registry serving
+        // a pod that is gone.
+        let pods = self.pods.clone();
+        let key = format!("RemovePodSandbox/{id}");
+        let span = tracing::info_span!("RemovePodSandbox", sandbox = %id);
+        let remove = async move { pods.remove_pod_sandbox(&id).await };
+        self.ending.run(key, remove.instrument(span)).await?;
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
 

@@ -178,3 +178,82 @@ async fn create_container_given_up_by_its_caller_still_completes_and_is_recorded
     remove_pod(&mut rt.clone(), &id).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
+
+/// The kubelet's retry of a call whose first run is still going (its deadline passed while
+/// Docker's answer was held back) gets that run's outcome: one container, one sandbox, one
+/// shim, not a second run racing the first for the same Docker name.
+#[tokio::test]
+async fn a_retry_while_the_first_run_goes_on_gets_its_outcome() {
+    let proxy = DockerProxy::start();
+    let front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-retry", logs.path());
+
+    // RunPodSandbox, at the front.
+    let answer = Gate::new();
+    proxy.once(
+        "POST",
+        "/containers/create",
+        Fault::HoldAnswer(answer.clone()),
+    );
+    let mut request = tonic::Request::new(RunPodSandboxRequest {
+        config: Some(pod.clone()),
+        runtime_handler: String::new(),
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let given_up = rt.clone().run_pod_sandbox(request).await;
+    assert!(given_up.is_err(), "the call answered {given_up:?}");
+    let retry = tokio::spawn({
+        let (mut rt, pod) = (rt.clone(), pod.clone());
+        async move { run_pod(&mut rt, &pod).await }
+    });
+    // The retry waits for the held run rather than creating anything of its own.
+    docker_holds(&front, 1).await;
+    answer.open();
+    let sandbox = retry.await.expect("the retry of RunPodSandbox");
+    assert_docker_holds(&front, vec![sandbox.clone()]).await;
+    let pods = pod_ids(rt.clone(), PodSandboxFilter::default()).await;
+    assert_eq!(pods, vec![sandbox.clone()]);
+    assert_eq!(front.shim_pids().len(), 1, "one shim for the pod");
+
+    // CreateContainer, at the pod's shim.
+    let answer = Gate::new();
+    proxy.once(
+        "POST",
+        "/containers/create",
+        Fault::HoldAnswer(answer.clone()),
+    );
+    let config = container_config("app", &["sleep", "3600"]);
+    let mut request = tonic::Request::new(CreateContainerRequest {
+        pod_sandbox_id: sandbox.clone(),
+        config: Some(config.clone()),
+        sandbox_config: Some(pod.clone()),
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let given_up = rt.clone().create_container(request).await;
+    assert!(given_up.is_err(), "the call answered {given_up:?}");
+    let retry = tokio::spawn({
+        let (mut rt, sandbox, pod) = (rt.clone(), sandbox.clone(), pod.clone());
+        async move { create_container(&mut rt, &sandbox, &pod, config).await }
+    });
+    docker_holds(&front, 2).await;
+    answer.open();
+    let container = retry
+        .await
+        .expect("join")
+        .expect("the retry of CreateContainer");
+    assert_docker_holds(&front, vec![sandbox.clone(), container.clone()]).await;
+    let creates = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/containers/create")
+        .count();
+    assert_eq!(
+        creates, 2,
+        "one create for the sandbox, one for the container"
+    );
+    start(&mut rt.clone(), &container).await;
+    remove_pod(&mut rt.clone(), &sandbox).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}

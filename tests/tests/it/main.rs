@@ -18,3 +18,4 @@ mod security;
 mod server_lifecycle;
 mod stats;
 mod streaming;
+mod stuck;
