@@ -16,6 +16,7 @@ pub mod layout;
 pub mod metrics;
 pub mod owner;
 pub mod pod_state;
+pub mod process;
 pub mod procfs;
 pub mod sockets;
 pub mod streaming;

@@ -131,6 +131,12 @@ pub struct ServeConfig {
     #[arg(long, env = "DOCKPOD_STREAMING_IDLE_TIMEOUT", default_value_t = 4 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub streaming_idle_timeout: u64,
 
+    /// Seconds a pod's shim may go without answering the front's liveness probe before it is
+    /// killed and replaced (a deadlocked shim); 0 never replaces a live shim. Generous by
+    /// default: a shim slowed down by a loaded node or a slow disk is not dead.
+    #[arg(long, env = "DOCKPOD_SHIM_LIVENESS_TIMEOUT", default_value_t = 60)]
+    pub shim_liveness_timeout: u64,
+
     /// Address (IP:PORT) to serve Prometheus metrics on, at /metrics; none when unset.
     #[arg(long, env = "DOCKPOD_METRICS_BIND_ADDR")]
     pub metrics_bind_addr: Option<SocketAddr>,

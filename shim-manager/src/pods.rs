@@ -26,6 +26,8 @@ pub struct Pods {
     pub events: Events,
     pub engine: Engine,
     pub restarts: crate::supervise::RestartLocks,
+    /// How long a live shim may leave the liveness probe unanswered before it is replaced.
+    pub liveness_timeout: Option<Duration>,
 }
 
 impl Pods {

@@ -2,6 +2,7 @@
 //! sandbox ID. It holds nothing that cannot be rebuilt: at start-up it is refilled from the
 //! pods' state files (see `supervise::adopt`).
 
+use dockpod_proto::process::ProcessHandle;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,8 @@ pub struct ShimHandle {
     pub sandbox_id: String,
     pub socket: PathBuf,
     pub pid: u32,
+    /// The shim's process, when it was running as the handle was made.
+    pub process: Option<ProcessHandle>,
     pub channel: Channel,
 }
 
@@ -120,15 +123,47 @@ impl ShimHandle {
     }
 
     /// A handle on the shim `shim_id` under `run_dir`, whatever its state.
-    pub fn at(run_dir: &Path, shim_id: &str, sandbox_id: &str, pid: u32) -> ShimHandle {
+    pub fn at(
+        run_dir: &Path,
+        shim_id: &str,
+        sandbox_id: &str,
+        process: Option<ProcessHandle>,
+    ) -> ShimHandle {
         let socket = dockpod_proto::layout::shim_socket(run_dir, shim_id);
         ShimHandle {
             shim_id: shim_id.to_string(),
             sandbox_id: sandbox_id.to_string(),
             channel: dockpod_proto::sockets::channel(&socket),
             socket,
-            pid,
+            pid: process.as_ref().map_or(0, ProcessHandle::pid),
+            process,
         }
+    }
+
+    /// Whether the shim's process runs (a PID reused by another process is not the shim).
+    pub fn alive(&self) -> bool {
+        self.process.as_ref().is_some_and(ProcessHandle::alive)
+    }
+
+    /// Returns once the shim's process has exited (at once for a handle without one).
+    pub async fn exited(&self) {
+        if let Some(process) = &self.process {
+            process.exited().await;
+        }
+    }
+
+    /// Waits up to `timeout` for the shim to exit, then kills it; true once it is gone.
+    pub async fn stop_within(&self, timeout: Duration) -> bool {
+        let Some(process) = &self.process else {
+            return true;
+        };
+        if process.wait_exited(timeout).await {
+            return true;
+        }
+        if let Err(e) = process.kill() {
+            tracing::warn!(shim = %self.shim_id, pid = self.pid, error = %e, "killing a shim");
+        }
+        process.wait_exited(timeout).await
     }
 }
 

@@ -66,6 +66,8 @@ pub async fn run(
         events: Default::default(),
         engine: engine.clone(),
         restarts: Default::default(),
+        liveness_timeout: (config.shim_liveness_timeout > 0)
+            .then(|| Duration::from_secs(config.shim_liveness_timeout)),
     });
     pods.adopt();
     if config.adopt_cri_dockerd {

@@ -2,6 +2,7 @@
 //! and is no child of the front), reports `ready <pid>` on a pipe once its socket is bound,
 //! and logs to `<root>/pods/<shim id>/shim.log`.
 
+use dockpod_proto::process::ProcessHandle;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -156,12 +157,18 @@ impl Spawner {
             .strip_prefix("ready ")
             .and_then(|p| p.parse::<u32>().ok())
             .ok_or_else(|| failure(format!("unexpected report {:?}", line.trim())))?;
+        // The shim reported itself running; if it died since, the supervisor finds the
+        // handle without a process and starts it again.
+        let process = ProcessHandle::open(pid)
+            .map_err(|e| tracing::warn!(pid, error = %e, "watching a new shim"))
+            .ok();
         Ok(ShimHandle {
             shim_id: shim_id.to_string(),
             sandbox_id: String::new(),
             channel: dockpod_proto::sockets::channel(&socket),
             socket,
             pid,
+            process,
         })
     }
 
@@ -172,11 +179,7 @@ impl Spawner {
         // way it gets the time to finish before it is killed.
         let _ =
             tokio::time::timeout(EXIT_TIMEOUT, shim.control().shutdown(ShutdownRequest {})).await;
-        if !wait_gone(shim.pid, EXIT_TIMEOUT).await {
-            let pid = nix::unistd::Pid::from_raw(shim.pid as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            wait_gone(shim.pid, EXIT_TIMEOUT).await;
-        }
+        shim.stop_within(EXIT_TIMEOUT).await;
         let _ = std::fs::remove_file(&shim.socket);
         let _ = std::fs::remove_file(dockpod_proto::streaming::shim_stream_socket(
             &self.run_dir,

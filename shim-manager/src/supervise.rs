@@ -1,7 +1,9 @@
 //! Keeps one live shim per pod. Each shim has a supervising task in the front that forwards
-//! its container events and watches the process: when a shim dies, the task starts a new one
-//! for the same pod (same shim ID, so the same socket, state and container labels), which
-//! rebuilds its view from the pod's record and from Docker. The same machinery re-indexes the
+//! its container events and watches the process through a pidfd (so a reused PID cannot hide
+//! a dead shim): when a shim dies, the task starts a new one for the same pod (same shim ID,
+//! so the same socket, state and container labels), which rebuilds its view from the pod's
+//! record and from Docker. A shim that lives but leaves the liveness probe unanswered for
+//! longer than `--shim-liveness-timeout` (deadlocked) is killed and replaced the same way. The same machinery re-indexes the
 //! pods when the front starts (from their state files, so a stuck shim cannot delay serving)
 //! and replaces shims on `upgrade-shims` or when a shim speaks another protocol revision.
 //!
@@ -16,7 +18,7 @@ use dockpod_proto::layout;
 use dockpod_proto::manager::shim_upgrade::Outcome;
 use dockpod_proto::manager::ShimUpgrade;
 use dockpod_proto::pod_state::{live_shim_pid, PodSummary};
-use dockpod_proto::procfs::alive;
+use dockpod_proto::process::ProcessHandle;
 use dockpod_proto::shim::ShutdownRequest;
 use k8s_cri::v1::ContainerEventResponse;
 use tokio_stream::StreamExt;
@@ -25,11 +27,13 @@ use tonic::Streaming;
 use crate::events::subscribe_shim;
 use crate::pods::Pods;
 use crate::registry::ShimHandle;
-use crate::spawn::{wait_gone, EXIT_TIMEOUT};
+use crate::spawn::EXIT_TIMEOUT;
 
-/// How often a shim's process is checked while its event stream is quiet (a dead shim's
-/// stream usually ends at once; this catches the rest).
+/// How often a live shim whose event stream ended is subscribed to again, and how often it is
+/// probed for liveness.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Probes of a shim that answers its event stream go this far apart.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// First and longest pause between attempts to start a pod's shim again.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -44,6 +48,57 @@ impl RestartLocks {
         // Locks of removed pods are dropped here rather than tracked: nobody else holds them.
         locks.retain(|_, l| Arc::strong_count(l) > 1);
         locks.entry(shim_id.to_string()).or_default().clone()
+    }
+}
+
+/// The running shim of a pod directory, if any: its PID file names a live `pod-shim` of that
+/// shim ID, also after the handle is open (so the handle is on that process, not on one that
+/// got the PID in between).
+fn live_shim(pod_dir: &std::path::Path, shim_id: &str) -> Option<ProcessHandle> {
+    let pid = live_shim_pid(pod_dir, shim_id)?;
+    let process = ProcessHandle::open(pid).ok()?;
+    (live_shim_pid(pod_dir, shim_id) == Some(pid)).then_some(process)
+}
+
+/// When a shim last answered its liveness probe, and how long it may stay silent.
+struct Liveness {
+    bound: Option<Duration>,
+    answered: tokio::time::Instant,
+    probed: tokio::time::Instant,
+}
+
+impl Liveness {
+    fn new(bound: Option<Duration>) -> Liveness {
+        let now = tokio::time::Instant::now();
+        Liveness {
+            bound,
+            answered: now,
+            probed: now,
+        }
+    }
+
+    /// Whether a probe is due, `every` after the last one.
+    fn due(&self, every: Duration) -> bool {
+        self.bound.is_some() && self.probed.elapsed() >= every
+    }
+
+    /// Probes the shim (its Info); false once it has not answered for longer than the bound.
+    async fn probe(&mut self, shim: &ShimHandle) -> bool {
+        let Some(bound) = self.bound else {
+            return true;
+        };
+        self.probed = tokio::time::Instant::now();
+        match shim.info().await {
+            Ok(_) => {
+                self.answered = tokio::time::Instant::now();
+                true
+            }
+            Err(e) => {
+                let silent = self.answered.elapsed();
+                tracing::warn!(sandbox = %shim.sandbox_id, pid = shim.pid, error = %e, silent = ?silent, "pod shim did not answer its liveness probe");
+                silent <= bound
+            }
+        }
     }
 }
 
@@ -76,6 +131,7 @@ impl Pods {
     ) {
         let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = Liveness::new(self.liveness_timeout);
         loop {
             match stream.as_mut() {
                 Some(events) => loop {
@@ -88,22 +144,37 @@ impl Pods {
                             }
                             None => break,
                         },
-                        _ = tick.tick() => if !alive(shim.pid) { break },
+                        () = shim.exited() => break,
+                        _ = tick.tick() => if liveness.due(PROBE_EVERY) && !liveness.probe(&shim).await {
+                            break;
+                        },
                     }
                 },
                 None => {
-                    tick.tick().await;
+                    tokio::select! {
+                        () = shim.exited() => {}
+                        _ = tick.tick() => {}
+                    }
                 }
             }
             if !self.is_current(&shim) {
                 return;
             }
-            if alive(shim.pid) {
+            if shim.alive() && liveness.probe(&shim).await {
                 // A live shim whose stream ended (or never started): subscribe again. A stuck
-                // shim fails this until it moves again, at one attempt per tick.
+                // shim fails this until it moves again, at one attempt per tick, and is
+                // replaced once it has not answered for the liveness bound.
                 stream = subscribe_shim(&shim).await.ok();
                 continue;
             }
+            if shim.alive() {
+                tracing::error!(sandbox = %shim.sandbox_id, pid = shim.pid, "pod shim has not answered its liveness probe; killing it to start a new one");
+                shim.stop_within(EXIT_TIMEOUT).await;
+                if shim.alive() {
+                    continue;
+                }
+            }
+            liveness = Liveness::new(self.liveness_timeout);
             match self.recover(&shim).await {
                 Some(new) => {
                     shim = new;
@@ -194,12 +265,13 @@ impl Pods {
                     continue;
                 }
             };
-            let pid = live_shim_pid(&pod_dir, &shim_id).unwrap_or(0);
+            let process = live_shim(&pod_dir, &shim_id);
+            let pid = process.as_ref().map_or(0, ProcessHandle::pid);
             let shim = Arc::new(ShimHandle::at(
                 &self.spawner.run_dir,
                 &shim_id,
                 &summary.sandbox_id,
-                pid,
+                process,
             ));
             for c in &summary.container_ids {
                 self.registry.insert_container(c, &summary.sandbox_id);
@@ -212,7 +284,7 @@ impl Pods {
     }
 
     async fn take_over(self: Arc<Self>, shim: Arc<ShimHandle>) {
-        if alive(shim.pid) {
+        if shim.alive() {
             match shim.info().await {
                 Ok(info) if info.protocol_version != dockpod_proto::PROTOCOL_VERSION => {
                     tracing::warn!(sandbox = %shim.sandbox_id, theirs = info.protocol_version, ours = dockpod_proto::PROTOCOL_VERSION, "shim speaks another protocol revision; replacing it");
@@ -266,7 +338,7 @@ impl Pods {
             }
         };
         report.pod = summary.display.clone();
-        if alive(old.pid) {
+        if old.alive() {
             match old.info().await {
                 Ok(info) if info.streaming_sessions > 0 && !force => {
                     let n = info.streaming_sessions;
@@ -282,11 +354,7 @@ impl Pods {
             }
             let _ = tokio::time::timeout(EXIT_TIMEOUT, old.control().shutdown(ShutdownRequest {}))
                 .await;
-            if !wait_gone(old.pid, EXIT_TIMEOUT).await {
-                let pid = nix::unistd::Pid::from_raw(old.pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                wait_gone(old.pid, EXIT_TIMEOUT).await;
-            }
+            old.stop_within(EXIT_TIMEOUT).await;
         }
         match self
             .spawner

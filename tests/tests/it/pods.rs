@@ -547,6 +547,51 @@ async fn a_stuck_shim_does_not_stall_node_wide_lists() {
     }
 }
 
+#[tokio::test]
+async fn a_shim_that_stops_answering_is_replaced_after_the_liveness_bound() {
+    // A short bound, so the test need not wait the default minute.
+    let front = Front::start(&["--shim-liveness-timeout", "2"]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("deadlocked", logs.path());
+    let id = run_pod(&mut rt, &config).await;
+    let app = run_container(
+        &mut rt,
+        &id,
+        &config,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+    let stuck = shim_pid(&mut rt, &id).await;
+    // A stopped process is alive and answers nothing: a deadlocked shim, to the front.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stuck as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    let _resume = Resume(stuck);
+    let new = wait_new_shim(&rt, &id, stuck, Duration::from_secs(60)).await;
+    assert_ne!(new, stuck);
+    wait_until(
+        "the stuck shim to be killed",
+        Duration::from_secs(30),
+        || async { (!procs::alive(stuck)).then_some(()) },
+    )
+    .await;
+    // The pod goes on as before, served by the new shim.
+    assert_eq!(
+        status(&mut rt, &app).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let out = exec(&mut rt, &app, &["echo", "after-replacement"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "after-replacement"
+    );
+    assert_eq!(front.shim_pids(), vec![new]);
+    remove_pod(&mut rt, &id).await;
+}
+
 /// Reads `events` until `last` (an ID and an event type) arrives; every event of `ids` seen on
 /// the way, in order, with the sandbox each names.
 async fn events_until(
