@@ -226,6 +226,28 @@ impl Cni {
         Ok(found)
     }
 
+    /// Every attachment recorded in dockpod's records directory.
+    pub fn recorded(&self) -> Result<Vec<Attachment>> {
+        let entries = match std::fs::read_dir(&self.records_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("reading {}", self.records_dir.display()))(e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(Error::io(format!("reading {}", self.records_dir.display())))?;
+            let name = entry.file_name();
+            let ours = name
+                .to_str()
+                .is_some_and(|n| n.starts_with("cni-") && n.ends_with(&format!("-{IF_NAME}.json")));
+            if ours {
+                found.extend(read_attachment(&entry.path())?);
+            }
+        }
+        Ok(found)
+    }
+
     fn save(&self, a: &Attachment) -> Result<()> {
         let data = serde_json::to_vec(a)
             .map_err(|e| Error::Network(format!("encoding the CNI record: {e}")))?;
@@ -856,6 +878,9 @@ mod tests {
         assert!(!dir.path().join("libcni").exists());
         let back = cni.load("pods", "sb").expect("load").expect("found");
         assert_eq!(back.ips(), vec!["10.1.0.9"]);
+        let recorded = cni.recorded().expect("recorded");
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].network_name, "pods");
         assert_eq!(back.file, cni.record_path("pods"));
 
         // A record an older dockpod kept in libcni's directory, in its own format, is read.

@@ -82,6 +82,12 @@ pub struct ShimConfig {
     #[arg(long)]
     pub adopt_checkpoint: Option<PathBuf>,
 
+    /// Do not serve: delete what a shim of this pod left when it died inside RunPodSandbox
+    /// (the containers labelled with this shim ID, the CNI attachments recorded in the state
+    /// directory), then exit. The front runs this for a pod it gives up on.
+    #[arg(long)]
+    pub clean_up: bool,
+
     /// Fork into the background (new session), print `ready <pid>` on stdout once serving.
     #[arg(long)]
     pub daemonize: bool,

@@ -571,6 +571,28 @@ impl Pod {
         Ok(())
     }
 
+    /// Deletes what a RunPodSandbox of this pod that never completed left: the network
+    /// attachments recorded in the pod's directory (recorded before the first plugin ran, so
+    /// a shim killed inside ADD leaves one), then every container labelled with this shim.
+    pub async fn abandon(&self) -> Result<()> {
+        let _guard = self.ops.pod().await;
+        if let Some(cni) = &self.cni {
+            for attachment in cni.recorded()? {
+                let netns = self.sandbox_netns(&attachment.container_id).await;
+                cni.del(&attachment, &netns).await?;
+                tracing::info!(sandbox = %attachment.container_id, network = %attachment.network_name, "deleted the network of an abandoned sandbox");
+            }
+        }
+        let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
+        for summary in self.engine.list_labelled(&[label]).await? {
+            if let Some(id) = summary.id {
+                self.engine.remove(&id).await?;
+                tracing::info!(container = %id, "removed a container of an abandoned sandbox");
+            }
+        }
+        Ok(())
+    }
+
     pub async fn create_container(
         &self,
         sandbox_id: &str,

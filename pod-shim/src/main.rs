@@ -80,6 +80,9 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             store,
             record,
         ));
+        if config.clean_up {
+            return pod.abandon().await.map_err(anyhow::Error::from);
+        }
         // In a task of its own, so a Docker that is down does not hold back serving; it
         // holds the pod lock, so no create of this shim interleaves with it.
         tokio::spawn({

@@ -162,27 +162,4 @@ impl Engine {
                 "listing containers labelled {label}"
             )))
     }
-
-    /// Removes (forcibly, with its anonymous volumes) every container labelled `key=value`.
-    pub async fn remove_labelled(&self, label: &str) -> Result<()> {
-        let api = self.api()?;
-        for id in self
-            .list_labelled(label)
-            .await?
-            .into_iter()
-            .filter_map(|c| c.id)
-        {
-            let options = bollard::query_parameters::RemoveContainerOptions {
-                force: true,
-                v: true,
-                link: false,
-            };
-            match api.remove_container(&id, Some(options)).await {
-                Ok(()) => {}
-                Err(e) if dockpod_proto::docker_errors::is_not_found(&e) => {}
-                Err(e) => return Err(Error::docker(format!("removing container {id}"))(e)),
-            }
-        }
-        Ok(())
-    }
 }

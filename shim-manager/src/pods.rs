@@ -46,14 +46,11 @@ impl Pods {
         let sandbox_id = match answer {
             Ok(r) => r.into_inner().pod_sandbox_id,
             Err(status) => {
-                self.spawner.retire(&shim).await;
                 // A shim that failed removes what it created; one that died inside the call
-                // (killed between Docker's create and its answer) cannot, and the kubelet's
-                // retry would meet its sandbox's name.
-                let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, shim.shim_id);
-                if let Err(e) = self.engine.remove_labelled(&label).await {
-                    tracing::error!(error = %e, shim = %shim.shim_id, "removing what a failed RunPodSandbox left");
-                }
+                // (killed between Docker's create and its answer, or inside CNI ADD) cannot:
+                // the kubelet's retry would meet its sandbox's name, and its address would
+                // stay taken.
+                self.spawner.abandon(&shim, &display).await;
                 return Err(status);
             }
         };

@@ -18,6 +18,8 @@ use crate::registry::ShimHandle;
 
 /// How long a new shim may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a clean-up shim may take: CNI DEL runs a plugin chain (60 s per plugin at most).
+const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a retiring shim may take to exit before it is killed.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The argument a shim shows for its sandbox until Docker has assigned the ID (as long as a
@@ -92,36 +94,10 @@ impl Spawner {
             .map_err(Error::io(format!("creating {}", socket_dir.display())))?;
         let socket = layout::shim_socket(&self.run_dir, shim_id);
         let log_path = pod_dir.join(layout::SHIM_LOG);
-        let log = std::fs::OpenOptions::new()
-            .mode(0o600)
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(Error::io(format!("opening {}", log_path.display())))?;
-        let mut child = tokio::process::Command::new(&self.binary)
-            .arg("--pod")
-            .arg(display)
-            .arg("--sandbox")
-            .arg(SANDBOX_PLACEHOLDER)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&pod_dir)
-            .arg("--shim-id")
-            .arg(shim_id)
-            .arg("--instance")
-            .arg(&self.instance)
-            .arg("--docker-endpoint")
-            .arg(&self.docker_endpoint)
-            .arg("--sandbox-image")
-            .arg(&self.sandbox_image)
-            .arg("--log-level")
-            .arg(&self.log_level)
-            .args(&self.network_args)
-            .arg("--stream-idle-timeout")
-            .arg(self.stream_idle_timeout.to_string())
+        let log = open_log(&log_path)?;
+        let mut child = self
+            .command(shim_id, display, &socket)
             .args(extra)
-            .args(pod_cidr_args(&self.root.runtime_config().pod_cidr))
             .arg("--daemonize")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -172,6 +148,86 @@ impl Spawner {
         })
     }
 
+    /// `pod-shim` with the arguments every shim of pod `shim_id` gets.
+    fn command(
+        &self,
+        shim_id: &str,
+        display: &str,
+        socket: &std::path::Path,
+    ) -> tokio::process::Command {
+        let pod_dir = layout::pod_dir(&self.root_dir, shim_id);
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("--pod")
+            .arg(display)
+            .arg("--sandbox")
+            .arg(SANDBOX_PLACEHOLDER)
+            .arg("--socket")
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(&pod_dir)
+            .arg("--shim-id")
+            .arg(shim_id)
+            .arg("--instance")
+            .arg(&self.instance)
+            .arg("--docker-endpoint")
+            .arg(&self.docker_endpoint)
+            .arg("--sandbox-image")
+            .arg(&self.sandbox_image)
+            .arg("--log-level")
+            .arg(&self.log_level)
+            .args(&self.network_args)
+            .arg("--stream-idle-timeout")
+            .arg(self.stream_idle_timeout.to_string())
+            .args(pod_cidr_args(&self.root.runtime_config().pod_cidr));
+        command
+    }
+
+    /// Gives up on a pod whose RunPodSandbox failed: stops its shim, then has a `--clean-up`
+    /// shim of the pod delete what the failed one left (containers labelled with its shim
+    /// ID, CNI attachments recorded in its state directory: a shim killed inside the call
+    /// could not undo its part), then deletes the pod's socket and state.
+    pub async fn abandon(&self, shim: &ShimHandle, display: &str) {
+        let _ =
+            tokio::time::timeout(EXIT_TIMEOUT, shim.control().shutdown(ShutdownRequest {})).await;
+        shim.stop_within(EXIT_TIMEOUT).await;
+        let pod_dir = layout::pod_dir(&self.root_dir, &shim.shim_id);
+        let cleaned = async {
+            let log = open_log(&pod_dir.join(layout::SHIM_LOG))?;
+            let mut child = self
+                .command(&shim.shim_id, display, &shim.socket)
+                .arg("--clean-up")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(Error::io(format!("starting {}", self.binary.display())))?;
+            match tokio::time::timeout(CLEAN_UP_TIMEOUT, child.wait()).await {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(Ok(status)) => Err(Error::FailedPrecondition(format!("clean-up shim {status}"))),
+                Ok(Err(e)) => Err(Error::io("waiting for the clean-up shim")(e)),
+                Err(_) => Err(Error::DeadlineExceeded(format!(
+                    "clean-up shim still running after {CLEAN_UP_TIMEOUT:?}"
+                ))),
+            }
+        };
+        if let Err(e) = cleaned.await {
+            // Its log is removed with the pod's directory: say where to look meanwhile.
+            tracing::error!(shim = %shim.shim_id, error = %e, "cleaning up after a failed RunPodSandbox; what it left may stay in Docker or CNI");
+        }
+        self.remove_traces(shim);
+    }
+
+    fn remove_traces(&self, shim: &ShimHandle) {
+        let _ = std::fs::remove_file(&shim.socket);
+        let _ = std::fs::remove_file(dockpod_proto::streaming::shim_stream_socket(
+            &self.run_dir,
+            &shim.shim_id,
+        ));
+        let _ = std::fs::remove_dir_all(layout::pod_dir(&self.root_dir, &shim.shim_id));
+    }
+
     /// Stops a shim whose pod failed to start or was removed, and deletes its socket and state.
     /// Containers are not touched here.
     pub async fn retire(&self, shim: &ShimHandle) {
@@ -180,13 +236,17 @@ impl Spawner {
         let _ =
             tokio::time::timeout(EXIT_TIMEOUT, shim.control().shutdown(ShutdownRequest {})).await;
         shim.stop_within(EXIT_TIMEOUT).await;
-        let _ = std::fs::remove_file(&shim.socket);
-        let _ = std::fs::remove_file(dockpod_proto::streaming::shim_stream_socket(
-            &self.run_dir,
-            &shim.shim_id,
-        ));
-        let _ = std::fs::remove_dir_all(layout::pod_dir(&self.root_dir, &shim.shim_id));
+        self.remove_traces(shim);
     }
+}
+
+fn open_log(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(Error::io(format!("opening {}", path.display())))
 }
 
 /// `--pod-cidr <cidrs>`, or nothing while the kubelet has not set one: an empty argument

@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`. A check
+/// that itself hangs (a call to a process that never answers) counts against the deadline.
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -12,7 +13,8 @@ where
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(10);
     loop {
-        if let Some(v) = check().await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Ok(Some(v)) = tokio::time::timeout(left, check()).await {
             return v;
         }
         assert!(

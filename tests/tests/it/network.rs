@@ -374,6 +374,102 @@ async fn a_failing_plugin_surfaces_its_error_and_setup_is_undone() {
     assert!(front.shim_pids().is_empty(), "shim left running");
 }
 
+/// Lets a test plugin's ADD finish when dropped, so no plugin outlives a failed test.
+struct Release(std::path::PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"");
+    }
+}
+
+#[tokio::test]
+async fn a_shim_killed_inside_cni_add_leaves_no_address_and_the_retry_succeeds() {
+    // A plugin at the end of the chain that, while `hold` exists, says it has entered ADD and
+    // waits for `release`; then it passes the chain's result on, as a chained plugin does.
+    let net = CniNet::with_chain_end(vec![serde_json::json!({"type": "hang"})]);
+    let dir = net.plugin_dir();
+    let plugin = dir.join("hang");
+    std::fs::write(
+        &plugin,
+        format!(
+            r#"#!/usr/bin/python3
+import json, os, sys, time
+conf = json.load(sys.stdin)
+command = os.environ["CNI_COMMAND"]
+if command == "VERSION":
+    print(json.dumps({{"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}}))
+elif command == "ADD":
+    if os.path.exists("{dir}/hold"):
+        open("{dir}/entered", "w").close()
+        while not os.path.exists("{dir}/release"):
+            time.sleep(0.05)
+    print(json.dumps(conf["prevResult"]))
+"#,
+            dir = dir.display()
+        ),
+    )
+    .expect("write plugin");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(dir.join("hold"), b"").expect("hold");
+    let _release = Release(dir.join("release"));
+    let front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let config = pod_config("cni-cut", logs.path());
+    let call = tokio::spawn({
+        let (mut rt, config) = (rt.clone(), config.clone());
+        async move {
+            rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+        }
+    });
+    wait_until("the shim inside CNI ADD", SECS, || {
+        let entered = dir.join("entered");
+        async move { entered.exists().then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        net.allocated().len(),
+        1,
+        "host-local gave the pod its address"
+    );
+    let shims = front.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the shim");
+    std::fs::remove_file(dir.join("hold")).expect("no more holding");
+    let cut = call.await.expect("join");
+    assert!(cut.is_err(), "the cut call answered {cut:?}");
+    // The front gave up on the pod: what the dead shim left is deleted, the address too.
+    assert!(
+        net.allocated().is_empty(),
+        "address left: {:?}",
+        net.allocated()
+    );
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    wait_until("the veth of the abandoned sandbox to go", SECS, || async {
+        net.veths().is_empty().then_some(())
+    })
+    .await;
+
+    // The kubelet's retry of the same RunPodSandbox.
+    let mut rt = rt.clone();
+    let id = run_pod(&mut rt, &config).await;
+    let ips = pod_ip(&pod_status(&mut rt, &id).await);
+    assert_eq!(net.allocated(), ips);
+    remove_pod(&mut rt, &id).await;
+    assert!(net.allocated().is_empty());
+    assert!(front.shim_pids().is_empty(), "shim left running");
+}
+
 #[tokio::test]
 async fn without_cni_pods_use_dockers_bridge_and_publish_host_ports() {
     let front = Front::start(&[]).await;
