@@ -150,6 +150,14 @@ impl Cni {
                 )));
             }
             *prev = Some(result);
+            // Recorded as far as the chain got, so that the DEL after a shim died half-way
+            // hands the plugins the IPs they acted on (the firewall plugin finds its rules
+            // by them).
+            let partial = Attachment {
+                result: prev.clone(),
+                ..a.clone()
+            };
+            self.save(&partial)?;
         }
         prev.clone()
             .ok_or_else(|| Error::Network("the CNI network has no plugins".into()))

@@ -45,6 +45,8 @@ pub struct Pod {
     record: Mutex<PodRecord>,
     store: Store,
     ops: OpLocks,
+    /// Set while RunPodSandbox runs.
+    starting: std::sync::atomic::AtomicBool,
     /// Held across one snapshot and save of the record.
     saving: Mutex<()>,
     events: broadcast::Sender<ContainerEventResponse>,
@@ -80,6 +82,7 @@ impl Pod {
             record: Mutex::new(record),
             store,
             ops: OpLocks::default(),
+            starting: std::sync::atomic::AtomicBool::new(false),
             saving: Mutex::new(()),
             events,
             unheard: Mutex::new(Some(Vec::new())),
@@ -163,8 +166,26 @@ impl Pod {
         Ok(())
     }
 
+    /// Whether RunPodSandbox runs now.
+    pub fn sandbox_starting(&self) -> bool {
+        self.starting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Creates and starts the sandbox container; on any failure removes what it created.
     pub async fn run_sandbox(
+        &self,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String> {
+        self.starting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let result = self.run_sandbox_locked(config, runtime_handler).await;
+        self.starting
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        result
+    }
+
+    async fn run_sandbox_locked(
         &self,
         config: PodSandboxConfig,
         runtime_handler: String,

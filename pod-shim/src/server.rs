@@ -48,6 +48,7 @@ impl Shim for ShimService {
             containers_running: record.running_containers() as u32,
             containers_total: record.containers.len() as u32,
             streaming_sessions: self.streaming.sessions.open() as u32,
+            sandbox_starting: self.pod.sandbox_starting(),
         }))
     }
 

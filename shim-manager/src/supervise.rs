@@ -32,6 +32,9 @@ use crate::spawn::EXIT_TIMEOUT;
 /// How often a live shim whose event stream ended is subscribed to again, and how often it is
 /// probed for liveness.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a RunPodSandbox left running by a dead front may take to end before its pod is
+/// abandoned (image checks and a CNI chain of up to a minute per plugin).
+const UNFINISHED_RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Probes of a shim that answers its event stream go this far apart.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// First and longest pause between attempts to start a pod's shim again.
@@ -201,7 +204,11 @@ impl Pods {
             let summary = match PodSummary::load(&pod_dir) {
                 Ok(Some(summary)) => summary,
                 Ok(None) => {
+                    // Removed to the end (the state goes last), though perhaps never answered:
+                    // the front forgets the pod, so a retried RemovePodSandbox finds it gone.
                     tracing::info!(sandbox = %dead.sandbox_id, "shim exited with its pod removed");
+                    self.registry.remove_pod(&dead.sandbox_id);
+                    self.spawner.retire(dead).await;
                     return None;
                 }
                 Err(e) => {
@@ -235,6 +242,7 @@ impl Pods {
     /// shim: a live one is checked for its protocol revision (and replaced if it speaks
     /// another), a gone one is started again. Returns without waiting for any shim.
     pub fn adopt(self: &Arc<Self>) {
+        self.remove_stray_sockets();
         let pods_dir = layout::pods_dir(&self.spawner.root_dir);
         let entries = match std::fs::read_dir(&pods_dir) {
             Ok(entries) => entries,
@@ -257,7 +265,9 @@ impl Pods {
             let summary = match PodSummary::load(&pod_dir) {
                 Ok(Some(s)) if !s.sandbox_id.is_empty() => s,
                 Ok(_) => {
-                    tracing::debug!(dir = %pod_dir.display(), "pod state without a sandbox; skipped");
+                    // A RunPodSandbox the previous front started and did not see to its end.
+                    let pods = self.clone();
+                    tokio::spawn(async move { pods.settle_unfinished(shim_id, pod_dir).await });
                     continue;
                 }
                 Err(e) => {
@@ -281,6 +291,73 @@ impl Pods {
             let pods = self.clone();
             tokio::spawn(async move { pods.take_over(shim).await });
         }
+    }
+
+    /// Deletes the sockets of shims whose pod directory is gone: a shim killed after it
+    /// removed its pod's state (the last step of RemovePodSandbox) while no front watched
+    /// could not delete them itself. Runs before any shim of this front is started.
+    fn remove_stray_sockets(&self) {
+        let pods_dir = layout::pods_dir(&self.spawner.root_dir);
+        for socket in crate::registry::shim_sockets(&self.spawner.run_dir) {
+            let Some(shim_id) = socket.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if pods_dir.join(shim_id).exists() {
+                continue;
+            }
+            tracing::info!(socket = %socket.display(), "removing the socket of a shim whose pod is gone");
+            let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_file(dockpod_proto::streaming::shim_stream_socket(
+                &self.spawner.run_dir,
+                shim_id,
+            ));
+        }
+    }
+
+    /// A pod directory without a sandbox: a RunPodSandbox whose front died before it ended.
+    /// A shim still running it is given the time to finish (it runs its call to the end);
+    /// the pod is then served like any other. A pod whose shim died first, or never gets a
+    /// sandbox, is abandoned: what it left in Docker and CNI is deleted, so the kubelet's
+    /// retry finds neither a name in use nor an address taken.
+    async fn settle_unfinished(self: Arc<Self>, shim_id: String, pod_dir: std::path::PathBuf) {
+        let process = live_shim(&pod_dir, &shim_id);
+        let summary = |pod_dir: &std::path::Path| match PodSummary::load(pod_dir) {
+            Ok(Some(s)) if !s.sandbox_id.is_empty() => Some(s),
+            _ => None,
+        };
+        let deadline = tokio::time::Instant::now() + UNFINISHED_RUN_TIMEOUT;
+        let mut settled = summary(&pod_dir);
+        let mut shim = ShimHandle::at(&self.spawner.run_dir, &shim_id, "", process);
+        while settled.is_none() && shim.alive() && tokio::time::Instant::now() < deadline {
+            // A shim that answers and runs no RunPodSandbox will never get a sandbox: its
+            // front died between starting it and asking.
+            if let Ok(info) = shim.info().await {
+                if !info.sandbox_starting && info.sandbox_id.is_empty() {
+                    settled = summary(&pod_dir);
+                    break;
+                }
+            }
+            tokio::select! {
+                () = shim.exited() => {}
+                () = tokio::time::sleep(LIVENESS_INTERVAL / 5) => {}
+            }
+            settled = summary(&pod_dir);
+        }
+        if let Some(s) = &settled {
+            shim.sandbox_id = s.sandbox_id.clone();
+        }
+        let shim = Arc::new(shim);
+        let Some(summary) = settled else {
+            tracing::warn!(shim = %shim_id, "abandoning a pod whose RunPodSandbox never ended");
+            self.spawner.abandon(&shim, "unfinished").await;
+            return;
+        };
+        for c in &summary.container_ids {
+            self.registry.insert_container(c, &summary.sandbox_id);
+        }
+        self.registry.insert_pod(shim.clone());
+        tracing::info!(sandbox = %shim.sandbox_id, pid = shim.pid, "indexed a pod whose RunPodSandbox ended after its front");
+        self.take_over(shim).await;
     }
 
     async fn take_over(self: Arc<Self>, shim: Arc<ShimHandle>) {

@@ -298,3 +298,16 @@ pub async fn exec(
     .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e:?}"))
     .into_inner()
 }
+
+/// The pod's IPs as its status reports them, the primary first.
+pub fn pod_ip(status: &PodSandboxStatusResponse) -> Vec<String> {
+    let network = status
+        .status
+        .as_ref()
+        .and_then(|s| s.network.clone())
+        .unwrap_or_default();
+    std::iter::once(network.ip)
+        .chain(network.additional_ips.into_iter().map(|p| p.ip))
+        .filter(|ip| !ip.is_empty())
+        .collect()
+}

@@ -3,6 +3,7 @@
 //! (cargo runs test binaries one after another, never beside the main suite) and take one
 //! slot each, so that they also run one at a time within it.
 
+mod churn;
 mod dockerd_restart;
 mod fleet;
 mod load;

@@ -25,18 +25,6 @@ async fn start_front(net: &CniNet) -> Front {
     Front::start(&args).await
 }
 
-fn pod_ip(status: &PodSandboxStatusResponse) -> Vec<String> {
-    let network = status
-        .status
-        .as_ref()
-        .and_then(|s| s.network.clone())
-        .unwrap_or_default();
-    std::iter::once(network.ip)
-        .chain(network.additional_ips.into_iter().map(|p| p.ip))
-        .filter(|ip| !ip.is_empty())
-        .collect()
-}
-
 /// The shim's verbose information about a pod.
 async fn verbose_info(mut rt: RuntimeServiceClient<Channel>, id: &str) -> serde_json::Value {
     let status = rt
@@ -459,6 +447,17 @@ elif command == "ADD":
         net.veths().is_empty().then_some(())
     })
     .await;
+    // The firewall plugin's rules name the pod's address; its DEL found them.
+    let rules = std::process::Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    let prefix = net.subnet.trim_end_matches("0/24");
+    let left: Vec<String> = String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .filter(|l| l.contains(prefix))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "iptables rules left: {left:?}");
 
     // The kubelet's retry of the same RunPodSandbox.
     let mut rt = rt.clone();
