@@ -4,7 +4,8 @@
 //! others on the same container (see `locks`), and stops none at all, because the kubelet
 //! stops a pod's containers in parallel and may kill one (grace 0) while its stop with a grace
 //! period runs. The record's own lock is never held across a Docker call, and saves of the
-//! record are serialised so that no older snapshot is written after a newer one.
+//! record are serialised so that no older snapshot is written after a newer one. The pod's
+//! network side (`network`) and its event bus (`events`) live in modules of their own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +19,10 @@ use k8s_cri::v1::{
 use tokio::sync::{broadcast, Notify};
 
 use crate::cni::Cni;
+
+mod events;
+mod network;
+
 use crate::docker::{now_ns, observe, Engine};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -26,6 +31,8 @@ use crate::logs::{Follower, LogHandle};
 use crate::pod::{ContainerRecord, PodRecord};
 use crate::spec::{self, Context};
 use crate::state::Store;
+use network::add_hosts_entry;
+pub use network::pod_ips;
 
 /// Grace period for containers that StopPodSandbox stops (the kubelet normally stopped them
 /// already with the pod's own grace period).
@@ -101,19 +108,6 @@ impl Pod {
         self.record().clone()
     }
 
-    /// A subscription to the pod's events; the first one also gets the events sent before it.
-    pub fn subscribe(
-        &self,
-    ) -> (
-        Vec<ContainerEventResponse>,
-        broadcast::Receiver<ContainerEventResponse>,
-    ) {
-        let mut unheard = self.unheard.lock().unwrap_or_else(|p| p.into_inner());
-        // Taken under the same lock `emit` holds, so no event falls between the two.
-        let receiver = self.events.subscribe();
-        (unheard.take().unwrap_or_default(), receiver)
-    }
-
     fn persist(&self) -> Result<()> {
         let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.snapshot();
@@ -127,43 +121,6 @@ impl Pod {
             host: self.host,
             cni: self.cni.is_some(),
         }
-    }
-
-    fn emit(&self, container_id: &str, kind: ContainerEventType) {
-        let record = self.snapshot();
-        let event = ContainerEventResponse {
-            container_id: container_id.to_string(),
-            container_event_type: kind as i32,
-            created_at: now_ns(),
-            pod_sandbox_status: Some(record.status()),
-            containers_statuses: record
-                .containers
-                .values()
-                .map(ContainerRecord::status)
-                .collect(),
-        };
-        let mut unheard = self.unheard.lock().unwrap_or_else(|p| p.into_inner());
-        match unheard.as_mut() {
-            Some(early) if early.len() < EVENT_BUFFER => early.push(event),
-            Some(_) => {}
-            // No subscriber now is fine: the front subscribes when it cares.
-            None => {
-                let _ = self.events.send(event);
-            }
-        }
-    }
-
-    /// Persists a change and then announces it, so a subscriber never hears of a state that a
-    /// restarted shim would not remember.
-    fn announce(&self, id: &str, events: &[ContainerEventType]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        self.persist()?;
-        for kind in events {
-            self.emit(id, *kind);
-        }
-        Ok(())
     }
 
     /// Whether RunPodSandbox runs now.
@@ -359,99 +316,6 @@ impl Pod {
         tracing::info!(sandbox = %sandbox, "pod removed; shim exiting");
         self.removed.notify_one();
         Ok(())
-    }
-
-    /// The CNI settings when this pod's network comes from CNI (not for host-network pods).
-    fn pod_cni(&self, config: &PodSandboxConfig) -> Option<&Cni> {
-        let host_network = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref())
-            .is_some_and(|o| o.network == k8s_cri::v1::NamespaceMode::Node as i32);
-        self.cni.as_ref().filter(|_| !host_network)
-    }
-
-    /// The sandbox's network namespace path while its process lives, else empty (CNI's DEL
-    /// then still releases addresses and rules).
-    async fn sandbox_netns(&self, sandbox: &str) -> String {
-        if sandbox.is_empty() {
-            return String::new();
-        }
-        let pid = match self.engine.inspect(sandbox).await {
-            Ok(Some(c)) => c.state.and_then(|s| s.pid).unwrap_or(0),
-            _ => 0,
-        };
-        if pid > 0 {
-            format!("/proc/{pid}/ns/net")
-        } else {
-            String::new()
-        }
-    }
-
-    /// Deletes the sandbox's CNI attachment, if it has one; idempotent. An adopted pod's other
-    /// libcni attachments (cri-dockerd's loopback network) go first, as cri-dockerd deleted
-    /// them, and a failure there is only logged, as it was.
-    async fn teardown_network(&self) -> Result<()> {
-        let (network, sandbox, adopted) = {
-            let r = self.record();
-            (r.network.clone(), r.sandbox_id.clone(), r.adopted)
-        };
-        if network.is_empty() {
-            return Ok(());
-        }
-        let Some(cni) = &self.cni else {
-            return Err(Error::FailedPrecondition(format!(
-                "sandbox {sandbox} is attached to CNI network {network:?}, but this shim was started without CNI"
-            )));
-        };
-        let netns = self.sandbox_netns(&sandbox).await;
-        if adopted {
-            let others = cni.libcni_attachments(&sandbox)?;
-            for other in others.iter().filter(|a| a.network_name != network) {
-                if let Err(e) = cni.del(other, &netns).await {
-                    tracing::warn!(sandbox = %sandbox, network = %other.network_name, error = %e, "deleting an adopted pod's extra network");
-                }
-            }
-        }
-        match cni.load(&network, &sandbox)? {
-            Some(attachment) => {
-                cni.del(&attachment, &netns).await?;
-                tracing::info!(sandbox = %sandbox, network = %network, "pod network deleted");
-            }
-            None => {
-                tracing::warn!(sandbox = %sandbox, network = %network, "no recorded CNI attachment; nothing to delete")
-            }
-        }
-        self.record().network.clear();
-        self.persist()
-    }
-
-    /// Runs CNI CHECK on a running sandbox's attachment: its cached result and what CHECK
-    /// says, or None when the sandbox has no CNI attachment or no running process.
-    pub async fn check_network(&self) -> Option<(Option<serde_json::Value>, Result<()>)> {
-        let (network, sandbox) = {
-            let r = self.record();
-            (r.network.clone(), r.sandbox_id.clone())
-        };
-        let cni = self.cni.as_ref().filter(|_| !network.is_empty())?;
-        let netns = self.sandbox_netns(&sandbox).await;
-        if netns.is_empty() {
-            return None;
-        }
-        Some(match cni.load(&network, &sandbox) {
-            Ok(Some(a)) => {
-                let checked = cni.check(&a, &netns).await;
-                (a.result, checked)
-            }
-            Ok(None) => (
-                None,
-                Err(Error::Network(format!(
-                    "no cached attachment to network {network:?}"
-                ))),
-            ),
-            Err(e) => (None, Err(e)),
-        })
     }
 
     /// Refreshes the sandbox's readiness from Docker.
@@ -914,29 +778,6 @@ fn process_user(pid: i64) -> Option<ContainerUser> {
     })
 }
 
-/// Names the pod's hostname in its /etc/hosts (Docker's file for the sandbox, which the pod's
-/// containers share): with no Docker network, Docker wrote only the loopback names there.
-fn add_hosts_entry(inspect: &ContainerInspectResponse, ips: &[String]) -> Result<()> {
-    use std::io::Write;
-    let hostname = inspect
-        .config
-        .as_ref()
-        .and_then(|c| c.hostname.as_deref())
-        .unwrap_or_default();
-    let (Some(path), Some(ip)) = (inspect.hosts_path.as_deref(), ips.first()) else {
-        return Ok(());
-    };
-    if hostname.is_empty() || path.is_empty() {
-        return Ok(());
-    }
-    let mut hosts = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(Error::io(format!("opening {path}")))?;
-    writeln!(hosts, "{ip}\t{hostname}").map_err(Error::io(format!("writing {path}")))
-}
-
-/// Pod IPs from Docker's network settings, IPv4 first (the kubelet's primary), then IPv6.
 /// An adopted container's log path is cri-dockerd's symlink to Docker's log, which goes with
 /// the container as cri-dockerd would remove it; a real file there is the kubelet's.
 fn remove_docker_log_link(c: &ContainerRecord) {
@@ -949,27 +790,4 @@ fn remove_docker_log_link(c: &ContainerRecord) {
             tracing::warn!(error = %e, path = %path.display(), "removing a container's log symlink");
         }
     }
-}
-
-pub fn pod_ips(inspect: &bollard::models::ContainerInspectResponse) -> Vec<String> {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
-    let networks = inspect
-        .network_settings
-        .as_ref()
-        .and_then(|n| n.networks.as_ref());
-    for endpoint in networks.into_iter().flat_map(|n| n.values()) {
-        if let Some(ip) = endpoint.ip_address.as_ref().filter(|s| !s.is_empty()) {
-            v4.push(ip.clone());
-        }
-        if let Some(ip) = endpoint
-            .global_ipv6_address
-            .as_ref()
-            .filter(|s| !s.is_empty())
-        {
-            v6.push(ip.clone());
-        }
-    }
-    v4.extend(v6);
-    v4
 }

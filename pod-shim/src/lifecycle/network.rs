@@ -1,0 +1,151 @@
+//! The pod's network side: its CNI attachment (set up by `start_sandbox`), deleted on stop
+//! and removal and checked on demand, the pod's hostname in its /etc/hosts, and its IPs as
+//! Docker reports them where no CNI is used.
+
+use bollard::models::ContainerInspectResponse;
+use k8s_cri::v1::PodSandboxConfig;
+
+use super::Pod;
+use crate::cni::Cni;
+use crate::error::{Error, Result};
+
+impl Pod {
+    /// The CNI settings when this pod's network comes from CNI (not for host-network pods).
+    pub(super) fn pod_cni(&self, config: &PodSandboxConfig) -> Option<&Cni> {
+        let host_network = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .is_some_and(|o| o.network == k8s_cri::v1::NamespaceMode::Node as i32);
+        self.cni.as_ref().filter(|_| !host_network)
+    }
+
+    /// The sandbox's network namespace path while its process lives, else empty (CNI's DEL
+    /// then still releases addresses and rules).
+    pub(super) async fn sandbox_netns(&self, sandbox: &str) -> String {
+        if sandbox.is_empty() {
+            return String::new();
+        }
+        let pid = match self.engine.inspect(sandbox).await {
+            Ok(Some(c)) => c.state.and_then(|s| s.pid).unwrap_or(0),
+            _ => 0,
+        };
+        if pid > 0 {
+            format!("/proc/{pid}/ns/net")
+        } else {
+            String::new()
+        }
+    }
+
+    /// Deletes the sandbox's CNI attachment, if it has one; idempotent. An adopted pod's other
+    /// libcni attachments (cri-dockerd's loopback network) go first, as cri-dockerd deleted
+    /// them, and a failure there is only logged, as it was.
+    pub(super) async fn teardown_network(&self) -> Result<()> {
+        let (network, sandbox, adopted) = {
+            let r = self.record();
+            (r.network.clone(), r.sandbox_id.clone(), r.adopted)
+        };
+        if network.is_empty() {
+            return Ok(());
+        }
+        let Some(cni) = &self.cni else {
+            return Err(Error::FailedPrecondition(format!(
+                "sandbox {sandbox} is attached to CNI network {network:?}, but this shim was started without CNI"
+            )));
+        };
+        let netns = self.sandbox_netns(&sandbox).await;
+        if adopted {
+            let others = cni.libcni_attachments(&sandbox)?;
+            for other in others.iter().filter(|a| a.network_name != network) {
+                if let Err(e) = cni.del(other, &netns).await {
+                    tracing::warn!(sandbox = %sandbox, network = %other.network_name, error = %e, "deleting an adopted pod's extra network");
+                }
+            }
+        }
+        match cni.load(&network, &sandbox)? {
+            Some(attachment) => {
+                cni.del(&attachment, &netns).await?;
+                tracing::info!(sandbox = %sandbox, network = %network, "pod network deleted");
+            }
+            None => {
+                tracing::warn!(sandbox = %sandbox, network = %network, "no recorded CNI attachment; nothing to delete")
+            }
+        }
+        self.record().network.clear();
+        self.persist()
+    }
+
+    /// Runs CNI CHECK on a running sandbox's attachment: its cached result and what CHECK
+    /// says, or None when the sandbox has no CNI attachment or no running process.
+    pub async fn check_network(&self) -> Option<(Option<serde_json::Value>, Result<()>)> {
+        let (network, sandbox) = {
+            let r = self.record();
+            (r.network.clone(), r.sandbox_id.clone())
+        };
+        let cni = self.cni.as_ref().filter(|_| !network.is_empty())?;
+        let netns = self.sandbox_netns(&sandbox).await;
+        if netns.is_empty() {
+            return None;
+        }
+        Some(match cni.load(&network, &sandbox) {
+            Ok(Some(a)) => {
+                let checked = cni.check(&a, &netns).await;
+                (a.result, checked)
+            }
+            Ok(None) => (
+                None,
+                Err(Error::Network(format!(
+                    "no cached attachment to network {network:?}"
+                ))),
+            ),
+            Err(e) => (None, Err(e)),
+        })
+    }
+}
+
+/// Names the pod's hostname in its /etc/hosts (Docker's file for the sandbox, which the pod's
+/// containers share): with no Docker network, Docker wrote only the loopback names there.
+pub(super) fn add_hosts_entry(inspect: &ContainerInspectResponse, ips: &[String]) -> Result<()> {
+    use std::io::Write;
+    let hostname = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.hostname.as_deref())
+        .unwrap_or_default();
+    let (Some(path), Some(ip)) = (inspect.hosts_path.as_deref(), ips.first()) else {
+        return Ok(());
+    };
+    if hostname.is_empty() || path.is_empty() {
+        return Ok(());
+    }
+    let mut hosts = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(Error::io(format!("opening {path}")))?;
+    writeln!(hosts, "{ip}\t{hostname}").map_err(Error::io(format!("writing {path}")))
+}
+
+/// Pod IPs from Docker's network settings, IPv4 first (the kubelet's primary), then IPv6.
+pub fn pod_ips(inspect: &bollard::models::ContainerInspectResponse) -> Vec<String> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let networks = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    for endpoint in networks.into_iter().flat_map(|n| n.values()) {
+        if let Some(ip) = endpoint.ip_address.as_ref().filter(|s| !s.is_empty()) {
+            v4.push(ip.clone());
+        }
+        if let Some(ip) = endpoint
+            .global_ipv6_address
+            .as_ref()
+            .filter(|s| !s.is_empty())
+        {
+            v6.push(ip.clone());
+        }
+    }
+    v4.extend(v6);
+    v4
+}
