@@ -136,13 +136,13 @@ impl CniNet {
 
     /// Host-side veths attached to the network's bridge.
     pub fn veths(&self) -> Vec<String> {
-        list_dir(&Path::new("/sys/class/net").join(&self.bridge).join("brif"))
+        crate::list_dir(&Path::new("/sys/class/net").join(&self.bridge).join("brif"))
     }
 
     /// Entries of libcni's cache directory (the front's `--cni-cache-dir`): what
     /// [`CniNet::attach_as_cri_dockerd`] wrote there. dockpod keeps its own records elsewhere.
     pub fn cached(&self) -> Vec<String> {
-        list_dir(&self.libcni_results())
+        crate::list_dir(&self.libcni_results())
     }
 
     /// `results` of libcni's cache directory.
@@ -279,6 +279,20 @@ impl CniNet {
         serde_json::from_slice(&out.stdout).expect("plugin result JSON")
     }
 
+    /// iptables rules (every table) that name this network's addresses or its name: what
+    /// the firewall and portmap plugins add for a pod and their DEL removes.
+    pub fn iptables_rules(&self) -> Vec<String> {
+        let prefix = self.subnet.trim_end_matches("0/24");
+        let out = std::process::Command::new("iptables-save")
+            .output()
+            .expect("iptables-save");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(prefix) || l.contains(&self.name))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Whether `ip` is in this network's IPv6 /64.
     pub fn contains6(&self, ip: &str) -> bool {
         let Some(subnet6) = &self.subnet6 else {
@@ -304,17 +318,6 @@ impl Default for CniNet {
     fn default() -> Self {
         CniNet::new()
     }
-}
-
-fn list_dir(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Deletes the iptables rules of `table` that mention any of `needles` (what a plugin left

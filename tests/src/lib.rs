@@ -21,6 +21,18 @@ pub mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Names in `dir` (none when it does not exist).
+pub fn list_dir(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A name no other test (in this or a concurrent test process) uses: lowercase, so it is also
 /// a valid image repository component.
 pub fn unique(prefix: &str) -> String {

@@ -9,7 +9,7 @@
 //! `DOCKPOD_CHURN_SEED` replays a run (each run prints its seed).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,28 +226,6 @@ fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|e| {
-            e.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn iptables_rules_of(net: &CniNet) -> Vec<String> {
-    let prefix = net.subnet.trim_end_matches("0/24").to_string();
-    let out = std::process::Command::new("iptables-save")
-        .output()
-        .expect("iptables-save");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&prefix) || l.contains(&net.name))
-        .map(str::to_string)
-        .collect()
-}
-
 #[tokio::test]
 async fn pods_churned_while_the_front_and_shims_are_killed_leave_docker_and_records_in_step() {
     let _slot = crate::slot().await;
@@ -407,9 +385,9 @@ async fn pods_churned_while_the_front_and_shims_are_killed_leave_docker_and_reco
     })
     .await;
     eprintln!("churn: all removed after {:?}", settling.elapsed());
-    let sockets = entries(&front.run_dir().join("shims"));
+    let sockets = dockpod_tests::list_dir(&front.run_dir().join("shims"));
     assert!(sockets.is_empty(), "shim sockets left: {sockets:?}");
-    let states = entries(&front.root_dir().join("pods"));
+    let states = dockpod_tests::list_dir(&front.root_dir().join("pods"));
     assert!(states.is_empty(), "pod directories left: {states:?}");
     assert!(
         net.allocated().is_empty(),
@@ -420,7 +398,7 @@ async fn pods_churned_while_the_front_and_shims_are_killed_leave_docker_and_reco
         net.veths().is_empty().then_some(())
     })
     .await;
-    let rules = iptables_rules_of(&net);
+    let rules = net.iptables_rules();
     assert!(rules.is_empty(), "iptables rules left: {rules:?}");
     drop(front);
 }

@@ -23,18 +23,8 @@ const WAVE: usize = 25;
 const BOUND: Duration = Duration::from_secs(600);
 const SECS: Duration = Duration::from_secs(60);
 
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn fds(pid: u32) -> usize {
-    entries(Path::new(&format!("/proc/{pid}/fd"))).len()
+    dockpod_tests::list_dir(Path::new(&format!("/proc/{pid}/fd"))).len()
 }
 
 /// One pod's whole life, with its log directories made as the kubelet makes them.
@@ -119,9 +109,9 @@ async fn a_hundred_pods_in_waves_leave_nothing_behind() {
         front.shim_pids().is_empty().then_some(())
     })
     .await;
-    let sockets = entries(&front.run_dir().join("shims"));
+    let sockets = dockpod_tests::list_dir(&front.run_dir().join("shims"));
     assert!(sockets.is_empty(), "shim sockets left: {sockets:?}");
-    let pods = entries(&front.root_dir().join("pods"));
+    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
     assert!(pods.is_empty(), "pod state left: {pods:?}");
     assert!(
         net.allocated().is_empty(),

@@ -348,15 +348,7 @@ async fn a_failing_plugin_surfaces_its_error_and_setup_is_undone() {
     );
     assert!(net.veths().is_empty(), "veth left: {:?}", net.veths());
     assert!(net.cached().is_empty(), "cache left: {:?}", net.cached());
-    let rules = std::process::Command::new("iptables-save")
-        .output()
-        .expect("iptables-save");
-    let prefix = net.subnet.trim_end_matches("0/24");
-    let left: Vec<String> = String::from_utf8_lossy(&rules.stdout)
-        .lines()
-        .filter(|l| l.contains(prefix))
-        .map(str::to_string)
-        .collect();
+    let left = net.iptables_rules();
     assert!(left.is_empty(), "iptables rules left: {left:?}");
     assert!(instance_containers(&front.instance_id()).await.is_empty());
     assert!(front.shim_pids().is_empty(), "shim left running");
@@ -448,15 +440,7 @@ elif command == "ADD":
     })
     .await;
     // The firewall plugin's rules name the pod's address; its DEL found them.
-    let rules = std::process::Command::new("iptables-save")
-        .output()
-        .expect("iptables-save");
-    let prefix = net.subnet.trim_end_matches("0/24");
-    let left: Vec<String> = String::from_utf8_lossy(&rules.stdout)
-        .lines()
-        .filter(|l| l.contains(prefix))
-        .map(str::to_string)
-        .collect();
+    let left = net.iptables_rules();
     assert!(left.is_empty(), "iptables rules left: {left:?}");
 
     // The kubelet's retry of the same RunPodSandbox.
