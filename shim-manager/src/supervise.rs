@@ -3,9 +3,11 @@
 //! a dead shim): when a shim dies, the task starts a new one for the same pod (same shim ID,
 //! so the same socket, state and container labels), which rebuilds its view from the pod's
 //! record and from Docker. A shim that lives but leaves the liveness probe unanswered for
-//! longer than `--shim-liveness-timeout` (deadlocked) is killed and replaced the same way. The same machinery re-indexes the
-//! pods when the front starts (from their state files, so a stuck shim cannot delay serving)
-//! and replaces shims on `upgrade-shims` or when a shim speaks another protocol revision.
+//! longer than `--shim-liveness-timeout` (deadlocked) is killed and replaced the same way.
+//! The same machinery re-indexes the pods when the front starts (from their state files, so
+//! a stuck shim cannot delay serving), settles the RunPodSandbox calls a dead front left
+//! unfinished, and replaces shims on `upgrade-shims` or when a shim speaks another protocol
+//! revision.
 //!
 //! A per-pod lock orders these: whoever holds it may stop or start that pod's shim, and a
 //! task that wakes to a dead shim first checks that the shim is still the pod's current one.
