@@ -61,7 +61,15 @@ impl Spawner {
             .map_err(Error::io(format!("creating {}", pod_dir.display())))?;
         let launched = self.launch(&shim_id, display, extra).await;
         if launched.is_err() {
-            let _ = std::fs::remove_dir_all(&pod_dir);
+            // A shim that bound its socket and then died (or hangs) before it reported ready
+            // leaves it behind, and perhaps its process: neither may outlive the pod.
+            if let Some(pid) = dockpod_proto::pod_state::live_shim_pid(&pod_dir, &shim_id) {
+                if let Ok(process) = ProcessHandle::open(pid) {
+                    let _ = process.kill();
+                    process.wait_exited(EXIT_TIMEOUT).await;
+                }
+            }
+            self.remove_traces_of(&shim_id);
         }
         launched
     }
@@ -220,12 +228,17 @@ impl Spawner {
     }
 
     fn remove_traces(&self, shim: &ShimHandle) {
-        let _ = std::fs::remove_file(&shim.socket);
+        self.remove_traces_of(&shim.shim_id);
+    }
+
+    /// Deletes the sockets and the state directory of shim `shim_id`.
+    fn remove_traces_of(&self, shim_id: &str) {
+        let _ = std::fs::remove_file(layout::shim_socket(&self.run_dir, shim_id));
         let _ = std::fs::remove_file(dockpod_proto::streaming::shim_stream_socket(
             &self.run_dir,
-            &shim.shim_id,
+            shim_id,
         ));
-        let _ = std::fs::remove_dir_all(layout::pod_dir(&self.root_dir, &shim.shim_id));
+        let _ = std::fs::remove_dir_all(layout::pod_dir(&self.root_dir, shim_id));
     }
 
     /// Stops a shim whose pod failed to start or was removed, and deletes its socket and state.
