@@ -91,14 +91,15 @@ fn container(s: &ContainerSummary, l: &HashMap<String, String>) -> Container {
         _ => ContainerState::ContainerUnknown,
     };
     let image_id = s.image_id.clone().unwrap_or_default();
+    let name = kube_name(s);
     Container {
         id: s.id.clone().unwrap_or_default(),
         pod_sandbox_id: l.get(labels::SANDBOX_ID).cloned().unwrap_or_default(),
         metadata: Some(ContainerMetadata {
-            name: kube_name(s)
+            attempt: name.as_ref().map_or(0, |n| n.attempt),
+            name: name
                 .map(|n| n.container)
                 .unwrap_or_else(|| l.get(labels::CONTAINER_NAME).cloned().unwrap_or_default()),
-            attempt: kube_name(s).map_or(0, |n| n.attempt),
         }),
         image: Some(ImageSpec {
             image: s.image.clone().unwrap_or_default(),

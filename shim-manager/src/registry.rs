@@ -2,14 +2,14 @@
 //! sandbox ID. It holds nothing that cannot be rebuilt: at start-up it is refilled from the
 //! pods' state files (see `supervise::adopt`).
 
-use dockpod_proto::process::ProcessHandle;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use dockpod_proto::process::ProcessHandle;
 use dockpod_proto::shim::shim_client::ShimClient;
-use dockpod_proto::shim::{InfoRequest, InfoResponse};
+use dockpod_proto::shim::{InfoRequest, InfoResponse, ShutdownRequest};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
@@ -150,6 +150,13 @@ impl ShimHandle {
         if let Some(process) = &self.process {
             process.exited().await;
         }
+    }
+
+    /// Asks the shim to shut down and gives it `timeout` to answer and `timeout` to exit,
+    /// then kills it; true once it is gone.
+    pub async fn shut_down(&self, timeout: Duration) -> bool {
+        let _ = tokio::time::timeout(timeout, self.control().shutdown(ShutdownRequest {})).await;
+        self.stop_within(timeout).await
     }
 
     /// Waits up to `timeout` for the shim to exit, then kills it; true once it is gone.

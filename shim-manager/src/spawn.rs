@@ -2,7 +2,6 @@
 //! and is no child of the front), reports `ready <pid>` on a pipe once its socket is bound,
 //! and logs to `<root>/pods/<shim id>/shim.log`.
 
-use dockpod_proto::process::ProcessHandle;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,7 +9,7 @@ use std::time::Duration;
 
 use dockpod_proto::files::ensure_dir;
 use dockpod_proto::layout;
-use dockpod_proto::shim::ShutdownRequest;
+use dockpod_proto::process::ProcessHandle;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::{Error, Result};
@@ -196,9 +195,7 @@ impl Spawner {
     /// ID, CNI attachments recorded in its state directory: a shim killed inside the call
     /// could not undo its part), then deletes the pod's socket and state.
     pub async fn abandon(&self, shim: &ShimHandle, display: &str) {
-        let _ =
-            tokio::time::timeout(EXIT_TIMEOUT, shim.control().shutdown(ShutdownRequest {})).await;
-        shim.stop_within(EXIT_TIMEOUT).await;
+        shim.shut_down(EXIT_TIMEOUT).await;
         let pod_dir = layout::pod_dir(&self.root_dir, &shim.shim_id);
         let cleaned = async {
             let log = open_log(&pod_dir.join(layout::SHIM_LOG))?;
@@ -246,9 +243,7 @@ impl Spawner {
     pub async fn retire(&self, shim: &ShimHandle) {
         // A shim whose pod was removed is already on its way out and may not answer; either
         // way it gets the time to finish before it is killed.
-        let _ =
-            tokio::time::timeout(EXIT_TIMEOUT, shim.control().shutdown(ShutdownRequest {})).await;
-        shim.stop_within(EXIT_TIMEOUT).await;
+        shim.shut_down(EXIT_TIMEOUT).await;
         self.remove_traces(shim);
     }
 }
@@ -269,19 +264,5 @@ fn pod_cidr_args(pod_cidr: &str) -> Vec<String> {
         Vec::new()
     } else {
         vec!["--pod-cidr".into(), pod_cidr.into()]
-    }
-}
-
-/// Waits until process `pid` no longer exists (it is no child of ours, so this polls).
-pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if !dockpod_proto::procfs::alive(pid) {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -21,7 +21,6 @@ use dockpod_proto::manager::shim_upgrade::Outcome;
 use dockpod_proto::manager::ShimUpgrade;
 use dockpod_proto::pod_state::{live_shim_pid, PodSummary};
 use dockpod_proto::process::ProcessHandle;
-use dockpod_proto::shim::ShutdownRequest;
 use k8s_cri::v1::ContainerEventResponse;
 use tokio_stream::StreamExt;
 use tonic::Streaming;
@@ -431,9 +430,7 @@ impl Pods {
                 Err(e) if !force => return fail(report, Outcome::Failed, e),
                 Err(_) => {}
             }
-            let _ = tokio::time::timeout(EXIT_TIMEOUT, old.control().shutdown(ShutdownRequest {}))
-                .await;
-            old.stop_within(EXIT_TIMEOUT).await;
+            old.shut_down(EXIT_TIMEOUT).await;
         }
         match self
             .spawner
