@@ -64,6 +64,8 @@ pub async fn watch(pod: Arc<Pod>) {
                     };
                     let result = if id == pod.record().sandbox_id {
                         pod.refresh_sandbox().await
+                    } else if event.action.as_deref() == Some("oom") {
+                        pod.oom_reported(&id).await
                     } else {
                         pod.refresh_container(&id).await
                     };

@@ -350,6 +350,22 @@ impl Pod {
         self.reinspect(id).await.map(drop)
     }
 
+    /// Docker's `oom` event for a container of this pod: remembered, and the container read
+    /// again, so its exit is reported as OOMKilled whether Docker's flag caught it or not
+    /// and whether the exit was seen before the event or after.
+    pub async fn oom_reported(&self, id: &str) -> Result<()> {
+        let newly = self
+            .record()
+            .containers
+            .get_mut(id)
+            .is_some_and(|c| !std::mem::replace(&mut c.oom_reported, true));
+        self.refresh_container(id).await?;
+        if newly {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
     /// Inspects a container of this pod, records and announces what changed, and returns the
     /// inspection (`None` when the container is not this pod's or Docker no longer has it).
     async fn reinspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {

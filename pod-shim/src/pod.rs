@@ -65,6 +65,11 @@ pub struct ContainerRecord {
     /// container): Docker writes it, the shim never does.
     #[serde(default)]
     pub docker_log: bool,
+    /// Docker announced an `oom` event for the container. Docker's own `OOMKilled` stays
+    /// false when containerd reports the task's exit before its OOM (its flag is taken at
+    /// exit), while the event still comes: the event decides, as containerd's CRI does.
+    #[serde(default)]
+    pub oom_reported: bool,
 }
 
 /// A container's lifecycle as Docker reports it, reduced to what the CRI needs.
@@ -105,7 +110,7 @@ impl ContainerRecord {
                 self.started_at = seen.started_at;
                 self.finished_at = seen.finished_at;
                 self.exit_code = seen.exit_code;
-                (self.reason, self.message) = exit_reason(seen);
+                (self.reason, self.message) = exit_reason(seen, self.oom_reported);
             }
             // A container removed behind our back has exited as far as anyone can tell.
             Phase::Gone => {
@@ -189,8 +194,8 @@ impl ContainerRecord {
 }
 
 /// Reason and message of an exit, as the kubelet shows them.
-fn exit_reason(seen: &Observed) -> (String, String) {
-    if seen.oom_killed {
+fn exit_reason(seen: &Observed, oom_reported: bool) -> (String, String) {
+    if seen.oom_killed || oom_reported {
         ("OOMKilled".into(), seen.error.clone())
     } else if seen.exit_code == 0 {
         ("Completed".into(), String::new())
@@ -338,6 +343,13 @@ mod tests {
         let mut c = ContainerRecord::default();
         c.observe(&seen(Phase::Exited, 137, true));
         assert_eq!((c.reason.as_str(), c.exit_code), ("OOMKilled", 137));
+        // Docker's flag missed, its `oom` event heard after the exit was first seen.
+        let mut c = ContainerRecord::default();
+        c.observe(&seen(Phase::Exited, 137, false));
+        assert_eq!(c.reason, "Error");
+        c.oom_reported = true;
+        assert_eq!(c.observe(&seen(Phase::Exited, 137, false)), vec![]);
+        assert_eq!(c.reason, "OOMKilled");
         let mut c = ContainerRecord::default();
         c.observe(&seen(Phase::Running, 0, false));
         assert_eq!(
