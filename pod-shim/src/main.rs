@@ -46,7 +46,14 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        dockpod_proto::files::ensure_dir(&config.state_dir, 0o700)?;
+        // The front makes the directory before it starts the pod's first shim and deletes it
+        // when it gives the pod up: a shim that finds none belongs to an abandoned pod.
+        if !config.state_dir.is_dir() {
+            anyhow::bail!(
+                "the pod's state directory {} does not exist (the pod was given up)",
+                config.state_dir.display()
+            );
+        }
         // A second shim for this pod would double its logs and its network teardown.
         let _owner = dockpod_proto::owner::take(&config.state_dir, "pod-shim")?;
         let store = Store::new(&config.state_dir);
@@ -98,8 +105,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         }
         let socket = config.socket.clone();
         let listener = dockpod_proto::sockets::bind_exclusive(&socket, 0o600).await?;
-        let inode =
-            std::fs::symlink_metadata(&socket).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let _bound = dockpod_proto::sockets::BoundSocket::at(&socket);
         let streaming = Arc::new(pod_shim::streaming::Streaming {
             pod: pod.clone(),
             sessions: pod_shim::streaming::sessions::Sessions::new(&config.shim_id),
@@ -111,6 +117,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             streaming.clone(),
             tokio::runtime::Handle::current(),
         )?;
+        let _bound_stream = dockpod_proto::sockets::BoundSocket::at(&stream_socket);
         let pid_file = config.state_dir.join(dockpod_proto::layout::SHIM_PID_FILE);
         dockpod_proto::files::atomic_write(
             &pid_file,
@@ -142,12 +149,9 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         }
         let served = pod_shim::server::run(pod, streaming, listener, terminated()).await;
         watcher.abort();
-        // A removed pod's directory is gone already; a stopped shim leaves its record.
+        // A removed pod's directory is gone already; a stopped shim leaves its record. The
+        // sockets go as `_bound` and `_bound_stream` drop, on an error too.
         let _ = std::fs::remove_file(&pid_file);
-        let _ = std::fs::remove_file(&stream_socket);
-        if let Ok(ino) = inode {
-            dockpod_proto::sockets::remove_if_same(&socket, ino);
-        }
         served?;
         Ok(())
     })

@@ -67,9 +67,34 @@ pub fn live_shim_pid(pod_dir: &Path, shim_id: &str) -> Option<u32> {
     let text = std::fs::read_to_string(pod_dir.join(crate::layout::SHIM_PID_FILE)).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let mut args = cmdline.split(|b| *b == 0);
-    let named = args.any(|a| a == b"--shim-id") && args.next() == Some(shim_id.as_bytes());
-    (named && crate::procfs::alive(pid)).then_some(pid)
+    (serves_shim(&cmdline, shim_id) && crate::procfs::alive(pid)).then_some(pid)
+}
+
+/// Every live process started as a serving shim of `shim_id` (a `--clean-up` run does not
+/// count), found in /proc. Unlike the PID file, which a shim writes once its sockets are
+/// bound, this sees a shim from its first instruction: a front that starts while a shim of
+/// an unfinished pod is still starting must not take it for dead.
+pub fn shim_processes(shim_id: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| serves_shim(&cmdline, shim_id))
+                && crate::procfs::alive(*pid)
+        })
+        .collect()
+}
+
+/// Whether a NUL-separated command line is that of a serving shim of `shim_id`.
+fn serves_shim(cmdline: &[u8], shim_id: &str) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let named = args
+        .windows(2)
+        .any(|w| w[0] == b"--shim-id" && w[1] == shim_id.as_bytes());
+    named && !args.contains(&&b"--clean-up"[..])
 }
 
 #[cfg(test)]
@@ -85,6 +110,17 @@ mod tests {
         assert_eq!(s.sandbox_id, "abc");
         assert_eq!(s.display, "default/web");
         assert_eq!(s.container_ids, vec!["c1", "c2"]);
+    }
+
+    #[test]
+    fn a_shim_is_named_by_its_id_and_a_clean_up_run_is_not_one() {
+        let id = "0123456789abcdef";
+        let serving = format!("/usr/bin/pod-shim\0--shim-id\0{id}\0--daemonize\0");
+        assert!(serves_shim(serving.as_bytes(), id));
+        assert!(!serves_shim(serving.as_bytes(), "fedcba9876543210"));
+        let cleaning = format!("/usr/bin/pod-shim\0--shim-id\0{id}\0--clean-up\0");
+        assert!(!serves_shim(cleaning.as_bytes(), id));
+        assert!(!serves_shim(format!("sleep\0{id}\0").as_bytes(), id));
     }
 
     #[test]

@@ -87,6 +87,34 @@ pub fn remove_if_same(path: &Path, bound_ino: u64) {
     }
 }
 
+/// A socket file this process bound, deleted when this is dropped unless a successor has
+/// bound the path since: a server that stops for any reason, an error on its way up
+/// included, leaves no socket behind.
+#[derive(Debug)]
+pub struct BoundSocket {
+    path: PathBuf,
+    ino: Option<u64>,
+}
+
+impl BoundSocket {
+    /// Takes charge of the socket just bound at `path`.
+    pub fn at(path: &Path) -> BoundSocket {
+        use std::os::unix::fs::MetadataExt;
+        BoundSocket {
+            path: path.to_path_buf(),
+            ino: std::fs::symlink_metadata(path).ok().map(|m| m.ino()),
+        }
+    }
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if let Some(ino) = self.ino {
+            remove_if_same(&self.path, ino);
+        }
+    }
+}
+
 /// A lazily connecting tonic channel to the gRPC server on the unix socket at `path`.
 pub fn channel(path: &Path) -> Channel {
     let path = path.to_path_buf();

@@ -196,6 +196,15 @@ impl Spawner {
     /// could not undo its part), then deletes the pod's socket and state.
     pub async fn abandon(&self, shim: &ShimHandle, display: &str) {
         shim.shut_down(EXIT_TIMEOUT).await;
+        // Any other process started as this pod's shim (one still on its way up when a front
+        // died, whose handle nobody has) goes too: it would hold the pod directory's lock
+        // from the clean-up, and bind sockets for a pod that no longer exists.
+        for pid in dockpod_proto::pod_state::shim_processes(&shim.shim_id) {
+            if let Ok(process) = ProcessHandle::open(pid) {
+                let _ = process.kill();
+                process.wait_exited(EXIT_TIMEOUT).await;
+            }
+        }
         let pod_dir = layout::pod_dir(&self.root_dir, &shim.shim_id);
         let cleaned = async {
             let log = open_log(&pod_dir.join(layout::SHIM_LOG))?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use dockpod_proto::layout;
 use dockpod_proto::manager::shim_upgrade::Outcome;
 use dockpod_proto::manager::ShimUpgrade;
-use dockpod_proto::pod_state::{live_shim_pid, PodSummary};
+use dockpod_proto::pod_state::{live_shim_pid, shim_processes, PodSummary};
 use dockpod_proto::process::ProcessHandle;
 use k8s_cri::v1::ContainerEventResponse;
 use tokio_stream::StreamExt;
@@ -57,11 +57,17 @@ impl RestartLocks {
 
 /// The running shim of a pod directory, if any: its PID file names a live `pod-shim` of that
 /// shim ID, also after the handle is open (so the handle is on that process, not on one that
-/// got the PID in between).
+/// got the PID in between). A shim that has not written its PID file yet (it does once its
+/// sockets are bound) is found by its command line.
 fn live_shim(pod_dir: &std::path::Path, shim_id: &str) -> Option<ProcessHandle> {
-    let pid = live_shim_pid(pod_dir, shim_id)?;
-    let process = ProcessHandle::open(pid).ok()?;
-    (live_shim_pid(pod_dir, shim_id) == Some(pid)).then_some(process)
+    if let Some(pid) = live_shim_pid(pod_dir, shim_id) {
+        let process = ProcessHandle::open(pid).ok()?;
+        return (live_shim_pid(pod_dir, shim_id) == Some(pid)).then_some(process);
+    }
+    shim_processes(shim_id)
+        .into_iter()
+        .filter_map(|pid| ProcessHandle::open(pid).ok())
+        .find(|p| shim_processes(shim_id).contains(&p.pid()))
 }
 
 /// When a shim last answered its liveness probe, and how long it may stay silent.
@@ -321,15 +327,19 @@ impl Pods {
     /// sandbox, is abandoned: what it left in Docker and CNI is deleted, so the kubelet's
     /// retry finds neither a name in use nor an address taken.
     async fn settle_unfinished(self: Arc<Self>, shim_id: String, pod_dir: std::path::PathBuf) {
-        let process = live_shim(&pod_dir, &shim_id);
         let summary = |pod_dir: &std::path::Path| match PodSummary::load(pod_dir) {
             Ok(Some(s)) if !s.sandbox_id.is_empty() => Some(s),
             _ => None,
         };
         let deadline = tokio::time::Instant::now() + UNFINISHED_RUN_TIMEOUT;
         let mut settled = summary(&pod_dir);
-        let mut shim = ShimHandle::at(&self.spawner.run_dir, &shim_id, "", process);
-        while settled.is_none() && shim.alive() && tokio::time::Instant::now() < deadline {
+        while settled.is_none() && tokio::time::Instant::now() < deadline {
+            // Found again each round: the process first seen may be the shim's parent, which
+            // exits once its daemon child runs.
+            let Some(process) = live_shim(&pod_dir, &shim_id) else {
+                break;
+            };
+            let shim = ShimHandle::at(&self.spawner.run_dir, &shim_id, "", Some(process));
             // A shim that answers and runs no RunPodSandbox will never get a sandbox: its
             // front died between starting it and asking.
             if let Ok(info) = shim.info().await {
@@ -344,10 +354,14 @@ impl Pods {
             }
             settled = summary(&pod_dir);
         }
-        if let Some(s) = &settled {
-            shim.sandbox_id = s.sandbox_id.clone();
-        }
-        let shim = Arc::new(shim);
+        let process = live_shim(&pod_dir, &shim_id);
+        let sandbox_id = settled.as_ref().map_or("", |s| s.sandbox_id.as_str());
+        let shim = Arc::new(ShimHandle::at(
+            &self.spawner.run_dir,
+            &shim_id,
+            sandbox_id,
+            process,
+        ));
         let Some(summary) = settled else {
             tracing::warn!(shim = %shim_id, "abandoning a pod whose RunPodSandbox never ended");
             self.spawner.abandon(&shim, "unfinished").await;

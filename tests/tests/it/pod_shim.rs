@@ -26,6 +26,8 @@ async fn serves_info_and_shuts_down_on_request() {
         .tempdir_in("/tmp")
         .expect("tempdir");
     let socket = dir.path().join("shims").join("s.sock");
+    // The front makes a pod's directory before it starts the pod's shim.
+    std::fs::create_dir(dir.path().join("state")).expect("state dir");
     let mut shim = Shim(
         Command::new(binary("pod-shim"))
             .arg("--socket")
