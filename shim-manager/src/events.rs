@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use tonic::Streaming;
 
 use crate::error::{Error, Result};
-use crate::registry::ShimHandle;
+use crate::shim::ShimHandle;
 
 /// Events buffered for a slow subscriber before it starts losing the oldest.
 const BUFFER: usize = 1024;

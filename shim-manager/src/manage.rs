@@ -11,10 +11,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::pods::Pods;
+use crate::supervise::Supervisor;
 
 pub struct ManagerApi {
-    pub pods: Arc<Pods>,
+    pub supervisor: Arc<Supervisor>,
 }
 
 type Reports = Pin<Box<dyn Stream<Item = Result<ShimUpgrade, Status>> + Send>>;
@@ -29,15 +29,15 @@ impl Manager for ManagerApi {
     ) -> Result<Response<Self::UpgradeShimsStream>, Status> {
         let force = req.into_inner().force;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let pods = self.pods.clone();
+        let supervisor = self.supervisor.clone();
         tracing::info!(force, "upgrading every pod's shim");
         // The upgrade runs to its end even if the operator's client goes away: stopping
         // half-way would leave nothing wrong, but finishing is what was asked.
         tokio::spawn(async move {
-            let mut shims = pods.registry.pods();
+            let mut shims = supervisor.registry().pods();
             shims.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
             for shim in shims {
-                let report = pods.replace(&shim, force).await;
+                let report = supervisor.replace(&shim, force).await;
                 let _ = tx.send(Ok(report)).await;
             }
         });

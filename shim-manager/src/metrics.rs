@@ -19,7 +19,16 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::codegen::http;
 
-use crate::pods::Pods;
+/// A shim as the metrics see it: which pod, which process. The metrics read the rest from
+/// /proc, and know nothing else of the front.
+pub struct ShimProcess {
+    pub shim_id: String,
+    pub sandbox_id: String,
+    pub pid: u32,
+}
+
+/// Lists the shims at scrape time.
+pub type ShimLister = Arc<dyn Fn() -> Vec<ShimProcess> + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Method {
@@ -142,8 +151,7 @@ impl Metrics {
     }
 
     /// The metrics in Prometheus' text format, with the shims' figures read now.
-    pub fn render(&self, pods: &Pods) -> String {
-        let shims = pods.registry.pods();
+    pub fn render(&self, shims: Vec<ShimProcess>) -> String {
         self.shims.set(shims.len() as i64);
         self.shim_rss.clear();
         self.shim_pss.clear();
@@ -152,8 +160,8 @@ impl Metrics {
                 continue;
             };
             let labels = Shim {
-                shim: shim.shim_id.clone(),
-                sandbox: shim.sandbox_id.clone(),
+                shim: shim.shim_id,
+                sandbox: shim.sandbox_id,
             };
             self.shim_rss
                 .get_or_create(&labels)
@@ -241,7 +249,7 @@ where
 }
 
 /// Serves `GET /metrics` on `addr`; returns the bound address.
-pub async fn serve(addr: SocketAddr, pods: Arc<Pods>) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, shims: ShimLister) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "serving Prometheus metrics on /metrics");
@@ -250,7 +258,7 @@ pub async fn serve(addr: SocketAddr, pods: Arc<Pods>) -> std::io::Result<SocketA
             let Ok((mut conn, _)) = listener.accept().await else {
                 continue;
             };
-            let pods = pods.clone();
+            let shims = shims.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -270,7 +278,7 @@ pub async fn serve(addr: SocketAddr, pods: Arc<Pods>) -> std::io::Result<SocketA
                 let wanted =
                     head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
                 let (status, body) = if wanted {
-                    ("200 OK", global().render(&pods))
+                    ("200 OK", global().render(shims()))
                 } else {
                     ("404 Not Found", "see /metrics\n".to_string())
                 };

@@ -18,9 +18,10 @@ use crate::cri::runtime::RuntimeApi;
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::network::Network;
-use crate::pods::Pods;
+use crate::route::Router;
 use crate::spawn::Spawner;
 use crate::state::RootDir;
+use crate::supervise::Supervisor;
 
 use dockpod_proto::MAX_MESSAGE;
 /// How long in-flight calls may take to finish once shutdown has begun.
@@ -49,9 +50,8 @@ pub async fn run(
         conf_dir: config.cni_conf_dir.clone(),
         bin_dirs: config.cni_bin_dir.clone(),
     };
-    let pods = Arc::new(Pods {
-        registry: Default::default(),
-        spawner: Spawner {
+    let supervisor = Supervisor::new(
+        Spawner {
             binary: config.pod_shim_binary()?,
             run_dir: config.run_directory.clone(),
             root_dir: config.root_directory.clone(),
@@ -63,18 +63,29 @@ pub async fn run(
             stream_idle_timeout: config.streaming_idle_timeout,
             root: root.clone(),
         },
-        events: Default::default(),
-        engine: engine.clone(),
-        restarts: Default::default(),
-        liveness_timeout: (config.shim_liveness_timeout > 0)
+        (config.shim_liveness_timeout > 0)
             .then(|| Duration::from_secs(config.shim_liveness_timeout)),
-    });
-    pods.adopt();
+    );
+    supervisor.adopt_state();
     if config.adopt_cri_dockerd {
-        crate::adopt::adopt_cri_dockerd(&pods, &config.cri_dockerd_root_directory).await;
+        crate::adopt::adopt_cri_dockerd(&supervisor, &engine, &config.cri_dockerd_root_directory)
+            .await;
     }
     if let Some(addr) = config.metrics_bind_addr {
-        crate::metrics::serve(addr, pods.clone())
+        let registry = supervisor.clone();
+        let shims: crate::metrics::ShimLister = Arc::new(move || {
+            registry
+                .registry()
+                .pods()
+                .iter()
+                .map(|s| crate::metrics::ShimProcess {
+                    shim_id: s.shim_id.clone(),
+                    sandbox_id: s.sandbox_id.clone(),
+                    pid: s.pid,
+                })
+                .collect()
+        });
+        crate::metrics::serve(addr, shims)
             .await
             .map_err(Error::io(format!("binding the metrics server on {addr}")))?;
     }
@@ -85,14 +96,20 @@ pub async fn run(
                 "binding the streaming server on {}",
                 config.streaming_bind_addr
             )))?;
-    let manager = crate::manage::ManagerApi { pods: pods.clone() };
-    let events = pods.events.clone();
+    let manager = crate::manage::ManagerApi {
+        supervisor: supervisor.clone(),
+    };
+    let events = supervisor.events().clone();
+    let router = Arc::new(Router {
+        supervisor,
+        engine: engine.clone(),
+    });
     let runtime = RuntimeApi::new(
         engine.clone(),
         root.clone(),
         network,
         config.pod_infra_container_image.clone(),
-        pods,
+        router,
         stream_base,
     );
     let images = ImageApi::new(engine, config.pod_infra_container_image.clone());

@@ -13,7 +13,7 @@ use dockpod_proto::process::ProcessHandle;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::{Error, Result};
-use crate::registry::ShimHandle;
+use crate::shim::ShimHandle;
 
 /// How long a new shim may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use dockpod_proto::shim::InfoResponse;
 
-use crate::registry::shim_sockets;
+use crate::shim::shim_sockets;
 
 /// Every live shim under `run_dir` with its Info (shims that do not answer are skipped and
 /// reported on stderr).

@@ -1,5 +1,5 @@
 //! CRI `RuntimeService`: runtime identity, readiness and configuration are answered here;
-//! pod- and container-scoped calls go to the pods' shims (see `pods`).
+//! pod- and container-scoped calls go to the pods' shims (see `route`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -17,7 +17,7 @@ use crate::config::NetworkPlugin;
 use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::network::Network;
-use crate::pods::Pods;
+use crate::route::Router;
 use crate::state::RootDir;
 
 /// Runtime name the kubelet shows (`kubectl get node -o wide`), as cri-dockerd reports it.
@@ -34,7 +34,7 @@ pub struct RuntimeApi {
     root: Arc<RootDir>,
     network: Network,
     sandbox_image: String,
-    pods: Arc<Pods>,
+    router: Arc<Router>,
     /// `http://host:port` of the streaming listener.
     stream_base: String,
     /// RunPodSandbox calls running now, by the pod's metadata.
@@ -49,7 +49,7 @@ impl RuntimeApi {
         root: Arc<RootDir>,
         network: Network,
         sandbox_image: String,
-        pods: Arc<Pods>,
+        router: Arc<Router>,
         stream_base: String,
     ) -> Self {
         RuntimeApi {
@@ -57,7 +57,7 @@ impl RuntimeApi {
             root,
             network,
             sandbox_image,
-            pods,
+            router,
             stream_base,
             starting: Flights::default(),
             ending: Flights::default(),
@@ -130,7 +130,7 @@ impl RuntimeApi {
                 "dockerEndpoint": self.engine.endpoint(),
                 "dockerAPIVersion": self.engine.api_version().map(|v| v.to_string()),
                 "rootDirectory": self.root.path(),
-                "runDirectory": self.pods.spawner.run_dir,
+                "runDirectory": self.router.supervisor.run_dir(),
                 "sandboxImage": self.sandbox_image,
                 "networkPlugin": match self.network.plugin {
                     NetworkPlugin::DockerBridge => "docker-bridge",
@@ -250,8 +250,8 @@ impl RuntimeService for RuntimeApi {
             "RunPodSandbox/{}/{}/{}/{}",
             meta.namespace, meta.name, meta.uid, meta.attempt
         );
-        let pods = self.pods.clone();
-        let run = async move { pods.run_pod_sandbox(req).await }
+        let router = self.router.clone();
+        let run = async move { router.run_pod_sandbox(req).await }
             .instrument(tracing::info_span!("RunPodSandbox", %pod));
         let id = self.starting.run(key, run).await?;
         Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
@@ -262,10 +262,10 @@ impl RuntimeService for RuntimeApi {
         r: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
         let id = r.into_inner().pod_sandbox_id;
-        let pods = self.pods.clone();
+        let router = self.router.clone();
         let key = format!("StopPodSandbox/{id}");
         let span = tracing::info_span!("StopPodSandbox", sandbox = %id);
-        let stop = async move { pods.stop_pod_sandbox(&id).await };
+        let stop = async move { router.stop_pod_sandbox(&id).await };
         self.ending.run(key, stop.instrument(span)).await?;
         Ok(Response::new(StopPodSandboxResponse {}))
     }
@@ -277,10 +277,10 @@ impl RuntimeService for RuntimeApi {
         let id = r.into_inner().pod_sandbox_id;
         // To its end: a removal cut after the shim answered would leave the registry serving
         // a pod that is gone.
-        let pods = self.pods.clone();
+        let router = self.router.clone();
         let key = format!("RemovePodSandbox/{id}");
         let span = tracing::info_span!("RemovePodSandbox", sandbox = %id);
-        let remove = async move { pods.remove_pod_sandbox(&id).await };
+        let remove = async move { router.remove_pod_sandbox(&id).await };
         self.ending.run(key, remove.instrument(span)).await?;
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
@@ -292,7 +292,7 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let span = tracing::debug_span!("PodSandboxStatus", sandbox = %req.pod_sandbox_id);
         Ok(Response::new(
-            self.pods.pod_sandbox_status(req).instrument(span).await?,
+            self.router.pod_sandbox_status(req).instrument(span).await?,
         ))
     }
 
@@ -300,7 +300,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        let items = self.pods.list_pod_sandbox(r.into_inner().filter).await;
+        let items = self.router.list_pod_sandbox(r.into_inner().filter).await;
         Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
@@ -310,7 +310,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<CreateContainerResponse>, Status> {
         let req = r.into_inner();
         let span = tracing::info_span!("CreateContainer", sandbox = %req.pod_sandbox_id);
-        let id = self.pods.create_container(req).instrument(span).await?;
+        let id = self.router.create_container(req).instrument(span).await?;
         Ok(Response::new(CreateContainerResponse { container_id: id }))
     }
 
@@ -319,7 +319,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
         let id = r.into_inner().container_id;
-        self.pods
+        self.router
             .start_container(&id)
             .instrument(tracing::info_span!("StartContainer", container = %id))
             .await?;
@@ -331,7 +331,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
         let req = r.into_inner();
-        self.pods
+        self.router
             .stop_container(&req.container_id, req.timeout)
             .instrument(tracing::info_span!("StopContainer", container = %req.container_id))
             .await?;
@@ -343,7 +343,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
         let id = r.into_inner().container_id;
-        self.pods
+        self.router
             .remove_container(&id)
             .instrument(tracing::info_span!("RemoveContainer", container = %id))
             .await?;
@@ -354,7 +354,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        let containers = self.pods.list_containers(r.into_inner().filter).await;
+        let containers = self.router.list_containers(r.into_inner().filter).await;
         Ok(Response::new(ListContainersResponse { containers }))
     }
 
@@ -365,7 +365,7 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let span = tracing::debug_span!("ContainerStatus", container = %req.container_id);
         Ok(Response::new(
-            self.pods.container_status(req).instrument(span).await?,
+            self.router.container_status(req).instrument(span).await?,
         ))
     }
 
@@ -375,7 +375,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
         let req = r.into_inner();
         let span = tracing::info_span!("UpdateContainerResources", container = %req.container_id);
-        self.pods
+        self.router
             .update_container_resources(req)
             .instrument(span)
             .await?;
@@ -387,7 +387,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
         let id = r.into_inner().container_id;
-        self.pods
+        self.router
             .reopen_container_log(&id)
             .instrument(tracing::info_span!("ReopenContainerLog", container = %id))
             .await?;
@@ -401,19 +401,19 @@ impl RuntimeService for RuntimeApi {
         let req = r.into_inner();
         let span = tracing::info_span!("ExecSync", container = %req.container_id);
         Ok(Response::new(
-            self.pods.exec_sync(req).instrument(span).await?,
+            self.router.exec_sync(req).instrument(span).await?,
         ))
     }
 
     async fn exec(&self, r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        let path = self.pods.exec(r.into_inner()).await?;
+        let path = self.router.exec(r.into_inner()).await?;
         Ok(Response::new(ExecResponse {
             url: self.stream_url(path),
         }))
     }
 
     async fn attach(&self, r: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        let path = self.pods.attach(r.into_inner()).await?;
+        let path = self.router.attach(r.into_inner()).await?;
         Ok(Response::new(AttachResponse {
             url: self.stream_url(path),
         }))
@@ -423,7 +423,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        let path = self.pods.port_forward(r.into_inner()).await?;
+        let path = self.router.port_forward(r.into_inner()).await?;
         Ok(Response::new(PortForwardResponse {
             url: self.stream_url(path),
         }))
@@ -434,7 +434,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
         Ok(Response::new(
-            self.pods.container_stats(r.into_inner()).await?,
+            self.router.container_stats(r.into_inner()).await?,
         ))
     }
 
@@ -442,7 +442,10 @@ impl RuntimeService for RuntimeApi {
         &self,
         r: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        let stats = self.pods.list_container_stats(r.into_inner().filter).await;
+        let stats = self
+            .router
+            .list_container_stats(r.into_inner().filter)
+            .await;
         Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
@@ -451,7 +454,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
         Ok(Response::new(
-            self.pods.pod_sandbox_stats(r.into_inner()).await?,
+            self.router.pod_sandbox_stats(r.into_inner()).await?,
         ))
     }
 
@@ -460,7 +463,7 @@ impl RuntimeService for RuntimeApi {
         r: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
         let stats = self
-            .pods
+            .router
             .list_pod_sandbox_stats(r.into_inner().filter)
             .await;
         Ok(Response::new(ListPodSandboxStatsResponse { stats }))
@@ -485,7 +488,7 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         // A subscriber that falls behind loses the oldest events; the kubelet's relist covers
         // what it missed.
-        let stream = self.pods.events.stream().map(Ok);
+        let stream = self.router.supervisor.events().stream().map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -502,7 +505,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         _r: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        let pod_metrics = self.pods.list_pod_sandbox_metrics().await;
+        let pod_metrics = self.router.list_pod_sandbox_metrics().await;
         Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
 }

@@ -1,7 +1,8 @@
-//! Pod-scoped CRI calls, routed to the pod's own shim: RunPodSandbox starts a shim and hands
-//! it the request; every later call for the pod or one of its containers goes to that shim;
-//! node-wide lists ask every shim at once, each with a short deadline, and answer for a shim
-//! that is late from Docker's labels instead.
+//! The router: pod-scoped CRI calls go to the pod's own shim, as the supervisor's registry
+//! names it. RunPodSandbox and RemovePodSandbox, which change which shims exist, are the
+//! supervisor's; every other call for a pod or one of its containers is forwarded to its
+//! shim; node-wide lists ask every shim at once, each with a short deadline, and answer for a
+//! shim that is late from Docker's labels instead. The router writes nothing of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,59 +13,31 @@ use tonic::Status;
 
 use crate::docker::Engine;
 use crate::error::{Error, Result};
-use crate::events::Events;
 use crate::fallback::PodView;
-use crate::registry::{Registry, ShimHandle};
-use crate::spawn::Spawner;
+use crate::shim::ShimHandle;
+use crate::supervise::Supervisor;
 
 /// How long one shim may take to answer its part of a node-wide list.
 const LIST_DEADLINE: Duration = Duration::from_millis(500);
 
-pub struct Pods {
-    pub registry: Registry,
-    pub spawner: Spawner,
-    pub events: Events,
+pub struct Router {
+    pub supervisor: Arc<Supervisor>,
     pub engine: Engine,
-    pub restarts: crate::supervise::RestartLocks,
-    /// How long a live shim may leave the liveness probe unanswered before it is replaced.
-    pub liveness_timeout: Option<Duration>,
 }
 
-impl Pods {
-    pub async fn run_pod_sandbox(
-        self: &Arc<Self>,
-        req: RunPodSandboxRequest,
-    ) -> Result<String, Status> {
+impl Router {
+    pub async fn run_pod_sandbox(&self, req: RunPodSandboxRequest) -> Result<String, Status> {
         let config = req
             .config
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("pod sandbox config is missing".into()))?;
         let meta = dockpod_proto::validate::sandbox_config(config).map_err(Error::from)?;
         let display = format!("{}/{}", meta.namespace, meta.name);
-        let shim = self.spawner.spawn(&display).await?;
-        let answer = shim.runtime().run_pod_sandbox(req).await;
-        let sandbox_id = match answer {
-            Ok(r) => r.into_inner().pod_sandbox_id,
-            Err(status) => {
-                // A shim that failed removes what it created; one that died inside the call
-                // (killed between Docker's create and its answer, or inside CNI ADD) cannot:
-                // the kubelet's retry would meet its sandbox's name, and its address would
-                // stay taken.
-                self.spawner.abandon(&shim, &display).await;
-                return Err(status);
-            }
-        };
-        let shim = Arc::new(ShimHandle {
-            sandbox_id: sandbox_id.clone(),
-            ..shim
-        });
-        self.registry.insert_pod(shim.clone());
-        self.supervise(shim).await;
-        Ok(sandbox_id)
+        self.supervisor.run_pod(&display, req).await
     }
 
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
-        let Some(shim) = self.registry.pod(id) else {
+        let Some(shim) = self.supervisor.registry().pod(id) else {
             return Ok(());
         };
         shim.runtime()
@@ -76,38 +49,32 @@ impl Pods {
     }
 
     pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
-        let Some(shim) = self.registry.pod(id) else {
-            return Ok(());
-        };
-        shim.runtime()
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: shim.sandbox_id.clone(),
-            })
-            .await?;
-        self.registry.remove_pod(&shim.sandbox_id);
-        // The shim exits by itself after answering; make sure nothing of it is left.
-        self.spawner.retire(&shim).await;
-        Ok(())
+        self.supervisor.remove_pod(id).await
     }
 
     fn pod(&self, id: &str) -> Result<Arc<ShimHandle>, Status> {
         dockpod_proto::validate::id("pod sandbox", id).map_err(Error::from)?;
-        self.registry
+        self.supervisor
+            .registry()
             .pod(id)
             .ok_or_else(|| Status::not_found(format!("pod sandbox {id} not found")))
     }
 
     fn container(&self, id: &str) -> Result<Option<(String, Arc<ShimHandle>)>, Status> {
         dockpod_proto::validate::id("container", id).map_err(Error::from)?;
-        Ok(self.registry.container(id))
+        Ok(self.supervisor.registry().container(id))
     }
 
     /// The shim of one pod, or every shim when no pod is named (a list filter's pod).
     fn shims_for(&self, pod_sandbox_id: &str) -> Vec<Arc<ShimHandle>> {
         if pod_sandbox_id.is_empty() {
-            self.registry.pods()
+            self.supervisor.registry().pods()
         } else {
-            self.registry.pod(pod_sandbox_id).into_iter().collect()
+            self.supervisor
+                .registry()
+                .pod(pod_sandbox_id)
+                .into_iter()
+                .collect()
         }
     }
 
@@ -140,7 +107,7 @@ impl Pods {
             .await?
             .into_inner()
             .container_id;
-        self.registry.insert_container(&id, &shim.sandbox_id);
+        self.supervisor.index_container(&id, &shim.sandbox_id);
         Ok(id)
     }
 
@@ -173,10 +140,10 @@ impl Pods {
         let Some(sandbox) = labels.get(dockpod_proto::labels::SANDBOX_ID) else {
             return Ok(None);
         };
-        let (Some(cid), Some(shim)) = (inspect.id, self.registry.pod(sandbox)) else {
+        let (Some(cid), Some(shim)) = (inspect.id, self.supervisor.registry().pod(sandbox)) else {
             return Ok(None);
         };
-        self.registry.insert_container(&cid, &shim.sandbox_id);
+        self.supervisor.index_container(&cid, &shim.sandbox_id);
         Ok(Some((cid, shim)))
     }
 
@@ -202,7 +169,7 @@ impl Pods {
                 container_id: id.clone(),
             })
             .await?;
-        self.registry.remove_container(&id);
+        self.supervisor.forget_container(&id);
         Ok(())
     }
 
@@ -339,9 +306,12 @@ impl Pods {
                     .stats)
             }
         };
-        self.fan_out("ListPodSandboxStats", self.registry.pods(), ask, |_| {
-            Vec::new()
-        })
+        self.fan_out(
+            "ListPodSandboxStats",
+            self.supervisor.registry().pods(),
+            ask,
+            |_| Vec::new(),
+        )
         .await
     }
 
@@ -354,9 +324,12 @@ impl Pods {
                 .into_inner()
                 .pod_metrics)
         };
-        self.fan_out("ListPodSandboxMetrics", self.registry.pods(), ask, |_| {
-            Vec::new()
-        })
+        self.fan_out(
+            "ListPodSandboxMetrics",
+            self.supervisor.registry().pods(),
+            ask,
+            |_| Vec::new(),
+        )
         .await
     }
 
@@ -382,8 +355,13 @@ impl Pods {
                 .filter(|p| dockpod_proto::filters::pod_matches(p, &filter))
                 .collect()
         };
-        self.fan_out("ListPodSandbox", self.registry.pods(), ask, from_docker)
-            .await
+        self.fan_out(
+            "ListPodSandbox",
+            self.supervisor.registry().pods(),
+            ask,
+            from_docker,
+        )
+        .await
     }
 
     /// Every container matching `filter`, from all shims at once (or just the one pod's).

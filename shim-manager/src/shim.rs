@@ -1,10 +1,8 @@
-//! The front's index of pods and containers: sandbox ID → the pod's shim, container ID →
-//! sandbox ID. It holds nothing that cannot be rebuilt: at start-up it is refilled from the
-//! pods' state files (see `supervise::adopt`).
+//! One pod's shim as the front reaches it: its socket, its process (through a pidfd, see
+//! `dockpod_proto::process`) and the calls the front makes to it beyond the CRI (Info,
+//! Shutdown). Holds no state of the pod; the supervisor decides which handle is current.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dockpod_proto::process::ProcessHandle;
@@ -37,73 +35,6 @@ impl ShimHandle {
 
     pub fn control(&self) -> ShimClient<Channel> {
         ShimClient::new(self.channel.clone())
-    }
-}
-
-#[derive(Default)]
-pub struct Registry {
-    pods: RwLock<HashMap<String, Arc<ShimHandle>>>,
-    containers: RwLock<HashMap<String, String>>,
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The single entry whose key is `id` or starts with it.
-fn lookup<'a, V>(map: &'a HashMap<String, V>, id: &str) -> Option<(&'a String, &'a V)> {
-    if id.is_empty() {
-        return None;
-    }
-    if let Some(entry) = map.get_key_value(id) {
-        return Some(entry);
-    }
-    let mut found = map.iter().filter(|(k, _)| k.starts_with(id));
-    match (found.next(), found.next()) {
-        (Some(entry), None) => Some(entry),
-        _ => None,
-    }
-}
-
-impl Registry {
-    pub fn insert_pod(&self, shim: Arc<ShimHandle>) {
-        write(&self.pods).insert(shim.sandbox_id.clone(), shim);
-    }
-
-    /// Forgets a pod and its containers.
-    pub fn remove_pod(&self, sandbox_id: &str) -> Option<Arc<ShimHandle>> {
-        write(&self.containers).retain(|_, s| s != sandbox_id);
-        write(&self.pods).remove(sandbox_id)
-    }
-
-    pub fn pod(&self, id: &str) -> Option<Arc<ShimHandle>> {
-        lookup(&read(&self.pods), id).map(|(_, s)| s.clone())
-    }
-
-    pub fn pods(&self) -> Vec<Arc<ShimHandle>> {
-        read(&self.pods).values().cloned().collect()
-    }
-
-    pub fn insert_container(&self, container_id: &str, sandbox_id: &str) {
-        write(&self.containers).insert(container_id.to_string(), sandbox_id.to_string());
-    }
-
-    pub fn remove_container(&self, container_id: &str) {
-        write(&self.containers).remove(container_id);
-    }
-
-    /// The full container ID and its pod's shim.
-    pub fn container(&self, id: &str) -> Option<(String, Arc<ShimHandle>)> {
-        let (cid, sandbox) = {
-            let containers = read(&self.containers);
-            let (cid, sandbox) = lookup(&containers, id)?;
-            (cid.clone(), sandbox.clone())
-        };
-        self.pod(&sandbox).map(|s| (cid, s))
     }
 }
 
@@ -191,18 +122,4 @@ pub fn shim_sockets(run_dir: &Path) -> Vec<PathBuf> {
         .collect();
     sockets.sort();
     sockets
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookup_by_full_id_or_unique_prefix() {
-        let map = HashMap::from([("abc123".to_string(), 1), ("abd456".to_string(), 2)]);
-        assert_eq!(lookup(&map, "abc123").map(|(_, v)| *v), Some(1));
-        assert_eq!(lookup(&map, "abd").map(|(_, v)| *v), Some(2));
-        assert_eq!(lookup(&map, "ab"), None);
-        assert_eq!(lookup(&map, ""), None);
-    }
 }
