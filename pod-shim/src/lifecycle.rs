@@ -4,11 +4,13 @@
 //! others on the same container (see `locks`), and stops none at all, because the kubelet
 //! stops a pod's containers in parallel and may kill one (grace 0) while its stop with a grace
 //! period runs. The record's own lock is never held across a Docker call, and saves of the
-//! record are serialised so that no older snapshot is written after a newer one. The pod's
-//! network side (`network`) and its event bus (`events`) live in modules of their own.
+//! record are serialised so that no older snapshot is written after a newer one. The record
+//! and its saving (`record`), the pod's network side (`network`) and its event bus
+//! (`events`) live in modules of their own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody};
@@ -22,6 +24,7 @@ use crate::cni::Cni;
 
 mod events;
 mod network;
+mod record;
 
 use crate::docker::{now_ns, observe, Engine};
 use crate::error::{Error, Result};
@@ -49,13 +52,10 @@ pub struct Pod {
     pub sandbox_image: String,
     pub host: Host,
     cni: Option<Cni>,
-    record: Mutex<PodRecord>,
-    store: Store,
+    record: record::Record,
     ops: OpLocks,
     /// Set while RunPodSandbox runs.
     starting: std::sync::atomic::AtomicBool,
-    /// Held across one snapshot and save of the record.
-    saving: Mutex<()>,
     events: broadcast::Sender<ContainerEventResponse>,
     /// Events from before anyone subscribed (a restarted shim's first look at Docker finds
     /// exits no one has heard of yet), kept for the first subscriber: the front.
@@ -86,11 +86,9 @@ impl Pod {
             sandbox_image,
             host: Host::detect(),
             cni,
-            record: Mutex::new(record),
-            store,
+            record: record::Record::new(store, record),
             ops: OpLocks::default(),
             starting: std::sync::atomic::AtomicBool::new(false),
-            saving: Mutex::new(()),
             events,
             unheard: Mutex::new(Some(Vec::new())),
             logs: Mutex::new(HashMap::new()),
@@ -101,7 +99,7 @@ impl Pod {
 
     /// The record; a poisoned lock still holds the last consistent record, so it is used.
     pub fn record(&self) -> MutexGuard<'_, PodRecord> {
-        self.record.lock().unwrap_or_else(|p| p.into_inner())
+        self.record.lock()
     }
 
     pub fn snapshot(&self) -> PodRecord {
@@ -109,9 +107,7 @@ impl Pod {
     }
 
     fn persist(&self) -> Result<()> {
-        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
-        let record = self.snapshot();
-        self.store.save(&record)
+        self.record.save()
     }
 
     fn ctx(&self) -> Context<'_> {
@@ -308,7 +304,7 @@ impl Pod {
                 }
             }
         }
-        self.store.remove()?;
+        self.record.remove()?;
         if !sandbox.is_empty() {
             // Before the shim stops serving: its event streams deliver what was sent first.
             self.emit(&sandbox, ContainerEventType::ContainerDeletedEvent);
@@ -580,7 +576,7 @@ impl Pod {
                 self.engine.clone(),
                 id.to_string(),
                 path.into(),
-                self.store.log_checkpoint(id),
+                self.record.store().log_checkpoint(id),
             );
             logs.insert(id.to_string(), follower);
         }
@@ -675,7 +671,7 @@ impl Pod {
         let _guard = self.ops.container(&id).await;
         self.engine.remove(&id).await?;
         self.logs().remove(&id);
-        self.store.remove_log_checkpoint(&id);
+        self.record.store().remove_log_checkpoint(&id);
         if let Some(c) = self.record().containers.remove(&id) {
             remove_docker_log_link(&c);
         }

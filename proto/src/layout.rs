@@ -31,6 +31,10 @@ pub const SHIM_LOG: &str = "shim.log";
 /// The running shim's PID inside the pod's directory, so the front can tell a shim that is
 /// stuck from one that is gone without asking it.
 pub const SHIM_PID_FILE: &str = "shim.pid";
+/// Written into a pod's directory by the front before it gives the pod up (a failed
+/// RunPodSandbox): a front that dies during the clean-up finds it at its next start and
+/// finishes the clean-up, instead of taking the half-removed pod for a live one.
+pub const ABANDONED_FILE: &str = "abandoned";
 
 /// A fresh random ID of 16 hex digits (shim IDs, instance IDs).
 pub fn random_id() -> std::io::Result<String> {

@@ -19,6 +19,8 @@ use crate::shim::ShimHandle;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a clean-up shim may take: CNI DEL runs a plugin chain (60 s per plugin at most).
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(180);
+/// How many times a clean-up shim is run before the pod is left to the next front start.
+const CLEAN_UP_ATTEMPTS: u32 = 3;
 /// How long a retiring shim may take to exit before it is killed.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The argument a shim shows for its sandbox until Docker has assigned the ID (as long as a
@@ -193,8 +195,14 @@ impl Spawner {
     /// Gives up on a pod whose RunPodSandbox failed: stops its shim, then has a `--clean-up`
     /// shim of the pod delete what the failed one left (containers labelled with its shim
     /// ID, CNI attachments recorded in its state directory: a shim killed inside the call
-    /// could not undo its part), then deletes the pod's socket and state.
+    /// could not undo its part), then deletes the pod's socket and state. The pod is marked
+    /// abandoned first, so a front that dies on the way has its successor finish the job
+    /// rather than serve the half-removed pod.
     pub async fn abandon(&self, shim: &ShimHandle, display: &str) {
+        let pod_dir = layout::pod_dir(&self.root_dir, &shim.shim_id);
+        if let Err(e) = std::fs::write(pod_dir.join(layout::ABANDONED_FILE), b"") {
+            tracing::warn!(shim = %shim.shim_id, error = %e, "marking a pod abandoned");
+        }
         shim.shut_down(EXIT_TIMEOUT).await;
         // Any other process started as this pod's shim (one still on its way up when a front
         // died, whose handle nobody has) goes too: it would hold the pod directory's lock
@@ -205,32 +213,51 @@ impl Spawner {
                 process.wait_exited(EXIT_TIMEOUT).await;
             }
         }
-        let pod_dir = layout::pod_dir(&self.root_dir, &shim.shim_id);
-        let cleaned = async {
-            let log = open_log(&pod_dir.join(layout::SHIM_LOG))?;
-            let mut child = self
-                .command(&shim.shim_id, display, &shim.socket)
-                .arg("--clean-up")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(Error::io(format!("starting {}", self.binary.display())))?;
-            match tokio::time::timeout(CLEAN_UP_TIMEOUT, child.wait()).await {
-                Ok(Ok(status)) if status.success() => Ok(()),
-                Ok(Ok(status)) => Err(Error::FailedPrecondition(format!("clean-up shim {status}"))),
-                Ok(Err(e)) => Err(Error::io("waiting for the clean-up shim")(e)),
-                Err(_) => Err(Error::DeadlineExceeded(format!(
-                    "clean-up shim still running after {CLEAN_UP_TIMEOUT:?}"
-                ))),
+        // A clean-up cut short (killed, say) is run again: it deletes only what is left.
+        let mut attempts = 0;
+        let cleaned = loop {
+            attempts += 1;
+            match self.clean_up(shim, display, &pod_dir).await {
+                Ok(()) => break true,
+                Err(e) if attempts < CLEAN_UP_ATTEMPTS => {
+                    tracing::warn!(shim = %shim.shim_id, error = %e, "cleaning up after a failed RunPodSandbox; trying again");
+                }
+                Err(e) => {
+                    tracing::error!(shim = %shim.shim_id, error = %e, "cleaning up after a failed RunPodSandbox; the pod stays marked abandoned for the next front start");
+                    break false;
+                }
             }
         };
-        if let Err(e) = cleaned.await {
-            // Its log is removed with the pod's directory: say where to look meanwhile.
-            tracing::error!(shim = %shim.shim_id, error = %e, "cleaning up after a failed RunPodSandbox; what it left may stay in Docker or CNI");
+        if cleaned {
+            self.remove_traces(shim);
         }
-        self.remove_traces(shim);
+    }
+
+    /// One run of a `--clean-up` shim for the pod.
+    async fn clean_up(
+        &self,
+        shim: &ShimHandle,
+        display: &str,
+        pod_dir: &std::path::Path,
+    ) -> Result<()> {
+        let log = open_log(&pod_dir.join(layout::SHIM_LOG))?;
+        let mut child = self
+            .command(&shim.shim_id, display, &shim.socket)
+            .arg("--clean-up")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(Error::io(format!("starting {}", self.binary.display())))?;
+        match tokio::time::timeout(CLEAN_UP_TIMEOUT, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(Error::FailedPrecondition(format!("clean-up shim {status}"))),
+            Ok(Err(e)) => Err(Error::io("waiting for the clean-up shim")(e)),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "clean-up shim still running after {CLEAN_UP_TIMEOUT:?}"
+            ))),
+        }
     }
 
     fn remove_traces(&self, shim: &ShimHandle) {

@@ -61,6 +61,12 @@ impl Supervisor {
                 continue;
             };
             let pod_dir = entry.path();
+            if pod_dir.join(layout::ABANDONED_FILE).exists() {
+                // Given up by a front that died before the clean-up was through.
+                let supervisor = self.clone();
+                tokio::spawn(async move { supervisor.finish_abandoning(shim_id, pod_dir).await });
+                continue;
+            }
             let summary = match PodSummary::load(&pod_dir) {
                 Ok(Some(s)) if !s.sandbox_id.is_empty() => s,
                 Ok(_) => {
@@ -176,6 +182,17 @@ impl Supervisor {
         // `take_over` may replace the shim, which takes the lock itself.
         drop(held);
         self.take_over(shim).await;
+    }
+
+    /// Cleans up again after a pod a dead front was giving up (the clean-up deletes only
+    /// what is left, so running it twice is safe).
+    async fn finish_abandoning(self: Arc<Self>, shim_id: String, pod_dir: std::path::PathBuf) {
+        let lock = self.locks.of(&shim_id);
+        let _held = lock.lock().await;
+        let process = live_shim(&pod_dir, &shim_id);
+        let shim = ShimHandle::at(&self.spawner.run_dir, &shim_id, "", process);
+        tracing::warn!(shim = %shim_id, "finishing the clean-up of a pod a previous front gave up");
+        self.spawner.abandon(&shim, "abandoned").await;
     }
 
     async fn take_over(self: Arc<Self>, shim: Arc<ShimHandle>) {
