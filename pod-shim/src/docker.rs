@@ -9,6 +9,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
+use dockpod_proto::engine_api::ApiVersion;
 
 use crate::error::{is_not_found, is_not_modified, Error, Result};
 use crate::pod::{Observed, Phase};
@@ -19,6 +20,8 @@ const REQUEST_TIMEOUT: u64 = 120;
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// The API version negotiated with the daemon: what differs by engine follows it.
+    api: ApiVersion,
 }
 
 impl Engine {
@@ -36,7 +39,13 @@ impl Engine {
             .map_err(Error::docker(format!(
                 "negotiating with dockerd at {endpoint}"
             )))?;
-        Ok(Engine { docker })
+        let v = docker.client_version();
+        let api = ApiVersion::new(v.major_version, v.minor_version);
+        Ok(Engine { docker, api })
+    }
+
+    pub fn api_version(&self) -> ApiVersion {
+        self.api
     }
 
     pub fn api(&self) -> &Docker {

@@ -116,6 +116,7 @@ impl Pod {
             shim_id: &self.shim_id,
             host: self.host,
             cni: self.cni.is_some(),
+            api: self.engine.api_version(),
         }
     }
 

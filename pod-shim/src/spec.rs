@@ -5,7 +5,11 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, HostConfig, Mount as DockerMount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountType, PortBinding,
+};
+use dockpod_proto::engine_api::ApiVersion;
 use dockpod_proto::labels;
 use dockpod_proto::validate;
 use k8s_cri::v1::{
@@ -23,6 +27,8 @@ pub struct Context<'a> {
     pub host: Host,
     /// Pods get their network from CNI (the sandbox starts with none), not Docker's bridge.
     pub cni: bool,
+    /// The engine's negotiated API version (see `dockpod_proto::engine_api`).
+    pub api: ApiVersion,
 }
 
 /// OOM score of sandbox containers, as the kubelet's dockershim gave them.
@@ -161,6 +167,7 @@ pub fn sandbox(
             "pod sandbox sets run_as_group without run_as_user".into(),
         ));
     }
+    refuse_strict_groups(sc.supplemental_groups_policy, "the pod sandbox")?;
     let user = sc.run_as_user.as_ref().map(|u| match &sc.run_as_group {
         Some(g) => format!("{}:{}", u.value, g.value),
         None => u.value.to_string(),
@@ -247,33 +254,7 @@ pub fn container(
         NamespaceMode::Container => None,
     };
 
-    let mut binds = Vec::with_capacity(config.mounts.len());
-    for m in &config.mounts {
-        if !m.container_path.starts_with('/') {
-            return Err(Error::InvalidArgument(format!(
-                "mount path {:?} is not absolute",
-                m.container_path
-            )));
-        }
-        if m.host_path.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "mount {:?} has no host path",
-                m.container_path
-            )));
-        }
-        // Docker binds the symlink's target anyway; resolving it here keeps the bind valid
-        // when the link is relative.
-        let source = std::fs::canonicalize(&m.host_path)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| m.host_path.clone());
-        let mut opts = vec![if m.readonly { "ro" } else { "rw" }];
-        match MountPropagation::try_from(m.propagation) {
-            Ok(MountPropagation::PropagationHostToContainer) => opts.push("rslave"),
-            Ok(MountPropagation::PropagationBidirectional) => opts.push("rshared"),
-            _ => {}
-        }
-        binds.push(format!("{source}:{}:{}", m.container_path, opts.join(",")));
-    }
+    let (binds, mounts) = mounts(ctx, &config.mounts)?;
     let devices = config
         .devices
         .iter()
@@ -294,6 +275,7 @@ pub fn container(
         ipc_mode: Some(ipc_mode),
         pid_mode,
         binds: list(binds.into_iter()),
+        mounts: (!mounts.is_empty()).then_some(mounts),
         devices: (!devices.is_empty()).then_some(devices),
         privileged: Some(sc.privileged),
         readonly_rootfs: Some(sc.readonly_rootfs),
@@ -327,6 +309,10 @@ pub fn container(
     };
     apply_resources(&mut host, &resources, ctx.host);
 
+    refuse_strict_groups(
+        sc.supplemental_groups_policy,
+        &format!("container {}", meta.name),
+    )?;
     if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "container {} sets run_as_group without run_as_user or run_as_username",
@@ -503,6 +489,108 @@ fn security_opts(
     Ok(opts)
 }
 
+/// `Strict` supplemental groups cannot be honoured on Docker: the engine always adds the
+/// groups the image's /etc/group gives the user (`Merge`), with no option to leave them out,
+/// so Status does not advertise the feature and a request for it is refused.
+fn refuse_strict_groups(policy: i32, what: &str) -> Result<()> {
+    if policy == k8s_cri::v1::SupplementalGroupsPolicy::Strict as i32 {
+        return Err(Error::InvalidArgument(format!(
+            "{what} asks for the Strict supplemental groups policy, which Docker cannot honour (it always merges the image's groups); only Merge is supported"
+        )));
+    }
+    Ok(())
+}
+
+/// The container's mounts, as Docker takes them from this engine: `Binds` strings where the
+/// engine's API predates 1.44 (a read-only bind is then read-only on its top mount only, as
+/// the CRI's `readonly` means, and nothing can make it recursive), the Mounts API from 1.44
+/// on, where a read-only bind would turn recursive unless told `ReadOnlyNonRecursive`, and
+/// `recursive_read_only` is `ReadOnlyForceRecursive` (an error at start where the kernel
+/// cannot, never a silently weaker mount).
+fn mounts(
+    ctx: &Context,
+    requested: &[k8s_cri::v1::Mount],
+) -> Result<(Vec<String>, Vec<DockerMount>)> {
+    let (mut binds, mut mounts) = (Vec::new(), Vec::new());
+    for m in requested {
+        if !m.container_path.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "mount path {:?} is not absolute",
+                m.container_path
+            )));
+        }
+        if m.host_path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?} has no host path",
+                m.container_path
+            )));
+        }
+        let propagation = MountPropagation::try_from(m.propagation)
+            .unwrap_or(MountPropagation::PropagationPrivate);
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {:?}: recursive_read_only needs readonly",
+                    m.container_path
+                )));
+            }
+            if propagation != MountPropagation::PropagationPrivate {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {:?}: recursive_read_only needs private propagation",
+                    m.container_path
+                )));
+            }
+            if !ctx.api.recursive_read_only_binds() {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {:?}: recursive read-only mounts need Docker Engine API 1.44 (Docker 25) or newer; this engine speaks {}",
+                    m.container_path, ctx.api
+                )));
+            }
+        }
+        // Docker binds the symlink's target anyway; resolving it here keeps the bind valid
+        // when the link is relative.
+        let source = std::fs::canonicalize(&m.host_path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| m.host_path.clone());
+        if ctx.api.recursive_read_only_binds() {
+            mounts.push(DockerMount {
+                target: Some(m.container_path.clone()),
+                source: Some(source),
+                typ: Some(MountType::BIND),
+                read_only: Some(m.readonly),
+                bind_options: Some(MountBindOptions {
+                    propagation: Some(match propagation {
+                        MountPropagation::PropagationHostToContainer => {
+                            MountBindOptionsPropagationEnum::RSLAVE
+                        }
+                        MountPropagation::PropagationBidirectional => {
+                            MountBindOptionsPropagationEnum::RSHARED
+                        }
+                        MountPropagation::PropagationPrivate => {
+                            MountBindOptionsPropagationEnum::RPRIVATE
+                        }
+                    }),
+                    // As a `Binds` entry does: a missing host path becomes a directory.
+                    create_mountpoint: Some(true),
+                    read_only_non_recursive: Some(m.readonly && !m.recursive_read_only),
+                    read_only_force_recursive: Some(m.recursive_read_only),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        } else {
+            let mut opts = vec![if m.readonly { "ro" } else { "rw" }];
+            match propagation {
+                MountPropagation::PropagationHostToContainer => opts.push("rslave"),
+                MountPropagation::PropagationBidirectional => opts.push("rshared"),
+                MountPropagation::PropagationPrivate => {}
+            }
+            binds.push(format!("{source}:{}:{}", m.container_path, opts.join(",")));
+        }
+    }
+    Ok((binds, mounts))
+}
+
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
@@ -525,6 +613,7 @@ mod tests {
                 min_oom_score_adj: Some(0),
             },
             cni: false,
+            api: ApiVersion::new(1, 41),
         }
     }
 
@@ -649,5 +738,74 @@ mod tests {
             sandbox(&ctx(), &p, "pause"),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    fn mount(path: &str, readonly: bool, recursive: bool, propagation: MountPropagation) -> Mount {
+        Mount {
+            container_path: path.into(),
+            host_path: "/tmp".into(),
+            readonly,
+            recursive_read_only: recursive,
+            propagation: propagation as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn read_only_binds_are_exactly_as_recursive_as_asked_on_every_engine() {
+        let private = MountPropagation::PropagationPrivate;
+        let asked = [
+            mount("/ro", true, false, private),
+            mount(
+                "/rw",
+                false,
+                false,
+                MountPropagation::PropagationHostToContainer,
+            ),
+        ];
+        // Before API 1.44 a read-only bind is non-recursive by itself: plain `Binds`.
+        let (binds, mounts) = mounts(&ctx(), &asked).expect("1.41");
+        assert_eq!(binds, vec!["/tmp:/ro:ro", "/tmp:/rw:rw,rslave"]);
+        assert!(mounts.is_empty());
+        let rro = [mount("/rro", true, true, private)];
+        match super::mounts(&ctx(), &rro) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("1.44"), "{m}"),
+            other => panic!("a recursive read-only mount on API 1.41: {other:?}"),
+        }
+
+        // From 1.44 on the engine would make `ro` recursive: the Mounts API says it is not.
+        let new = Context {
+            api: ApiVersion::new(1, 45),
+            ..ctx()
+        };
+        let (binds, mounts) = super::mounts(&new, &asked).expect("1.45");
+        assert!(binds.is_empty());
+        let ro = mounts[0].bind_options.as_ref().expect("bind options");
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(ro.read_only_non_recursive, Some(true));
+        assert_eq!(ro.read_only_force_recursive, Some(false));
+        assert_eq!(ro.create_mountpoint, Some(true));
+        let rw = mounts[1].bind_options.as_ref().expect("bind options");
+        assert_eq!(mounts[1].read_only, Some(false));
+        assert_eq!(rw.read_only_non_recursive, Some(false));
+        assert_eq!(
+            rw.propagation,
+            Some(MountBindOptionsPropagationEnum::RSLAVE)
+        );
+        let (_, mounts) = super::mounts(&new, &rro).expect("rro on 1.45");
+        let rro_opts = mounts[0].bind_options.as_ref().expect("bind options");
+        assert_eq!(rro_opts.read_only_force_recursive, Some(true));
+        assert_eq!(rro_opts.read_only_non_recursive, Some(false));
+
+        // Recursive read-only is read-only and private, or nothing.
+        for bad in [
+            mount("/x", false, true, private),
+            mount("/x", true, true, MountPropagation::PropagationBidirectional),
+        ] {
+            assert!(matches!(
+                super::mounts(&new, &[bad]),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
     }
 }

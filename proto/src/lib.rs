@@ -8,6 +8,7 @@ pub mod authority;
 pub mod closing_stream;
 pub mod cni_conf;
 pub mod docker_errors;
+pub mod engine_api;
 pub mod files;
 pub mod filters;
 pub mod flights;

@@ -21,6 +21,12 @@ pub async fn docker() -> Docker {
     })
 }
 
+/// The Engine API version the test's dockerd speaks (negotiated as dockpod negotiates it).
+pub async fn api_version() -> dockpod_proto::engine_api::ApiVersion {
+    let v = docker().await.client_version();
+    dockpod_proto::engine_api::ApiVersion::new(v.major_version, v.minor_version)
+}
+
 /// The ID of a local image, panicking with a pointer to setup when it is missing.
 pub async fn image_id(docker: &Docker, image: &str) -> String {
     docker

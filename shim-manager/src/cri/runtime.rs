@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dockpod_proto::engine_api::{self, ApiVersion};
 use dockpod_proto::flights::Flights;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
@@ -153,7 +154,7 @@ impl RuntimeApi {
             runtime_handlers: vec![RuntimeHandler {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    recursive_read_only_mounts: self.recursive_read_only_mounts(),
                     user_namespaces: false,
                 }),
             }],
@@ -161,6 +162,17 @@ impl RuntimeApi {
                 supplemental_groups_policy: false,
             }),
         }
+    }
+
+    /// Recursive read-only mounts need the engine to take them (API 1.44) and the kernel to
+    /// make them (`mount_setattr`); the runc of every engine with API 1.44 has `rro`.
+    fn recursive_read_only_mounts(&self) -> bool {
+        let api = self
+            .engine
+            .api_version()
+            .map(|v| ApiVersion::new(v.major_version, v.minor_version));
+        api.is_some_and(ApiVersion::recursive_read_only_binds)
+            && engine_api::kernel_has_mount_setattr(&engine_api::kernel_release())
     }
 
     async fn runtime_config(&self) -> Result<RuntimeConfigResponse> {

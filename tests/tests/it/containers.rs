@@ -1166,6 +1166,21 @@ async fn seccomp_follows_the_cri_rules() {
         .expect_err("run_as_group without a user");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("run_as_group"), "{err:?}");
+
+    // Docker always merges the image's groups: Strict is refused, never silently merged.
+    let strict = with(
+        "strict",
+        LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1000 }),
+            supplemental_groups_policy: SupplementalGroupsPolicy::Strict as i32,
+            ..Default::default()
+        },
+    );
+    let err = create_container(&mut rt, &p.id, &p.config, strict)
+        .await
+        .expect_err("Strict supplemental groups");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("Strict"), "{err:?}");
     remove_pod(&mut rt, &p.id).await;
 }
 
@@ -1223,5 +1238,75 @@ async fn a_memory_limit_alone_means_no_swap_at_create_and_at_update() {
         (hc.memory, hc.memory_swap),
         (Some(64 << 20), Some(64 << 20))
     );
+    remove_pod(&mut rt, &p.id).await;
+}
+
+/// A tmpfs mounted on the host under `dir`, unmounted when dropped.
+struct HostTmpfs(std::path::PathBuf);
+
+impl HostTmpfs {
+    fn mount(dir: std::path::PathBuf) -> HostTmpfs {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount a tmpfs");
+        HostTmpfs(dir)
+    }
+}
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn read_only_mounts_are_exactly_as_recursive_as_asked() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "rro").await;
+    let host = tempfile::tempdir().expect("host dir");
+    let _sub = HostTmpfs::mount(host.path().join("sub"));
+    let mount = |recursive: bool| Mount {
+        container_path: "/mnt".into(),
+        host_path: host.path().display().to_string(),
+        readonly: true,
+        recursive_read_only: recursive,
+        ..Default::default()
+    };
+    let writes = |recursive: bool, name: &'static str| {
+        let mut config = container_config(name, &["sleep", "3600"]);
+        config.mounts = vec![mount(recursive)];
+        config
+    };
+
+    // `readonly` alone is the top mount only: the tmpfs beneath stays writable, on engines
+    // that make read-only binds recursive by default (API 1.44 on) too.
+    let plain = run_container(&mut rt, &p.id, &p.config, writes(false, "plain")).await;
+    let top = exec(&mut rt, &plain, &["touch", "/mnt/file"]).await;
+    assert_ne!(top.exit_code, 0, "the bind itself is read-only");
+    let below = exec(&mut rt, &plain, &["touch", "/mnt/sub/file"]).await;
+    assert_eq!(below.exit_code, 0, "{}", text(&below.stderr));
+
+    let asked = create_container(&mut rt, &p.id, &p.config, writes(true, "recursive")).await;
+    if dockpod_tests::docker::api_version()
+        .await
+        .recursive_read_only_binds()
+    {
+        let id = asked.expect("a recursive read-only mount");
+        start(&mut rt, &id).await;
+        let below = exec(&mut rt, &id, &["touch", "/mnt/sub/other"]).await;
+        assert_ne!(below.exit_code, 0, "recursive read-only reaches the tmpfs");
+    } else {
+        // An engine that cannot is said so, never given a non-recursive mount instead.
+        let err = asked.expect_err("a recursive read-only mount on API < 1.44");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("1.44"), "{err:?}");
+    }
     remove_pod(&mut rt, &p.id).await;
 }

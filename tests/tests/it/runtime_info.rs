@@ -53,15 +53,22 @@ async fn status_is_ready_with_docker_bridge_and_verbose_info() {
         status.runtime_handlers.first().map(|h| h.name.as_str()),
         Some("")
     );
-    // No feature is claimed that Docker cannot back: user namespaces of a pod's own, recursive
-    // read-only mounts and the Strict supplemental-groups policy are refused, so all say no.
+    // No feature is claimed that Docker cannot back: user namespaces of a pod's own and the
+    // Strict supplemental-groups policy are refused, so both say no; recursive read-only
+    // mounts are there where the engine (API 1.44) and the kernel (5.12) make them.
     let features = status
         .runtime_handlers
         .first()
         .and_then(|h| h.features)
         .expect("handler features");
     assert!(!features.user_namespaces, "{features:?}");
-    assert!(!features.recursive_read_only_mounts, "{features:?}");
+    let rro = dockpod_tests::docker::api_version()
+        .await
+        .recursive_read_only_binds()
+        && dockpod_proto::engine_api::kernel_has_mount_setattr(
+            &dockpod_proto::engine_api::kernel_release(),
+        );
+    assert_eq!(features.recursive_read_only_mounts, rro, "{features:?}");
     assert_eq!(
         status.features.map(|f| f.supplemental_groups_policy),
         Some(false)

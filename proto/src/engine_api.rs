@@ -1,0 +1,85 @@
+//! What a Docker engine can do, decided by the Engine API version negotiated with it. This is
+//! the one place where dockpod's behaviour depends on the engine's version: the front (for
+//! what Status advertises) and the shims (for how requests are translated) both ask here.
+//!
+//! Supported: API 1.41 (Docker 20.10) up to what the engine speaks (1.51 for Docker 28).
+
+use std::fmt;
+
+/// An Engine API version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion {
+    pub major: usize,
+    pub minor: usize,
+}
+
+impl ApiVersion {
+    pub const fn new(major: usize, minor: usize) -> ApiVersion {
+        ApiVersion { major, minor }
+    }
+
+    /// Parses `1.45` (as the engine reports it).
+    pub fn parse(text: &str) -> Option<ApiVersion> {
+        let (major, minor) = text.trim().split_once('.')?;
+        Some(ApiVersion::new(major.parse().ok()?, minor.parse().ok()?))
+    }
+
+    /// Read-only binds are recursively read-only unless the request says otherwise, and the
+    /// Mounts API takes `BindOptions.ReadOnlyNonRecursive` and `ReadOnlyForceRecursive`
+    /// (API 1.44, Docker 25). Before, every read-only bind was read-only on its top mount
+    /// only, and nothing could make it recursive.
+    pub fn recursive_read_only_binds(self) -> bool {
+        self >= ApiVersion::new(1, 44)
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Whether the kernel can make a mount recursively read-only (`mount_setattr`, Linux 5.12),
+/// from its release string (`uname -r`).
+pub fn kernel_has_mount_setattr(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (5, 12)
+}
+
+/// The running kernel's release string.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_order() {
+        let v = ApiVersion::parse("1.45").expect("parse");
+        assert_eq!(v, ApiVersion::new(1, 45));
+        assert!(v.recursive_read_only_binds());
+        assert!(!ApiVersion::parse("1.41")
+            .expect("parse")
+            .recursive_read_only_binds());
+        assert!(ApiVersion::new(1, 9) < ApiVersion::new(1, 41));
+        assert_eq!(ApiVersion::parse("1"), None);
+        assert_eq!(ApiVersion::new(1, 51).to_string(), "1.51");
+    }
+
+    #[test]
+    fn mount_setattr_arrived_in_5_12() {
+        assert!(kernel_has_mount_setattr("6.1.0-28-amd64"));
+        assert!(kernel_has_mount_setattr("5.12.0"));
+        assert!(!kernel_has_mount_setattr("5.10.0-30-amd64"));
+        assert!(!kernel_has_mount_setattr("4.19.0"));
+        assert!(!kernel_has_mount_setattr(""));
+    }
+}
