@@ -13,12 +13,28 @@ pub const PAUSE_IMAGE: &str = "localhost/dockpod/pause:1";
 /// A client for the local dockerd, version-negotiated. No dockerd is a failure that says how
 /// to get one, never a skipped test.
 pub async fn docker() -> Docker {
-    let docker = Docker::connect_with_unix_defaults().expect("docker client");
+    let endpoint = endpoint();
+    let docker = Docker::connect_with_unix(&endpoint, 120, bollard::API_DEFAULT_VERSION)
+        .expect("docker client");
     docker.negotiate_version().await.unwrap_or_else(|e| {
-        panic!(
-            "no dockerd answers on /var/run/docker.sock ({e}); run `bash contrib/setup.sh` as root"
-        )
+        panic!("no dockerd answers on {endpoint} ({e}); run `bash contrib/setup.sh` as root")
     })
+}
+
+/// The engine the tests run against: `DOCKPOD_TEST_DOCKER_ENDPOINT` (a `unix://` address, as
+/// `contrib/engines.sh env` prints for a newer engine), or the default dockerd's socket. The
+/// fronts the tests start are pointed at the same engine.
+pub fn endpoint() -> String {
+    std::env::var("DOCKPOD_TEST_DOCKER_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
+}
+
+/// The socket path of `endpoint()`.
+pub fn socket_path() -> std::path::PathBuf {
+    let endpoint = endpoint();
+    std::path::PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(&endpoint))
 }
 
 /// The Engine API version the test's dockerd speaks (negotiated as dockpod negotiates it).

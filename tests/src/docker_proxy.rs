@@ -14,7 +14,7 @@
 //! The proxy runs on a thread and runtime of its own, so a test that blocks its own runtime
 //! does not stall dockpod's Docker traffic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +22,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Notify};
 
-/// Where dockerd answers.
-const UPSTREAM: &str = "/var/run/docker.sock";
 /// A request head larger than this is not Docker's client talking.
 const MAX_HEAD: usize = 64 << 10;
 
@@ -268,7 +266,7 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Ok(upstream) = UnixStream::connect(Path::new(UPSTREAM)).await {
+            if let Ok(upstream) = UnixStream::connect(crate::docker::socket_path()).await {
                 let _ = relay(client, upstream, shared).await;
             }
         });

@@ -91,6 +91,8 @@ impl Front {
             .arg("debug")
             .arg("--pod-shim-binary")
             .arg(binary("pod-shim"))
+            .arg("--docker-endpoint")
+            .arg(crate::docker::endpoint())
             .args(&self.args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
