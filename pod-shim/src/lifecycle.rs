@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::locks::OpLocks;
 use crate::logs::{Follower, LogHandle};
-use crate::pod::{ContainerRecord, PodRecord};
+use crate::pod::{ContainerRecord, Intent, PodRecord};
 use crate::spec::{self, Context};
 use crate::state::Store;
 use network::add_hosts_entry;
@@ -230,6 +230,8 @@ impl Pod {
                 .unwrap_or_else(now_ns);
             r.ready = true;
             r.ips = ips;
+            // RunPodSandbox holds the pod lock alone: the only create under way was its own.
+            r.intents.retain(|_, i| *i != Intent::Create);
         }
         self.persist()?;
         // As containerd announces a sandbox: created, then started, under the sandbox's ID.
@@ -420,7 +422,31 @@ impl Pod {
     /// with a container of this shim that no record holds means a shim of this pod died
     /// between Docker's create and its record: that container is removed and the create
     /// tried once more, so the kubelet's retry of the same call succeeds.
+    /// Creates a container under `name` with its create intent saved first; the caller
+    /// settles the intent in the save that records the container.
     async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+        self.intend(name, Intent::Create)?;
+        let created = self.create_or_replace_orphan(name, body).await;
+        if created.is_err() {
+            self.record().intents.remove(name);
+            if let Err(e) = self.persist() {
+                tracing::warn!(error = %e, name, "settling a failed create's intent");
+            }
+        }
+        created
+    }
+
+    /// Saves `intent` for `key` before the Docker call it announces.
+    fn intend(&self, key: &str, intent: Intent) -> Result<()> {
+        self.record().intents.insert(key.to_string(), intent);
+        self.persist()
+    }
+
+    async fn create_or_replace_orphan(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String> {
         match self.engine.create(name, body.clone()).await {
             Err(e) if e.is_conflict() => {
                 let Some(orphan) = self.orphan(name).await? else {
@@ -453,18 +479,49 @@ impl Pod {
         Ok((ours && !recorded && !id.is_empty()).then_some(id))
     }
 
-    /// Removes every container of this shim that no record holds: what a shim of this pod
-    /// that died inside a create left. Run once at start; it holds the pod lock, so no
-    /// create of this shim is between Docker and the record meanwhile.
-    pub async fn reap_orphans(&self) -> Result<()> {
+    /// Brings the record and Docker in step when the shim starts (see
+    /// `PodRecord::reconcile`): removes every container of this shim that no record holds
+    /// (a create cut between Docker and the record, named by its intent when it got that
+    /// far), finishes removals that were cut, and settles every intent. It holds the pod
+    /// lock, so no operation of this shim is between Docker and the record meanwhile.
+    pub async fn reconcile(&self) -> Result<()> {
         let _guard = self.ops.pod().await;
         let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
-        for summary in self.engine.list_labelled(&[label]).await? {
-            let Some(id) = summary.id else { continue };
-            if let Some(orphan) = self.orphan(&id).await? {
-                tracing::warn!(container = %orphan, "removing a container a cut create left");
-                self.engine.remove(&orphan).await?;
+        let labelled: Vec<(String, String)> = self
+            .engine
+            .list_labelled(&[label])
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default();
+                Some((c.id?, name.trim_start_matches('/').to_string()))
+            })
+            .collect();
+        let plan = self.record().reconcile(&labelled);
+        for orphan in &plan.orphans {
+            if plan.cut_creates.contains(orphan) {
+                tracing::warn!(container = %orphan, "removing the container of a create that was cut before it was recorded");
+            } else {
+                tracing::warn!(container = %orphan, "removing a container of this pod that no record holds");
             }
+            self.engine.remove(orphan).await?;
+        }
+        for id in &plan.unfinished_removals {
+            tracing::warn!(container = %id, "finishing a removal that was cut");
+            self.engine.remove(id).await?;
+            self.forget_container(id)?;
+        }
+        let settled = {
+            let mut r = self.record();
+            let had = !r.intents.is_empty();
+            r.intents.clear();
+            had
+        };
+        if settled {
+            self.persist()?;
         }
         Ok(())
     }
@@ -549,7 +606,11 @@ impl Pod {
             resources,
             ..Default::default()
         };
-        self.record().containers.insert(id.clone(), record);
+        {
+            let mut r = self.record();
+            r.containers.insert(id.clone(), record);
+            r.intents.remove(&name);
+        }
         if let Err(e) = self.persist() {
             self.record().containers.remove(&id);
             let _ = self.engine.remove(&id).await;
@@ -670,14 +731,31 @@ impl Pod {
             return Ok(());
         };
         let _guard = self.ops.container(&id).await;
-        self.engine.remove(&id).await?;
-        self.logs().remove(&id);
-        self.record.store().remove_log_checkpoint(&id);
-        if let Some(c) = self.record().containers.remove(&id) {
+        self.intend(&id, Intent::Remove)?;
+        if let Err(e) = self.engine.remove(&id).await {
+            // Docker did not remove it: the kubelet's retry decides, not the next start.
+            self.record().intents.remove(&id);
+            let _ = self.persist();
+            return Err(e);
+        }
+        self.forget_container(&id)
+    }
+
+    /// After Docker removed container `id`: its follower, position and record go, and the
+    /// removal intent with them, in one save.
+    fn forget_container(&self, id: &str) -> Result<()> {
+        self.logs().remove(id);
+        self.record.store().remove_log_checkpoint(id);
+        let forgotten = {
+            let mut r = self.record();
+            r.intents.remove(id);
+            r.containers.remove(id)
+        };
+        if let Some(c) = forgotten {
             remove_docker_log_link(&c);
         }
         self.persist()?;
-        self.emit(&id, ContainerEventType::ContainerDeletedEvent);
+        self.emit(id, ContainerEventType::ContainerDeletedEvent);
         Ok(())
     }
 

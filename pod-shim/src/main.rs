@@ -95,8 +95,8 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         tokio::spawn({
             let pod = pod.clone();
             async move {
-                if let Err(e) = pod.reap_orphans().await {
-                    tracing::warn!(error = %e, "looking for containers a cut create left");
+                if let Err(e) = pod.reconcile().await {
+                    tracing::warn!(error = %e, "reconciling the record with Docker");
                 }
             }
         });

@@ -37,6 +37,57 @@ pub struct PodRecord {
     /// pod; empty for none.
     #[serde(default)]
     pub cri_dockerd_checkpoint: String,
+    /// Docker mutations begun and not yet settled, saved before the call: by Docker name for
+    /// a create, by container ID for a removal. A shim that starts finds here what a
+    /// predecessor was doing when it died (see `reconcile`).
+    #[serde(default)]
+    pub intents: BTreeMap<String, Intent>,
+}
+
+/// A Docker mutation the shim is making.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// Creating the container of this name: settled in the save that records it.
+    Create,
+    /// Removing this recorded container: settled in the save that forgets it.
+    Remove,
+}
+
+/// What a starting shim does to bring the record and Docker in step again.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Containers labelled with this shim that the record does not hold: a create cut
+    /// between Docker's answer and the record. They are removed (the kubelet retries the
+    /// create; cri-dockerd removes such a container too).
+    pub orphans: Vec<String>,
+    /// Of the orphans, those a create intent names: logged as such.
+    pub cut_creates: Vec<String>,
+    /// Recorded containers whose removal was begun: the removal is finished.
+    pub unfinished_removals: Vec<String>,
+}
+
+impl PodRecord {
+    /// Compares the record with Docker's containers labelled with this shim, as (ID, name).
+    pub fn reconcile(&self, labelled: &[(String, String)]) -> Reconciliation {
+        let mut plan = Reconciliation::default();
+        for (id, name) in labelled {
+            if *id == self.sandbox_id || self.containers.contains_key(id) {
+                continue;
+            }
+            plan.orphans.push(id.clone());
+            if self.intents.get(name) == Some(&Intent::Create) {
+                plan.cut_creates.push(id.clone());
+            }
+        }
+        plan.unfinished_removals = self
+            .intents
+            .iter()
+            .filter(|(id, intent)| **intent == Intent::Remove && self.containers.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        plan
+    }
 }
 
 /// One application container of the pod.
@@ -374,5 +425,38 @@ mod tests {
         assert_eq!(pod.find("bb").map(|c| c.id.as_str()), Some("bb33"));
         assert!(pod.find("aa").is_none(), "ambiguous prefix");
         assert_eq!(pod.find("aa22").map(|c| c.id.as_str()), Some("aa22"));
+    }
+
+    #[test]
+    fn reconciliation_removes_what_no_record_holds_and_finishes_cut_removals() {
+        let mut r = PodRecord {
+            sandbox_id: "sb".into(),
+            ..Default::default()
+        };
+        for id in ["kept", "going"] {
+            r.containers.insert(
+                id.into(),
+                ContainerRecord {
+                    id: id.into(),
+                    ..Default::default()
+                },
+            );
+        }
+        r.intents.insert("k8s_app_p_ns_u_1".into(), Intent::Create);
+        r.intents.insert("going".into(), Intent::Remove);
+        r.intents.insert("gone-already".into(), Intent::Remove);
+        let labelled = [
+            ("sb".to_string(), "k8s_POD_p_ns_u_0".to_string()),
+            ("kept".to_string(), "k8s_app_p_ns_u_0".to_string()),
+            ("cut".to_string(), "k8s_app_p_ns_u_1".to_string()),
+            ("stray".to_string(), "k8s_other_p_ns_u_0".to_string()),
+        ];
+        let plan = r.reconcile(&labelled);
+        assert_eq!(plan.orphans, vec!["cut", "stray"]);
+        assert_eq!(plan.cut_creates, vec!["cut"]);
+        assert_eq!(plan.unfinished_removals, vec!["going"]);
+        let json = serde_json::to_string(&r).expect("serialize");
+        let back: PodRecord = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.intents, r.intents);
     }
 }

@@ -29,6 +29,30 @@ async fn docker_holds(front: &Front, n: usize) {
     .await;
 }
 
+/// The record of the front's only pod, as its shim saved it.
+fn pod_state(front: &Front) -> serde_json::Value {
+    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
+    assert_eq!(pods.len(), 1, "one pod directory: {pods:?}");
+    let path = front
+        .root_dir()
+        .join("pods")
+        .join(&pods[0])
+        .join(dockpod_proto::layout::STATE_FILE);
+    serde_json::from_slice(&std::fs::read(&path).expect("state file")).expect("state JSON")
+}
+
+/// The pod's saved intents, as (key, action).
+fn intents(front: &Front) -> Vec<(String, String)> {
+    pod_state(front)["intents"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Docker holds exactly the containers `recorded` (in any order) for the front's instance.
 async fn assert_docker_holds(front: &Front, mut recorded: Vec<String>) {
     let mut in_docker = instance_containers(&front.instance_id()).await;
@@ -60,11 +84,25 @@ async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
         async move { create_container(&mut rt, &id, &pod, config).await }
     });
     docker_holds(&front, 2).await;
+    // Intent before effect: the create was saved before Docker was asked.
+    let saved = intents(&front);
+    assert!(
+        saved
+            .iter()
+            .any(|(name, action)| name.starts_with("k8s_app_") && action == "create"),
+        "{saved:?}"
+    );
     kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill the shim");
     let cut = call.await.expect("join");
     assert!(cut.is_err(), "the cut call answered {cut:?}");
     answer.open();
     wait_new_shim(&rt, &id, shim, SECS).await;
+    // The new shim removed the cut create's container and settled its intent.
+    docker_holds(&front, 1).await;
+    wait_until("the intents settled", SECS, || async {
+        intents(&front).is_empty().then_some(())
+    })
+    .await;
 
     let container = create_container(&mut rt.clone(), &id, &pod, config)
         .await
@@ -77,6 +115,66 @@ async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
     );
     remove_pod(&mut rt.clone(), &id).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_removal_cut_by_a_shim_crash_is_finished_by_the_next_shim() {
+    let proxy = DockerProxy::start();
+    let front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-remove", logs.path());
+    let id = run_pod(&mut rt.clone(), &pod).await;
+    let container = run_container(
+        &mut rt.clone(),
+        &id,
+        &pod,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+    let shim = shim_pid(&mut rt.clone(), &id).await;
+
+    // Docker removes the container; the shim never hears of it.
+    let answer = Gate::new();
+    proxy.once("DELETE", "/containers/*", Fault::HoldAnswer(answer.clone()));
+    let call = tokio::spawn({
+        let (mut rt, container) = (rt.clone(), container.clone());
+        async move {
+            rt.remove_container(RemoveContainerRequest {
+                container_id: container,
+            })
+            .await
+        }
+    });
+    docker_holds(&front, 1).await;
+    assert_eq!(intents(&front), vec![(container.clone(), "remove".into())]);
+    kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill the shim");
+    let cut = call.await.expect("join");
+    assert!(cut.is_err(), "the cut call answered {cut:?}");
+    answer.open();
+    wait_new_shim(&rt, &id, shim, SECS).await;
+
+    // Without a retry, the new shim finishes the removal: the container is gone from the
+    // record (not listed as exited "outside of dockpod") and the intent is settled.
+    wait_until("the cut removal finished", SECS, || {
+        let rt = rt.clone();
+        let id = id.clone();
+        async move {
+            let listed = container_ids(
+                rt,
+                ContainerFilter {
+                    pod_sandbox_id: id,
+                    ..Default::default()
+                },
+            )
+            .await;
+            listed.is_empty().then_some(())
+        }
+    })
+    .await;
+    assert!(intents(&front).is_empty(), "{:?}", intents(&front));
+    assert_docker_holds(&front, vec![id.clone()]).await;
+    remove_pod(&mut rt.clone(), &id).await;
 }
 
 #[tokio::test]
