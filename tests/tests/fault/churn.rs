@@ -244,10 +244,7 @@ async fn pods_churned_while_the_front_and_shims_are_killed_leave_docker_and_reco
                 | 1
         });
     eprintln!("churn: {secs} s, DOCKPOD_CHURN_SEED={seed}");
-    // Without the firewall plugin: its rules for one address once outlived the address in a
-    // 150 s run here, with the address itself released, and the cause is not found yet (the
-    // plugin's DEL got the recorded result). Its cut-ADD case is tested in the network tests.
-    let net = CniNet::without_firewall();
+    let net = CniNet::new();
     let args = net.front_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut front = Front::start(&args).await;
