@@ -1,14 +1,16 @@
-//! ExecSync: runs a command in a running container and collects its output, each stream
-//! capped at 16 MiB, its exit code read once Docker has recorded the exec's end. Docker's API
-//! cannot kill an exec, so on timeout the exec'd process is killed by its host PID (from the
-//! exec's inspect data), pinned with a pidfd. The streamed exec shares the exit code and the
-//! kill.
+//! One exec type for ExecSync and the streamed exec alike: an `Exec` is created and started
+//! attached to the streams asked for, its exit code is read once Docker has recorded the
+//! exec's end, and, since Docker's API cannot kill an exec, it is killed by its host PID (from
+//! the exec's inspect data, pinned with a pidfd) only while that PID is still this exec's.
+//! ExecSync collects the output, each stream capped at 16 MiB.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use futures_util::StreamExt;
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
 
 use crate::docker::Engine;
 use crate::error::{Error, Result};
@@ -22,48 +24,166 @@ pub struct Output {
     pub exit_code: i32,
 }
 
+/// Which streams an exec is attached to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attach {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// The exec's output, as Docker sends it.
+pub type OutputStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>>;
+/// The exec's stdin.
+pub type InputSink = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// A started exec.
+pub struct Exec {
+    engine: Engine,
+    id: String,
+}
+
+impl Exec {
+    /// Creates `cmd` as an exec in `container` and starts it attached to `attach`'s streams.
+    pub async fn start(
+        engine: &Engine,
+        container: &str,
+        cmd: Vec<String>,
+        attach: Attach,
+    ) -> Result<(Exec, OutputStream, InputSink)> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec command is empty".into()));
+        }
+        let docker = engine.api();
+        let created = docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    attach_stdin: Some(attach.stdin),
+                    attach_stdout: Some(attach.stdout),
+                    // A terminal has one stream.
+                    attach_stderr: Some(attach.stderr && !attach.tty),
+                    tty: Some(attach.tty),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(Error::docker(format!(
+                "creating exec in container {container}"
+            )))?;
+        let exec = Exec {
+            engine: engine.clone(),
+            id: created.id,
+        };
+        let started = docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: attach.tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(Error::docker(format!(
+                "starting exec in container {container}"
+            )))?;
+        match started {
+            StartExecResults::Attached { output, input } => Ok((exec, output, input)),
+            StartExecResults::Detached => Err(Error::FailedPrecondition(format!(
+                "exec in container {container} did not attach"
+            ))),
+        }
+    }
+
+    /// The exit code of the exec, once its output has ended. Docker can end the output
+    /// stream before it has recorded the process's exit (the exec still "running", no exit
+    /// code yet), so the code is read only once Docker says the exec no longer runs.
+    pub async fn exit_code(&self) -> Result<i64> {
+        let deadline = tokio::time::Instant::now() + EXIT_RECORD_TIMEOUT;
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let inspect = self
+                .engine
+                .api()
+                .inspect_exec(&self.id)
+                .await
+                .map_err(Error::docker(format!("inspecting exec {}", self.id)))?;
+            if inspect.running == Some(false) {
+                return inspect.exit_code.ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "Docker recorded no exit code for exec {}",
+                        self.id
+                    ))
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::DeadlineExceeded(format!(
+                    "Docker did not record the end of exec {} within {EXIT_RECORD_TIMEOUT:?} of its output's end",
+                    self.id
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the exec's process (and so its children, which lose their parent's pipe), only
+    /// while it is still this exec's: the PID is pinned with a pidfd first, and the kill goes
+    /// ahead only if Docker still reports the exec running with that PID afterwards, so a PID
+    /// reused by another process after the exec ended is never signalled.
+    pub async fn kill(&self) {
+        let running_pid = || async {
+            match self.engine.api().inspect_exec(&self.id).await {
+                Ok(inspect) => inspect
+                    .running
+                    .filter(|r| *r)
+                    .and(inspect.pid)
+                    .filter(|p| *p > 0),
+                Err(e) => {
+                    tracing::warn!(error = %e, exec = %self.id, "inspecting an exec to kill");
+                    None
+                }
+            }
+        };
+        let Some(pid) = running_pid().await else {
+            return;
+        };
+        let Some(pidfd) = pidfd::open(pid) else {
+            return;
+        };
+        if running_pid().await != Some(pid) {
+            return;
+        }
+        if let Err(e) = pidfd::kill(&pidfd) {
+            tracing::warn!(error = %e, pid, "killing an exec");
+        }
+    }
+
+    /// Resizes the exec's terminal.
+    pub async fn resize(&self, height: u16, width: u16) {
+        let options = ResizeExecOptions { height, width };
+        if let Err(e) = self.engine.api().resize_exec(&self.id, options).await {
+            tracing::debug!(error = %e, "resizing an exec's terminal");
+        }
+    }
+}
+
 pub async fn exec_sync(
     engine: &Engine,
     container: &str,
     cmd: Vec<String>,
     timeout: Option<Duration>,
 ) -> Result<Output> {
-    if cmd.is_empty() {
-        return Err(Error::InvalidArgument("exec command is empty".into()));
-    }
-    let docker = engine.api();
-    let exec = docker
-        .create_exec(
-            container,
-            CreateExecOptions {
-                cmd: Some(cmd),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(Error::docker(format!(
-            "creating exec in container {container}"
-        )))?;
-    let started = docker
-        .start_exec(
-            &exec.id,
-            Some(StartExecOptions {
-                detach: false,
-                tty: false,
-                output_capacity: None,
-            }),
-        )
-        .await
-        .map_err(Error::docker(format!(
-            "starting exec in container {container}"
-        )))?;
-    let StartExecResults::Attached { mut output, .. } = started else {
-        return Err(Error::FailedPrecondition(format!(
-            "exec in container {container} did not attach"
-        )));
+    let attach = Attach {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
     };
+    let (exec, mut output, _input) = Exec::start(engine, container, cmd, attach).await?;
     let mut out = Output {
         stdout: Vec::new(),
         stderr: Vec::new(),
@@ -91,14 +211,14 @@ pub async fn exec_sync(
     match finished {
         Some(result) => result?,
         None => {
-            kill_exec(engine, &exec.id).await;
+            exec.kill().await;
             return Err(Error::DeadlineExceeded(format!(
                 "command in container {container} timed out after {:?}",
                 timeout.unwrap_or_default()
             )));
         }
     }
-    out.exit_code = i32::try_from(exit_code(engine, &exec.id).await?).unwrap_or(i32::MAX);
+    out.exit_code = i32::try_from(exec.exit_code().await?).unwrap_or(i32::MAX);
     Ok(out)
 }
 
@@ -106,70 +226,9 @@ pub async fn exec_sync(
 /// call fails rather than guess a code.
 const EXIT_RECORD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The exit code of an exec whose output has ended. Docker can end the output stream before
-/// it has recorded the process's exit (the exec still "running", no exit code yet), so the
-/// code is read only once Docker says the exec no longer runs.
-pub(crate) async fn exit_code(engine: &Engine, exec_id: &str) -> Result<i64> {
-    let deadline = tokio::time::Instant::now() + EXIT_RECORD_TIMEOUT;
-    let mut delay = Duration::from_millis(2);
-    loop {
-        let inspect = engine
-            .api()
-            .inspect_exec(exec_id)
-            .await
-            .map_err(Error::docker(format!("inspecting exec {exec_id}")))?;
-        if inspect.running == Some(false) {
-            return inspect.exit_code.ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "Docker recorded no exit code for exec {exec_id}"
-                ))
-            });
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::DeadlineExceeded(format!(
-                "Docker did not record the end of exec {exec_id} within {EXIT_RECORD_TIMEOUT:?} of its output's end"
-            )));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
-    }
-}
-
 fn append(buf: &mut Vec<u8>, data: &[u8]) {
     let room = MAX_OUTPUT.saturating_sub(buf.len());
     buf.extend_from_slice(&data[..data.len().min(room)]);
-}
-
-/// Kills a timed-out exec's process (and so its children, which lose their parent's pipe),
-/// only while it is still that exec's: the PID is pinned with a pidfd first, and the kill
-/// goes ahead only if Docker still reports the exec running with that PID afterwards, so a
-/// PID reused by another process after the exec ended is never signalled.
-pub(crate) async fn kill_exec(engine: &Engine, exec_id: &str) {
-    let running_pid = || async {
-        match engine.api().inspect_exec(exec_id).await {
-            Ok(inspect) => inspect
-                .running
-                .filter(|r| *r)
-                .and(inspect.pid)
-                .filter(|p| *p > 0),
-            Err(e) => {
-                tracing::warn!(error = %e, exec = exec_id, "inspecting a timed-out exec");
-                None
-            }
-        }
-    };
-    let Some(pid) = running_pid().await else {
-        return;
-    };
-    let Some(pidfd) = pidfd::open(pid) else {
-        return;
-    };
-    if running_pid().await != Some(pid) {
-        return;
-    }
-    if let Err(e) = pidfd::kill(&pidfd) {
-        tracing::warn!(error = %e, pid, "killing a timed-out exec");
-    }
 }
 
 /// pidfds through rustix: neither nix nor std offers pidfd_send_signal for a process that is

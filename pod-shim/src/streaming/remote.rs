@@ -5,16 +5,16 @@
 //! an attach simply detaches.
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{AttachContainerOptions, ResizeContainerTTYOptions};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use k8s_cri::v1::{AttachRequest, ExecRequest};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use super::sessions::Pending;
 use crate::docker::Engine;
+use crate::exec::{Attach, Exec, InputSink, OutputStream};
 
 /// A terminal size as the Kubernetes clients send it on the resize stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -58,68 +58,35 @@ pub async fn run(engine: &Engine, pending: &Pending, io: Io) -> Outcome {
 
 /// Runs `req.cmd` in its container with the client's streams attached.
 pub async fn exec(engine: &Engine, req: &ExecRequest, io: Io) -> Outcome {
-    let docker = engine.api();
-    let container = &req.container_id;
-    let created = docker
-        .create_exec(
-            container,
-            CreateExecOptions {
-                cmd: Some(req.cmd.clone()),
-                attach_stdin: Some(req.stdin),
-                attach_stdout: Some(req.stdout),
-                attach_stderr: Some(req.stderr && !req.tty),
-                tty: Some(req.tty),
-                ..Default::default()
-            },
-        )
-        .await;
-    let exec_id = match created {
-        Ok(e) => e.id,
-        Err(e) => return Outcome::Failed(format!("creating the exec: {e}")),
+    let attach = Attach {
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+        tty: req.tty,
     };
-    let started = docker
-        .start_exec(
-            &exec_id,
-            Some(StartExecOptions {
-                detach: false,
-                tty: req.tty,
-                output_capacity: None,
-            }),
-        )
-        .await;
-    let (output, input) = match started {
-        Ok(StartExecResults::Attached { output, input }) => (output, input),
-        Ok(StartExecResults::Detached) => return Outcome::Failed("the exec did not attach".into()),
-        Err(e) => return Outcome::Failed(format!("starting the exec: {e}")),
-    };
+    let (exec, output, input) =
+        match Exec::start(engine, &req.container_id, req.cmd.clone(), attach).await {
+            Ok(started) => started,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+    let exec = std::sync::Arc::new(exec);
     let resize = {
-        let engine = engine.clone();
-        let id = exec_id.clone();
+        let exec = exec.clone();
         move |size: TermSize| {
-            let engine = engine.clone();
-            let id = id.clone();
-            async move {
-                let options = bollard::exec::ResizeExecOptions {
-                    height: size.height,
-                    width: size.width,
-                };
-                if let Err(e) = engine.api().resize_exec(&id, options).await {
-                    tracing::debug!(error = %e, "resizing an exec's terminal");
-                }
-            }
+            let exec = exec.clone();
+            async move { exec.resize(size.height, size.width).await }
         }
     };
-    let ended = pump(output, input, io, resize).await;
-    match ended {
+    match pump(output, input, io, resize).await {
         Pumped::ClientGone => {
-            crate::exec::kill_exec(engine, &exec_id).await;
+            exec.kill().await;
             Outcome::ClientGone
         }
         Pumped::Failed(e) => {
-            crate::exec::kill_exec(engine, &exec_id).await;
+            exec.kill().await;
             Outcome::Failed(e)
         }
-        Pumped::Ended => match crate::exec::exit_code(engine, &exec_id).await {
+        Pumped::Ended => match exec.exit_code().await {
             Ok(0) => Outcome::Success,
             Ok(code) => Outcome::Exit(code),
             Err(e) => Outcome::Failed(format!("reading the exec's exit code: {e}")),
@@ -180,10 +147,8 @@ enum Pumped {
 /// Moves bytes between the client's channels and Docker's hijacked connection until Docker's
 /// output ends or the client goes away.
 async fn pump<F, Fut>(
-    mut output: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
-    >,
-    mut input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    mut output: OutputStream,
+    mut input: InputSink,
     io: Io,
     apply_size: F,
 ) -> Pumped
