@@ -165,7 +165,29 @@ where
     } = io;
     let mut stdin_open = stdin.is_some();
     loop {
+        // In this order: a terminal size the client sent before some input is applied before
+        // that input reaches the process (the streams are separate, but the session hands
+        // their frames over in the order they came), so `stty size` typed after a resize
+        // sees the new size.
         tokio::select! {
+            biased;
+            () = until_closed(&mut closed) => return Pumped::ClientGone,
+            size = recv_opt(&mut sizes) => match size {
+                Some(size) => apply_size(size).await,
+                None => sizes = None,
+            },
+            chunk = recv_opt(&mut stdin), if stdin_open => match chunk {
+                Some(bytes) => {
+                    if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
+                        stdin_open = false;
+                    }
+                }
+                None => {
+                    // The client's EOF reaches the process as the end of its stdin.
+                    stdin_open = false;
+                    let _ = input.shutdown().await;
+                }
+            },
             item = output.next() => {
                 let (sink, message) = match item {
                     None => return Pumped::Ended,
@@ -181,23 +203,6 @@ where
                     }
                 }
             }
-            chunk = recv_opt(&mut stdin), if stdin_open => match chunk {
-                Some(bytes) => {
-                    if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
-                        stdin_open = false;
-                    }
-                }
-                None => {
-                    // The client's EOF reaches the process as the end of its stdin.
-                    stdin_open = false;
-                    let _ = input.shutdown().await;
-                }
-            },
-            size = recv_opt(&mut sizes) => match size {
-                Some(size) => apply_size(size).await,
-                None => sizes = None,
-            },
-            () = until_closed(&mut closed) => return Pumped::ClientGone,
         }
     }
 }

@@ -381,11 +381,19 @@ impl Stream {
 
     /// Reads until `needle` has arrived (or the stream ends); everything read so far.
     pub async fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        // Generous for a loaded machine; it turns a lost answer into a failure, not a hang.
+        const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
         let mut all = Vec::new();
+        let until = tokio::time::Instant::now() + DEADLINE;
         while !all.windows(needle.len()).any(|w| w == needle) {
-            match self.rx.recv().await {
-                Some(b) => all.extend_from_slice(&b),
-                None => break,
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(b)) => all.extend_from_slice(&b),
+                Ok(None) => break,
+                Err(_) => panic!(
+                    "{:?} not read within {DEADLINE:?}; read {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&all)
+                ),
             }
         }
         all
