@@ -179,8 +179,18 @@ down_one() {
 	local name=$1 dir="$ENGINES_DIR/$1" run="$RUN_BASE/$1"
 	bridge_of "$name" >/dev/null
 	say "$name: stopping"
+	# dockerd runs with --live-restore: its containers would outlive it, so they go first.
+	if answers "$name"; then
+		docker --host "$(endpoint_of "$name")" ps -q |
+			xargs -r docker --host "$(endpoint_of "$name")" rm -f >/dev/null || true
+	fi
 	stop_process "$run/docker.pid" "--data-root $dir/data"
 	stop_process /dev/null "--config $dir/containerd.toml"
+	# What the daemons leave mounted (dockerd's network namespace file), deepest first.
+	local m
+	for m in $(awk -v run="$run/" -v data="$dir/" 'index($2, run) == 1 || index($2, data) == 1 {print $2}' /proc/mounts | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+	done
 }
 
 cmd="${1:-}"

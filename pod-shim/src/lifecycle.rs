@@ -531,11 +531,22 @@ impl Pod {
     /// a shim killed inside ADD leaves one), then every container labelled with this shim.
     pub async fn abandon(&self) -> Result<()> {
         let _guard = self.ops.pod().await;
+        // A failed network deletion does not keep the containers: a sandbox container left
+        // behind would take its name from every retry of the kubelet's RunPodSandbox. The
+        // first failure is reported once everything else was tried.
+        let mut failed = None;
         if let Some(cni) = &self.cni {
             for attachment in cni.recorded()? {
                 let netns = self.sandbox_netns(&attachment.container_id).await;
-                cni.del(&attachment, &netns).await?;
-                tracing::info!(sandbox = %attachment.container_id, network = %attachment.network_name, "deleted the network of an abandoned sandbox");
+                match cni.del(&attachment, &netns).await {
+                    Ok(()) => {
+                        tracing::info!(sandbox = %attachment.container_id, network = %attachment.network_name, "deleted the network of an abandoned sandbox")
+                    }
+                    Err(e) => {
+                        tracing::error!(sandbox = %attachment.container_id, error = %e, "deleting the network of an abandoned sandbox");
+                        failed.get_or_insert(e);
+                    }
+                }
             }
         }
         let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
@@ -545,7 +556,7 @@ impl Pod {
                 tracing::info!(container = %id, "removed a container of an abandoned sandbox");
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     pub async fn create_container(

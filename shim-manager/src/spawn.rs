@@ -221,6 +221,8 @@ impl Spawner {
                 Ok(()) => break true,
                 Err(e) if attempts < CLEAN_UP_ATTEMPTS => {
                     tracing::warn!(shim = %shim.shim_id, error = %e, "cleaning up after a failed RunPodSandbox; trying again");
+                    // What failed (a plugin, dockerd) gets a moment before the next try.
+                    tokio::time::sleep(EXIT_TIMEOUT * attempts).await;
                 }
                 Err(e) => {
                     tracing::error!(shim = %shim.shim_id, error = %e, "cleaning up after a failed RunPodSandbox; the pod stays marked abandoned for the next front start");
