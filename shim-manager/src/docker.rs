@@ -27,6 +27,9 @@ pub struct Engine {
     /// Created on first use: bollard refuses a unix socket that does not exist yet, and the
     /// front may start before dockerd does.
     client: Arc<Mutex<Option<Docker>>>,
+    /// The daemon's API version once a negotiation succeeded; until then nothing that
+    /// depends on the engine's version may be claimed.
+    negotiated: Arc<Mutex<Option<ClientVersion>>>,
     cgroup_driver: Arc<OnceCell<String>>,
 }
 
@@ -45,6 +48,7 @@ impl Engine {
         Ok(Engine {
             endpoint: endpoint.to_string(),
             client: Default::default(),
+            negotiated: Default::default(),
             cgroup_driver: Default::default(),
         })
     }
@@ -91,7 +95,17 @@ impl Engine {
                 "negotiating the API version with dockerd at {}",
                 self.endpoint
             )))?;
-        Ok(negotiated.client_version())
+        let version = negotiated.client_version();
+        if let Ok(mut known) = self.negotiated.lock() {
+            *known = Some(version);
+        }
+        Ok(version)
+    }
+
+    /// The API version negotiated with the daemon; `None` before any negotiation succeeded
+    /// (the client's own version then is bollard's, not the daemon's).
+    pub fn negotiated_version(&self) -> Option<ClientVersion> {
+        self.negotiated.lock().ok().and_then(|v| *v)
     }
 
     /// Negotiates in the background until dockerd answers, so a front started before dockerd

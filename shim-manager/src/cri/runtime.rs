@@ -154,7 +154,7 @@ impl RuntimeApi {
             runtime_handlers: vec![RuntimeHandler {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: self.recursive_read_only_mounts(),
+                    recursive_read_only_mounts: self.recursive_read_only_mounts().await,
                     user_namespaces: false,
                 }),
             }],
@@ -166,11 +166,14 @@ impl RuntimeApi {
 
     /// Recursive read-only mounts need the engine to take them (API 1.44) and the kernel to
     /// make them (`mount_setattr`); the runc of every engine with API 1.44 has `rro`.
-    fn recursive_read_only_mounts(&self) -> bool {
-        let api = self
-            .engine
-            .api_version()
-            .map(|v| ApiVersion::new(v.major_version, v.minor_version));
+    async fn recursive_read_only_mounts(&self) -> bool {
+        // Asked here if the start-up negotiation has not finished yet: before it, the
+        // client's version is bollard's own, not the daemon's.
+        let negotiated = match self.engine.negotiated_version() {
+            Some(v) => Some(v),
+            None => self.engine.negotiate().await.ok(),
+        };
+        let api = negotiated.map(|v| ApiVersion::new(v.major_version, v.minor_version));
         api.is_some_and(ApiVersion::recursive_read_only_binds)
             && engine_api::kernel_has_mount_setattr(&engine_api::kernel_release())
     }
