@@ -30,10 +30,14 @@ fn live_shim(pod_dir: &Path, shim_id: &str) -> Option<ProcessHandle> {
         let process = ProcessHandle::open(pid).ok()?;
         return (live_shim_pid(pod_dir, shim_id) == Some(pid)).then_some(process);
     }
-    shim_processes(shim_id)
+    let opened: Vec<ProcessHandle> = shim_processes(shim_id)
         .into_iter()
         .filter_map(|pid| ProcessHandle::open(pid).ok())
-        .find(|p| shim_processes(shim_id).contains(&p.pid()))
+        .collect();
+    // One more look after the handles are open, so none is on a process that took a PID
+    // in between (one scan of /proc, not one per candidate).
+    let still = shim_processes(shim_id);
+    opened.into_iter().find(|p| still.contains(&p.pid()))
 }
 
 impl Supervisor {
