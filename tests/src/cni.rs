@@ -30,22 +30,16 @@ impl CniNet {
     /// Like [`CniNet::new`], with `extra` plugin configurations appended to the chain; a test
     /// plugin can be put into [`CniNet::plugin_dir`].
     pub fn with_chain_end(extra: Vec<Value>) -> CniNet {
-        CniNet::build(extra, false, true)
-    }
-
-    /// Like [`CniNet::new`] without the firewall plugin: for pods that need no traffic
-    /// through the host's FORWARD chain.
-    pub fn without_firewall() -> CniNet {
-        CniNet::build(Vec::new(), false, false)
+        CniNet::build(extra, false)
     }
 
     /// Like [`CniNet::new`], with host-local handing out an IPv6 address (from a unique
     /// local /64 of its own) beside the IPv4 one.
     pub fn dual_stack() -> CniNet {
-        CniNet::build(Vec::new(), true, true)
+        CniNet::build(Vec::new(), true)
     }
 
-    fn build(extra: Vec<Value>, dual_stack: bool, firewall: bool) -> CniNet {
+    fn build(extra: Vec<Value>, dual_stack: bool) -> CniNet {
         crate::reaper::reap_once();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -82,12 +76,10 @@ impl CniNet {
                     "ranges": ranges,
                 },
             }),
+            // Docker sets the FORWARD policy to DROP, and bridged traffic passes iptables.
+            json!({"type": "firewall"}),
             json!({"type": "portmap", "capabilities": {"portMappings": true}}),
         ];
-        if firewall {
-            // Docker sets the FORWARD policy to DROP, and bridged traffic passes iptables.
-            plugins.insert(2, json!({"type": "firewall"}));
-        }
         plugins.extend(extra);
         let conf = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
         std::fs::write(

@@ -262,6 +262,23 @@ impl Front {
         sockets[0].clone()
     }
 
+    /// Copies the front's log and every shim's log out of the directory `Drop` removes, so a
+    /// failed test can be read afterwards; says where on stderr.
+    fn keep_logs(&self) {
+        let kept = std::env::temp_dir().join(format!("dockpod-failed-{}", crate::unique("front")));
+        if std::fs::create_dir_all(&kept).is_err() {
+            return;
+        }
+        let _ = std::fs::copy(self.log_path(), kept.join("front.log"));
+        for pod in crate::list_dir(&self.root_dir().join("pods")) {
+            let _ = std::fs::copy(
+                self.root_dir().join("pods").join(&pod).join("shim.log"),
+                kept.join(format!("{pod}.shim.log")),
+            );
+        }
+        eprintln!("the front's and shims' logs are kept in {}", kept.display());
+    }
+
     pub fn shim_pids(&self) -> Vec<u32> {
         let root = self.root_dir().display().to_string();
         crate::procs::find(|cmdline| {
@@ -279,6 +296,9 @@ impl Drop for Front {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            self.keep_logs();
         }
         for pid in self.shim_pids() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);

@@ -56,9 +56,18 @@ impl Rng {
 async fn call<T>(
     fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Option<T> {
+    // Failures are expected while things are killed; they are printed (shown only when the
+    // test fails) because a lane that never comes back is explained by its last ones.
     match tokio::time::timeout(CALL, fut).await {
         Ok(Ok(r)) => Some(r.into_inner()),
-        _ => None,
+        Ok(Err(status)) => {
+            eprintln!("churn: {:?}: {}", status.code(), status.message());
+            None
+        }
+        Err(_) => {
+            eprintln!("churn: a call timed out after {CALL:?}");
+            None
+        }
     }
 }
 
@@ -244,11 +253,7 @@ async fn pods_churned_while_the_front_and_shims_are_killed_leave_docker_and_reco
                 | 1
         });
     eprintln!("churn: {secs} s, DOCKPOD_CHURN_SEED={seed}");
-    // Without the firewall plugin: with it, a CI rehearsal once left a lane's pod unable to
-    // come back (cause not found; a failed DEL of an abandoned pod that kept its sandbox's
-    // name taken fits), and earlier its rules for one address once outlived the address.
-    // Its cut-ADD case is tested in the network tests.
-    let net = CniNet::without_firewall();
+    let net = CniNet::new();
     let args = net.front_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut front = Front::start(&args).await;
