@@ -1,13 +1,13 @@
-//! The front's connection to Docker Engine: connecting to the configured endpoint, negotiating
-//! the API version (Debian's dockerd speaks 1.41; newer engines more), and the node-wide
-//! facts read from it once (cgroup driver).
+//! The front's connection to Docker Engine: connecting to the configured endpoint and
+//! negotiating the API version (Debian's dockerd speaks 1.41; newer engines more). What the
+//! front knows of the daemon itself is kept in `daemon`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::{ClientVersion, Docker};
-use tokio::sync::OnceCell;
 
+use crate::daemon::{Daemon, Facts};
 use crate::error::{Error, Result};
 
 /// Oldest Engine API dockpod is written against (Docker 20.10).
@@ -27,10 +27,7 @@ pub struct Engine {
     /// Created on first use: bollard refuses a unix socket that does not exist yet, and the
     /// front may start before dockerd does.
     client: Arc<Mutex<Option<Docker>>>,
-    /// The daemon's API version once a negotiation succeeded; until then nothing that
-    /// depends on the engine's version may be claimed.
-    negotiated: Arc<Mutex<Option<ClientVersion>>>,
-    cgroup_driver: Arc<OnceCell<String>>,
+    daemon: Arc<Daemon>,
 }
 
 impl Engine {
@@ -48,8 +45,7 @@ impl Engine {
         Ok(Engine {
             endpoint: endpoint.to_string(),
             client: Default::default(),
-            negotiated: Default::default(),
-            cgroup_driver: Default::default(),
+            daemon: Default::default(),
         })
     }
 
@@ -95,67 +91,22 @@ impl Engine {
                 "negotiating the API version with dockerd at {}",
                 self.endpoint
             )))?;
-        let version = negotiated.client_version();
-        if let Ok(mut known) = self.negotiated.lock() {
-            *known = Some(version);
-        }
-        Ok(version)
+        Ok(negotiated.client_version())
     }
 
-    /// The API version negotiated with the daemon; `None` before any negotiation succeeded
-    /// (the client's own version then is bollard's, not the daemon's).
+    pub(crate) fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
+    /// The facts of the daemon that answers now (see `daemon`); `Unavailable` while none does.
+    pub async fn facts(&self) -> Result<Arc<Facts>> {
+        self.daemon.facts(&self.endpoint).await
+    }
+
+    /// The API version negotiated with the daemon; `None` before it answered (the client's own
+    /// version then is bollard's, not the daemon's) and while it does not.
     pub fn negotiated_version(&self) -> Option<ClientVersion> {
-        self.negotiated.lock().ok().and_then(|v| *v)
-    }
-
-    /// Negotiates in the background until dockerd answers, so a front started before dockerd
-    /// still ends up speaking the daemon's version.
-    pub fn negotiate_until_ready(&self) -> tokio::task::JoinHandle<()> {
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(250);
-            loop {
-                match engine.negotiate().await {
-                    Ok(v) => {
-                        if (v.major_version, v.minor_version)
-                            < (MIN_API.major_version, MIN_API.minor_version)
-                        {
-                            tracing::warn!(api = %v, min = %MIN_API, "dockerd's API is older than dockpod supports; some calls may fail");
-                        } else {
-                            tracing::info!(api = %v, endpoint = %engine.endpoint, "connected to dockerd");
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?delay, "dockerd is not answering yet");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
-        })
-    }
-
-    /// Docker's cgroup driver (`systemd` or `cgroupfs`), read once: the kubelet requires it
-    /// never to change while it runs.
-    pub async fn cgroup_driver(&self) -> Result<String> {
-        let driver = self
-            .cgroup_driver
-            .get_or_try_init(|| async {
-                let info = self
-                    .api()?
-                    .info()
-                    .await
-                    .map_err(Error::docker("reading docker info"))?;
-                let driver = info.cgroup_driver.map(|d| d.to_string());
-                Ok::<_, Error>(
-                    driver
-                        .filter(|d| !d.is_empty())
-                        .unwrap_or_else(|| "cgroupfs".into()),
-                )
-            })
-            .await?;
-        Ok(driver.clone())
+        self.daemon.known().map(|facts| facts.api)
     }
 
     /// Every container (running or not) with the label `key=value`.

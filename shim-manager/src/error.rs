@@ -31,6 +31,10 @@ pub enum Error {
 
     #[error("{0} timed out")]
     DeadlineExceeded(String),
+
+    /// Docker does not answer.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,6 +57,7 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Io { .. } => Code::Internal,
             Error::Docker { source, .. } => dockpod_proto::docker_errors::code(source),
         }

@@ -67,6 +67,27 @@ impl ImageName {
         }
     }
 
+    /// How Docker lists an image this reference names, in its `RepoTags` (a tag) or
+    /// `RepoDigests` (a digest): the familiar form, without Docker Hub's `docker.io/` and
+    /// `library/`. `None` for an image ID.
+    pub fn listed_as(&self) -> Option<String> {
+        let ImageName::Reference(r) = self else {
+            return None;
+        };
+        let repository = if r.registry() == "docker.io" {
+            r.repository()
+                .strip_prefix("library/")
+                .unwrap_or(r.repository())
+                .to_string()
+        } else {
+            format!("{}/{}", r.registry(), r.repository())
+        };
+        Some(match (r.digest(), r.tag()) {
+            (Some(digest), _) => format!("{repository}@{digest}"),
+            (None, tag) => format!("{repository}:{}", tag.unwrap_or("latest")),
+        })
+    }
+
     /// Whether the name given was a plain image ID or an abbreviation of `full_id` (Docker's
     /// short IDs), rather than a tag or digest reference.
     pub fn names_id(name: &str, full_id: &str) -> bool {
@@ -116,6 +137,35 @@ mod tests {
             parsed.pull_parameters(),
             Some(("registry.local/app".into(), format!("sha256:{hex}")))
         );
+    }
+
+    #[test]
+    fn names_images_as_docker_lists_them() {
+        let hex = &HEX[..64];
+        let cases = [
+            ("busybox", "busybox:latest".to_string()),
+            ("docker.io/library/busybox:1", "busybox:1".to_string()),
+            ("someone/app", "someone/app:latest".to_string()),
+            (
+                "registry.k8s.io/pause:3.9",
+                "registry.k8s.io/pause:3.9".to_string(),
+            ),
+            (
+                "localhost/dockpod/pause:1",
+                "localhost/dockpod/pause:1".to_string(),
+            ),
+            (
+                "127.0.0.1:5000/app@sha256:HEX",
+                format!("127.0.0.1:5000/app@sha256:{hex}"),
+            ),
+        ];
+        for (name, listed) in cases {
+            let name = name.replace("HEX", hex);
+            let parsed = ImageName::parse(&name).expect("a reference");
+            assert_eq!(parsed.listed_as(), Some(listed), "{name}");
+        }
+        let id = ImageName::parse(hex).expect("an ID");
+        assert_eq!(id.listed_as(), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod cli;
 pub mod config;
 pub mod cri;
+pub mod daemon;
 pub mod docker;
 pub mod error;
 pub mod events;

@@ -69,21 +69,17 @@ impl Network {
     }
 }
 
+/// From the daemon's facts: its default bridge network is part of its configuration, read
+/// whenever the connection to it is (re-)established.
 async fn bridge_readiness(engine: &Engine) -> Readiness {
-    use bollard::query_parameters::InspectNetworkOptions;
-    let inspected = match engine.api() {
-        Ok(api) => api
-            .inspect_network("bridge", None::<InspectNetworkOptions>)
-            .await
-            .map_err(|e| e.to_string()),
+    let bridge = match engine.facts().await {
+        Ok(facts) => facts.default_bridge.clone(),
         Err(e) => Err(e.to_string()),
     };
-    match inspected {
-        Ok(net) => Readiness::ready(format!(
-            "Docker's default bridge network{}",
-            net.id
-                .map(|id| format!(" ({})", &id[..id.len().min(12)]))
-                .unwrap_or_default()
+    match bridge {
+        Ok(id) => Readiness::ready(format!(
+            "Docker's default bridge network ({})",
+            &id[..id.len().min(12)]
         )),
         Err(e) => Readiness::not_ready(
             "DockerBridgeUnavailable",

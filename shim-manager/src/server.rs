@@ -42,7 +42,7 @@ pub async fn run(
     )))?;
     let pid_file = PidFile::write(&config.run_directory)?;
     let engine = Engine::connect(&config.docker_endpoint)?;
-    engine.negotiate_until_ready();
+    engine.watch_daemon();
     warn_if_sandbox_image_missing(&engine, &config.pod_infra_container_image);
 
     let network = Network {

@@ -1,9 +1,12 @@
-//! CRI `ImageService`: images are node-wide, so every call goes straight to dockerd.
+//! CRI `ImageService`: images are node-wide, so every call goes straight to dockerd. A list is
+//! one Docker call: the one thing it lacks (an image's USER) is inspected once per image ID,
+//! since an image never changes.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use bollard::auth::DockerCredentials;
-use bollard::models::ImageInspect;
+use bollard::models::{ImageInspect, ImageSummary};
 use bollard::query_parameters::{CreateImageOptions, ListImagesOptions, RemoveImageOptions};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_cri::v1::image_service_server::ImageService;
@@ -22,21 +25,30 @@ use crate::image_ref::ImageName;
 use crate::imagefs::UsageCache;
 use dockpod_proto::docker_errors::is_not_found;
 
-/// Images inspected at once when listing (one inspect each, for the USER of every image).
+/// Images inspected at once when a list meets images it has not seen (one inspect each, for
+/// the USER of every image).
 const LIST_CONCURRENCY: usize = 8;
 
 pub struct ImageApi {
     engine: Engine,
-    sandbox_image: String,
+    /// How Docker lists the sandbox image, which is reported as pinned.
+    sandbox_listed_as: Option<String>,
     usage: UsageCache,
+    /// Each image's USER by image ID. Bounded by the node's images: a full list keeps only
+    /// the images it found.
+    users: Mutex<HashMap<String, String>>,
 }
 
 impl ImageApi {
     pub fn new(engine: Engine, sandbox_image: String) -> Self {
+        let sandbox_listed_as = ImageName::parse(&sandbox_image)
+            .ok()
+            .and_then(|name| name.listed_as());
         ImageApi {
             engine,
-            sandbox_image,
+            sandbox_listed_as,
             usage: UsageCache::default(),
+            users: Mutex::default(),
         }
     }
 
@@ -50,50 +62,82 @@ impl ImageApi {
         }
     }
 
-    /// ID of the sandbox image, which is reported as pinned; `None` if it is not present.
-    async fn pinned_id(&self) -> Option<String> {
-        self.inspect(&self.sandbox_image)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|i| i.id)
+    /// Whether an image with these references is the sandbox image.
+    fn pinned<'a>(&self, mut references: impl Iterator<Item = &'a String>) -> bool {
+        self.sandbox_listed_as
+            .as_ref()
+            .is_some_and(|sandbox| references.any(|r| r == sandbox))
     }
 
-    async fn list(&self, filter: Option<&str>) -> Result<Vec<Image>> {
-        let pinned = self.pinned_id().await;
-        let ids: Vec<String> = match filter.map(ImageName::parse).transpose()? {
-            Some(ImageName::Id(id)) => vec![id],
-            other => {
-                let filters = other.map(|_| {
-                    HashMap::from([(
-                        "reference".to_string(),
-                        vec![filter.unwrap_or_default().to_string()],
-                    )])
-                });
-                let options = ListImagesOptions {
-                    filters,
-                    ..Default::default()
-                };
-                let api = self.engine.api()?;
-                crate::metrics::docker("list_images", api.list_images(Some(options)))
-                    .await
-                    .map_err(Error::docker("listing images"))?
-                    .into_iter()
-                    .map(|s| s.id)
-                    .collect()
-            }
+    async fn list(&self, filter_name: Option<&str>) -> Result<Vec<Image>> {
+        let filter = filter_name.map(ImageName::parse).transpose()?;
+        if let Some(ImageName::Id(id)) = &filter {
+            let Some(image) = self.inspect(id).await? else {
+                return Ok(Vec::new());
+            };
+            let pinned = self.pinned(image_references(&image));
+            return Ok(vec![to_cri_image(image, pinned)]);
+        }
+        let filters = filter_name
+            .map(|name| HashMap::from([("reference".to_string(), vec![name.to_string()])]));
+        let options = ListImagesOptions {
+            filters,
+            ..Default::default()
         };
-        let images: Vec<Option<ImageInspect>> = futures_util::stream::iter(ids)
+        let api = self.engine.api()?;
+        let summaries = crate::metrics::docker("list_images", api.list_images(Some(options)))
+            .await
+            .map_err(Error::docker("listing images"))?;
+        let users = self.users_of(&summaries, filter.is_none()).await?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|summary| {
+                // An image removed between the list and its inspect is simply gone.
+                let user = users.get(&summary.id)?.clone();
+                let pinned = self.pinned(summary.repo_tags.iter().chain(&summary.repo_digests));
+                Some(summary_to_cri_image(summary, &user, pinned))
+            })
+            .collect())
+    }
+
+    /// The USER of each listed image: known ones from the cache, the others inspected (and
+    /// kept). A `complete` list (no filter) also forgets the images it no longer holds.
+    async fn users_of(
+        &self,
+        summaries: &[ImageSummary],
+        complete: bool,
+    ) -> Result<HashMap<String, String>> {
+        let known: HashMap<String, String> = match self.users.lock() {
+            Ok(users) => summaries
+                .iter()
+                .filter_map(|s| users.get(&s.id).map(|u| (s.id.clone(), u.clone())))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        let unknown: Vec<String> = summaries
+            .iter()
+            .filter(|s| !known.contains_key(&s.id))
+            .map(|s| s.id.clone())
+            .collect();
+        let inspected: Vec<Option<ImageInspect>> = futures_util::stream::iter(unknown)
             .map(|id| async move { self.inspect(&id).await })
             .buffered(LIST_CONCURRENCY)
             .try_collect()
             .await?;
-        // An image removed between the list and its inspect is simply gone.
-        Ok(images
-            .into_iter()
-            .flatten()
-            .map(|i| to_cri_image(i, pinned.as_deref()))
-            .collect())
+        let mut all = known;
+        for image in inspected.into_iter().flatten() {
+            let Some(id) = image.id.clone() else {
+                continue;
+            };
+            all.insert(id, image_user(&image));
+        }
+        if let Ok(mut users) = self.users.lock() {
+            if complete {
+                users.retain(|id, _| all.contains_key(id));
+            }
+            users.extend(all.iter().map(|(id, user)| (id.clone(), user.clone())));
+        }
+        Ok(all)
     }
 
     async fn status(&self, spec: &ImageSpec, verbose: bool) -> Result<ImageStatusResponse> {
@@ -107,9 +151,9 @@ impl ImageApi {
         } else {
             HashMap::new()
         };
-        let pinned = self.pinned_id().await;
+        let pinned = self.pinned(image_references(&inspect));
         Ok(ImageStatusResponse {
-            image: Some(to_cri_image(inspect, pinned.as_deref())),
+            image: Some(to_cri_image(inspect, pinned)),
             info,
         })
     }
@@ -262,29 +306,75 @@ fn user_of(user: &str) -> (Option<Int64Value>, String) {
     }
 }
 
-fn to_cri_image(image: ImageInspect, pinned_id: Option<&str>) -> Image {
-    let id = image.id.unwrap_or_default();
-    let user = image.config.and_then(|c| c.user).unwrap_or_default();
-    let (uid, username) = user_of(&user);
-    let clean = |refs: Option<Vec<String>>| -> Vec<String> {
-        refs.unwrap_or_default()
-            .into_iter()
-            .filter(|r| !r.starts_with("<none>"))
-            .collect()
-    };
+fn image_references(image: &ImageInspect) -> impl Iterator<Item = &String> {
+    image
+        .repo_tags
+        .iter()
+        .flatten()
+        .chain(image.repo_digests.iter().flatten())
+}
+
+fn image_user(image: &ImageInspect) -> String {
+    image
+        .config
+        .as_ref()
+        .and_then(|c| c.user.clone())
+        .unwrap_or_default()
+}
+
+/// Docker's `<none>:<none>` and `<none>@<none>` stand for no reference at all.
+fn real_references(references: Vec<String>) -> Vec<String> {
+    references
+        .into_iter()
+        .filter(|r| !r.starts_with("<none>"))
+        .collect()
+}
+
+fn cri_image(
+    id: String,
+    tags: Vec<String>,
+    digests: Vec<String>,
+    size: i64,
+    user: &str,
+    pinned: bool,
+) -> Image {
+    let (uid, username) = user_of(user);
     Image {
-        pinned: pinned_id == Some(id.as_str()),
+        pinned,
         spec: Some(ImageSpec {
             image: id.clone(),
             ..Default::default()
         }),
-        repo_tags: clean(image.repo_tags),
-        repo_digests: clean(image.repo_digests),
-        size: image.size.unwrap_or(0).max(0) as u64,
+        repo_tags: real_references(tags),
+        repo_digests: real_references(digests),
+        size: size.max(0) as u64,
         uid,
         username,
         id,
     }
+}
+
+fn to_cri_image(image: ImageInspect, pinned: bool) -> Image {
+    let user = image_user(&image);
+    cri_image(
+        image.id.unwrap_or_default(),
+        image.repo_tags.unwrap_or_default(),
+        image.repo_digests.unwrap_or_default(),
+        image.size.unwrap_or(0),
+        &user,
+        pinned,
+    )
+}
+
+fn summary_to_cri_image(summary: ImageSummary, user: &str, pinned: bool) -> Image {
+    cri_image(
+        summary.id,
+        summary.repo_tags,
+        summary.repo_digests,
+        summary.size,
+        user,
+        pinned,
+    )
 }
 
 fn image_field(spec: &Option<ImageSpec>) -> &str {
@@ -432,7 +522,7 @@ mod tests {
             size: Some(10),
             ..Default::default()
         };
-        let cri = to_cri_image(image, Some("sha256:abc"));
+        let cri = to_cri_image(image, true);
         assert_eq!(cri.repo_tags, vec!["a:1"]);
         assert!(cri.repo_digests.is_empty());
         assert!(cri.pinned);

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dockpod_proto::engine_api::{self, ApiVersion};
 use dockpod_proto::flights::Flights;
@@ -16,7 +15,7 @@ use tracing::Instrument;
 
 use crate::config::NetworkPlugin;
 use crate::docker::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::network::Network;
 use crate::route::Router;
 use crate::state::RootDir;
@@ -27,8 +26,6 @@ pub const RUNTIME_NAME: &str = "docker";
 pub const RUNTIME_API_VERSION: &str = "v1";
 /// Version of the kubelet-runtime API handshake (`VersionResponse.version`).
 const KUBELET_API_VERSION: &str = "0.1.0";
-/// How long `Status` waits for dockerd to answer a ping before calling it not ready.
-const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct RuntimeApi {
     engine: Engine,
@@ -70,46 +67,29 @@ impl RuntimeApi {
         format!("{}{path}", self.stream_base)
     }
 
+    /// From the daemon's facts: Docker is not asked (the kubelet asks on every connection).
     async fn version(&self) -> Result<VersionResponse> {
-        let api = self.engine.api()?;
-        let v = crate::metrics::docker("version", api.version())
-            .await
-            .map_err(Error::docker("reading docker's version"))?;
+        let facts = self.engine.facts().await?;
         Ok(VersionResponse {
             version: KUBELET_API_VERSION.to_string(),
             runtime_name: RUNTIME_NAME.to_string(),
-            runtime_version: v.version.unwrap_or_default(),
+            runtime_version: facts.version.clone(),
             runtime_api_version: RUNTIME_API_VERSION.to_string(),
         })
     }
 
     async fn status(&self, verbose: bool) -> StatusResponse {
-        let ping = async {
-            let api = self.engine.api()?;
-            crate::metrics::docker("ping", api.ping())
-                .await
-                .map_err(Error::docker("ping"))
-        };
-        let runtime = match tokio::time::timeout(PING_TIMEOUT, ping).await {
-            Ok(Ok(_)) => RuntimeCondition {
+        let runtime = match self.engine.confirm_up().await {
+            Ok(()) => RuntimeCondition {
                 r#type: "RuntimeReady".into(),
                 status: true,
                 ..Default::default()
             },
-            Ok(Err(e)) => RuntimeCondition {
+            Err(e) => RuntimeCondition {
                 r#type: "RuntimeReady".into(),
                 status: false,
                 reason: "DockerDaemonNotReady".into(),
-                message: format!("dockerd at {} does not answer: {e}", self.engine.endpoint()),
-            },
-            Err(_) => RuntimeCondition {
-                r#type: "RuntimeReady".into(),
-                status: false,
-                reason: "DockerDaemonNotReady".into(),
-                message: format!(
-                    "dockerd at {} did not answer a ping within {PING_TIMEOUT:?}",
-                    self.engine.endpoint()
-                ),
+                message: e.to_string(),
             },
         };
         let readiness = self.network.readiness(&self.engine).await;
@@ -167,19 +147,16 @@ impl RuntimeApi {
     /// Recursive read-only mounts need the engine to take them (API 1.44) and the kernel to
     /// make them (`mount_setattr`); the runc of every engine with API 1.44 has `rro`.
     async fn recursive_read_only_mounts(&self) -> bool {
-        // Asked here if the start-up negotiation has not finished yet: before it, the
-        // client's version is bollard's own, not the daemon's.
-        let negotiated = match self.engine.negotiated_version() {
-            Some(v) => Some(v),
-            None => self.engine.negotiate().await.ok(),
-        };
+        // Waits for the daemon's first answer: before it, the client's version is bollard's
+        // own, not the daemon's.
+        let negotiated = self.engine.facts().await.ok().map(|facts| facts.api);
         let api = negotiated.map(|v| ApiVersion::new(v.major_version, v.minor_version));
         api.is_some_and(ApiVersion::recursive_read_only_binds)
             && engine_api::kernel_has_mount_setattr(&engine_api::kernel_release())
     }
 
     async fn runtime_config(&self) -> Result<RuntimeConfigResponse> {
-        let driver = match self.engine.cgroup_driver().await?.as_str() {
+        let driver = match self.engine.facts().await?.cgroup_driver.as_str() {
             "systemd" => CgroupDriver::Systemd,
             _ => CgroupDriver::Cgroupfs,
         };

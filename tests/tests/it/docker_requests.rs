@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dockpod_tests::cri::*;
+use dockpod_tests::docker::{derive_image, ImageRefs, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::docker_proxy::{DockerProxy, Seen};
 use dockpod_tests::front::Front;
 use dockpod_tests::metrics;
 use futures_util::StreamExt;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::*;
 
 const SECS: Duration = Duration::from_secs(60);
@@ -46,6 +48,172 @@ async fn front_docker_calls(addr: &str) -> f64 {
     )
     .iter()
     .sum()
+}
+
+/// Waits until no request has arrived for a second: what dockpod set going has run its course.
+async fn quiet(proxy: &DockerProxy) {
+    let deadline = std::time::Instant::now() + SECS;
+    let mut last = (proxy.seen().len(), std::time::Instant::now());
+    while last.1.elapsed() < Duration::from_secs(1) {
+        let seen = proxy.seen();
+        if seen.len() != last.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockpod kept asking Docker: {:?}",
+                summary(&seen[last.0..])
+            );
+            last = (seen.len(), std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn version_status_and_runtime_config_answer_from_what_the_front_knows_of_docker() {
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    quiet(&proxy).await;
+    let before = proxy.seen().len();
+    for _ in 0..3 {
+        // A fresh connection each time, as crictl and a restarted kubelet make.
+        let version = front
+            .runtime()
+            .version(VersionRequest::default())
+            .await
+            .expect("Version")
+            .into_inner();
+        assert_eq!(version.runtime_name, "docker");
+        assert!(!version.runtime_version.is_empty(), "{version:?}");
+    }
+    let mut rt = front.runtime();
+    let config = rt
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .expect("RuntimeConfig")
+        .into_inner();
+    assert!(config.linux.is_some());
+    let asked = proxy.seen().split_off(before);
+    assert!(
+        asked.is_empty(),
+        "Version and RuntimeConfig asked Docker: {:?}",
+        summary(&asked)
+    );
+    // Status confirms that dockerd answers, by a ping at most every few seconds however often
+    // it is called.
+    for _ in 0..10 {
+        let status = rt
+            .status(StatusRequest::default())
+            .await
+            .expect("Status")
+            .into_inner();
+        let conditions = status.status.expect("conditions").conditions;
+        assert!(conditions.iter().all(|c| c.status), "{conditions:?}");
+    }
+    let asked = proxy.seen().split_off(before);
+    assert!(
+        asked.len() <= 1 && asked.iter().all(|s| s.path == "/_ping"),
+        "ten Status calls asked Docker: {:?}",
+        summary(&asked)
+    );
+}
+
+#[tokio::test]
+async fn a_list_of_fifty_images_is_one_docker_request() {
+    let docker = dockpod_tests::docker::docker().await;
+    let mut refs = ImageRefs::default();
+    let repo = dockpod_tests::unique("dp-list");
+    // Fifty images of their own (each with its USER, so each has an ID of its own).
+    let mut made = BTreeMap::new();
+    for uid in 0..50u32 {
+        let tag = format!("{repo}:{uid}");
+        let id = derive_image(
+            &docker,
+            &mut refs,
+            TOOL_IMAGE,
+            &tag,
+            &format!("USER {}", 1000 + uid),
+        )
+        .await;
+        made.insert(id, (tag, 1000 + i64::from(uid)));
+    }
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    let mut images = front.images();
+    let list = |mut images: ImageServiceClient<tonic::transport::Channel>| async move {
+        images
+            .list_images(ListImagesRequest::default())
+            .await
+            .expect("ListImages")
+            .into_inner()
+            .images
+    };
+    // The first list inspects what it has not seen before.
+    let seen_before: Vec<String> = list(images.clone())
+        .await
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    quiet(&proxy).await;
+    let before = proxy.seen().len();
+    let listed = list(images.clone()).await;
+    let asked = proxy.seen().split_off(before);
+    // Tests running beside this one may make images meanwhile: those alone may be inspected.
+    let lists = asked.iter().filter(|s| s.path == "/images/json").count();
+    let inspected_again: Vec<&Seen> = asked
+        .iter()
+        .filter(|s| s.path != "/images/json")
+        .filter(|s| {
+            seen_before
+                .iter()
+                .any(|id| s.path == format!("/images/{id}/json"))
+        })
+        .collect();
+    assert!(
+        lists == 1 && inspected_again.is_empty(),
+        "a list of {} images asked Docker: {:?}",
+        listed.len(),
+        summary(&asked)
+    );
+    assert!(asked.len() < 1 + made.len(), "{:?}", summary(&asked));
+    // And it says what an inspect says: each image's tag and USER.
+    for (id, (tag, uid)) in &made {
+        let image = listed
+            .iter()
+            .find(|i| &i.id == id)
+            .unwrap_or_else(|| panic!("{tag} ({id}) not listed"));
+        assert_eq!(image.repo_tags, vec![tag.clone()]);
+        assert_eq!(image.uid.as_ref().map(|u| u.value), Some(*uid), "{tag}");
+        assert!(!image.pinned, "{tag}");
+    }
+    let pinned: Vec<&Image> = listed.iter().filter(|i| i.pinned).collect();
+    assert!(
+        pinned.len() == 1 && pinned[0].repo_tags.iter().any(|t| t == PAUSE_IMAGE),
+        "only the sandbox image is pinned: {pinned:?}"
+    );
+    // An image removed is gone from the next list.
+    let (gone_id, (gone_tag, _)) = made.iter().next().expect("an image");
+    docker
+        .remove_image(
+            gone_tag,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await
+        .expect("remove an image");
+    let listed = list(images.clone()).await;
+    assert!(listed.iter().all(|i| &i.id != gone_id));
+    let status = images
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: PAUSE_IMAGE.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    assert!(status.image.expect("the sandbox image").pinned);
 }
 
 #[tokio::test]
@@ -88,20 +256,7 @@ async fn lists_and_pod_status_with_fifty_pods_ask_docker_nothing() {
 
     // What the pods' start set going (Docker's events for them, the shims' refreshes after
     // each) has run its course once no request arrived for a while.
-    let deadline = std::time::Instant::now() + SECS;
-    let mut last = (proxy.seen().len(), std::time::Instant::now());
-    while last.1.elapsed() < Duration::from_secs(1) {
-        let seen = proxy.seen();
-        if seen.len() != last.0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "dockpod kept asking Docker: {:?}",
-                summary(&seen[last.0..])
-            );
-            last = (seen.len(), std::time::Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    quiet(&proxy).await;
     let before = proxy.seen().len();
     let front_before = front_docker_calls(&addr).await;
     let mut rt = front.runtime();

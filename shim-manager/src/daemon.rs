@@ -1,0 +1,248 @@
+//! What the front knows of dockerd, kept by one watcher task so that the kubelet's frequent
+//! `Version`, `Status` and `RuntimeConfig` calls answer without asking Docker. Its version,
+//! negotiated API version, cgroup driver and default bridge network are read when the
+//! connection is (re-)established; that it still answers is confirmed by a ping at most every
+//! few seconds.
+//!
+//! The watcher holds Docker's event stream open (daemon events only: a trickle), so a dockerd
+//! that stops or restarts ends the stream, and its facts are read again from the daemon that
+//! answers next (an upgraded engine has a new version and API).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{EventsOptions, InspectNetworkOptions};
+use bollard::ClientVersion;
+use futures_util::StreamExt;
+use tokio::sync::{watch, Notify};
+
+use crate::docker::{Engine, MIN_API};
+use crate::error::{Error, Result};
+
+/// How long a `Status` may report dockerd up on the strength of an earlier answer: the
+/// kubelet asks every few seconds, and a hung daemon (one that keeps its socket open) is only
+/// seen by asking.
+const CONFIRM_EVERY: Duration = Duration::from_secs(5);
+/// How long `Status` waits for a ping before calling dockerd not ready.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call that needs the facts waits for the watcher's first answer (a front that
+/// has just started).
+const FIRST_ANSWER: Duration = Duration::from_secs(10);
+/// The longest pause between attempts while dockerd does not answer: short, so a restarted
+/// daemon is served again within moments.
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// The daemon as last read.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// Docker's own version (`20.10.24+dfsg1`).
+    pub version: String,
+    /// The API version negotiated with it.
+    pub api: ClientVersion,
+    /// `systemd` or `cgroupfs`.
+    pub cgroup_driver: String,
+    /// The ID of Docker's default bridge network, or why there is none (a daemon started with
+    /// `--bridge=none`).
+    pub default_bridge: std::result::Result<String, String>,
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    /// Not answered yet.
+    Unknown,
+    Up(Arc<Facts>),
+    /// Why the last attempt failed.
+    Down(String),
+}
+
+pub struct Daemon {
+    state: watch::Sender<State>,
+    /// When dockerd last answered anything the watcher or a ping asked.
+    confirmed: Mutex<Option<Instant>>,
+    /// Wakes a watcher that waits between failed attempts: a ping found dockerd back.
+    retry_now: Notify,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            state: watch::channel(State::Unknown).0,
+            confirmed: Mutex::new(None),
+            retry_now: Notify::new(),
+        }
+    }
+}
+
+impl Daemon {
+    /// The facts of the daemon that answers now; waits for the watcher's first answer.
+    /// `Unavailable` while dockerd does not answer.
+    pub async fn facts(&self, endpoint: &str) -> Result<Arc<Facts>> {
+        let mut rx = self.state.subscribe();
+        let state =
+            tokio::time::timeout(FIRST_ANSWER, rx.wait_for(|s| !matches!(s, State::Unknown)))
+                .await
+                .ok()
+                .and_then(|r| r.ok().map(|s| s.clone()))
+                .unwrap_or(State::Unknown);
+        match state {
+            State::Up(facts) => Ok(facts),
+            State::Down(reason) => Err(Error::Unavailable(format!(
+                "dockerd at {endpoint} does not answer: {reason}"
+            ))),
+            State::Unknown => Err(Error::Unavailable(format!(
+                "dockerd at {endpoint} has not answered within {FIRST_ANSWER:?}"
+            ))),
+        }
+    }
+
+    /// The facts if dockerd has answered and not failed since.
+    pub fn known(&self) -> Option<Arc<Facts>> {
+        match &*self.state.borrow() {
+            State::Up(facts) => Some(facts.clone()),
+            _ => None,
+        }
+    }
+
+    fn confirm(&self) {
+        if let Ok(mut at) = self.confirmed.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+
+    fn recently_confirmed(&self) -> bool {
+        self.confirmed
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < CONFIRM_EVERY)
+    }
+}
+
+impl Engine {
+    /// Whether dockerd answers: from the watcher's knowledge when it is recent, else by a
+    /// ping. Err says why not.
+    pub async fn confirm_up(&self) -> Result<()> {
+        let daemon = self.daemon();
+        if daemon.known().is_some() && daemon.recently_confirmed() {
+            return Ok(());
+        }
+        let api = self.api()?;
+        match tokio::time::timeout(PING_TIMEOUT, crate::metrics::docker("ping", api.ping())).await {
+            Ok(Ok(_)) => {
+                daemon.confirm();
+                if daemon.known().is_none() {
+                    daemon.retry_now.notify_one();
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::Unavailable(format!(
+                "dockerd at {} does not answer: {e}",
+                self.endpoint()
+            ))),
+            Err(_) => Err(Error::Unavailable(format!(
+                "dockerd at {} did not answer a ping within {PING_TIMEOUT:?}",
+                self.endpoint()
+            ))),
+        }
+    }
+
+    /// Keeps the daemon's facts for as long as the front runs: reads them, follows Docker's
+    /// event stream until the connection ends, reads them again.
+    pub fn watch_daemon(&self) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(250);
+            let mut failures = 0u32;
+            loop {
+                match engine.read_facts().await {
+                    Ok(facts) => {
+                        if (facts.api.major_version, facts.api.minor_version)
+                            < (MIN_API.major_version, MIN_API.minor_version)
+                        {
+                            tracing::warn!(api = %facts.api, min = %MIN_API, "dockerd's API is older than dockpod supports; some calls may fail");
+                        } else {
+                            tracing::info!(api = %facts.api, version = %facts.version, endpoint = %engine.endpoint(), "connected to dockerd");
+                        }
+                        engine.daemon().confirm();
+                        engine
+                            .daemon()
+                            .state
+                            .send_replace(State::Up(Arc::new(facts)));
+                        delay = Duration::from_millis(250);
+                        failures = 0;
+                        engine.follow_until_disconnected().await;
+                    }
+                    Err(e) => {
+                        // Said once per outage: the kubelet's Status reports it meanwhile.
+                        if failures == 0 {
+                            tracing::warn!(error = %e, "dockerd is not answering");
+                        }
+                        failures += 1;
+                        engine
+                            .daemon()
+                            .state
+                            .send_replace(State::Down(e.to_string()));
+                        let daemon = engine.daemon();
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = daemon.retry_now.notified() => {}
+                        }
+                        delay = (delay * 2).min(MAX_RETRY);
+                    }
+                }
+            }
+        })
+    }
+
+    async fn read_facts(&self) -> Result<Facts> {
+        let api = self.negotiate().await?;
+        let docker = self.api()?;
+        let version = crate::metrics::docker("version", docker.version())
+            .await
+            .map_err(Error::docker("reading docker's version"))?;
+        let info = crate::metrics::docker("info", docker.info())
+            .await
+            .map_err(Error::docker("reading docker info"))?;
+        let bridge = crate::metrics::docker(
+            "inspect_network",
+            docker.inspect_network("bridge", None::<InspectNetworkOptions>),
+        )
+        .await;
+        Ok(Facts {
+            version: version.version.unwrap_or_default(),
+            api,
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "cgroupfs".into()),
+            default_bridge: bridge
+                .map(|net| net.id.unwrap_or_default())
+                .map_err(|e| e.to_string()),
+        })
+    }
+
+    /// Returns when Docker's event stream ends (dockerd stopped, or the connection broke) or
+    /// the daemon reports a change of its own (a configuration reload).
+    async fn follow_until_disconnected(&self) {
+        let Ok(docker) = self.api() else {
+            return;
+        };
+        let options = EventsOptions {
+            filters: Some(
+                [("type".to_string(), vec!["daemon".to_string()])]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut events = docker.events(Some(options));
+        match events.next().await {
+            Some(Ok(event)) => {
+                tracing::info!(action = ?event.action, "dockerd reported a change; reading its facts again");
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "the connection to dockerd ended"),
+            None => tracing::warn!("the connection to dockerd ended"),
+        }
+    }
+}
