@@ -140,14 +140,20 @@ impl RuntimeService for ShimRuntime {
                 "image": self.pod.sandbox_image,
                 "containers": record.containers.len(),
             });
-            if let Some((result, checked)) = self.pod.check_network().await {
+            // The last CNI CHECK, not a new one: see `NetworkCheck`.
+            if !record.network.is_empty() {
                 details["cniNetwork"] = record.network.clone().into();
-                details["cniResult"] = result.unwrap_or_default();
-                details["cniCheck"] = match checked {
-                    Ok(()) => "ok".to_string(),
-                    Err(e) => e.to_string(),
+                match self.pod.last_network_check() {
+                    Some(check) => {
+                        details["cniResult"] = check.result.unwrap_or_default();
+                        details["cniCheck"] = check.outcome.err().unwrap_or("ok".into()).into();
+                        details["cniCheckedAt"] = check.at.into();
+                    }
+                    None => {
+                        details["cniCheck"] =
+                            "not checked since the network was set up (`shim-manager check` runs CNI CHECK)".into();
+                    }
                 }
-                .into();
             }
             info.insert("info".to_string(), details.to_string());
         }

@@ -35,7 +35,7 @@ use crate::pod::{ContainerRecord, Intent, PodRecord};
 use crate::spec::{self, Context};
 use crate::state::Store;
 use network::add_hosts_entry;
-pub use network::pod_ips;
+pub use network::{pod_ips, NetworkCheck};
 
 /// Grace period for containers that StopPodSandbox stops (the kubelet normally stopped them
 /// already with the pod's own grace period).
@@ -61,6 +61,7 @@ pub struct Pod {
     /// exits no one has heard of yet), kept for the first subscriber: the front.
     unheard: Mutex<Option<Vec<ContainerEventResponse>>>,
     logs: Mutex<HashMap<String, Follower>>,
+    last_network_check: Mutex<Option<network::NetworkCheck>>,
     /// Notified when the pod is removed and the shim should exit.
     pub removed: Arc<Notify>,
     /// Set once the shim stops serving: its event streams end then, or the server's graceful
@@ -92,6 +93,7 @@ impl Pod {
             events,
             unheard: Mutex::new(Some(Vec::new())),
             logs: Mutex::new(HashMap::new()),
+            last_network_check: Mutex::new(None),
             removed: Arc::new(Notify::new()),
             closing: tokio::sync::watch::channel(false).0,
         }

@@ -133,9 +133,9 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             let pod = pod.clone();
             async move {
                 // After a restart, whether the pod's network is still as it was set up.
-                match pod.check_network().await {
-                    Some((_, Ok(()))) => tracing::info!("pod network checked"),
-                    Some((_, Err(e))) => tracing::warn!(error = %e, "pod network check failed"),
+                match pod.check_network().await.map(|c| c.outcome) {
+                    Some(Ok(())) => tracing::info!("pod network checked"),
+                    Some(Err(e)) => tracing::warn!(error = %e, "pod network check failed"),
                     None => {}
                 }
             }

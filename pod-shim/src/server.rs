@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use dockpod_proto::shim::shim_server::{Shim, ShimServer};
 use dockpod_proto::shim::{
-    InfoRequest, InfoResponse, InspectRequest, InspectResponse, ShutdownRequest, ShutdownResponse,
+    CheckNetworkRequest, CheckNetworkResponse, InfoRequest, InfoResponse, InspectRequest,
+    InspectResponse, ShutdownRequest, ShutdownResponse,
 };
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
@@ -68,6 +69,21 @@ impl Shim for ShimService {
         Ok(Response::new(InspectResponse {
             json: serde_json::to_string_pretty(&json).unwrap_or_default(),
         }))
+    }
+
+    async fn check_network(
+        &self,
+        _req: Request<CheckNetworkRequest>,
+    ) -> Result<Response<CheckNetworkResponse>, Status> {
+        let response = match self.pod.check_network().await {
+            Some(check) => CheckNetworkResponse {
+                checked: true,
+                network: check.network,
+                error: check.outcome.err().unwrap_or_default(),
+            },
+            None => CheckNetworkResponse::default(),
+        };
+        Ok(Response::new(response))
     }
 
     async fn shutdown(

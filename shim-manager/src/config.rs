@@ -38,6 +38,14 @@ pub enum Command {
         /// The pod.
         pod: String,
     },
+    /// Run CNI CHECK on one pod's network now (verbose PodSandboxStatus reports the last
+    /// one); exits non-zero when it fails.
+    Check {
+        #[command(flatten)]
+        run: RunDir,
+        /// The pod: sandbox ID or prefix, name, or namespace/name.
+        pod: String,
+    },
     /// Run a pod with a greeting container against a running server, show it, remove it.
     Demo {
         #[command(flatten)]

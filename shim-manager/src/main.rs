@@ -45,6 +45,12 @@ fn operate(command: Command) -> anyhow::Result<()> {
                     .await
                     .map_err(anyhow::Error::msg)?
             ),
+            Command::Check { run, pod } => println!(
+                "{}",
+                cli::check::run(&run.run_directory, &pod)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+            ),
             Command::Demo {
                 run,
                 container_runtime_endpoint,

@@ -262,6 +262,24 @@ impl Front {
         sockets[0].clone()
     }
 
+    /// `shim-manager check <pod>` on this front's run directory: whether CNI CHECK passed,
+    /// and what the command printed.
+    pub fn check_network(&self, pod: &str) -> (bool, String) {
+        let out = Command::new(binary("shim-manager"))
+            .arg("check")
+            .arg("--run-directory")
+            .arg(self.run_dir())
+            .arg(pod)
+            .output()
+            .expect("run shim-manager check");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    }
+
     /// Copies the front's log and every shim's log out of the directory `Drop` removes, so a
     /// failed test can be read afterwards; says where on stderr.
     fn keep_logs(&self) {

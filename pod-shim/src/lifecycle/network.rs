@@ -1,5 +1,5 @@
 //! The pod's network side: its CNI attachment (set up by `start_sandbox`), deleted on stop
-//! and removal and checked on demand, the pod's hostname in its /etc/hosts, and its IPs as
+//! and removal and checked on demand (the last CHECK's outcome kept), the pod's hostname in its /etc/hosts, and its IPs as
 //! Docker reports them where no CNI is used.
 
 use bollard::models::ContainerInspectResponse;
@@ -76,9 +76,9 @@ impl Pod {
         self.persist()
     }
 
-    /// Runs CNI CHECK on a running sandbox's attachment: its cached result and what CHECK
-    /// says, or None when the sandbox has no CNI attachment or no running process.
-    pub async fn check_network(&self) -> Option<(Option<serde_json::Value>, Result<()>)> {
+    /// Runs CNI CHECK on a running sandbox's attachment and keeps the outcome for verbose
+    /// status; None when the sandbox has no CNI attachment or no running process.
+    pub async fn check_network(&self) -> Option<NetworkCheck> {
         let (network, sandbox) = {
             let r = self.record();
             (r.network.clone(), r.sandbox_id.clone())
@@ -88,7 +88,7 @@ impl Pod {
         if netns.is_empty() {
             return None;
         }
-        Some(match cni.load(&network, &sandbox) {
+        let (result, outcome) = match cni.load(&network, &sandbox) {
             Ok(Some(a)) => {
                 let checked = cni.check(&a, &netns).await;
                 (a.result, checked)
@@ -100,8 +100,46 @@ impl Pod {
                 ))),
             ),
             Err(e) => (None, Err(e)),
-        })
+        };
+        let check = NetworkCheck {
+            network,
+            sandbox,
+            at: crate::docker::now_ns(),
+            result,
+            outcome: outcome.map_err(|e| e.to_string()),
+        };
+        if let Ok(mut last) = self.last_network_check.lock() {
+            *last = Some(check.clone());
+        }
+        Some(check)
     }
+
+    /// The last CHECK of the pod's current attachment, if one ran since it was set up.
+    pub fn last_network_check(&self) -> Option<NetworkCheck> {
+        let (network, sandbox) = {
+            let r = self.record();
+            (r.network.clone(), r.sandbox_id.clone())
+        };
+        self.last_network_check
+            .lock()
+            .ok()?
+            .clone()
+            .filter(|c| c.network == network && c.sandbox == sandbox)
+    }
+}
+
+/// The outcome of a CNI CHECK of the pod's attachment. CHECK starts every plugin of the
+/// chain (and iptables, under the node's xtables lock), so it runs when the shim starts and
+/// when an operator asks (`shim-manager check`), and verbose status reports the last one.
+#[derive(Clone, Debug)]
+pub struct NetworkCheck {
+    pub network: String,
+    pub sandbox: String,
+    /// Nanoseconds since the epoch.
+    pub at: i64,
+    /// The attachment's cached ADD result.
+    pub result: Option<serde_json::Value>,
+    pub outcome: std::result::Result<(), String>,
 }
 
 /// Names the pod's hostname in its /etc/hosts (Docker's file for the sandbox, which the pod's

@@ -14,21 +14,7 @@ pub fn names(query: &str, info: &InfoResponse) -> bool {
 }
 
 pub async fn run(run_dir: &Path, query: &str) -> Result<String, String> {
-    let matches: Vec<_> = super::shims(run_dir)
-        .await
-        .into_iter()
-        .filter(|(_, info)| names(query, info))
-        .collect();
-    let socket = match matches.as_slice() {
-        [(socket, _)] => socket.clone(),
-        [] => return Err(format!("no pod named {query:?}")),
-        _ => {
-            return Err(format!(
-                "{query:?} names {} pods; use the sandbox ID",
-                matches.len()
-            ))
-        }
-    };
+    let socket = super::shim_of(run_dir, query).await?;
     let mut client =
         dockpod_proto::shim::shim_client::ShimClient::new(dockpod_proto::sockets::channel(&socket));
     client

@@ -1,6 +1,8 @@
-//! The operator's subcommands beside `serve`: per-pod process inspection (`ps`, `inspect`),
-//! read straight from the pods' shims, and `upgrade-shims` and a `demo` against a running server.
+//! The operator's subcommands beside `serve`: per-pod process inspection (`ps`, `inspect`) and
+//! network checks (`check`), asked straight of the pods' shims, and `upgrade-shims` and a
+//! `demo` against a running server.
 
+pub mod check;
 pub mod demo;
 pub mod inspect;
 pub mod ps;
@@ -28,4 +30,21 @@ pub async fn shims(run_dir: &Path) -> Vec<(std::path::PathBuf, InfoResponse)> {
         }
     }
     found
+}
+
+/// The socket of the one shim whose pod `query` names (see `inspect::names`).
+pub async fn shim_of(run_dir: &Path, query: &str) -> Result<std::path::PathBuf, String> {
+    let matches: Vec<_> = shims(run_dir)
+        .await
+        .into_iter()
+        .filter(|(_, info)| inspect::names(query, info))
+        .collect();
+    match matches.as_slice() {
+        [(socket, _)] => Ok(socket.clone()),
+        [] => Err(format!("no pod named {query:?}")),
+        _ => Err(format!(
+            "{query:?} names {} pods; use the sandbox ID",
+            matches.len()
+        )),
+    }
 }

@@ -446,6 +446,8 @@ async fn a_cri_dockerd_cni_pod_is_adopted_from_its_names_and_libcnis_cache() {
     front.kill().await;
     front.restart().await;
     let mut rt = front.runtime();
+    // Its outcome is judged below, from the verbose status that reports it.
+    let _ = front.check_network(&legacy.sandbox);
     let verbose = rt
         .pod_sandbox_status(PodSandboxStatusRequest {
             pod_sandbox_id: legacy.sandbox.clone(),

@@ -145,7 +145,14 @@ async fn cni_pods_get_distinct_ips_reach_each_other_and_get_their_dns() {
     );
     let _ = cb;
 
-    // CHECK, in the verbose status: fine as set up, failing once the pod's veth is gone.
+    // CHECK runs on demand, never per status call (it starts the chain's plugins and
+    // iptables); verbose status reports the last one: fine as set up, failing once the pod's
+    // veth is gone.
+    let info = verbose_info(rt.clone(), &a_id).await;
+    let unchecked = info["cniCheck"].as_str().unwrap_or_default();
+    assert!(unchecked.starts_with("not checked"), "{info}");
+    let (passed, said) = front.check_network(&a_id);
+    assert!(passed && said.contains("ok"), "{said}");
     let info = verbose_info(rt.clone(), &a_id).await;
     assert_eq!(info["cniCheck"], "ok", "{info}");
     assert_eq!(info["cniNetwork"], net.name.as_str());
@@ -165,6 +172,10 @@ async fn cni_pods_get_distinct_ips_reach_each_other_and_get_their_dns() {
         .status()
         .expect("ip link delete");
     assert!(deleted.success());
+    let info = verbose_info(rt.clone(), &a_id).await;
+    assert_eq!(info["cniCheck"], "ok", "until checked again: {info}");
+    let (passed, said) = front.check_network(&a_id);
+    assert!(!passed, "CHECK passed without the pod's veth: {said}");
     let info = verbose_info(rt.clone(), &a_id).await;
     assert_ne!(info["cniCheck"], "ok", "{info}");
 
