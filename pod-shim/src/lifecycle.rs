@@ -62,6 +62,10 @@ pub struct Pod {
     unheard: Mutex<Option<Vec<ContainerEventResponse>>>,
     logs: Mutex<HashMap<String, Follower>>,
     last_network_check: Mutex<Option<network::NetworkCheck>>,
+    /// Each container's last inspection, refreshed whenever Docker's events (or a call of
+    /// this shim) make it read the container again: ContainerStatus answers from it without
+    /// asking Docker. One per recorded container, dropped with its record.
+    inspections: Mutex<HashMap<String, Arc<ContainerInspectResponse>>>,
     /// Notified when the pod is removed and the shim should exit.
     pub removed: Arc<Notify>,
     /// Set once the shim stops serving: its event streams end then, or the server's graceful
@@ -94,6 +98,7 @@ impl Pod {
             unheard: Mutex::new(Some(Vec::new())),
             logs: Mutex::new(HashMap::new()),
             last_network_check: Mutex::new(None),
+            inspections: Mutex::new(HashMap::new()),
             removed: Arc::new(Notify::new()),
             closing: tokio::sync::watch::channel(false).0,
         }
@@ -290,6 +295,7 @@ impl Pod {
         for id in &ids {
             self.engine.remove(id).await?;
             self.logs().remove(id);
+            self.inspections().remove(id);
             if let Some(c) = self.record().containers.remove(id) {
                 remove_docker_log_link(&c);
             }
@@ -380,8 +386,26 @@ impl Pod {
             Some(c) => c.observe(&seen),
             None => return Ok(None),
         };
+        self.keep_inspection(id, inspect.as_ref());
         self.announce(id, &events)?;
         Ok(inspect)
+    }
+
+    fn inspections(&self) -> MutexGuard<'_, HashMap<String, Arc<ContainerInspectResponse>>> {
+        self.inspections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `inspect` as container `id`'s last inspection (none: Docker no longer has it).
+    fn keep_inspection(&self, id: &str, inspect: Option<&ContainerInspectResponse>) {
+        let mut kept = self.inspections();
+        match inspect {
+            Some(inspect) if self.record().containers.contains_key(id) => {
+                kept.insert(id.to_string(), Arc::new(inspect.clone()));
+            }
+            _ => {
+                kept.remove(id);
+            }
+        }
     }
 
     /// Re-reads the sandbox and every container: after a (re)connect to Docker's events
@@ -600,14 +624,12 @@ impl Pod {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
         let id = self.create_named(&name, body).await?;
-        let created_at = match self.engine.inspect(&id).await {
-            Ok(Some(c)) => c
-                .created
-                .as_deref()
-                .map(crate::docker::parse_time)
-                .unwrap_or_else(now_ns),
-            _ => now_ns(),
-        };
+        let inspected = self.engine.inspect(&id).await.ok().flatten();
+        let created_at = inspected
+            .as_ref()
+            .and_then(|c| c.created.as_deref())
+            .map(crate::docker::parse_time)
+            .unwrap_or_else(now_ns);
         let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
         let record = ContainerRecord {
             id: id.clone(),
@@ -629,6 +651,7 @@ impl Pod {
             let _ = self.engine.remove(&id).await;
             return Err(e);
         }
+        self.keep_inspection(&id, inspected.as_ref());
         self.emit(&id, ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, name = %name, "container created");
         Ok(id)
@@ -758,6 +781,7 @@ impl Pod {
     /// removal intent with them, in one save.
     fn forget_container(&self, id: &str) -> Result<()> {
         self.logs().remove(id);
+        self.inspections().remove(id);
         self.record.store().remove_log_checkpoint(id);
         let forgotten = {
             let mut r = self.record();
@@ -778,7 +802,13 @@ impl Pod {
         verbose: bool,
     ) -> Result<(ContainerStatus, HashMap<String, String>)> {
         let id = self.require(id)?;
-        let inspect = self.reinspect(&id).await?;
+        // From the last inspection: Docker's events keep it current. Only a container not
+        // inspected since this shim started is read now.
+        let kept = self.inspections().get(&id).cloned();
+        let inspect = match kept {
+            Some(inspect) => Some(inspect),
+            None => self.reinspect(&id).await?.map(Arc::new),
+        };
         let status = self
             .record()
             .containers
@@ -800,7 +830,7 @@ impl Pod {
                 "pid": pid,
                 "shimPid": std::process::id(),
                 "sandboxID": self.record().sandbox_id,
-                "inspect": inspect,
+                "inspect": inspect.as_deref(),
             });
             info.insert("info".to_string(), details.to_string());
         }

@@ -51,8 +51,8 @@ enum State {
     /// Not answered yet.
     Unknown,
     Up(Arc<Facts>),
-    /// Why the last attempt failed.
-    Down(String),
+    /// Why the last attempt failed, and what was known before.
+    Down(String, Option<Arc<Facts>>),
 }
 
 pub struct Daemon {
@@ -74,19 +74,26 @@ impl Default for Daemon {
 }
 
 impl Daemon {
-    /// The facts of the daemon that answers now; waits for the watcher's first answer.
-    /// `Unavailable` while dockerd does not answer.
+    /// The facts of the daemon that answers now, or of the last one that answered while none
+    /// does (its cgroup driver and version are what the kubelet was told; `Status` reports the
+    /// outage). Waits for the watcher's first answer; `Unavailable` when dockerd has never
+    /// answered.
     pub async fn facts(&self, endpoint: &str) -> Result<Arc<Facts>> {
         let mut rx = self.state.subscribe();
-        let state =
-            tokio::time::timeout(FIRST_ANSWER, rx.wait_for(|s| !matches!(s, State::Unknown)))
-                .await
-                .ok()
-                .and_then(|r| r.ok().map(|s| s.clone()))
-                .unwrap_or(State::Unknown);
+        if matches!(&*rx.borrow(), State::Down(_, None)) {
+            self.retry_now.notify_one();
+        }
+        let state = tokio::time::timeout(
+            FIRST_ANSWER,
+            rx.wait_for(|s| matches!(s, State::Up(_) | State::Down(_, Some(_)))),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok().map(|s| s.clone()))
+        .unwrap_or_else(|| self.state.borrow().clone());
         match state {
-            State::Up(facts) => Ok(facts),
-            State::Down(reason) => Err(Error::Unavailable(format!(
+            State::Up(facts) | State::Down(_, Some(facts)) => Ok(facts),
+            State::Down(reason, None) => Err(Error::Unavailable(format!(
                 "dockerd at {endpoint} does not answer: {reason}"
             ))),
             State::Unknown => Err(Error::Unavailable(format!(
@@ -178,10 +185,15 @@ impl Engine {
                             tracing::warn!(error = %e, "dockerd is not answering");
                         }
                         failures += 1;
-                        engine
-                            .daemon()
-                            .state
-                            .send_replace(State::Down(e.to_string()));
+                        engine.daemon().state.send_modify(|state| {
+                            let last = match state {
+                                State::Up(facts) | State::Down(_, Some(facts)) => {
+                                    Some(facts.clone())
+                                }
+                                _ => None,
+                            };
+                            *state = State::Down(e.to_string(), last);
+                        });
                         let daemon = engine.daemon();
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}

@@ -215,13 +215,7 @@ impl CniNet {
             if !runtime.is_empty() {
                 conf["runtimeConfig"] = Value::Object(runtime);
             }
-            prev = self.run_plugin(
-                plugin["type"].as_str().expect("type"),
-                sandbox,
-                netns,
-                args,
-                &conf,
-            );
+            prev = self.run_plugin("ADD", plugin_type(plugin), sandbox, netns, args, &conf);
         }
         let entry = json!({
             "kind": "cniCacheV1",
@@ -241,8 +235,49 @@ impl CniNet {
         prev
     }
 
+    /// The network's chain driven directly, as libcni's `AddNetworkList` does (no runtime in
+    /// between): every plugin's ADD in order, each given the previous result. Returns the
+    /// chain's result. The floor a runtime's network set-up is measured against.
+    pub fn add_directly(&self, sandbox: &str, netns: &str) -> Value {
+        let list = self.conflist();
+        let mut prev = Value::Null;
+        for plugin in list["plugins"].as_array().expect("plugins") {
+            let mut conf = self.plugin_conf(&list, plugin);
+            if !prev.is_null() {
+                conf["prevResult"] = prev.clone();
+            }
+            prev = self.run_plugin("ADD", plugin_type(plugin), sandbox, netns, &[], &conf);
+        }
+        prev
+    }
+
+    /// libcni's `DelNetworkList` for what [`CniNet::add_directly`] set up: every plugin's DEL
+    /// in reverse order, each given the chain's ADD result.
+    pub fn del_directly(&self, sandbox: &str, netns: &str, added: &Value) {
+        let list = self.conflist();
+        for plugin in list["plugins"].as_array().expect("plugins").iter().rev() {
+            let mut conf = self.plugin_conf(&list, plugin);
+            conf["prevResult"] = added.clone();
+            self.run_plugin("DEL", plugin_type(plugin), sandbox, netns, &[], &conf);
+        }
+    }
+
+    fn conflist(&self) -> Value {
+        let bytes =
+            std::fs::read(self.dir.path().join("net.d/10-test.conflist")).expect("read conflist");
+        serde_json::from_slice(&bytes).expect("conflist JSON")
+    }
+
+    fn plugin_conf(&self, list: &Value, plugin: &Value) -> Value {
+        let mut conf = plugin.clone();
+        conf["name"] = list["name"].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        conf
+    }
+
     fn run_plugin(
         &self,
+        command: &str,
         plugin: &str,
         sandbox: &str,
         netns: &str,
@@ -252,7 +287,7 @@ impl CniNet {
         use std::io::Write;
         let cni_args: Vec<String> = args.iter().map(|[k, v]| format!("{k}={v}")).collect();
         let mut child = std::process::Command::new(Path::new(DEBIAN_PLUGINS).join(plugin))
-            .env("CNI_COMMAND", "ADD")
+            .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", sandbox)
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
@@ -272,10 +307,13 @@ impl CniNet {
         let out = child.wait_with_output().expect("plugin");
         assert!(
             out.status.success(),
-            "{plugin} ADD: {} {}",
+            "{plugin} {command}: {} {}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if command == "DEL" {
+            return Value::Null;
+        }
         serde_json::from_slice(&out.stdout).expect("plugin result JSON")
     }
 
@@ -385,4 +423,8 @@ impl Drop for CniNet {
             .stderr(std::process::Stdio::null())
             .status();
     }
+}
+
+fn plugin_type(plugin: &Value) -> &str {
+    plugin["type"].as_str().expect("a plugin's type")
 }

@@ -1,20 +1,267 @@
-//! Pod benchmark: prints, from one run on this machine, RunPodSandbox and
-//! CreateContainer+StartContainer latencies (median, p95) beside the raw Docker API doing the
-//! same container create+start, ListContainers latency with 50 pods, and the memory of one
-//! idle pod shim (PSS and RSS, against the budget of 2 MiB and 6 MiB).
+//! Pod benchmark, from one run on this machine:
+//! - every call of a pod's life through dockpod (a CNI network: bridge, firewall, portmap),
+//!   one pod at a time, beside its floor: the same Docker requests made with bollard and the
+//!   same CNI plugin chain run directly, no dockpod in between, interleaved pod by pod so both
+//!   see the same machine; medians and the ratio;
+//! - ListContainers latency with 50 pods, and the memory of one idle pod shim (PSS and RSS,
+//!   against the budget of 2 MiB and 6 MiB).
 //!
-//! Run: `cargo run --release -p dockpod-tests --bin bench-pods` (after `contrib/setup.sh`).
+//! Run: `cargo run --release -p dockpod-tests --bin bench-pods` (after `contrib/setup.sh`);
+//! `BENCH_PODS` sets the number of pods taken through their life (40 by default).
 
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
-use dockpod_tests::cri::{container_config, create_container, pod_config, run_pod, start};
-use dockpod_tests::docker::{docker, TOOL_IMAGE};
-use dockpod_tests::front::Front;
-use k8s_cri::v1::{ListContainersRequest, RemovePodSandboxRequest};
+use std::collections::BTreeMap;
 
-const PODS: usize = 20;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptions, StopContainerOptions};
+use bollard::Docker;
+use dockpod_tests::cni::CniNet;
+use dockpod_tests::cri::{container_config, create_container, pod_config, run_pod, start};
+use dockpod_tests::docker::{docker, PAUSE_IMAGE, TOOL_IMAGE};
+use dockpod_tests::front::Front;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+
+/// The calls of a pod's life, in the order they are made.
+const CALLS: [&str; 9] = [
+    "RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "ContainerStatus (verbose)",
+    "PodSandboxStatus (verbose)",
+    "StopContainer",
+    "RemoveContainer",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+];
+/// StopContainer's grace period, the same through dockpod and Docker (`sleep` is not PID 1
+/// in a pod sharing the sandbox's PID namespace, so SIGTERM ends it at once).
+const STOP_TIMEOUT: i64 = 2;
+
+type Times = BTreeMap<&'static str, Vec<Duration>>;
+
+/// Times `call` into `times[what]`.
+async fn timed<T>(
+    times: &mut Times,
+    what: &'static str,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let t = Instant::now();
+    let out = call.await;
+    times.entry(what).or_default().push(t.elapsed());
+    out
+}
+
+/// One pod's life through dockpod.
+async fn dockpod_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: &PodSandboxConfig,
+    times: &mut Times,
+) {
+    let pod = timed(times, CALLS[0], run_pod(rt, config)).await;
+    let app = container_config("app", &["sleep", "3600"]);
+    let c = timed(times, CALLS[1], create_container(rt, &pod, config, app))
+        .await
+        .expect("CreateContainer");
+    timed(times, CALLS[2], start(rt, &c)).await;
+    let mut r = rt.clone();
+    timed(
+        times,
+        CALLS[3],
+        r.container_status(ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: true,
+        }),
+    )
+    .await
+    .expect("ContainerStatus");
+    timed(
+        times,
+        CALLS[4],
+        r.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        }),
+    )
+    .await
+    .expect("PodSandboxStatus");
+    timed(
+        times,
+        CALLS[5],
+        r.stop_container(StopContainerRequest {
+            container_id: c.clone(),
+            timeout: STOP_TIMEOUT,
+        }),
+    )
+    .await
+    .expect("StopContainer");
+    timed(
+        times,
+        CALLS[6],
+        r.remove_container(RemoveContainerRequest { container_id: c }),
+    )
+    .await
+    .expect("RemoveContainer");
+    timed(
+        times,
+        CALLS[7],
+        r.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }),
+    )
+    .await
+    .expect("StopPodSandbox");
+    timed(
+        times,
+        CALLS[8],
+        r.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        }),
+    )
+    .await
+    .expect("RemovePodSandbox");
+}
+
+/// The same pod's life with no runtime: Docker's requests through bollard, the CNI chain run
+/// directly.
+async fn floor_pod(docker: &Docker, net: &CniNet, times: &mut Times) {
+    let sandbox_name = dockpod_tests::unique("bench-floor-pod");
+    let sandbox = timed(times, CALLS[0], async {
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(sandbox_name.clone()),
+                    ..Default::default()
+                }),
+                ContainerCreateBody {
+                    image: Some(PAUSE_IMAGE.into()),
+                    host_config: Some(HostConfig {
+                        network_mode: Some("none".into()),
+                        ipc_mode: Some("shareable".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("docker create sandbox");
+        docker
+            .start_container(&created.id, None)
+            .await
+            .expect("docker start sandbox");
+        let pid = docker
+            .inspect_container(&created.id, None)
+            .await
+            .expect("docker inspect sandbox")
+            .state
+            .and_then(|s| s.pid)
+            .expect("the sandbox's PID");
+        let netns = format!("/proc/{pid}/ns/net");
+        let added = net.add_directly(&created.id, &netns);
+        (created.id, netns, added)
+    })
+    .await;
+    let (sandbox, netns, added) = sandbox;
+    let shared = format!("container:{sandbox}");
+    let c = timed(
+        times,
+        CALLS[1],
+        docker.create_container(
+            Some(CreateContainerOptions {
+                name: Some(dockpod_tests::unique("bench-floor-app")),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(TOOL_IMAGE.into()),
+                entrypoint: Some(vec!["sleep".into(), "3600".into()]),
+                host_config: Some(HostConfig {
+                    network_mode: Some(shared.clone()),
+                    ipc_mode: Some(shared.clone()),
+                    pid_mode: Some(shared),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .expect("docker create")
+    .id;
+    timed(times, CALLS[2], docker.start_container(&c, None))
+        .await
+        .expect("docker start");
+    timed(times, CALLS[3], docker.inspect_container(&c, None))
+        .await
+        .expect("docker inspect");
+    timed(times, CALLS[4], docker.inspect_container(&sandbox, None))
+        .await
+        .expect("docker inspect sandbox");
+    let stop = || {
+        Some(StopContainerOptions {
+            t: Some(STOP_TIMEOUT as i32),
+            ..Default::default()
+        })
+    };
+    timed(times, CALLS[5], docker.stop_container(&c, stop()))
+        .await
+        .expect("docker stop");
+    timed(times, CALLS[6], docker.remove_container(&c, None))
+        .await
+        .expect("docker rm");
+    timed(times, CALLS[7], async {
+        net.del_directly(&sandbox, &netns, &added);
+        docker.stop_container(&sandbox, stop()).await
+    })
+    .await
+    .expect("docker stop sandbox");
+    timed(times, CALLS[8], docker.remove_container(&sandbox, None))
+        .await
+        .expect("docker rm sandbox");
+}
+
+fn median(v: &[Duration]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).map_or(f64::NAN, |d| ms(*d))
+}
+
+/// Every call of a pod's life, through dockpod and at its floor.
+async fn lifecycle() {
+    let pods: usize = std::env::var("BENCH_PODS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    let net = CniNet::new();
+    let args = net.front_args();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--log-level", "warn"]);
+    let front = Front::start(&args).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let docker = docker().await;
+    let mut rt = front.runtime();
+    let (mut through, mut floor) = (Times::new(), Times::new());
+    for i in 0..pods {
+        let config = pod_config(&format!("life{i}"), logs.path());
+        dockpod_pod(&mut rt, &config, &mut through).await;
+        floor_pod(&docker, &net, &mut floor).await;
+    }
+    println!("a pod's life, {pods} pods one at a time (CNI: bridge, firewall, portmap); medians");
+    println!(
+        "{:<28} {:>10} {:>10} {:>8} {:>10}",
+        "call", "dockpod", "floor", "ratio", "difference"
+    );
+    for call in CALLS {
+        let (d, f) = (median(&through[call]), median(&floor[call]));
+        println!(
+            "{call:<28} {d:>7.1} ms {f:>7.1} ms {:>7.2}x {:>7.1} ms",
+            d / f,
+            d - f
+        );
+    }
+}
+
 const LIST_PODS: usize = 50;
 const LIST_CALLS: usize = 100;
 
@@ -37,24 +284,20 @@ fn row(what: &str, v: Vec<Duration>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    lifecycle().await;
+    lists_and_memory().await;
+}
+
+/// ListContainers with 50 pods, and one idle shim's memory.
+async fn lists_and_memory() {
     let front = Front::start(&["--log-level", "warn"]).await;
     let logs = tempfile::tempdir().expect("log dir");
-    let docker = docker().await;
     let mut rt = front.runtime();
 
-    let mut run_pod_times = Vec::new();
-    let mut create_start = Vec::new();
-    let mut docker_create_start = Vec::new();
     let mut pods = Vec::new();
-    let mut raw = Vec::new();
     for i in 0..LIST_PODS {
         let config = pod_config(&format!("bench{i}"), logs.path());
-        let t = Instant::now();
         let id = run_pod(&mut rt, &config).await;
-        if i < PODS {
-            run_pod_times.push(t.elapsed());
-        }
-        let t = Instant::now();
         let c = create_container(
             &mut rt,
             &id,
@@ -64,37 +307,6 @@ async fn main() {
         .await
         .expect("CreateContainer");
         start(&mut rt, &c).await;
-        if i < PODS {
-            create_start.push(t.elapsed());
-            // The same container straight through Docker: create + start, sharing the sandbox.
-            let t = Instant::now();
-            let created = docker
-                .create_container(
-                    Some(CreateContainerOptions {
-                        name: Some(dockpod_tests::unique("bench-raw")),
-                        ..Default::default()
-                    }),
-                    ContainerCreateBody {
-                        image: Some(TOOL_IMAGE.into()),
-                        entrypoint: Some(vec!["sleep".into(), "3600".into()]),
-                        host_config: Some(HostConfig {
-                            network_mode: Some(format!("container:{id}")),
-                            ipc_mode: Some(format!("container:{id}")),
-                            pid_mode: Some(format!("container:{id}")),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .expect("docker create");
-            docker
-                .start_container(&created.id, None)
-                .await
-                .expect("docker start");
-            docker_create_start.push(t.elapsed());
-            raw.push(created.id);
-        }
         pods.push(id);
     }
 
@@ -123,15 +335,6 @@ async fn main() {
     let one = mem[mem.len() / 2];
 
     println!("dockpod pod benchmark ({} shims running)", shims.len());
-    row(
-        &format!("RunPodSandbox ({PODS} pods, one at a time)"),
-        run_pod_times,
-    );
-    row("CreateContainer+StartContainer via dockpod", create_start);
-    row(
-        "create+start via the raw Docker API (same container)",
-        docker_create_start,
-    );
     row(&format!("ListContainers with {LIST_PODS} pods"), list_times);
     println!(
         "idle pod shim (median of {}): PSS {:.2} MiB (budget 2), RSS {:.2} MiB (budget 6)",
@@ -140,17 +343,6 @@ async fn main() {
         one.rss_bytes as f64 / 1048576.0
     );
 
-    for id in raw {
-        let _ = docker
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-    }
     for id in pods {
         let _ = rt
             .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })

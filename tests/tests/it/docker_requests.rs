@@ -217,7 +217,7 @@ async fn a_list_of_fifty_images_is_one_docker_request() {
 }
 
 #[tokio::test]
-async fn lists_and_pod_status_with_fifty_pods_ask_docker_nothing() {
+async fn lists_and_statuses_with_fifty_pods_ask_docker_nothing() {
     let proxy = DockerProxy::start();
     let endpoint = proxy.endpoint();
     let front = Front::start(&[
@@ -278,6 +278,26 @@ async fn lists_and_pod_status_with_fifty_pods_ask_docker_nothing() {
         assert!(containers
             .iter()
             .all(|c| c.state == ContainerState::ContainerRunning as i32));
+        for container in &containers {
+            for verbose in [false, true] {
+                let answer = rt
+                    .container_status(ContainerStatusRequest {
+                        container_id: container.id.clone(),
+                        verbose,
+                    })
+                    .await
+                    .expect("ContainerStatus")
+                    .into_inner();
+                let status = answer.status.expect("a status");
+                assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+                if verbose {
+                    let info: serde_json::Value =
+                        serde_json::from_str(&answer.info["info"]).expect("JSON info");
+                    assert!(info["pid"].as_i64().is_some_and(|pid| pid > 0), "{info}");
+                    assert_eq!(info["inspect"]["Id"], container.id.as_str(), "{info}");
+                }
+            }
+        }
         for id in &pods {
             for verbose in [false, true] {
                 let status = rt
