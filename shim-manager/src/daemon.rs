@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 const CONFIRM_EVERY: Duration = Duration::from_secs(5);
 /// How long `Status` waits for a ping before calling dockerd not ready.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a call that needs the facts waits for the watcher's first answer (a front that
-/// has just started).
+/// How long a call that needs the facts waits for the watcher's answer (a front that has
+/// just started, or one retrying a daemon that has never answered).
 const FIRST_ANSWER: Duration = Duration::from_secs(10);
 /// The longest pause between attempts while dockerd does not answer: short, so a restarted
 /// daemon is served again within moments.
@@ -80,17 +80,17 @@ impl Daemon {
     /// answered.
     pub async fn facts(&self, endpoint: &str) -> Result<Arc<Facts>> {
         let mut rx = self.state.subscribe();
-        if matches!(&*rx.borrow(), State::Down(_, None)) {
+        let never_answered = matches!(&*rx.borrow_and_update(), State::Down(_, None));
+        if never_answered {
+            // One more attempt now, rather than at the watcher's next retry.
             self.retry_now.notify_one();
+            let _ = tokio::time::timeout(FIRST_ANSWER, rx.changed()).await;
+        } else {
+            let _ =
+                tokio::time::timeout(FIRST_ANSWER, rx.wait_for(|s| !matches!(s, State::Unknown)))
+                    .await;
         }
-        let state = tokio::time::timeout(
-            FIRST_ANSWER,
-            rx.wait_for(|s| matches!(s, State::Up(_) | State::Down(_, Some(_)))),
-        )
-        .await
-        .ok()
-        .and_then(|r| r.ok().map(|s| s.clone()))
-        .unwrap_or_else(|| self.state.borrow().clone());
+        let state = self.state.borrow().clone();
         match state {
             State::Up(facts) | State::Down(_, Some(facts)) => Ok(facts),
             State::Down(reason, None) => Err(Error::Unavailable(format!(
