@@ -28,9 +28,12 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call that needs the facts waits for the watcher's answer (a front that has
 /// just started, or one retrying a daemon that has never answered).
 const FIRST_ANSWER: Duration = Duration::from_secs(10);
-/// The longest pause between attempts while dockerd does not answer: short, so a restarted
-/// daemon is served again within moments.
+/// The pauses between attempts while dockerd does not answer, doubling up to the longest:
+/// short, so a restarted daemon is served again within moments.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(2);
+/// An event stream that ends sooner than this after it opened is retried after a pause.
+const SHORT_STREAM: Duration = Duration::from_secs(1);
 
 /// The daemon as last read.
 #[derive(Clone, Debug)]
@@ -158,7 +161,7 @@ impl Engine {
     pub fn watch_daemon(&self) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(250);
+            let mut delay = FIRST_RETRY;
             let mut failures = 0u32;
             loop {
                 match engine.read_facts().await {
@@ -175,9 +178,18 @@ impl Engine {
                             .daemon()
                             .state
                             .send_replace(State::Up(Arc::new(facts)));
-                        delay = Duration::from_millis(250);
                         failures = 0;
+                        let followed = Instant::now();
                         engine.follow_until_disconnected().await;
+                        // A stream that ends as soon as it opens (something between the
+                        // front and dockerd that does not stream) must not turn this into a
+                        // loop of requests.
+                        if followed.elapsed() < SHORT_STREAM {
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(MAX_RETRY);
+                        } else {
+                            delay = FIRST_RETRY;
+                        }
                     }
                     Err(e) => {
                         // Said once per outage: the kubelet's Status reports it meanwhile.

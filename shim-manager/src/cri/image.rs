@@ -31,8 +31,10 @@ const LIST_CONCURRENCY: usize = 8;
 
 pub struct ImageApi {
     engine: Engine,
-    /// How Docker lists the sandbox image, which is reported as pinned.
+    /// The sandbox image, which is reported as pinned: how Docker lists its reference, or
+    /// its ID when it is configured by ID.
     sandbox_listed_as: Option<String>,
+    sandbox_id: Option<String>,
     usage: UsageCache,
     /// Each image's USER by image ID. Bounded by the node's images: a full list keeps only
     /// the images it found.
@@ -41,12 +43,16 @@ pub struct ImageApi {
 
 impl ImageApi {
     pub fn new(engine: Engine, sandbox_image: String) -> Self {
-        let sandbox_listed_as = ImageName::parse(&sandbox_image)
-            .ok()
-            .and_then(|name| name.listed_as());
+        let parsed = ImageName::parse(&sandbox_image).ok();
+        let sandbox_listed_as = parsed.as_ref().and_then(ImageName::listed_as);
+        let sandbox_id = match parsed {
+            Some(ImageName::Id(id)) => Some(id),
+            _ => None,
+        };
         ImageApi {
             engine,
             sandbox_listed_as,
+            sandbox_id,
             usage: UsageCache::default(),
             users: Mutex::default(),
         }
@@ -62,11 +68,13 @@ impl ImageApi {
         }
     }
 
-    /// Whether an image with these references is the sandbox image.
-    fn pinned<'a>(&self, mut references: impl Iterator<Item = &'a String>) -> bool {
-        self.sandbox_listed_as
-            .as_ref()
-            .is_some_and(|sandbox| references.any(|r| r == sandbox))
+    /// Whether the image with this ID and these references is the sandbox image.
+    fn pinned<'a>(&self, id: &str, mut references: impl Iterator<Item = &'a String>) -> bool {
+        self.sandbox_id.as_deref() == Some(id)
+            || self
+                .sandbox_listed_as
+                .as_ref()
+                .is_some_and(|sandbox| references.any(|r| r == sandbox))
     }
 
     async fn list(&self, filter_name: Option<&str>) -> Result<Vec<Image>> {
@@ -75,7 +83,10 @@ impl ImageApi {
             let Some(image) = self.inspect(id).await? else {
                 return Ok(Vec::new());
             };
-            let pinned = self.pinned(image_references(&image));
+            let pinned = self.pinned(
+                image.id.as_deref().unwrap_or_default(),
+                image_references(&image),
+            );
             return Ok(vec![to_cri_image(image, pinned)]);
         }
         let filters = filter_name
@@ -94,7 +105,8 @@ impl ImageApi {
             .filter_map(|summary| {
                 // An image removed between the list and its inspect is simply gone.
                 let user = users.get(&summary.id)?.clone();
-                let pinned = self.pinned(summary.repo_tags.iter().chain(&summary.repo_digests));
+                let references = summary.repo_tags.iter().chain(&summary.repo_digests);
+                let pinned = self.pinned(&summary.id, references);
                 Some(summary_to_cri_image(summary, &user, pinned))
             })
             .collect())
@@ -151,7 +163,10 @@ impl ImageApi {
         } else {
             HashMap::new()
         };
-        let pinned = self.pinned(image_references(&inspect));
+        let pinned = self.pinned(
+            inspect.id.as_deref().unwrap_or_default(),
+            image_references(&inspect),
+        );
         Ok(ImageStatusResponse {
             image: Some(to_cri_image(inspect, pinned)),
             info,

@@ -56,6 +56,30 @@ async fn remove(images: &mut ImageServiceClient<Channel>, image: &str) {
 }
 
 #[tokio::test]
+async fn a_sandbox_image_given_by_id_is_the_one_pinned() {
+    let docker = docker().await;
+    let pause_id = image_id(&docker, PAUSE_IMAGE).await;
+    let front = Front::start(&["--pod-infra-container-image", &pause_id]).await;
+    let mut images = front.images();
+    let all = images
+        .list_images(ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    let pinned: Vec<&str> = all
+        .iter()
+        .filter(|i| i.pinned)
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(pinned, vec![pause_id.as_str()]);
+    let by_tag = status(&mut images, PAUSE_IMAGE)
+        .await
+        .expect("the sandbox image");
+    assert!(by_tag.pinned, "{by_tag:?}");
+}
+
+#[tokio::test]
 async fn list_images_shows_local_images_and_filters_by_reference_and_id() {
     let front = Front::start(&[]).await;
     let docker = docker().await;
