@@ -78,8 +78,9 @@ impl Router {
         }
     }
 
-    fn require_container(&self, id: &str) -> Result<(String, Arc<ShimHandle>), Status> {
-        self.container(id)?
+    async fn require_container(&self, id: &str) -> Result<(String, Arc<ShimHandle>), Status> {
+        self.find_container(id)
+            .await?
             .ok_or_else(|| Status::not_found(format!("container {id} not found")))
     }
 
@@ -112,20 +113,19 @@ impl Router {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), Status> {
-        let (id, shim) = self.require_container(id)?;
+        let (id, shim) = self.require_container(id).await?;
         shim.runtime()
             .start_container(StartContainerRequest { container_id: id })
             .await?;
         Ok(())
     }
 
-    /// The container's pod from the index, or on a miss from Docker's own labels (the index
-    /// is rebuilt from the shims' answers and may lag them): a stop or remove that finds no
-    /// pod must be one Docker confirms has nothing to do.
-    async fn container_for_mutation(
-        &self,
-        id: &str,
-    ) -> Result<Option<(String, Arc<ShimHandle>)>, Status> {
+    /// The container's pod from the index, or on a miss from Docker's own labels. The index
+    /// is rebuilt from the shims' answers and may lag them: a container whose create was
+    /// answered to a front that died meanwhile is known to its shim and to Docker only, and
+    /// every call naming it must still reach its shim. A container none finds must be one
+    /// Docker confirms is not this instance's.
+    async fn find_container(&self, id: &str) -> Result<Option<(String, Arc<ShimHandle>)>, Status> {
         if let Some(found) = self.container(id)? {
             return Ok(Some(found));
         }
@@ -148,7 +148,7 @@ impl Router {
     }
 
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
-        let Some((id, shim)) = self.container_for_mutation(id).await? else {
+        let Some((id, shim)) = self.find_container(id).await? else {
             return Ok(());
         };
         shim.runtime()
@@ -161,7 +161,7 @@ impl Router {
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
-        let Some((id, shim)) = self.container_for_mutation(id).await? else {
+        let Some((id, shim)) = self.find_container(id).await? else {
             return Ok(());
         };
         shim.runtime()
@@ -177,7 +177,7 @@ impl Router {
         &self,
         req: ContainerStatusRequest,
     ) -> Result<ContainerStatusResponse, Status> {
-        let (id, shim) = self.require_container(&req.container_id)?;
+        let (id, shim) = self.require_container(&req.container_id).await?;
         let req = ContainerStatusRequest {
             container_id: id,
             ..req
@@ -189,7 +189,7 @@ impl Router {
         &self,
         req: UpdateContainerResourcesRequest,
     ) -> Result<(), Status> {
-        let (id, shim) = self.require_container(&req.container_id)?;
+        let (id, shim) = self.require_container(&req.container_id).await?;
         let req = UpdateContainerResourcesRequest {
             container_id: id,
             ..req
@@ -199,7 +199,7 @@ impl Router {
     }
 
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
-        let (id, shim) = self.require_container(id)?;
+        let (id, shim) = self.require_container(id).await?;
         shim.runtime()
             .reopen_container_log(ReopenContainerLogRequest { container_id: id })
             .await?;
@@ -208,7 +208,7 @@ impl Router {
 
     /// The shim's URL path for an exec session.
     pub async fn exec(&self, req: ExecRequest) -> Result<String, Status> {
-        let (id, shim) = self.require_container(&req.container_id)?;
+        let (id, shim) = self.require_container(&req.container_id).await?;
         let req = ExecRequest {
             container_id: id,
             ..req
@@ -217,7 +217,7 @@ impl Router {
     }
 
     pub async fn attach(&self, req: AttachRequest) -> Result<String, Status> {
-        let (id, shim) = self.require_container(&req.container_id)?;
+        let (id, shim) = self.require_container(&req.container_id).await?;
         let req = AttachRequest {
             container_id: id,
             ..req
@@ -235,7 +235,7 @@ impl Router {
     }
 
     pub async fn exec_sync(&self, req: ExecSyncRequest) -> Result<ExecSyncResponse, Status> {
-        let (id, shim) = self.require_container(&req.container_id)?;
+        let (id, shim) = self.require_container(&req.container_id).await?;
         let req = ExecSyncRequest {
             container_id: id,
             ..req
@@ -247,7 +247,7 @@ impl Router {
         &self,
         req: ContainerStatsRequest,
     ) -> Result<ContainerStatsResponse, Status> {
-        let (id, shim) = self.require_container(&req.container_id)?;
+        let (id, shim) = self.require_container(&req.container_id).await?;
         let req = ContainerStatsRequest { container_id: id };
         Ok(shim.runtime().container_stats(req).await?.into_inner())
     }

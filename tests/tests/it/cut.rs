@@ -277,6 +277,84 @@ async fn create_container_given_up_by_its_caller_still_completes_and_is_recorded
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
 
+/// A container whose create was answered to a front that died meanwhile is known to its
+/// shim and to Docker, not to the front that started next (it indexed the pod before the
+/// container existed): it is listed, and every call naming it reaches it.
+#[tokio::test]
+async fn a_container_created_while_the_front_restarted_is_reached_by_every_call() {
+    let proxy = DockerProxy::start();
+    let mut front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-front", logs.path());
+    let id = run_pod(&mut rt.clone(), &pod).await;
+
+    let answer = Gate::new();
+    proxy.once(
+        "POST",
+        "/containers/create",
+        Fault::HoldAnswer(answer.clone()),
+    );
+    let create = tokio::spawn({
+        let mut rt = rt.clone();
+        let request = CreateContainerRequest {
+            pod_sandbox_id: id.clone(),
+            config: Some(container_config("app", &["sleep", "3600"])),
+            sandbox_config: Some(pod.clone()),
+        };
+        async move { rt.create_container(request).await }
+    });
+    // The pod's own create is in the proxy's history: this waits for the next one.
+    wait_until("the container's create at Docker", SECS, || async {
+        let creates = proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "POST" && s.path == "/containers/create")
+            .count();
+        (creates == 2).then_some(())
+    })
+    .await;
+    front.kill().await;
+    front.restart().await;
+    answer.open();
+    assert!(
+        create.await.expect("the create task").is_err(),
+        "its front died"
+    );
+
+    let mut rt = front.runtime();
+    let container = wait_until("the container listed", SECS, || {
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            let containers = rt
+                .list_containers(ListContainersRequest {
+                    filter: Some(ContainerFilter {
+                        pod_sandbox_id: id,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .containers;
+            (containers.len() == 1).then(|| containers[0].id.clone())
+        }
+    })
+    .await;
+    assert_eq!(
+        status(&mut rt, &container).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    start(&mut rt, &container).await;
+    assert_eq!(
+        status(&mut rt, &container).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    remove_pod(&mut rt, &id).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
+
 /// The kubelet's retry of a call whose first run is still going (its deadline passed while
 /// Docker's answer was held back) gets that run's outcome: one container, one sandbox, one
 /// shim, not a second run racing the first for the same Docker name.
