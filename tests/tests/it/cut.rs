@@ -9,6 +9,7 @@ use dockpod_tests::docker::instance_containers;
 use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -59,6 +60,32 @@ async fn assert_docker_holds(front: &Front, mut recorded: Vec<String>) {
     in_docker.sort();
     recorded.sort();
     assert_eq!(in_docker, recorded, "Docker holds what the record holds");
+}
+
+/// The one container the runtime lists in pod `sandbox`, once it lists exactly one.
+async fn the_only_container(
+    rt: &RuntimeServiceClient<tonic::transport::Channel>,
+    sandbox: &str,
+) -> String {
+    wait_until("one container listed in the pod", SECS, || {
+        let mut rt = rt.clone();
+        let sandbox = sandbox.to_string();
+        async move {
+            let containers = rt
+                .list_containers(ListContainersRequest {
+                    filter: Some(ContainerFilter {
+                        pod_sandbox_id: sandbox,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .containers;
+            (containers.len() == 1).then(|| containers[0].id.clone())
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -253,25 +280,7 @@ async fn create_container_given_up_by_its_caller_still_completes_and_is_recorded
     answer.open();
 
     // The operation ran on: what Docker made, the record holds.
-    let listed = wait_until("the container in the pod's record", SECS, || {
-        let mut rt = rt.clone();
-        let id = id.clone();
-        async move {
-            let containers = rt
-                .list_containers(ListContainersRequest {
-                    filter: Some(ContainerFilter {
-                        pod_sandbox_id: id,
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .containers;
-            (containers.len() == 1).then(|| containers[0].id.clone())
-        }
-    })
-    .await;
+    let listed = the_only_container(&rt, &id).await;
     assert_docker_holds(&front, vec![id.clone(), listed]).await;
     remove_pod(&mut rt.clone(), &id).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
@@ -323,25 +332,7 @@ async fn a_container_created_while_the_front_restarted_is_reached_by_every_call(
     );
 
     let mut rt = front.runtime();
-    let container = wait_until("the container listed", SECS, || {
-        let mut rt = rt.clone();
-        let id = id.clone();
-        async move {
-            let containers = rt
-                .list_containers(ListContainersRequest {
-                    filter: Some(ContainerFilter {
-                        pod_sandbox_id: id,
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .containers;
-            (containers.len() == 1).then(|| containers[0].id.clone())
-        }
-    })
-    .await;
+    let container = the_only_container(&rt, &id).await;
     assert_eq!(
         status(&mut rt, &container).await.state,
         ContainerState::ContainerCreated as i32
