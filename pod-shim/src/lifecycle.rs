@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::cni::Cni;
 
 mod events;
+mod inspections;
 mod network;
 mod record;
 
@@ -64,8 +65,8 @@ pub struct Pod {
     last_network_check: Mutex<Option<network::NetworkCheck>>,
     /// Each container's last inspection, refreshed whenever Docker's events (or a call of
     /// this shim) make it read the container again: ContainerStatus answers from it without
-    /// asking Docker. One per recorded container, dropped with its record.
-    inspections: Mutex<HashMap<String, Arc<ContainerInspectResponse>>>,
+    /// asking Docker.
+    inspections: inspections::Inspections,
     /// Notified when the pod is removed and the shim should exit.
     pub removed: Arc<Notify>,
     /// Set once the shim stops serving: its event streams end then, or the server's graceful
@@ -98,7 +99,7 @@ impl Pod {
             unheard: Mutex::new(Some(Vec::new())),
             logs: Mutex::new(HashMap::new()),
             last_network_check: Mutex::new(None),
-            inspections: Mutex::new(HashMap::new()),
+            inspections: inspections::Inspections::default(),
             removed: Arc::new(Notify::new()),
             closing: tokio::sync::watch::channel(false).0,
         }
@@ -295,7 +296,7 @@ impl Pod {
         for id in &ids {
             self.engine.remove(id).await?;
             self.logs().remove(id);
-            self.inspections().remove(id);
+            self.inspections.remove(id);
             if let Some(c) = self.record().containers.remove(id) {
                 remove_docker_log_link(&c);
             }
@@ -357,55 +358,45 @@ impl Pod {
         self.reinspect(id).await.map(drop)
     }
 
-    /// Docker's `oom` event for a container of this pod: remembered, and the container read
-    /// again, so its exit is reported as OOMKilled whether Docker's flag caught it or not
-    /// and whether the exit was seen before the event or after.
+    /// Docker's `oom` event for a container of this pod: recorded (an exit already seen
+    /// becomes OOMKilled at once, whatever Docker's flag said when it was read) and saved
+    /// before the container is read again, so a failed read cannot lose it.
     pub async fn oom_reported(&self, id: &str) -> Result<()> {
-        let newly = self
+        let changed = self
             .record()
             .containers
             .get_mut(id)
-            .is_some_and(|c| !std::mem::replace(&mut c.oom_reported, true));
-        self.refresh_container(id).await?;
-        if newly {
+            .is_some_and(ContainerRecord::oom_reported);
+        if changed {
             self.persist()?;
         }
-        Ok(())
+        self.refresh_container(id).await
     }
 
     /// Inspects a container of this pod, records and announces what changed, and returns the
     /// inspection (`None` when the container is not this pod's or Docker no longer has it).
+    /// An answer older than one applied already is returned but not applied.
     async fn reinspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
         if !self.record().containers.contains_key(id) {
             return Ok(None);
         }
+        let ticket = self.inspections.ticket();
         let inspect = self.engine.inspect(id).await?;
         let seen = observe(inspect.as_ref());
         self.settle_log(id, &seen).await;
-        let events = match self.record().containers.get_mut(id) {
-            Some(c) => c.observe(&seen),
-            None => return Ok(None),
+        let events = {
+            let mut r = self.record();
+            let Some(c) = r.containers.get_mut(id) else {
+                return Ok(None);
+            };
+            // Under the record's lock, so no other read's answer lands between the two.
+            if !self.inspections.keep(id, ticket, inspect.as_ref()) {
+                return Ok(inspect);
+            }
+            c.observe(&seen)
         };
-        self.keep_inspection(id, inspect.as_ref());
         self.announce(id, &events)?;
         Ok(inspect)
-    }
-
-    fn inspections(&self) -> MutexGuard<'_, HashMap<String, Arc<ContainerInspectResponse>>> {
-        self.inspections.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Keeps `inspect` as container `id`'s last inspection (none: Docker no longer has it).
-    fn keep_inspection(&self, id: &str, inspect: Option<&ContainerInspectResponse>) {
-        let mut kept = self.inspections();
-        match inspect {
-            Some(inspect) if self.record().containers.contains_key(id) => {
-                kept.insert(id.to_string(), Arc::new(inspect.clone()));
-            }
-            _ => {
-                kept.remove(id);
-            }
-        }
     }
 
     /// Re-reads the sandbox and every container: after a (re)connect to Docker's events
@@ -624,6 +615,7 @@ impl Pod {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
         let id = self.create_named(&name, body).await?;
+        let ticket = self.inspections.ticket();
         let inspected = self.engine.inspect(&id).await.ok().flatten();
         let created_at = inspected
             .as_ref()
@@ -651,7 +643,8 @@ impl Pod {
             let _ = self.engine.remove(&id).await;
             return Err(e);
         }
-        self.keep_inspection(&id, inspected.as_ref());
+        // The event watcher may have read it since: then its answer stands.
+        self.inspections.keep(&id, ticket, inspected.as_ref());
         self.emit(&id, ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, name = %name, "container created");
         Ok(id)
@@ -781,7 +774,7 @@ impl Pod {
     /// removal intent with them, in one save.
     fn forget_container(&self, id: &str) -> Result<()> {
         self.logs().remove(id);
-        self.inspections().remove(id);
+        self.inspections.remove(id);
         self.record.store().remove_log_checkpoint(id);
         let forgotten = {
             let mut r = self.record();
@@ -804,7 +797,7 @@ impl Pod {
         let id = self.require(id)?;
         // From the last inspection: Docker's events keep it current. Only a container not
         // inspected since this shim started is read now.
-        let kept = self.inspections().get(&id).cloned();
+        let kept = self.inspections.get(&id);
         let inspect = match kept {
             Some(inspect) => Some(inspect),
             None => self.reinspect(&id).await?.map(Arc::new),

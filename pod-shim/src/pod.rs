@@ -192,6 +192,19 @@ impl ContainerRecord {
         }
     }
 
+    /// Docker's `oom` event for the container: an exit recorded already is told OOMKilled
+    /// now, a later one will be. Returns whether the record changed.
+    pub fn oom_reported(&mut self) -> bool {
+        if self.oom_reported {
+            return false;
+        }
+        self.oom_reported = true;
+        if self.state == ContainerState::ContainerExited as i32 {
+            self.reason = "OOMKilled".into();
+        }
+        true
+    }
+
     pub fn to_cri(&self, sandbox_id: &str) -> Container {
         Container {
             id: self.id.clone(),
@@ -398,8 +411,18 @@ mod tests {
         let mut c = ContainerRecord::default();
         c.observe(&seen(Phase::Exited, 137, false));
         assert_eq!(c.reason, "Error");
-        c.oom_reported = true;
+        // The event alone makes it OOMKilled, before any new read of Docker.
+        assert!(c.oom_reported());
+        assert_eq!(c.reason, "OOMKilled");
+        assert!(!c.oom_reported(), "heard twice, changed once");
         assert_eq!(c.observe(&seen(Phase::Exited, 137, false)), vec![]);
+        assert_eq!(c.reason, "OOMKilled");
+        // Heard while it still runs: its exit, when seen, is OOMKilled.
+        let mut c = ContainerRecord::default();
+        c.observe(&seen(Phase::Running, 0, false));
+        assert!(c.oom_reported());
+        assert_eq!(c.reason, "");
+        c.observe(&seen(Phase::Exited, 137, false));
         assert_eq!(c.reason, "OOMKilled");
         let mut c = ContainerRecord::default();
         c.observe(&seen(Phase::Running, 0, false));
