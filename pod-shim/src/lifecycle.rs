@@ -435,12 +435,10 @@ impl Pod {
         Ok(())
     }
 
-    /// Creates a Docker container named `name` (under its name's lock). A name conflict
-    /// with a container of this shim that no record holds means a shim of this pod died
-    /// between Docker's create and its record: that container is removed and the create
-    /// tried once more, so the kubelet's retry of the same call succeeds.
     /// Creates a container under `name` with its create intent saved first; the caller
-    /// settles the intent in the save that records the container.
+    /// settles the intent in the save that records the container. A name conflict with a
+    /// container no live shim stands for (see `orphan`) is resolved by removing it and
+    /// creating once more, so the kubelet's retry of the same call succeeds.
     async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
         self.intend(name, Intent::Create)?;
         let created = self.create_or_replace_orphan(name, body).await;
@@ -469,7 +467,7 @@ impl Pod {
                 let Some(orphan) = self.orphan(name).await? else {
                     return Err(e);
                 };
-                tracing::warn!(container = %orphan, name = %name, "removing a container a cut create left, then creating again");
+                tracing::warn!(container = %orphan, name = %name, "removing a container no shim stands for (a cut create), then creating again");
                 self.engine.remove(&orphan).await?;
                 self.engine.create(name, body).await
             }
@@ -477,23 +475,40 @@ impl Pod {
         }
     }
 
-    /// The ID of container `name_or_id` if it carries this shim's label and no record
-    /// holds it.
+    /// The ID of container `name_or_id` if nothing stands for it: it carries this instance's
+    /// labels and either this shim's ID with no record holding it (a shim of this pod died
+    /// between Docker's create and its record), or the ID of a shim whose pod directory is
+    /// gone. The latter is a create Docker finished after its shim was killed and its pod
+    /// cleaned up: the clean-up listed the shim's containers before Docker had made this one,
+    /// and every later RunPodSandbox of the same pod and attempt meets its name.
     async fn orphan(&self, name_or_id: &str) -> Result<Option<String>> {
         let Some(inspect) = self.engine.inspect(name_or_id).await? else {
             return Ok(None);
         };
         let id = inspect.id.unwrap_or_default();
-        let ours = inspect
-            .config
-            .and_then(|c| c.labels)
-            .and_then(|l| l.get(dockpod_proto::labels::SHIM_ID).cloned())
-            .is_some_and(|shim| shim == self.shim_id);
-        let recorded = {
-            let r = self.record();
-            r.sandbox_id == id || r.containers.contains_key(&id)
+        let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+        let instance = labels.get(dockpod_proto::labels::INSTANCE);
+        let shim = labels.get(dockpod_proto::labels::SHIM_ID);
+        let orphaned = match shim {
+            _ if id.is_empty() || instance != Some(&self.instance) => false,
+            Some(shim) if *shim == self.shim_id => {
+                let r = self.record();
+                r.sandbox_id != id && !r.containers.contains_key(&id)
+            }
+            Some(shim) => dockpod_proto::layout::is_shim_id(shim) && !self.sibling_exists(shim),
+            None => false,
         };
-        Ok((ours && !recorded && !id.is_empty()).then_some(id))
+        Ok(orphaned.then_some(id))
+    }
+
+    /// Whether shim `shim_id` of this instance still has a pod directory: every shim has one
+    /// from before it starts until its pod is removed or given up.
+    fn sibling_exists(&self, shim_id: &str) -> bool {
+        let own = self.record.store().dir();
+        own.parent()
+            .map(|pods| pods.join(shim_id))
+            // An unreadable directory counts as present: only a sure absence removes anything.
+            .is_none_or(|dir| !matches!(dir.try_exists(), Ok(false)))
     }
 
     /// Brings the record and Docker in step when the shim starts (see

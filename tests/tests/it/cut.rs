@@ -253,6 +253,55 @@ async fn run_pod_sandbox_cut_by_a_shim_crash_succeeds_when_retried() {
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
 
+/// Docker may finish a create after the shim that asked for it is dead and its pod cleaned
+/// up: the clean-up listed the shim's containers before Docker had made the sandbox. The
+/// kubelet's retry then meets that sandbox's name, and no record or live shim stands for it.
+#[tokio::test]
+async fn a_sandbox_docker_made_after_its_pod_was_given_up_does_not_block_the_retry() {
+    let proxy = DockerProxy::start();
+    let front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-late", logs.path());
+
+    let request = Gate::new();
+    proxy.once("POST", "/containers/create", Fault::Hold(request.clone()));
+    let call = tokio::spawn({
+        let (mut rt, pod) = (rt.clone(), pod.clone());
+        async move {
+            rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod),
+                runtime_handler: String::new(),
+            })
+            .await
+        }
+    });
+    proxy.arrival("POST", "/containers/create", SECS).await;
+    let shims = front.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    kill(Pid::from_raw(shims[0] as i32), Signal::SIGKILL).expect("kill the shim");
+    // The front answers the cut call once the pod is cleaned up and its directory gone.
+    let cut = call.await.expect("join");
+    assert!(cut.is_err(), "the cut call answered {cut:?}");
+    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
+    assert!(
+        pods.is_empty(),
+        "the given-up pod's directory stays: {pods:?}"
+    );
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    request.open();
+    docker_holds(&front, 1).await;
+
+    let id = run_pod(&mut rt.clone(), &pod).await;
+    assert_eq!(
+        instance_containers(&front.instance_id()).await,
+        vec![id.clone()],
+        "Docker holds the retried sandbox only"
+    );
+    remove_pod(&mut rt.clone(), &id).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
+
 #[tokio::test]
 async fn create_container_given_up_by_its_caller_still_completes_and_is_recorded() {
     let proxy = DockerProxy::start();
