@@ -104,6 +104,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             dockpod_proto::files::ensure_dir(dir, 0o700)?;
         }
         let socket = config.socket.clone();
+        let stop = terminated();
         let listener = dockpod_proto::sockets::bind_exclusive(&socket, 0o600).await?;
         let _bound = dockpod_proto::sockets::BoundSocket::at(&socket);
         let streaming = Arc::new(pod_shim::streaming::Streaming {
@@ -147,7 +148,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             writeln!(out, "ready {}", std::process::id())?;
             out.flush()?;
         }
-        let served = pod_shim::server::run(pod, streaming, listener, terminated()).await;
+        let served = pod_shim::server::run(pod, streaming, listener, stop).await;
         watcher.abort();
         // A removed pod's directory is gone already; a stopped shim leaves its record. The
         // sockets go as `_bound` and `_bound_stream` drop, on an error too.
@@ -157,15 +158,20 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
     })
 }
 
-async fn terminated() {
+/// Completes on SIGTERM. The handler is installed when this is called, not when the server
+/// first polls the future: the front may stop a shim that has only just started.
+fn terminated() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            term.recv().await;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            std::future::pending::<()>().await;
+    let handler = signal(SignalKind::terminate());
+    async move {
+        match handler {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

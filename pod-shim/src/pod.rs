@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_cri::v1::{
     Container, ContainerConfig, ContainerEventType, ContainerResources, ContainerState,
-    ContainerStatus, ImageSpec, LinuxContainerResources, LinuxPodSandboxStatus, Namespace, PodIp,
-    PodSandbox, PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+    ContainerStatus, LinuxContainerResources, LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox,
+    PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -206,28 +206,14 @@ impl ContainerRecord {
     }
 
     pub fn to_cri(&self, sandbox_id: &str) -> Container {
-        Container {
-            id: self.id.clone(),
-            pod_sandbox_id: sandbox_id.to_string(),
-            metadata: self.config.metadata.clone(),
-            image: Some(self.image_spec()),
-            image_ref: self.image_id.clone(),
-            image_id: self.image_id.clone(),
-            state: self.state,
-            created_at: self.created_at,
-            labels: self.config.labels.clone(),
-            annotations: self.config.annotations.clone(),
-        }
-    }
-
-    fn image_spec(&self) -> ImageSpec {
-        let requested = self.config.image.clone().unwrap_or_default();
-        ImageSpec {
-            image: requested.image,
-            annotations: requested.annotations,
-            user_specified_image: requested.user_specified_image,
-            runtime_handler: requested.runtime_handler,
-        }
+        dockpod_proto::listing::container_item(
+            &self.id,
+            sandbox_id,
+            &self.config,
+            &self.image_id,
+            self.state,
+            self.created_at,
+        )
     }
 
     pub fn status(&self) -> ContainerStatus {
@@ -239,7 +225,7 @@ impl ContainerRecord {
             started_at: self.started_at,
             finished_at: self.finished_at,
             exit_code: self.exit_code,
-            image: Some(self.image_spec()),
+            image: Some(self.config.image.clone().unwrap_or_default()),
             image_ref: self.image_id.clone(),
             image_id: self.image_id.clone(),
             reason: self.reason.clone(),
@@ -278,15 +264,13 @@ impl PodRecord {
     }
 
     pub fn to_cri(&self) -> PodSandbox {
-        PodSandbox {
-            id: self.sandbox_id.clone(),
-            metadata: self.config.metadata.clone(),
-            state: self.state() as i32,
-            created_at: self.created_at,
-            labels: self.config.labels.clone(),
-            annotations: self.config.annotations.clone(),
-            runtime_handler: self.runtime_handler.clone(),
-        }
+        dockpod_proto::listing::sandbox_item(
+            &self.sandbox_id,
+            &self.config,
+            self.ready,
+            self.created_at,
+            &self.runtime_handler,
+        )
     }
 
     pub fn status(&self) -> PodSandboxStatus {
@@ -356,6 +340,45 @@ impl PodRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_front_lists_from_the_saved_record_what_the_shim_lists() {
+        let mut config = ContainerConfig {
+            metadata: Some(k8s_cri::v1::ContainerMetadata {
+                name: "app".into(),
+                attempt: 2,
+            }),
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        config.labels.insert("tier".into(), "x".into());
+        let container = ContainerRecord {
+            id: "c1".into(),
+            config,
+            image_id: "sha256:1".into(),
+            state: ContainerState::ContainerExited as i32,
+            created_at: 7,
+            ..Default::default()
+        };
+        let mut pod = PodRecord {
+            shim_id: "s".into(),
+            sandbox_id: "sb".into(),
+            created_at: 5,
+            ready: true,
+            ..Default::default()
+        };
+        pod.config.labels.insert("app".into(), "web".into());
+        pod.containers.insert("c1".into(), container);
+        let saved = serde_json::to_vec(&pod).expect("serialise");
+        let listed = dockpod_proto::listing::PodListing::parse(&saved)
+            .expect("parse")
+            .expect("a sandbox");
+        assert_eq!(listed.pod, pod.to_cri());
+        assert_eq!(listed.containers, vec![pod.containers["c1"].to_cri("sb")]);
+    }
 
     fn seen(phase: Phase, exit_code: i32, oom: bool) -> Observed {
         Observed {

@@ -14,6 +14,7 @@ pub mod filters;
 pub mod flights;
 pub mod labels;
 pub mod layout;
+pub mod listing;
 pub mod metrics;
 pub mod owner;
 pub mod pod_state;

@@ -14,6 +14,7 @@ pub mod events;
 pub mod fallback;
 pub mod image_ref;
 pub mod imagefs;
+pub mod listing;
 pub mod manage;
 pub mod metrics;
 pub mod network;

@@ -92,6 +92,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
             )
         })?;
         let _owner = dockpod_proto::owner::take(&config.root_directory, "shim-manager")?;
+        let shutdown = shutdown_signal();
         let listener = dockpod_proto::sockets::bind_exclusive(&path, 0o660).await?;
         if let Some(gid) = config.cri_socket_group {
             nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
@@ -99,7 +100,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
         let inode = shim_manager::server::socket_inode(&path);
         tracing::info!(socket = %path.display(), "listening");
-        let result = shim_manager::server::run(config, listener, shutdown_signal()).await;
+        let result = shim_manager::server::run(config, listener, shutdown).await;
         if let Some(ino) = inode {
             dockpod_proto::sockets::remove_if_same(&path, ino);
         }
@@ -107,18 +108,24 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
     })
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on the first SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when the server first polls the future: a SIGTERM in between (a service manager
+/// stopping a front that has just bound its socket) must stop the server gracefully, not kill
+/// it with the socket and PID file left behind.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! The router: pod-scoped CRI calls go to the pod's own shim, as the supervisor's registry
 //! names it. RunPodSandbox and RemovePodSandbox, which change which shims exist, are the
 //! supervisor's; every other call for a pod or one of its containers is forwarded to its
-//! shim; node-wide lists ask every shim at once, each with a short deadline, and answer for a
-//! shim that is late from Docker's labels instead. The router writes nothing of its own.
+//! shim. ListPodSandbox and ListContainers answer from the pods' state files (`listing`);
+//! the other node-wide lists, and those two for a pod whose file cannot be read, ask every
+//! shim at once, each with a short deadline, and answer for a shim that is late from Docker's
+//! labels instead. The router writes nothing of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ const LIST_DEADLINE: Duration = Duration::from_millis(500);
 pub struct Router {
     pub supervisor: Arc<Supervisor>,
     pub engine: Engine,
+    pub listings: crate::listing::Listings,
 }
 
 impl Router {
@@ -333,9 +336,19 @@ impl Router {
         .await
     }
 
-    /// Every pod matching `filter`, from all shims at once.
+    /// Every pod matching `filter`: from the pods' state files, and from the shims of those
+    /// whose file cannot be read.
     pub async fn list_pod_sandbox(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
         let filter = filter.unwrap_or_default();
+        let (listed, unread) = self.listed(self.supervisor.registry().pods());
+        let mut items: Vec<PodSandbox> = listed
+            .iter()
+            .map(|l| l.pod.clone())
+            .filter(|p| dockpod_proto::filters::pod_matches(p, &filter))
+            .collect();
+        if unread.is_empty() {
+            return items;
+        }
         let ask = |shim: Arc<ShimHandle>| {
             let req = ListPodSandboxRequest {
                 filter: Some(filter.clone()),
@@ -355,19 +368,27 @@ impl Router {
                 .filter(|p| dockpod_proto::filters::pod_matches(p, &filter))
                 .collect()
         };
-        self.fan_out(
-            "ListPodSandbox",
-            self.supervisor.registry().pods(),
-            ask,
-            from_docker,
-        )
-        .await
+        items.extend(
+            self.fan_out("ListPodSandbox", unread, ask, from_docker)
+                .await,
+        );
+        items
     }
 
-    /// Every container matching `filter`, from all shims at once (or just the one pod's).
+    /// Every container matching `filter` (or just the one pod's), as `list_pod_sandbox`
+    /// finds them.
     pub async fn list_containers(&self, filter: Option<ContainerFilter>) -> Vec<Container> {
         let filter = filter.unwrap_or_default();
-        let shims = self.shims_for(&filter.pod_sandbox_id);
+        let (listed, unread) = self.listed(self.shims_for(&filter.pod_sandbox_id));
+        let mut containers: Vec<Container> = listed
+            .iter()
+            .flat_map(|l| l.containers.iter())
+            .filter(|c| dockpod_proto::filters::container_matches(c, &filter))
+            .cloned()
+            .collect();
+        if unread.is_empty() {
+            return containers;
+        }
         let ask = |shim: Arc<ShimHandle>| {
             let req = ListContainersRequest {
                 filter: Some(filter.clone()),
@@ -387,8 +408,32 @@ impl Router {
                 .filter(|c| dockpod_proto::filters::container_matches(c, &filter))
                 .collect()
         };
-        self.fan_out("ListContainers", shims, ask, from_docker)
-            .await
+        containers.extend(
+            self.fan_out("ListContainers", unread, ask, from_docker)
+                .await,
+        );
+        containers
+    }
+
+    /// The listings of `shims`' pods from their state files, and the shims whose file could
+    /// not be read.
+    fn listed(
+        &self,
+        shims: Vec<Arc<ShimHandle>>,
+    ) -> (
+        Vec<Arc<dockpod_proto::listing::PodListing>>,
+        Vec<Arc<ShimHandle>>,
+    ) {
+        let listings = self.listings.of(self.supervisor.root_dir(), &shims);
+        let mut listed = Vec::with_capacity(shims.len());
+        let mut unread = Vec::new();
+        for (shim, listing) in shims.into_iter().zip(listings) {
+            match listing {
+                Some(listing) => listed.push(listing),
+                None => unread.push(shim),
+            }
+        }
+        (listed, unread)
     }
 
     /// Asks every shim of `shims` at once. A shim that has not answered within

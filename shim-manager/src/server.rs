@@ -103,6 +103,7 @@ pub async fn run(
     let router = Arc::new(Router {
         supervisor,
         engine: engine.clone(),
+        listings: Default::default(),
     });
     let runtime = RuntimeApi::new(
         engine.clone(),

@@ -79,3 +79,25 @@ pub fn listening_port(pid: u32) -> Option<u16> {
         })
     })
 }
+
+/// A process stopped with SIGSTOP (alive, answering nothing: a deadlocked process, to its
+/// peers), resumed when this is dropped, however the test ends.
+pub struct Stopped(u32);
+
+pub fn stop(pid: u32) -> Stopped {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    Stopped(pid)
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}

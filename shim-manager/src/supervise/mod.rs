@@ -76,6 +76,10 @@ impl Supervisor {
         &self.spawner.run_dir
     }
 
+    pub fn root_dir(&self) -> &std::path::Path {
+        &self.spawner.root_dir
+    }
+
     /// RunPodSandbox: a new shim for the pod `display` (namespace/name) is handed the request;
     /// on success it serves the pod from now on, on failure nothing of it is left.
     pub async fn run_pod(

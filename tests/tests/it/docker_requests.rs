@@ -11,6 +11,7 @@ use dockpod_tests::front::Front;
 use dockpod_tests::metrics;
 use futures_util::StreamExt;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 
 const SECS: Duration = Duration::from_secs(60);
@@ -335,4 +336,142 @@ async fn lists_and_statuses_with_fifty_pods_ask_docker_nothing() {
         .seen()
         .iter()
         .any(|s| s.method == "POST" && s.path == "/containers/create"));
+}
+
+/// (ID, state) of every container ListContainers lists for `filter`, sorted.
+async fn listed_containers(
+    rt: &mut RuntimeServiceClient<tonic::transport::Channel>,
+    filter: ContainerFilter,
+) -> Vec<(String, i32)> {
+    let mut listed: Vec<(String, i32)> = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(filter),
+        })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect();
+    listed.sort();
+    listed
+}
+
+#[tokio::test]
+async fn pod_and_container_lists_answer_from_the_pods_state_without_shims_or_docker() {
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let mut pods = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        let config = pod_config(&format!("listed{i}"), &logs.path().join(i.to_string()));
+        let id = run_pod(&mut rt, &config).await;
+        let app = run_container(
+            &mut rt,
+            &id,
+            &config,
+            container_config("app", &["sleep", "3600"]),
+        )
+        .await;
+        expected.push((app, ContainerState::ContainerRunning as i32));
+        let done = run_container(
+            &mut rt,
+            &id,
+            &config,
+            container_config("done", &["sh", "-c", "exit 3"]),
+        )
+        .await;
+        wait_exited(&rt, &done, SECS).await;
+        expected.push((done, ContainerState::ContainerExited as i32));
+        pods.push((id, config));
+    }
+    expected.sort();
+
+    // Stopped shims answer nothing, and Docker is watched: a list that asked either would
+    // wait for a shim or show in the proxy.
+    let stopped: Vec<_> = front
+        .shim_pids()
+        .into_iter()
+        .map(dockpod_tests::procs::stop)
+        .collect();
+    quiet(&proxy).await;
+    let before = proxy.seen().len();
+    assert_eq!(
+        listed_containers(&mut rt, ContainerFilter::default()).await,
+        expected
+    );
+    let mut listed_pods: Vec<(String, i32)> = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| (p.id, p.state))
+        .collect();
+    listed_pods.sort();
+    let mut ready: Vec<(String, i32)> = pods
+        .iter()
+        .map(|(id, _)| (id.clone(), PodSandboxState::SandboxReady as i32))
+        .collect();
+    ready.sort();
+    assert_eq!(listed_pods, ready);
+    let (first, first_config) = &pods[0];
+    let in_first = listed_containers(
+        &mut rt,
+        ContainerFilter {
+            pod_sandbox_id: first.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(in_first.len(), 2, "{in_first:?}");
+    assert_eq!(
+        summary(&proxy.seen()[before..]),
+        BTreeMap::new(),
+        "lists asked Docker"
+    );
+    drop(stopped);
+
+    // A list made after a call returned shows what the call did.
+    let added = create_container(
+        &mut rt,
+        first,
+        first_config,
+        container_config("added", &["sleep", "3600"]),
+    )
+    .await
+    .expect("CreateContainer");
+    let only_added = ContainerFilter {
+        id: added.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        listed_containers(&mut rt, only_added.clone()).await,
+        vec![(added.clone(), ContainerState::ContainerCreated as i32)]
+    );
+    start(&mut rt, &added).await;
+    assert_eq!(
+        listed_containers(&mut rt, only_added.clone()).await,
+        vec![(added.clone(), ContainerState::ContainerRunning as i32)]
+    );
+    rt.remove_container(RemoveContainerRequest {
+        container_id: added.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    assert!(listed_containers(&mut rt, only_added).await.is_empty());
+    for (id, _) in &pods {
+        remove_pod(&mut rt, id).await;
+    }
+    assert!(rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+        .is_empty());
 }

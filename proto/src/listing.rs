@@ -1,0 +1,175 @@
+//! A pod as the CRI's lists show it (ListPodSandbox's sandbox, ListContainers' containers),
+//! by one set of rules for the shim, which answers from its record, and the front, which
+//! answers from the record's state file without asking the shim. Unknown fields of the file
+//! are ignored, so the shim's record can grow without the front following.
+
+use std::collections::BTreeMap;
+
+use k8s_cri::v1::{Container, ContainerConfig, PodSandbox, PodSandboxConfig, PodSandboxState};
+use serde::Deserialize;
+
+/// The sandbox item of a pod.
+pub fn sandbox_item(
+    id: &str,
+    config: &PodSandboxConfig,
+    ready: bool,
+    created_at: i64,
+    runtime_handler: &str,
+) -> PodSandbox {
+    let state = if ready {
+        PodSandboxState::SandboxReady
+    } else {
+        PodSandboxState::SandboxNotready
+    };
+    PodSandbox {
+        id: id.to_string(),
+        metadata: config.metadata.clone(),
+        state: state as i32,
+        created_at,
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        runtime_handler: runtime_handler.to_string(),
+    }
+}
+
+/// The item of one container of pod `sandbox_id`; its image is the one the request named.
+pub fn container_item(
+    id: &str,
+    sandbox_id: &str,
+    config: &ContainerConfig,
+    image_id: &str,
+    state: i32,
+    created_at: i64,
+) -> Container {
+    Container {
+        id: id.to_string(),
+        pod_sandbox_id: sandbox_id.to_string(),
+        metadata: config.metadata.clone(),
+        image: Some(config.image.clone().unwrap_or_default()),
+        image_ref: image_id.to_string(),
+        image_id: image_id.to_string(),
+        state,
+        created_at,
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Record {
+    sandbox_id: String,
+    config: PodSandboxConfig,
+    runtime_handler: String,
+    created_at: i64,
+    ready: bool,
+    containers: BTreeMap<String, Entry>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Entry {
+    id: String,
+    config: ContainerConfig,
+    image_id: String,
+    state: i32,
+    created_at: i64,
+}
+
+/// What a pod's state file lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodListing {
+    pub pod: PodSandbox,
+    pub containers: Vec<Container>,
+}
+
+impl PodListing {
+    /// `None` for a pod without a sandbox yet (a RunPodSandbox that has not ended lists
+    /// nothing, as its shim's own list does).
+    pub fn parse(bytes: &[u8]) -> Result<Option<PodListing>, serde_json::Error> {
+        let r: Record = serde_json::from_slice(bytes)?;
+        if r.sandbox_id.is_empty() {
+            return Ok(None);
+        }
+        let containers = r
+            .containers
+            .values()
+            .map(|c| {
+                container_item(
+                    &c.id,
+                    &r.sandbox_id,
+                    &c.config,
+                    &c.image_id,
+                    c.state,
+                    c.created_at,
+                )
+            })
+            .collect();
+        Ok(Some(PodListing {
+            pod: sandbox_item(
+                &r.sandbox_id,
+                &r.config,
+                r.ready,
+                r.created_at,
+                &r.runtime_handler,
+            ),
+            containers,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_lists_its_sandbox_and_containers() {
+        let mut pod = PodSandboxConfig::default();
+        pod.labels.insert("app".into(), "web".into());
+        let mut app = ContainerConfig {
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        app.labels.insert("tier".into(), "x".into());
+        // As the shim saves it: its own fields around the CRI's, and fields this reader
+        // does not know.
+        let json = serde_json::json!({
+            "shim_id": "s", "sandbox_id": "sb", "ready": true, "created_at": 5,
+            "runtime_handler": "", "future": {"x": 1},
+            "config": pod,
+            "containers": {"c1": {
+                "id": "c1", "image_id": "sha256:1", "state": 1, "created_at": 7,
+                "log_path": "/l", "config": app,
+            }},
+        });
+        let bytes = serde_json::to_vec(&json).expect("serialise");
+        let listed = PodListing::parse(&bytes)
+            .expect("parse")
+            .expect("a sandbox");
+        assert_eq!(listed.pod.id, "sb");
+        assert_eq!(listed.pod.state, PodSandboxState::SandboxReady as i32);
+        assert_eq!(
+            listed.pod.labels.get("app").map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(listed.containers.len(), 1);
+        let c = &listed.containers[0];
+        assert_eq!((c.id.as_str(), c.pod_sandbox_id.as_str()), ("c1", "sb"));
+        assert_eq!((c.state, c.created_at), (1, 7));
+        assert_eq!(c.image.as_ref().map(|i| i.image.as_str()), Some("busybox"));
+        assert_eq!(c.image_ref, "sha256:1");
+        assert_eq!(c.labels.get("tier").map(String::as_str), Some("x"));
+    }
+
+    #[test]
+    fn a_pod_without_a_sandbox_lists_nothing() {
+        assert_eq!(
+            PodListing::parse(br#"{"shim_id":"s"}"#).expect("parse"),
+            None
+        );
+        assert!(PodListing::parse(b"{not json").is_err());
+    }
+}
