@@ -39,9 +39,12 @@ impl Liveness {
         }
     }
 
-    /// Whether a probe is due, `every` after the last one.
-    pub(super) fn due(&self, every: Duration) -> bool {
-        self.bound.is_some() && self.probed.elapsed() >= every
+    /// When the next probe of a shim that answers its event stream is due: four per bound
+    /// (so a stuck shim is found within about a quarter of the bound past it), at least a
+    /// second and at most 15 s apart; `None` without a bound.
+    pub(super) fn next_probe(&self) -> Option<tokio::time::Instant> {
+        let every = (self.bound? / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+        Some(self.probed + every)
     }
 
     /// Probes the shim (its Info); false once it has not answered for longer than the bound.
@@ -61,5 +64,13 @@ impl Liveness {
                 silent <= bound
             }
         }
+    }
+}
+
+/// Completes at `deadline`; never without one.
+pub(super) async fn at(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

@@ -3,11 +3,14 @@
 //!   one pod at a time, beside its floor: the same Docker requests made with bollard and the
 //!   same CNI plugin chain run directly, no dockpod in between, interleaved pod by pod so both
 //!   see the same machine; medians and the ratio;
-//! - ListContainers latency with 50 pods, and the memory of one idle pod shim (PSS and RSS,
-//!   against the budget of 2 MiB and 6 MiB).
+//! - ListPodSandbox and ListContainers latency with 10, 110 (the kubelet's default maximum)
+//!   and 250 pods, and the CPU the front and every shim use while a client relists once a
+//!   second, as the kubelet does;
+//! - the memory of one idle pod shim (PSS and RSS, against the budget of 2 MiB and 6 MiB).
 //!
 //! Run: `cargo run --release -p dockpod-tests --bin bench-pods` (after `contrib/setup.sh`);
-//! `BENCH_PODS` sets the number of pods taken through their life (40 by default).
+//! `BENCH_PODS` sets the number of pods taken through their life (40 by default),
+//! `BENCH_LIST_PODS` the pod counts the lists are measured at (`10,110,250` by default).
 
 use std::time::{Duration, Instant};
 
@@ -233,6 +236,9 @@ async fn lifecycle() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(40);
+    if pods == 0 {
+        return;
+    }
     let net = CniNet::new();
     let args = net.front_args();
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -262,8 +268,10 @@ async fn lifecycle() {
     }
 }
 
-const LIST_PODS: usize = 50;
+/// Calls of each list timed at each pod count.
 const LIST_CALLS: usize = 100;
+/// How long the CPU of the front and the shims is measured while a client relists.
+const CPU_WINDOW: Duration = Duration::from_secs(20);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -288,44 +296,112 @@ async fn main() {
     lists_and_memory().await;
 }
 
-/// ListContainers with 50 pods, and one idle shim's memory.
+/// CPU time of the processes `pids`, every thread's, from /proc's scheduler statistics
+/// (nanoseconds; the tick-sampled utime and stime charge an idle shim's rare short wake-ups
+/// to nobody).
+fn cpu_time(pids: &[u32]) -> Duration {
+    let nanos: u64 = pids
+        .iter()
+        .flat_map(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .filter_map(|task| {
+                    let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+                    stat.split_whitespace().next()?.parse::<u64>().ok()
+                })
+        })
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// Both lists, timed; each must hold `pods` pods and as many containers.
+async fn list_both(rt: &mut RuntimeServiceClient<Channel>, pods: usize) -> (Duration, Duration) {
+    let t = Instant::now();
+    let listed = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+        .len();
+    let sandboxes = t.elapsed();
+    assert_eq!(listed, pods);
+    let t = Instant::now();
+    let listed = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .len();
+    let containers = t.elapsed();
+    assert_eq!(listed, pods);
+    (sandboxes, containers)
+}
+
+/// The lists at each pod count, the CPU of a node relisting once a second, and one idle
+/// shim's memory.
 async fn lists_and_memory() {
+    let counts: Vec<usize> = std::env::var("BENCH_LIST_PODS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10, 110, 250]);
     let front = Front::start(&["--log-level", "warn"]).await;
     let logs = tempfile::tempdir().expect("log dir");
     let mut rt = front.runtime();
 
+    println!("dockpod lists (one client relisting once a second; CPU of the front and all shims over {CPU_WINDOW:?})");
     let mut pods = Vec::new();
-    for i in 0..LIST_PODS {
-        let config = pod_config(&format!("bench{i}"), logs.path());
-        let id = run_pod(&mut rt, &config).await;
-        let c = create_container(
-            &mut rt,
-            &id,
-            &config,
-            container_config("app", &["sleep", "3600"]),
-        )
-        .await
-        .expect("CreateContainer");
-        start(&mut rt, &c).await;
-        pods.push(id);
-    }
-
-    let mut list_times = Vec::new();
-    for _ in 0..LIST_CALLS {
-        let t = Instant::now();
-        let n = rt
-            .list_containers(ListContainersRequest::default())
+    for count in counts {
+        while pods.len() < count {
+            let config = pod_config(&format!("bench{}", pods.len()), logs.path());
+            let id = run_pod(&mut rt, &config).await;
+            let c = create_container(
+                &mut rt,
+                &id,
+                &config,
+                container_config("app", &["sleep", "3600"]),
+            )
             .await
-            .expect("ListContainers")
-            .into_inner()
-            .containers
-            .len();
-        list_times.push(t.elapsed());
-        assert_eq!(n, LIST_PODS);
+            .expect("CreateContainer");
+            start(&mut rt, &c).await;
+            pods.push(id);
+        }
+        // What creating the pods set going has run its course.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (mut sandboxes, mut containers) = (Vec::new(), Vec::new());
+        for _ in 0..LIST_CALLS {
+            let (s, c) = list_both(&mut rt, count).await;
+            sandboxes.push(s);
+            containers.push(c);
+        }
+        let shims = front.shim_pids();
+        let front_pid: Vec<u32> = front.pid().into_iter().collect();
+        let before = (cpu_time(&front_pid), cpu_time(&shims));
+        let started = Instant::now();
+        while started.elapsed() < CPU_WINDOW {
+            list_both(&mut rt, count).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let share = |used: Duration| 100.0 * used.as_secs_f64() / elapsed;
+        let (front_used, shims_used) = (
+            cpu_time(&front_pid).saturating_sub(before.0),
+            cpu_time(&shims).saturating_sub(before.1),
+        );
+        row(&format!("ListPodSandbox with {count} pods"), sandboxes);
+        row(&format!("ListContainers with {count} pods"), containers);
+        println!(
+            "CPU of the front and {} shims: {:.2} % of a core (front {:.2} %, shims {:.2} %)",
+            shims.len(),
+            share(front_used + shims_used),
+            share(front_used),
+            share(shims_used)
+        );
     }
 
     // One idle shim: its pod has one running container and nothing has happened for a while.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let shims = front.shim_pids();
     let mut mem: Vec<dockpod_proto::procfs::Memory> = shims
         .iter()
@@ -333,9 +409,6 @@ async fn lists_and_memory() {
         .collect();
     mem.sort_by_key(|m| m.pss_bytes);
     let one = mem[mem.len() / 2];
-
-    println!("dockpod pod benchmark ({} shims running)", shims.len());
-    row(&format!("ListContainers with {LIST_PODS} pods"), list_times);
     println!(
         "idle pod shim (median of {}): PSS {:.2} MiB (budget 2), RSS {:.2} MiB (budget 6)",
         mem.len(),
