@@ -143,10 +143,10 @@ impl Listings {
             // Watched before the first read, so no replacement after that read goes unseen.
             let watch = self.inotify.as_ref().and_then(|inotify| {
                 inotify
+                    // The state file is only ever renamed into place or deleted.
                     .add_watch(
                         &pod_dir,
                         AddWatchFlags::IN_MOVED_TO
-                            | AddWatchFlags::IN_CLOSE_WRITE
                             | AddWatchFlags::IN_DELETE
                             | AddWatchFlags::IN_DELETE_SELF,
                     )

@@ -88,6 +88,43 @@ async fn the_only_container(
     .await
 }
 
+/// RunPodSandbox of `pod`, made in a task of its own so the test can cut it.
+fn run_pod_in_background(
+    rt: &RuntimeServiceClient<tonic::transport::Channel>,
+    pod: &PodSandboxConfig,
+) -> tokio::task::JoinHandle<Result<tonic::Response<RunPodSandboxResponse>, tonic::Status>> {
+    let (mut rt, pod) = (rt.clone(), pod.clone());
+    tokio::spawn(async move {
+        rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod),
+            runtime_handler: String::new(),
+        })
+        .await
+    })
+}
+
+/// SIGKILLs the front's one shim.
+fn kill_the_only_shim(front: &Front) {
+    let shims = front.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    kill(Pid::from_raw(shims[0] as i32), Signal::SIGKILL).expect("kill the shim");
+}
+
+/// The kubelet's retry of RunPodSandbox for `pod`; Docker must then hold that sandbox alone.
+async fn retried_sandbox(
+    front: &Front,
+    rt: &RuntimeServiceClient<tonic::transport::Channel>,
+    pod: &PodSandboxConfig,
+) -> String {
+    let id = run_pod(&mut rt.clone(), pod).await;
+    assert_eq!(
+        instance_containers(&front.instance_id()).await,
+        vec![id.clone()],
+        "Docker holds the retried sandbox only"
+    );
+    id
+}
+
 #[tokio::test]
 async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
     let proxy = DockerProxy::start();
@@ -218,30 +255,14 @@ async fn run_pod_sandbox_cut_by_a_shim_crash_succeeds_when_retried() {
         "/containers/create",
         Fault::HoldAnswer(answer.clone()),
     );
-    let call = tokio::spawn({
-        let (mut rt, pod) = (rt.clone(), pod.clone());
-        async move {
-            rt.run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod),
-                runtime_handler: String::new(),
-            })
-            .await
-        }
-    });
+    let call = run_pod_in_background(&rt, &pod);
     docker_holds(&front, 1).await;
-    let shims = front.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
-    kill(Pid::from_raw(shims[0] as i32), Signal::SIGKILL).expect("kill the shim");
+    kill_the_only_shim(&front);
     let cut = call.await.expect("join");
     assert!(cut.is_err(), "the cut call answered {cut:?}");
     answer.open();
 
-    let id = run_pod(&mut rt.clone(), &pod).await;
-    assert_eq!(
-        instance_containers(&front.instance_id()).await,
-        vec![id.clone()],
-        "Docker holds the retried sandbox only"
-    );
+    let id = retried_sandbox(&front, &rt, &pod).await;
     assert_eq!(
         pod_status(&mut rt.clone(), &id)
             .await
@@ -266,20 +287,9 @@ async fn a_sandbox_docker_made_after_its_pod_was_given_up_does_not_block_the_ret
 
     let request = Gate::new();
     proxy.once("POST", "/containers/create", Fault::Hold(request.clone()));
-    let call = tokio::spawn({
-        let (mut rt, pod) = (rt.clone(), pod.clone());
-        async move {
-            rt.run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod),
-                runtime_handler: String::new(),
-            })
-            .await
-        }
-    });
+    let call = run_pod_in_background(&rt, &pod);
     proxy.arrival("POST", "/containers/create", SECS).await;
-    let shims = front.shim_pids();
-    assert_eq!(shims.len(), 1, "{shims:?}");
-    kill(Pid::from_raw(shims[0] as i32), Signal::SIGKILL).expect("kill the shim");
+    kill_the_only_shim(&front);
     // The front answers the cut call once the pod is cleaned up and its directory gone.
     let cut = call.await.expect("join");
     assert!(cut.is_err(), "the cut call answered {cut:?}");
@@ -292,12 +302,7 @@ async fn a_sandbox_docker_made_after_its_pod_was_given_up_does_not_block_the_ret
     request.open();
     docker_holds(&front, 1).await;
 
-    let id = run_pod(&mut rt.clone(), &pod).await;
-    assert_eq!(
-        instance_containers(&front.instance_id()).await,
-        vec![id.clone()],
-        "Docker holds the retried sandbox only"
-    );
+    let id = retried_sandbox(&front, &rt, &pod).await;
     remove_pod(&mut rt.clone(), &id).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
