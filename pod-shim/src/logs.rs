@@ -3,13 +3,18 @@
 //! `<RFC3339Nano timestamp> <stdout|stderr> <F|P> <content>`, `P` for a piece of a line (Docker
 //! splits lines at 16 KiB, and so does this writer), `F` for the end of one.
 //!
-//! After a restart the follower learns from `log_position` which entries are written and asks
-//! Docker for the log from the oldest of them on, skipping what is already written, so no line
-//! is lost or written twice. `ReopenContainerLog` closes the file and opens a fresh one at the
-//! same path (after the kubelet renamed the old one).
+//! With Docker's `json-file` driver (its default) the shim reads Docker's file itself
+//! (`json_file`); with any other driver it reads Docker's logs API. After a restart the
+//! follower learns from `log_position` which entries are written and reads Docker's log from
+//! the oldest of them on, skipping what is already written, so no line is lost or written
+//! twice. `ReopenContainerLog` closes the file and opens a fresh one at the same path (after
+//! the kubelet renamed the old one).
 
+mod json_file;
+
+use std::fmt::Display;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
@@ -19,7 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::docker::{parse_time, Engine};
 use crate::error::{Error, Result};
-use crate::log_position::{LogTarget, Position, Replay};
+use crate::log_position::{Key, LogTarget, Position, Replay};
+use json_file::JsonLog;
 
 /// Longest content of one record; longer lines become `P` records ending in an `F` record.
 pub const MAX_RECORD: usize = 16 * 1024;
@@ -36,6 +42,8 @@ pub struct LogHandle {
     /// Becomes true once Docker's log stream has ended (the container stopped) and every
     /// record of it is in the file.
     done: watch::Receiver<bool>,
+    /// Set once the container is known to have stopped: Docker has then written its whole log.
+    stopped: watch::Sender<bool>,
     reopen: mpsc::Sender<oneshot::Sender<Result<()>>>,
 }
 
@@ -48,18 +56,27 @@ impl Follower {
         checkpoint: PathBuf,
     ) -> Follower {
         let (done_tx, done) = watch::channel(false);
+        let (stopped, stopped_rx) = watch::channel(false);
         let (reopen, reopen_rx) = mpsc::channel(4);
         let span = tracing::info_span!("log", container = %container);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let target = LogTarget::new(path, checkpoint);
-                follow_until_stopped(&engine, &container, target, reopen_rx).await;
+                let signals = Signals {
+                    reopen: reopen_rx,
+                    stopped: stopped_rx,
+                };
+                follow_until_stopped(&engine, &container, target, signals).await;
                 let _ = done_tx.send(true);
             },
             span,
         ));
         Follower {
-            handle: LogHandle { done, reopen },
+            handle: LogHandle {
+                done,
+                stopped,
+                reopen,
+            },
             task,
         }
     }
@@ -78,8 +95,10 @@ impl LogHandle {
         rx.await.map_err(|_| gone())?
     }
 
-    /// Waits (at most `timeout`) until everything Docker logged is in the file.
+    /// Waits (at most `timeout`) until everything Docker logged is in the file; to be called
+    /// once the container has stopped.
     pub async fn wait_done(&self, timeout: Duration) -> bool {
+        self.stopped.send_replace(true);
         let mut done = self.done.clone();
         let finished = tokio::time::timeout(timeout, done.wait_for(|d| *d)).await;
         finished.is_ok()
@@ -112,16 +131,23 @@ fn flush(file: &mut LogFile, target: &LogTarget) -> Result<()> {
         .map_err(Error::io(format!("writing {}", target.path().display())))
 }
 
-/// Follows the log until the container has stopped and its log is written; a broken stream
-/// (dockerd restarting, say) is picked up again from the last entry written, with back-off,
-/// for as long as Docker still has the container. Once the container has stopped, a failure
-/// (a log directory the kubelet never made, say) gets one more try: nothing new will come, and
-/// the exit is not announced until this follower ends.
+/// What reaches a follower from outside: ReopenContainerLog's requests, and the news that the
+/// container stopped.
+struct Signals {
+    reopen: mpsc::Receiver<oneshot::Sender<Result<()>>>,
+    stopped: watch::Receiver<bool>,
+}
+
+/// Follows the log until the container has stopped and its log is written; a failure (dockerd
+/// restarting, say) is picked up again from the last entry written, with back-off, for as long
+/// as Docker still has the container. Once the container has stopped, a failure (a log
+/// directory the kubelet never made, say) gets one more try: nothing new will come, and the
+/// exit is not announced until this follower ends.
 async fn follow_until_stopped(
     engine: &Engine,
     container: &str,
     mut target: LogTarget,
-    mut reopen: mpsc::Receiver<oneshot::Sender<Result<()>>>,
+    mut signals: Signals,
 ) {
     let mut position = match target.resume() {
         Ok(p) => p,
@@ -133,8 +159,11 @@ async fn follow_until_stopped(
     let mut delay = Duration::from_millis(200);
     let mut retried_after_exit = false;
     loop {
-        let failure = match follow(engine, container, &mut target, &mut position, &mut reopen).await
-        {
+        let followed = match json_file_path(engine, container).await {
+            Some(path) => follow_file(&path, &mut target, &mut position, &mut signals).await,
+            None => follow_api(engine, container, &mut target, &mut position, &mut signals).await,
+        };
+        let failure = match followed {
             Ok(()) => return,
             Err(e) => e,
         };
@@ -158,12 +187,69 @@ async fn follow_until_stopped(
     }
 }
 
-async fn follow(
+/// Docker's own file of the container's log, when its driver is `json-file`.
+async fn json_file_path(engine: &Engine, container: &str) -> Option<PathBuf> {
+    let inspect = engine.inspect(container).await.ok()??;
+    let driver = inspect.host_config?.log_config?.typ?;
+    let path = inspect.log_path.filter(|p| !p.is_empty())?;
+    (driver == "json-file").then(|| PathBuf::from(path))
+}
+
+/// Copies Docker's json-file log as it grows, until the container has stopped.
+async fn follow_file(
+    path: &Path,
+    target: &mut LogTarget,
+    position: &mut Position,
+    signals: &mut Signals,
+) -> Result<()> {
+    let mut log = JsonLog::open(path, position.since_ns()).map_err(Error::io(format!(
+        "opening Docker's log {}",
+        path.display()
+    )))?;
+    let mut file = open(target, position)?;
+    let replay = position.replay();
+    let mut out = Writer {
+        file: &mut file,
+        position,
+        replay,
+    };
+    let copying = || Error::io(format!("copying Docker's log {}", path.display()));
+    loop {
+        if let Ok(reply) = signals.reopen.try_recv() {
+            let _ = reply.send(reopen_file(out.file, target, out.position));
+        }
+        // Read before the file: Docker has written the whole log before it reports the
+        // container stopped, so a read after this answer finds everything.
+        let stopped = *signals.stopped.borrow_and_update();
+        log.read_available(|e| {
+            let stream = if e.stderr { "stderr" } else { "stdout" };
+            let ts = humantime::format_rfc3339_nanos(
+                std::time::UNIX_EPOCH + Duration::from_nanos(e.time_ns.max(0) as u64),
+            );
+            out.write((e.time_ns, e.stderr), ts, stream, e.content.as_bytes())
+        })
+        .map_err(copying())?;
+        flush(out.file, target)?;
+        if stopped {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = log.changed() => changed.map_err(copying())?,
+            _ = signals.stopped.changed() => {}
+            Some(reply) = signals.reopen.recv() => {
+                let _ = reply.send(reopen_file(out.file, target, out.position));
+            }
+        }
+    }
+}
+
+/// Copies the log through Docker's logs API (any driver that can be read back).
+async fn follow_api(
     engine: &Engine,
     container: &str,
     target: &mut LogTarget,
     position: &mut Position,
-    reopen: &mut mpsc::Receiver<oneshot::Sender<Result<()>>>,
+    signals: &mut Signals,
 ) -> Result<()> {
     let mut file = open(target, position)?;
     // Docker may end a follow stream at the container's exit before it has delivered the last
@@ -188,7 +274,7 @@ async fn follow(
         };
         loop {
             // A rotation is served even while output keeps coming.
-            if let Ok(reply) = reopen.try_recv() {
+            if let Ok(reply) = signals.reopen.try_recv() {
                 let _ = reply.send(reopen_file(out.file, target, out.position));
             }
             let item = match futures_util::FutureExt::now_or_never(stream.next()) {
@@ -197,7 +283,7 @@ async fn follow(
                     flush(out.file, target)?;
                     tokio::select! {
                         item = stream.next() => item,
-                        Some(reply) = reopen.recv() => {
+                        Some(reply) = signals.reopen.recv() => {
                             let _ = reply.send(reopen_file(out.file, target, out.position));
                             continue;
                         }
@@ -244,7 +330,7 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Writes one Docker log entry (`<timestamp> <content>`) as CRI records.
+    /// Writes one entry of the logs API (`<timestamp> <content>`) as CRI records.
     fn entry(&mut self, stream: &str, entry: &[u8]) -> Result<()> {
         let Some(space) = entry.iter().position(|b| *b == b' ') else {
             return Ok(());
@@ -252,11 +338,22 @@ impl Writer<'_> {
         let (ts, content) = (&entry[..space], &entry[space + 1..]);
         let ts = std::str::from_utf8(ts).unwrap_or_default();
         let key = (parse_time(ts), stream == "stderr");
+        self.write(key, ts, stream, content)
+            .map_err(Error::io("writing the container's log"))
+    }
+
+    /// Writes one entry as CRI records, unless it is written already.
+    fn write(
+        &mut self,
+        key: Key,
+        ts: impl Display,
+        stream: &str,
+        content: &[u8],
+    ) -> std::io::Result<()> {
         if self.replay.written(self.position, key) {
             return Ok(());
         }
-        write_records(self.file, ts, stream, content)
-            .map_err(Error::io("writing the container's log"))?;
+        write_records(self.file, ts, stream, content)?;
         self.position.record(key);
         Ok(())
     }
@@ -266,7 +363,7 @@ impl Writer<'_> {
 /// but the last, which is `F` when the entry ends a line.
 pub fn write_records(
     out: &mut impl Write,
-    ts: &str,
+    ts: impl Display,
     stream: &str,
     content: &[u8],
 ) -> std::io::Result<()> {

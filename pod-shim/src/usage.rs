@@ -40,6 +40,7 @@ impl Usage {
 
     /// The container's cgroup while its process lives (looked up again after a restart).
     async fn target(&self, pod: &Pod, id: &str) -> Option<Target> {
+        self.prune(pod);
         let cached = self.targets().get(id).cloned();
         if let Some(t) = cached {
             if std::path::Path::new(&format!("/proc/{}", t.pid)).exists() {
@@ -64,6 +65,24 @@ impl Usage {
         };
         self.targets().insert(id.to_string(), target.clone());
         Some(target)
+    }
+
+    /// Forgets what was kept for containers the pod no longer has: the maps hold at most one
+    /// entry per container of the record and the sandbox.
+    fn prune(&self, pod: &Pod) {
+        let record = pod.record();
+        let kept = |id: &str| id == record.sandbox_id || record.containers.contains_key(id);
+        let mut targets = self.targets();
+        if targets.keys().all(|id| kept(id)) {
+            return;
+        }
+        targets.retain(|id, _| {
+            let keep = kept(id);
+            if !keep {
+                self.sampler.forget(id);
+            }
+            keep
+        });
     }
 
     async fn container(&self, pod: &Pod, c: &ContainerRecord) -> ContainerStats {

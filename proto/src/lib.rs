@@ -20,6 +20,7 @@ pub mod owner;
 pub mod pod_state;
 pub mod process;
 pub mod procfs;
+pub mod shim_log;
 pub mod sockets;
 pub mod streaming;
 pub mod validate;

@@ -181,3 +181,30 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"data");
     }
 }
+
+/// How long an accept loop waits after `error` before it accepts again. Running out of file
+/// descriptors or memory does not pass by retrying at once: the loop would spin a core and
+/// flood the log until a descriptor is freed. Other errors (a client that gave up before it
+/// was accepted) pass at once.
+pub fn accept_backoff(error: &io::Error) -> Option<std::time::Duration> {
+    use nix::errno::Errno;
+    let exhausted = [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM];
+    let errno = error.raw_os_error().map(Errno::from_raw)?;
+    exhausted
+        .contains(&errno)
+        .then_some(std::time::Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::*;
+
+    #[test]
+    fn only_exhaustion_waits() {
+        let emfile = io::Error::from_raw_os_error(nix::libc::EMFILE);
+        assert!(accept_backoff(&emfile).is_some());
+        let aborted = io::Error::from_raw_os_error(nix::libc::ECONNABORTED);
+        assert!(accept_backoff(&aborted).is_none());
+        assert!(accept_backoff(&io::Error::other("no errno")).is_none());
+    }
+}

@@ -1,7 +1,7 @@
 //! The front's Prometheus metrics (prometheus-client), served in the text format on
 //! `--metrics-bind-addr`: latency and errors of every CRI method, latency of the front's own
-//! Docker API calls, the number of pod shims, shim restarts, and each shim's RSS and PSS
-//! (read from /proc at scrape time).
+//! Docker API calls, the calls it makes to pod shims (by method), the number of pod shims,
+//! shim restarts, and each shim's RSS and PSS (read from /proc at scrape time).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,6 +64,7 @@ pub struct Metrics {
     cri_latency: Latency<Method>,
     cri_errors: Family<MethodError, Counter>,
     docker_latency: Latency<Operation>,
+    shim_calls: Family<Method, Counter>,
     shims: Gauge,
     shim_restarts: Counter,
     shim_rss: Family<Shim, Gauge>,
@@ -82,6 +83,7 @@ impl Metrics {
         let cri_latency: Latency<Method> = Family::new_with_constructor(latency_histogram);
         let cri_errors = Family::<MethodError, Counter>::default();
         let docker_latency: Latency<Operation> = Family::new_with_constructor(latency_histogram);
+        let shim_calls = Family::<Method, Counter>::default();
         let shims = Gauge::default();
         let shim_restarts = Counter::default();
         let shim_rss = Family::<Shim, Gauge>::default();
@@ -100,6 +102,11 @@ impl Metrics {
             "docker_request_duration_seconds",
             "Latency of the front's Docker API calls by operation",
             docker_latency.clone(),
+        );
+        registry.register(
+            "shim_requests",
+            "gRPC calls the front made to pod shims, by method",
+            shim_calls.clone(),
         );
         registry.register("shims", "Pod shims the front knows", shims.clone());
         registry.register(
@@ -122,6 +129,7 @@ impl Metrics {
             cri_latency,
             cri_errors,
             docker_latency,
+            shim_calls,
             shims,
             shim_restarts,
             shim_rss,
@@ -144,6 +152,14 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    fn shim_called(&self, method: &str) {
+        self.shim_calls
+            .get_or_create(&Method {
+                method: method.to_string(),
+            })
+            .inc();
     }
 
     pub fn shim_restarted(&self) {
@@ -191,6 +207,41 @@ pub async fn docker<F: Future>(operation: &str, call: F) -> F::Output {
     out
 }
 
+/// The gRPC method of a request: the last segment of its path.
+fn method_of<B>(req: &http::Request<B>) -> &str {
+    req.uri().path().rsplit('/').next().unwrap_or_default()
+}
+
+/// A channel to a shim that counts the calls made through it.
+#[derive(Clone)]
+pub struct ShimCalls<S> {
+    inner: S,
+}
+
+impl<S> ShimCalls<S> {
+    pub fn new(inner: S) -> ShimCalls<S> {
+        ShimCalls { inner }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ShimCalls<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        global().shim_called(method_of(&req));
+        self.inner.call(req)
+    }
+}
+
 /// A tower layer timing every gRPC call the front serves, with its status code.
 #[derive(Clone, Copy, Default)]
 pub struct CriLayer;
@@ -222,13 +273,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let method = method_of(&req).to_string();
         let start = Instant::now();
         let call = self.inner.call(req);
         Box::pin(async move {
@@ -255,8 +300,15 @@ pub async fn serve(addr: SocketAddr, shims: ShimLister) -> std::io::Result<Socke
     tracing::info!(addr = %local, "serving Prometheus metrics on /metrics");
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
+            let mut conn = match listener.accept().await {
+                Ok((conn, _)) => conn,
+                Err(e) => {
+                    if let Some(wait) = dockpod_proto::sockets::accept_backoff(&e) {
+                        tracing::warn!(error = %e, "accepting a metrics connection");
+                        tokio::time::sleep(wait).await;
+                    }
+                    continue;
+                }
             };
             let shims = shims.clone();
             tokio::spawn(async move {

@@ -11,6 +11,8 @@ use dockpod_proto::shim::{InfoRequest, InfoResponse, ShutdownRequest};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
+use crate::metrics::ShimCalls;
+
 /// How long a shim may take to answer Info.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -27,14 +29,14 @@ pub struct ShimHandle {
 }
 
 impl ShimHandle {
-    pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
-        RuntimeServiceClient::new(self.channel.clone())
+    pub fn runtime(&self) -> RuntimeServiceClient<ShimCalls<Channel>> {
+        RuntimeServiceClient::new(ShimCalls::new(self.channel.clone()))
             .max_decoding_message_size(dockpod_proto::MAX_MESSAGE)
             .max_encoding_message_size(dockpod_proto::MAX_MESSAGE)
     }
 
-    pub fn control(&self) -> ShimClient<Channel> {
-        ShimClient::new(self.channel.clone())
+    pub fn control(&self) -> ShimClient<ShimCalls<Channel>> {
+        ShimClient::new(ShimCalls::new(self.channel.clone()))
     }
 }
 

@@ -2,7 +2,6 @@
 //! and is no child of the front), reports `ready <pid>` on a pipe once its socket is bound,
 //! and logs to `<root>/pods/<shim id>/shim.log`.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -125,11 +124,9 @@ impl Spawner {
         // The direct child only forks and exits; reap it whatever happened.
         let _ = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
         let failure = |why: String| {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
             Error::FailedPrecondition(format!(
                 "pod shim for {display} did not start: {why}; its log ends: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                dockpod_proto::shim_log::tail(&log_path, 5).join(" | ")
             ))
         };
         let line = match line {
@@ -287,12 +284,7 @@ impl Spawner {
 }
 
 fn open_log(path: &std::path::Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .mode(0o600)
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(Error::io(format!("opening {}", path.display())))
+    dockpod_proto::shim_log::open(path).map_err(Error::io(format!("opening {}", path.display())))
 }
 
 /// `--pod-cidr <cidrs>`, or nothing while the kubelet has not set one: an empty argument

@@ -45,7 +45,9 @@ pub async fn start(addr: SocketAddr, run_dir: PathBuf) -> std::io::Result<String
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a streaming connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Some(wait) = dockpod_proto::sockets::accept_backoff(&e) {
+                        tokio::time::sleep(wait).await;
+                    }
                     continue;
                 }
             };

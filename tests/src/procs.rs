@@ -1,4 +1,4 @@
-//! Finding processes by command line, and their parent, from `/proc`.
+//! Finding processes by command line or name, their parent and their CPU time, from `/proc`.
 
 /// PIDs of live processes whose NUL-split command line satisfies `pred`.
 pub fn find(pred: impl Fn(&[String]) -> bool) -> Vec<u32> {
@@ -100,4 +100,37 @@ impl Drop for Stopped {
             nix::sys::signal::Signal::SIGCONT,
         );
     }
+}
+
+/// CPU time of the processes `pids`, every thread's, from /proc's scheduler statistics
+/// (nanoseconds; the tick-sampled utime and stime charge an idle shim's rare short wake-ups
+/// to nobody).
+pub fn cpu_time(pids: &[u32]) -> std::time::Duration {
+    let nanos: u64 = pids
+        .iter()
+        .flat_map(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .filter_map(|task| {
+                    let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+                    stat.split_whitespace().next()?.parse::<u64>().ok()
+                })
+        })
+        .sum();
+    std::time::Duration::from_nanos(nanos)
+}
+
+/// PIDs of live processes whose name (`/proc/<pid>/comm`, cut at 15 bytes) is one of `names`.
+pub fn named(names: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| names.contains(&comm.trim_end()))
+        })
+        .collect()
 }

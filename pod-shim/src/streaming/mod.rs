@@ -85,6 +85,9 @@ pub fn listen(
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting a hand-over");
+                        if let Some(wait) = dockpod_proto::sockets::accept_backoff(&e) {
+                            std::thread::sleep(wait);
+                        }
                         continue;
                     }
                 };

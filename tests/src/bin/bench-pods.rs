@@ -23,6 +23,7 @@ use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::{container_config, create_container, pod_config, run_pod, start};
 use dockpod_tests::docker::{docker, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::front::Front;
+use dockpod_tests::procs;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
@@ -296,25 +297,6 @@ async fn main() {
     lists_and_memory().await;
 }
 
-/// CPU time of the processes `pids`, every thread's, from /proc's scheduler statistics
-/// (nanoseconds; the tick-sampled utime and stime charge an idle shim's rare short wake-ups
-/// to nobody).
-fn cpu_time(pids: &[u32]) -> Duration {
-    let nanos: u64 = pids
-        .iter()
-        .flat_map(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/task"))
-                .into_iter()
-                .flatten()
-                .filter_map(|task| {
-                    let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-                    stat.split_whitespace().next()?.parse::<u64>().ok()
-                })
-        })
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
 /// Both lists, timed; each must hold `pods` pods and as many containers.
 async fn list_both(rt: &mut RuntimeServiceClient<Channel>, pods: usize) -> (Duration, Duration) {
     let t = Instant::now();
@@ -378,7 +360,7 @@ async fn lists_and_memory() {
         }
         let shims = front.shim_pids();
         let front_pid: Vec<u32> = front.pid().into_iter().collect();
-        let before = (cpu_time(&front_pid), cpu_time(&shims));
+        let before = (procs::cpu_time(&front_pid), procs::cpu_time(&shims));
         let started = Instant::now();
         while started.elapsed() < CPU_WINDOW {
             list_both(&mut rt, count).await;
@@ -387,8 +369,8 @@ async fn lists_and_memory() {
         let elapsed = started.elapsed().as_secs_f64();
         let share = |used: Duration| 100.0 * used.as_secs_f64() / elapsed;
         let (front_used, shims_used) = (
-            cpu_time(&front_pid).saturating_sub(before.0),
-            cpu_time(&shims).saturating_sub(before.1),
+            procs::cpu_time(&front_pid).saturating_sub(before.0),
+            procs::cpu_time(&shims).saturating_sub(before.1),
         );
         row(&format!("ListPodSandbox with {count} pods"), sandboxes);
         row(&format!("ListContainers with {count} pods"), containers);

@@ -51,6 +51,21 @@ async fn front_docker_calls(addr: &str) -> f64 {
     .sum()
 }
 
+/// The front's calls to shims by method, as its metrics count them, leaving out the liveness
+/// probe (Info), which runs on its own clock.
+async fn shim_calls(addr: &str) -> BTreeMap<String, f64> {
+    let body = metrics::scrape(addr).await;
+    metrics::samples(&body)
+        .into_iter()
+        .filter_map(|(series, value)| {
+            let method = series
+                .strip_prefix("dockpod_shim_requests_total{method=\"")?
+                .strip_suffix("\"}")?;
+            (method != "Info").then(|| (method.to_string(), value))
+        })
+        .collect()
+}
+
 /// Waits until no request has arrived for a second: what dockpod set going has run its course.
 async fn quiet(proxy: &DockerProxy) {
     let deadline = std::time::Instant::now() + SECS;
@@ -361,7 +376,14 @@ async fn listed_containers(
 #[tokio::test]
 async fn pod_and_container_lists_answer_from_the_pods_state_without_shims_or_docker() {
     let proxy = DockerProxy::start();
-    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    let front = Front::start(&[
+        "--docker-endpoint",
+        &proxy.endpoint(),
+        "--metrics-bind-addr",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let addr = metrics::address(&front);
     let logs = tempfile::tempdir().expect("log dir");
     let mut rt = front.runtime();
     let mut pods = Vec::new();
@@ -399,6 +421,7 @@ async fn pod_and_container_lists_answer_from_the_pods_state_without_shims_or_doc
         .collect();
     quiet(&proxy).await;
     let before = proxy.seen().len();
+    let calls_before = shim_calls(&addr).await;
     assert_eq!(
         listed_containers(&mut rt, ContainerFilter::default()).await,
         expected
@@ -434,6 +457,11 @@ async fn pod_and_container_lists_answer_from_the_pods_state_without_shims_or_doc
         BTreeMap::new(),
         "lists asked Docker"
     );
+    assert_eq!(
+        shim_calls(&addr).await,
+        calls_before,
+        "lists called a shim (the front's metrics)"
+    );
     drop(stopped);
 
     // A list made after a call returned shows what the call did.
@@ -445,6 +473,11 @@ async fn pod_and_container_lists_answer_from_the_pods_state_without_shims_or_doc
     )
     .await
     .expect("CreateContainer");
+    let created = |calls: &BTreeMap<String, f64>| calls.get("CreateContainer").copied();
+    assert!(
+        created(&shim_calls(&addr).await) > created(&calls_before),
+        "the metrics count the front's calls to shims"
+    );
     let only_added = ContainerFilter {
         id: added.clone(),
         ..Default::default()
@@ -474,4 +507,51 @@ async fn pod_and_container_lists_answer_from_the_pods_state_without_shims_or_doc
         .into_inner()
         .items
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_json_file_log_is_copied_from_dockers_file_without_its_logs_api() {
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    let docker = dockpod_tests::docker::docker().await;
+    let driver = docker
+        .info()
+        .await
+        .expect("docker info")
+        .logging_driver
+        .unwrap_or_default();
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("jsonfile", logs.path());
+    let pod = run_pod(&mut rt, &config).await;
+    std::fs::create_dir(logs.path().join("app")).expect("container log dir");
+    let mut app = container_config("app", &["sh", "-c"]);
+    app.args = vec!["for i in $(seq 1 500); do echo \"n $i\"; echo \"e $i\" >&2; done".into()];
+    let id = run_container(&mut rt, &pod, &config, app).await;
+    wait_exited(&rt, &id, SECS).await;
+    let records = dockpod_tests::crilog::parse(&logs.path().join("app/0.log"));
+    let expected =
+        |prefix: &str| -> Vec<String> { (1..=500).map(|i| format!("{prefix} {i}")).collect() };
+    assert_eq!(
+        dockpod_tests::crilog::lines(&records, "stdout"),
+        expected("n")
+    );
+    assert_eq!(
+        dockpod_tests::crilog::lines(&records, "stderr"),
+        expected("e")
+    );
+    let asked: Vec<String> = summary(&proxy.seen())
+        .into_keys()
+        .filter(|k| k.ends_with("/logs"))
+        .collect();
+    if driver == "json-file" {
+        assert!(
+            asked.is_empty(),
+            "the shim read Docker's logs API: {asked:?}"
+        );
+    } else {
+        // Only json-file's files can be read directly; any other driver goes through the API.
+        assert!(!asked.is_empty(), "driver {driver}: no logs request");
+    }
+    remove_pod(&mut rt, &pod).await;
 }
