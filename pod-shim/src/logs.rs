@@ -195,6 +195,10 @@ async fn json_file_path(engine: &Engine, container: &str) -> Option<PathBuf> {
     (driver == "json-file").then(|| PathBuf::from(path))
 }
 
+/// How long a follower of Docker's file lets output collect after a write wakes it: what a
+/// reader of the CRI file may lag behind Docker's file at most, beyond the copy itself.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
 /// Copies Docker's json-file log as it grows, until the container has stopped.
 async fn follow_file(
     path: &Path,
@@ -234,7 +238,12 @@ async fn follow_file(
             return Ok(());
         }
         tokio::select! {
-            changed = log.changed() => changed.map_err(copying())?,
+            changed = log.changed() => {
+                changed.map_err(copying())?;
+                // Docker writes entry by entry; a moment's wait lets a burst collect, so it
+                // is read and written in a few large calls instead of one wake-up per line.
+                tokio::time::sleep(BATCH_WINDOW).await;
+            }
             _ = signals.stopped.changed() => {}
             Some(reply) = signals.reopen.recv() => {
                 let _ = reply.send(reopen_file(out.file, target, out.position));
