@@ -2,13 +2,17 @@
 
 /// PIDs of live processes whose NUL-split command line satisfies `pred`.
 pub fn find(pred: impl Fn(&[String]) -> bool) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    pids()
         .filter(|pid| alive(*pid) && pred(&cmdline(*pid)))
         .collect()
+}
+
+/// Every PID in `/proc` now.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
 }
 
 /// The command line of `pid`, one string per argument.
@@ -123,11 +127,7 @@ pub fn cpu_time(pids: &[u32]) -> std::time::Duration {
 
 /// PIDs of live processes whose name (`/proc/<pid>/comm`, cut at 15 bytes) is one of `names`.
 pub fn named(names: &[&str]) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    pids()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| names.contains(&comm.trim_end()))
