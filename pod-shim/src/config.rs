@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use dockpod_proto::engine_api::ApiVersion;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -39,6 +40,11 @@ pub struct ShimConfig {
     /// Docker Engine API endpoint.
     #[arg(long, default_value = "unix:///var/run/docker.sock")]
     pub docker_endpoint: String,
+
+    /// Engine API version to speak (`1.41`), as the front negotiated it with the same daemon;
+    /// without it the shim asks the daemon.
+    #[arg(long, value_parser = parse_api_version)]
+    pub docker_api_version: Option<ApiVersion>,
 
     /// Image of the sandbox container.
     #[arg(long)]
@@ -108,4 +114,8 @@ impl ShimConfig {
             pod_cidr: self.pod_cidr.clone(),
         })
     }
+}
+
+fn parse_api_version(text: &str) -> Result<ApiVersion, String> {
+    ApiVersion::parse(text).ok_or_else(|| format!("{text:?} is not an API version like 1.41"))
 }

@@ -57,7 +57,8 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
         // A second shim for this pod would double its logs and its network teardown.
         let _owner = dockpod_proto::owner::take(&config.state_dir, "pod-shim")?;
         let store = Store::new(&config.state_dir);
-        let engine = pod_shim::docker::Engine::connect(&config.docker_endpoint).await?;
+        let engine = pod_shim::docker::Engine::connect(&config.docker_endpoint, config.docker_api_version)
+            .await?;
         let record = match (store.load()?, &config.adopt) {
             (Some(record), _) => record,
             (None, Some(sandbox)) => {

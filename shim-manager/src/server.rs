@@ -62,6 +62,7 @@ pub async fn run(
             network_args: config.shim_network_args(),
             stream_idle_timeout: config.streaming_idle_timeout,
             root: root.clone(),
+            engine: engine.clone(),
         },
         (config.shim_liveness_timeout > 0)
             .then(|| Duration::from_secs(config.shim_liveness_timeout)),

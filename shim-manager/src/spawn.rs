@@ -40,6 +40,8 @@ pub struct Spawner {
     pub stream_idle_timeout: u64,
     /// The node's state, for the pod CIDR the kubelet last set.
     pub root: std::sync::Arc<crate::state::RootDir>,
+    /// The front's Docker client, whose negotiated API version a new shim is given.
+    pub engine: crate::docker::Engine,
 }
 
 impl Spawner {
@@ -186,6 +188,12 @@ impl Spawner {
             .arg("--stream-idle-timeout")
             .arg(self.stream_idle_timeout.to_string())
             .args(pod_cidr_args(&self.root.runtime_config().pod_cidr));
+        if let Some(v) = self.engine.negotiated_version() {
+            // The shim need not ask Docker again (a runc run on Docker 20.10).
+            command
+                .arg("--docker-api-version")
+                .arg(format!("{}.{}", v.major_version, v.minor_version));
+        }
         command
     }
 

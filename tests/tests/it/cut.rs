@@ -30,6 +30,27 @@ async fn docker_holds(front: &Front, n: usize) {
     .await;
 }
 
+/// Waits until `n` calls, counted over the front's and every shim's log, have found the same
+/// call running and wait for its outcome (`dockpod_proto::flights` says so at info level): a
+/// retry sent is not yet a retry received, and one that arrives after the first run ended
+/// meets the name that run took.
+async fn retries_wait(front: &Front, n: usize) {
+    const WAITING: &str = "the same call is running; waiting for its outcome";
+    wait_until(&format!("{n} retries waiting"), SECS, || {
+        let mut logs = front.log();
+        for pod in dockpod_tests::list_dir(&front.root_dir().join("pods")) {
+            let path = front
+                .root_dir()
+                .join("pods")
+                .join(pod)
+                .join(dockpod_proto::layout::SHIM_LOG);
+            logs.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        async move { (logs.matches(WAITING).count() >= n).then_some(()) }
+    })
+    .await;
+}
+
 /// The record of the front's only pod, as its shim saved it.
 fn pod_state(front: &Front) -> serde_json::Value {
     let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
@@ -431,6 +452,7 @@ async fn a_retry_while_the_first_run_goes_on_gets_its_outcome() {
     });
     // The retry waits for the held run rather than creating anything of its own.
     docker_holds(&front, 1).await;
+    retries_wait(&front, 1).await;
     answer.open();
     let sandbox = retry.await.expect("the retry of RunPodSandbox");
     assert_docker_holds(&front, vec![sandbox.clone()]).await;
@@ -459,6 +481,7 @@ async fn a_retry_while_the_first_run_goes_on_gets_its_outcome() {
         async move { create_container(&mut rt, &sandbox, &pod, config).await }
     });
     docker_holds(&front, 2).await;
+    retries_wait(&front, 2).await;
     answer.open();
     let container = retry
         .await

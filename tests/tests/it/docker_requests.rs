@@ -134,6 +134,34 @@ async fn version_status_and_runtime_config_answer_from_what_the_front_knows_of_d
 }
 
 #[tokio::test]
+async fn a_new_pods_shim_speaks_the_api_version_the_front_negotiated_without_asking() {
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    // The front has asked once, for itself.
+    quiet(&proxy).await;
+    let before = proxy.seen().len();
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let mut config = pod_config(&dockpod_tests::unique("apiver"), logs.path());
+    host_network(&mut config);
+    let pod = run_pod(&mut rt, &config).await;
+    let asked = summary(&proxy.seen()[before..]);
+    let _ = rt
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await;
+    assert!(
+        asked.contains_key("POST /containers/create"),
+        "the proxy saw the pod's start: {asked:?}"
+    );
+    assert!(
+        !asked.contains_key("GET /version"),
+        "the pod's shim asked Docker its version: {asked:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_list_of_fifty_images_is_one_docker_request() {
     let docker = dockpod_tests::docker::docker().await;
     let mut refs = ImageRefs::default();
