@@ -26,6 +26,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 
+mod versions;
+pub use versions::VersionCache;
+
 /// Interface name inside the pod, as every Kubernetes runtime uses.
 pub const IF_NAME: &str = "eth0";
 /// How long one plugin invocation may take before it is killed.
@@ -47,6 +50,8 @@ pub struct Cni {
     pub libcni_cache_dir: PathBuf,
     /// The node's pod CIDRs (comma-separated), offered as the `ipRanges` capability.
     pub pod_cidr: String,
+    /// The VERSION answers of the node's plugins, shared by its shims.
+    pub versions: versions::VersionCache,
 }
 
 /// One ADD, as DEL and CHECK must repeat it.
@@ -275,23 +280,44 @@ impl Cni {
             .join(format!("{network_name}-{sandbox_id}-{IF_NAME}"))
     }
 
-    /// Checks that the plugin speaks the configuration's CNI version.
+    /// Checks that the plugin speaks the configuration's CNI version, from the node's cache
+    /// of VERSION answers when it holds this build of the plugin.
     async fn negotiate(&self, a: &Attachment, plugin: &str) -> Result<()> {
-        let reply = self
-            .invoke(
-                plugin,
-                "VERSION",
-                a,
-                "",
-                &json!({ "cniVersion": a.cni_version }),
-            )
-            .await?;
-        let supported: Vec<&str> = reply
-            .get("supportedVersions")
-            .and_then(Value::as_array)
-            .map(|v| v.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if supported.contains(&a.cni_version.as_str()) {
+        let binary = self.binary(plugin)?;
+        let identity = versions::Identity::of(&binary).await;
+        let cached = match &identity {
+            Some(identity) => self.versions.get(&binary, identity).await,
+            None => None,
+        };
+        let supported = match cached {
+            Some(supported) => supported,
+            None => {
+                let reply = self
+                    .invoke(
+                        plugin,
+                        "VERSION",
+                        a,
+                        "",
+                        &json!({ "cniVersion": a.cni_version }),
+                    )
+                    .await?;
+                let supported: Vec<String> = reply
+                    .get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(identity) = identity {
+                    self.versions.put(&binary, identity, &supported).await;
+                }
+                supported
+            }
+        };
+        if supported.contains(&a.cni_version) {
             Ok(())
         } else {
             Err(Error::Network(format!(
@@ -301,6 +327,20 @@ impl Cni {
                 supported.join(", ")
             )))
         }
+    }
+
+    /// The plugin's binary: the first of the plugin directories that holds it.
+    fn binary(&self, plugin: &str) -> Result<PathBuf> {
+        self.bin_dirs
+            .iter()
+            .map(|d| d.join(plugin))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::Network(format!(
+                    "CNI plugin {plugin} not found in {:?}",
+                    self.bin_dirs
+                ))
+            })
     }
 
     /// Runs one plugin command; its JSON output (null when it printed nothing), or its error
@@ -313,17 +353,7 @@ impl Cni {
         netns: &str,
         stdin: &Value,
     ) -> Result<Value> {
-        let binary = self
-            .bin_dirs
-            .iter()
-            .map(|d| d.join(plugin))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                Error::Network(format!(
-                    "CNI plugin {plugin} not found in {:?}",
-                    self.bin_dirs
-                ))
-            })?;
+        let binary = self.binary(plugin)?;
         let args: Vec<String> = a.cni_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let path = std::env::join_paths(&self.bin_dirs)
             .map_err(|e| Error::Network(format!("CNI plugin directories: {e}")))?;
@@ -780,6 +810,7 @@ mod tests {
             records_dir: dir.join("pod"),
             libcni_cache_dir: dir.join("libcni"),
             pod_cidr: String::new(),
+            versions: VersionCache::default(),
         }
     }
 

@@ -71,6 +71,11 @@ pub struct ShimConfig {
     #[arg(long, default_value = "/var/lib/cni/cache")]
     pub cni_cache_dir: PathBuf,
 
+    /// Where the node's shims keep the CNI plugins' VERSION answers (see `cni::versions`);
+    /// without it every RunPodSandbox asks each plugin.
+    #[arg(long)]
+    pub cni_versions_dir: Option<PathBuf>,
+
     /// The node's pod CIDRs (comma-separated), offered to CNI plugins as `ipRanges`.
     #[arg(long, default_value = "")]
     pub pod_cidr: String,
@@ -112,6 +117,9 @@ impl ShimConfig {
             records_dir: self.state_dir.clone(),
             libcni_cache_dir: self.cni_cache_dir.clone(),
             pod_cidr: self.pod_cidr.clone(),
+            versions: crate::cni::VersionCache {
+                dir: self.cni_versions_dir.clone(),
+            },
         })
     }
 }

@@ -14,10 +14,10 @@ use futures_util::StreamExt;
 use crate::docker::now_ns;
 use crate::lifecycle::Pod;
 
-/// Actions after which a container's state may differ.
-const ACTIONS: &[&str] = &[
-    "create", "start", "die", "oom", "kill", "stop", "destroy", "restart",
-];
+/// Actions after which a container's state may differ. Not `kill` (the container runs on
+/// until its `die`) nor `stop` (which follows the `die`): a read then only competes with the
+/// stop Docker is finishing, for the container's lock.
+const ACTIONS: &[&str] = &["create", "start", "die", "oom", "destroy", "restart"];
 
 pub async fn watch(pod: Arc<Pod>) {
     let mut delay = Duration::from_millis(100);

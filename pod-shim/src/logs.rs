@@ -242,7 +242,11 @@ async fn follow_file(
                 changed.map_err(copying())?;
                 // Docker writes entry by entry; a moment's wait lets a burst collect, so it
                 // is read and written in a few large calls instead of one wake-up per line.
-                tokio::time::sleep(BATCH_WINDOW).await;
+                // A stop ends the wait: its caller is waiting for the rest of the log.
+                tokio::select! {
+                    _ = tokio::time::sleep(BATCH_WINDOW) => {}
+                    _ = signals.stopped.changed() => {}
+                }
             }
             _ = signals.stopped.changed() => {}
             Some(reply) = signals.reopen.recv() => {

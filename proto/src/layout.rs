@@ -14,6 +14,11 @@ pub fn shim_socket(run_dir: &Path, shim_id: &str) -> PathBuf {
     shim_socket_dir(run_dir).join(format!("{shim_id}.sock"))
 }
 
+/// The CNI plugins' VERSION answers, shared by the node's shims (pod-shim's `cni::versions`).
+pub fn cni_versions_dir(root_dir: &Path) -> PathBuf {
+    root_dir.join("cni-versions")
+}
+
 /// Directory of every pod's state, under `--root-directory`.
 pub fn pods_dir(root_dir: &Path) -> PathBuf {
     root_dir.join("pods")

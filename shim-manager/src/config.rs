@@ -299,6 +299,8 @@ impl ServeConfig {
             bins.join(",").into(),
             "--cni-cache-dir".into(),
             self.cni_cache_dir.clone().into_os_string(),
+            "--cni-versions-dir".into(),
+            dockpod_proto::layout::cni_versions_dir(&self.root_directory).into_os_string(),
         ]
         .into()
     }

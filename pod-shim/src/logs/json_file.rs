@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
 use serde::Deserialize;
 use tokio::io::unix::AsyncFd;
 
@@ -179,11 +179,28 @@ impl JsonLog {
         loop {
             let mut ready = self.watch.readable().await?;
             match ready.get_inner().0.read_events() {
-                Ok(_) => return Ok(()),
+                Ok(events) if events.iter().any(|e| self.concerns_the_log(e)) => return Ok(()),
+                Ok(_) => {}
                 Err(Errno::EAGAIN) => ready.clear_ready(),
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Whether an event may mean more to read: growth of the file, a file made at the log's
+    /// path (Docker's rotation), or lost events. Docker also writes the container's other
+    /// files in that directory (its config, renamed into place on every state change, a stop
+    /// among them); those are not the log.
+    fn concerns_the_log(&self, event: &InotifyEvent) -> bool {
+        if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+            || event.mask.contains(AddWatchFlags::IN_MODIFY)
+        {
+            return true;
+        }
+        event
+            .mask
+            .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+            && event.name.as_deref() == self.path.file_name()
     }
 
     fn next_file(&mut self) {
@@ -412,5 +429,30 @@ mod tests {
             "writes made while nobody waits leave no event behind"
         );
         assert_eq!(read(&mut log).len(), 101);
+    }
+
+    #[tokio::test]
+    async fn dockers_other_files_in_the_directory_do_not_wake_the_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c-json.log");
+        append(&path, "");
+        let mut log = JsonLog::open(&path, 0).expect("open");
+        assert!(read(&mut log).is_empty());
+        let wait = log.changed();
+        tokio::pin!(wait);
+        // What Docker does to the container's config on a stop: a new file renamed into place.
+        let config = dir.path().join("config.v2.json");
+        append(&dir.path().join(".tmp-config.v2.json"), "{}");
+        std::fs::rename(dir.path().join(".tmp-config.v2.json"), &config).expect("rename");
+        // Long enough for inotify to deliver on an idle machine; on a loaded one this can
+        // only pass wrongly, never fail wrongly.
+        let woken = tokio::time::timeout(std::time::Duration::from_millis(200), &mut wait).await;
+        assert!(woken.is_err(), "the config's rename woke the log's reader");
+        append(&path, &line("one\n", "stdout", "2026-12-01T18:25:31Z"));
+        // Generous: the bound only keeps a lost wake-up from hanging the test run.
+        tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+            .await
+            .expect("inotify reports the write")
+            .expect("inotify");
     }
 }

@@ -286,6 +286,67 @@ async fn del_frees_the_address_after_the_sandbox_was_removed_and_host_network_sk
     remove_pod(&mut rt, &id).await;
 }
 
+/// Each plugin is asked its versions once per node and build, not on every RunPodSandbox
+/// (a plugin process each): the answers are kept in the front's root for every shim.
+#[tokio::test]
+async fn plugins_are_asked_their_versions_once_for_every_pod_of_the_node() {
+    let net = CniNet::new();
+    let front = start_front(&net).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let cache = dockpod_proto::layout::cni_versions_dir(&front.root_dir());
+    let entries =
+        || -> std::collections::BTreeMap<String, (std::time::SystemTime, serde_json::Value)> {
+            dockpod_tests::list_dir(&cache)
+                .into_iter()
+                .map(|name| {
+                    let path = cache.join(&name);
+                    let written = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .expect("mtime");
+                    let entry = serde_json::from_slice(&std::fs::read(&path).expect("entry"))
+                        .expect("JSON");
+                    (name, (written, entry))
+                })
+                .collect()
+        };
+    let first = run_pod(
+        &mut rt,
+        &pod_config(&dockpod_tests::unique("cni-ver"), logs.path()),
+    )
+    .await;
+    let after_first = entries();
+    let plugins: Vec<&str> = after_first
+        .values()
+        .filter_map(|(_, e)| e["binary"].as_str()?.rsplit('/').next())
+        .collect();
+    for plugin in ["loopback", "bridge", "firewall", "portmap"] {
+        assert!(
+            plugins.contains(&plugin),
+            "no versions kept for {plugin}: {plugins:?}"
+        );
+    }
+    for (_, entry) in after_first.values() {
+        let supported = entry["supported"].as_array().expect("supported");
+        assert!(
+            supported.iter().any(|v| v == "1.0.0"),
+            "the plugin's own answer is kept: {entry}"
+        );
+    }
+    let second = run_pod(
+        &mut rt,
+        &pod_config(&dockpod_tests::unique("cni-ver"), logs.path()),
+    )
+    .await;
+    assert_eq!(
+        entries(),
+        after_first,
+        "the second pod's shim asked the plugins again"
+    );
+    remove_pod(&mut rt, &first).await;
+    remove_pod(&mut rt, &second).await;
+}
+
 #[tokio::test]
 async fn thirty_pods_created_and_removed_leave_no_address_or_veth() {
     let net = CniNet::new();
