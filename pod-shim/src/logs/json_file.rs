@@ -377,35 +377,39 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn growth_wakes_the_reader() {
+    /// An empty log in a directory of its own, opened and read to its end.
+    fn empty_log() -> (tempfile::TempDir, PathBuf, JsonLog) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c-json.log");
         append(&path, "");
         let mut log = JsonLog::open(&path, 0).expect("open");
         assert!(read(&mut log).is_empty());
-        let writer = {
-            let path = path.clone();
-            std::thread::spawn(move || {
-                append(&path, &line("late\n", "stdout", "2026-12-01T18:25:31Z"))
-            })
-        };
-        // Generous: the bound only keeps a lost wake-up from hanging the test run.
-        tokio::time::timeout(std::time::Duration::from_secs(60), log.changed())
+        (dir, path, log)
+    }
+
+    /// Waits for `changed`; generous, as the bound only keeps a lost wake-up from hanging the
+    /// test run.
+    async fn woken(changed: impl std::future::Future<Output = io::Result<()>>) {
+        tokio::time::timeout(std::time::Duration::from_secs(60), changed)
             .await
             .expect("inotify reports the write")
             .expect("inotify");
+    }
+
+    #[tokio::test]
+    async fn growth_wakes_the_reader() {
+        let (_dir, path, mut log) = empty_log();
+        let writer = std::thread::spawn(move || {
+            append(&path, &line("late\n", "stdout", "2026-12-01T18:25:31Z"))
+        });
+        woken(log.changed()).await;
         writer.join().expect("writer");
         assert_eq!(read(&mut log).len(), 1);
     }
 
     #[tokio::test]
     async fn writes_while_the_reader_is_busy_queue_no_events() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c-json.log");
-        append(&path, "");
-        let mut log = JsonLog::open(&path, 0).expect("open");
-        assert!(read(&mut log).is_empty());
+        let (_dir, path, mut log) = empty_log();
         {
             let wait = log.changed();
             tokio::pin!(wait);
@@ -414,11 +418,7 @@ mod tests {
                 "nothing written yet"
             );
             append(&path, &line("one\n", "stdout", "2026-12-01T18:25:31Z"));
-            // Generous: the bound only keeps a lost wake-up from hanging the test run.
-            tokio::time::timeout(std::time::Duration::from_secs(60), wait)
-                .await
-                .expect("inotify reports the write")
-                .expect("inotify");
+            woken(wait).await;
         }
         for _ in 0..100 {
             append(&path, &line("more\n", "stdout", "2026-12-01T18:25:32Z"));
@@ -433,26 +433,22 @@ mod tests {
 
     #[tokio::test]
     async fn dockers_other_files_in_the_directory_do_not_wake_the_reader() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c-json.log");
-        append(&path, "");
-        let mut log = JsonLog::open(&path, 0).expect("open");
-        assert!(read(&mut log).is_empty());
+        let (dir, path, mut log) = empty_log();
         let wait = log.changed();
         tokio::pin!(wait);
         // What Docker does to the container's config on a stop: a new file renamed into place.
-        let config = dir.path().join("config.v2.json");
-        append(&dir.path().join(".tmp-config.v2.json"), "{}");
-        std::fs::rename(dir.path().join(".tmp-config.v2.json"), &config).expect("rename");
+        let temp = dir.path().join(".tmp-config.v2.json");
+        append(&temp, "{}");
+        std::fs::rename(&temp, dir.path().join("config.v2.json")).expect("rename");
         // Long enough for inotify to deliver on an idle machine; on a loaded one this can
         // only pass wrongly, never fail wrongly.
-        let woken = tokio::time::timeout(std::time::Duration::from_millis(200), &mut wait).await;
-        assert!(woken.is_err(), "the config's rename woke the log's reader");
+        let woken_early =
+            tokio::time::timeout(std::time::Duration::from_millis(200), &mut wait).await;
+        assert!(
+            woken_early.is_err(),
+            "the config's rename woke the log's reader"
+        );
         append(&path, &line("one\n", "stdout", "2026-12-01T18:25:31Z"));
-        // Generous: the bound only keeps a lost wake-up from hanging the test run.
-        tokio::time::timeout(std::time::Duration::from_secs(60), wait)
-            .await
-            .expect("inotify reports the write")
-            .expect("inotify");
+        woken(wait).await;
     }
 }
