@@ -357,7 +357,20 @@ impl Cni {
         let args: Vec<String> = a.cni_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let path = std::env::join_paths(&self.bin_dirs)
             .map_err(|e| Error::Network(format!("CNI plugin directories: {e}")))?;
-        let mut child = tokio::process::Command::new(&binary)
+        let mut plugin_command = tokio::process::Command::new(&binary);
+        // A plugin outlives a shim killed inside ADD unless it dies with it: left running, it
+        // finishes its ADD (firewall rules, say) after the next shim's clean-up DEL has run,
+        // and what it adds then is never deleted.
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the forked child before exec and makes one prctl call,
+        // which is async-signal-safe and touches no memory shared with the parent.
+        unsafe {
+            plugin_command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = plugin_command
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &a.container_id)
             .env("CNI_NETNS", netns)
