@@ -453,7 +453,9 @@ if command == "VERSION":
     print(json.dumps({{"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]}}))
 elif command == "ADD":
     if os.path.exists("{dir}/hold"):
-        open("{dir}/entered", "w").close()
+        with open("{dir}/entered.tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename("{dir}/entered.tmp", "{dir}/entered")
         while not os.path.exists("{dir}/release"):
             time.sleep(0.05)
     print(json.dumps(conf["prevResult"]))
@@ -497,6 +499,17 @@ elif command == "ADD":
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill the shim");
+    // The plugin dies with the shim: left running, it would finish its ADD after the clean-up
+    // DEL (it waits for `release`, which only the test's end creates).
+    let plugin_pid: u32 = std::fs::read_to_string(dir.join("entered"))
+        .expect("the plugin's PID")
+        .trim()
+        .parse()
+        .expect("a PID");
+    wait_until("the plugin to die with its shim", SECS, || async move {
+        (!dockpod_proto::procfs::alive(plugin_pid)).then_some(())
+    })
+    .await;
     std::fs::remove_file(dir.join("hold")).expect("no more holding");
     let cut = call.await.expect("join");
     assert!(cut.is_err(), "the cut call answered {cut:?}");
