@@ -92,7 +92,9 @@ make_bridge() {
 	if ! ip link show "$name" >/dev/null 2>&1; then
 		ip link add "$name" type bridge
 	fi
-	ip addr show dev "$name" | grep -q "inet $address" || ip addr add "$address" dev "$name"
+	# `replace` is idempotent; a `show | grep -q` test is not under pipefail (grep leaving
+	# early makes `ip` die of SIGPIPE, and the address was then added twice).
+	ip addr replace "$address" dev "$name"
 	ip link set "$name" up
 }
 
