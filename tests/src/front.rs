@@ -26,6 +26,8 @@ pub struct Front {
     dir: tempfile::TempDir,
     args: Vec<String>,
     child: Option<Child>,
+    /// Where in the log the current process's output starts.
+    log_start: u64,
 }
 
 impl Front {
@@ -41,6 +43,7 @@ impl Front {
             dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            log_start: 0,
         };
         front.spawn();
         front.wait_ready().await;
@@ -70,6 +73,17 @@ impl Front {
     /// Everything the front has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The last lines the current front process logged: what a failure message shows (a
+    /// front restarted many times at debug level logs megabytes, and a CI log keeps only
+    /// part of a long message).
+    fn recent_log(&self) -> String {
+        const LINES: usize = 80;
+        let log = self.log();
+        let own = log.get(self.log_start as usize..).unwrap_or(&log);
+        let lines: Vec<&str> = own.lines().collect();
+        lines[lines.len().saturating_sub(LINES)..].join("\n")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -105,6 +119,7 @@ impl Front {
             .append(true)
             .open(self.log_path())
             .expect("front log file");
+        self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let err = log.try_clone().expect("front log file");
         let child = self
             .command()
@@ -125,7 +140,7 @@ impl Front {
             {
                 panic!(
                     "shim-manager exited during start-up with {status}:\n{}",
-                    self.log()
+                    self.recent_log()
                 );
             }
             let mut client = self.runtime();
@@ -135,7 +150,7 @@ impl Front {
             assert!(
                 std::time::Instant::now() < deadline,
                 "shim-manager did not answer within {START_TIMEOUT:?}:\n{}",
-                self.log()
+                self.recent_log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -184,7 +199,7 @@ impl Front {
             Some(status) => status,
             None => panic!(
                 "shim-manager did not exit within {STOP_TIMEOUT:?} of SIGTERM:\n{}",
-                self.log()
+                self.recent_log()
             ),
         }
     }
