@@ -50,12 +50,37 @@ const READ_CHUNK: usize = 256 * 1024;
 /// dropped up to its newline.
 const MAX_LINE: usize = 1024 * 1024;
 
-/// The inotify instance as tokio wants it.
-struct Watch(Inotify);
+/// The inotify instance as tokio wants it. It is closed on tokio's blocking pool, never on the
+/// thread that dropped it: closing an inotify instance waits for the kernel to free its
+/// watches (an RCU grace period, 13 to 16 ms measured here), and a follower ends on the
+/// shim's one event-loop thread exactly when a stopped container's exit is being recorded,
+/// which StopContainer waits for.
+struct Watch(Option<Inotify>);
+
+impl Watch {
+    fn inotify(&self) -> &Inotify {
+        // Taken only by `drop`.
+        self.0
+            .as_ref()
+            .expect("the inotify instance is open until dropped")
+    }
+}
 
 impl AsRawFd for Watch {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
+        self.inotify().as_fd().as_raw_fd()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let Some(inotify) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(inotify))),
+            Err(_) => drop(inotify),
+        }
     }
 }
 
@@ -124,7 +149,7 @@ impl JsonLog {
         // `new` is deprecated for fds the caller could close while registered; this AsyncFd
         // owns the inotify instance, so it cannot be, and `register` would need unsafe.
         #[allow(deprecated)]
-        let watch = AsyncFd::new(Watch(inotify))?;
+        let watch = AsyncFd::new(Watch(Some(inotify)))?;
         Ok(JsonLog {
             path: path.to_path_buf(),
             files,
@@ -166,7 +191,7 @@ impl JsonLog {
             // One event, then the watch is gone until the next wait: Docker's writes while
             // the reader is busy cost nothing.
             let fd = format!("/proc/self/fd/{}", opened.file.as_raw_fd());
-            self.watch.get_ref().0.add_watch(
+            self.watch.get_ref().inotify().add_watch(
                 fd.as_str(),
                 AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_ONESHOT,
             )?;
@@ -178,7 +203,7 @@ impl JsonLog {
         }
         loop {
             let mut ready = self.watch.readable().await?;
-            match ready.get_inner().0.read_events() {
+            match ready.get_inner().inotify().read_events() {
                 Ok(events) if events.iter().any(|e| self.concerns_the_log(e)) => return Ok(()),
                 Ok(_) => {}
                 Err(Errno::EAGAIN) => ready.clear_ready(),
@@ -424,7 +449,7 @@ mod tests {
             append(&path, &line("more\n", "stdout", "2026-12-01T18:25:32Z"));
         }
         assert_eq!(
-            log.watch.get_ref().0.read_events().err(),
+            log.watch.get_ref().inotify().read_events().err(),
             Some(Errno::EAGAIN),
             "writes made while nobody waits leave no event behind"
         );
