@@ -40,7 +40,9 @@ impl Pod {
 
     /// Deletes the sandbox's CNI attachment, if it has one; idempotent. An adopted pod's other
     /// libcni attachments (cri-dockerd's loopback network) go first, as cri-dockerd deleted
-    /// them, and a failure there is only logged, as it was.
+    /// them, and a failure there is only logged, as it was. The caller saves the record with
+    /// the rest of its operation: a shim cut before that save deletes the network again on
+    /// the retry, which CNI's DEL allows.
     pub(super) async fn teardown_network(&self) -> Result<()> {
         let (network, sandbox, adopted) = {
             let r = self.record();
@@ -73,7 +75,7 @@ impl Pod {
             }
         }
         self.record().network.clear();
-        self.persist()
+        Ok(())
     }
 
     /// Runs CNI CHECK on a running sandbox's attachment and keeps the outcome for verbose
