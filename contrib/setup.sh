@@ -8,7 +8,10 @@
 #      localhost/dockpod/pause:1 and the tool image localhost/dockpod/busybox:1;
 #   4. builds the release binaries (target/release/shim-manager, target/release/pod-shim);
 #   5. installs the real third-party clients the tests drive (Python grpcio and grpcio-tools
-#      from PyPI, pinned) into a virtual environment, target/test-python.
+#      from PyPI, pinned) into a virtual environment, target/test-python;
+#   6. raises fs.inotify.max_user_instances to INOTIFY_INSTANCES (8192) where it is lower: a
+#      pod shim follows each container's json-file log with an inotify instance of its own,
+#      and Debian's 128 run out past about 125 containers (a shim then polls the file).
 # Environment: DOCKER_SOCK (default /var/run/docker.sock), DOCKERD_TIMEOUT (seconds, 60),
 # SKIP_BUILD=1 to leave out step 4.
 set -euo pipefail
@@ -19,6 +22,7 @@ DOCKER_SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
 BASE_IMAGE=localhost/dockpod/busybox-base:1
 PAUSE_IMAGE=localhost/dockpod/pause:1
 TOOL_IMAGE=localhost/dockpod/busybox:1
+INOTIFY_INSTANCES=8192
 PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables python3 python3-venv)
 # The tests' Python CRI client: grpcio since 1.57 sends a unix socket's path as :authority.
 PYTHON_CLIENTS=(grpcio==1.85.1 grpcio-tools==1.85.1)
@@ -108,7 +112,23 @@ install_test_clients() {
 	printf '%s' "${PYTHON_CLIENTS[*]}" >"$venv/.installed"
 }
 
+# What Kubernetes nodes are commonly given; a host that refuses (a read-only /proc/sys in a
+# container) keeps working, with shims polling the files they get no instance for.
+raise_inotify_instances() {
+	local file=/proc/sys/fs/inotify/max_user_instances now
+	now="$(cat "$file" 2>/dev/null || echo 0)"
+	if [ "$now" -ge "$INOTIFY_INSTANCES" ]; then
+		return
+	fi
+	if (echo "$INOTIFY_INSTANCES" >"$file") 2>/dev/null; then
+		say "fs.inotify.max_user_instances raised from $now to $INOTIFY_INSTANCES"
+	else
+		say "warning: fs.inotify.max_user_instances stays $now (cannot set it here)"
+	fi
+}
+
 install_packages
+raise_inotify_instances
 "$here/dockerd.sh" start
 build_images
 build_binaries

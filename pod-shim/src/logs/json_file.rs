@@ -9,6 +9,11 @@
 //! the front's listing does: drained in place; no crate adds to that). A standing watch for
 //! writes would make the kernel queue an event on every write Docker makes, a cost charged to
 //! dockerd that bench-logs measured at a quarter of Docker's own CPU for the log.
+//!
+//! Each reader needs an inotify instance of its own, and a user has 128 by default
+//! (`fs.inotify.max_user_instances`), which a node with more containers than that uses up.
+//! A reader that gets none looks at the file again after a pause instead, as Docker's own
+//! log reader falls back to polling: doubling from 250 ms to 2 s while nothing changes.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -16,6 +21,7 @@ use std::io::{self, Read, Seek};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
@@ -49,6 +55,10 @@ const READ_CHUNK: usize = 256 * 1024;
 /// output, which JSON escaping can grow sixfold; anything longer is not Docker's and is
 /// dropped up to its newline.
 const MAX_LINE: usize = 1024 * 1024;
+
+/// The first and the longest pause of a reader without inotify between two looks at the file.
+const POLL_FIRST: Duration = Duration::from_millis(250);
+const POLL_LAST: Duration = Duration::from_secs(2);
 
 /// The inotify instance as tokio wants it. It is closed on tokio's blocking pool, never on the
 /// thread that dropped it: closing an inotify instance waits for the kernel to free its
@@ -93,7 +103,38 @@ pub struct JsonLog {
     pending: Vec<u8>,
     /// Dropping bytes up to the next newline (a line longer than `MAX_LINE`).
     skipping: bool,
-    watch: AsyncFd<Watch>,
+    /// `None` without inotify: the file is polled.
+    watch: Option<AsyncFd<Watch>>,
+}
+
+/// Whether inotify failed for want of instances or watches (the user's limits, or the
+/// process's or system's file descriptors), which polling does without.
+fn out_of_inotify(e: Errno) -> bool {
+    matches!(e, Errno::EMFILE | Errno::ENFILE | Errno::ENOSPC)
+}
+
+/// Once per shim: the operator can raise the limit.
+fn warn_polling(e: Errno) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(error = %e, "no inotify instance or watch left for a container's log (fs.inotify.max_user_instances, max_user_watches); polling Docker's log files instead");
+    });
+}
+
+/// An inotify instance watching `dir` for files made in it (Docker's rotations).
+fn watch_dir(dir: &Path) -> Result<AsyncFd<Watch>, Errno> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    // Only events on the directory itself: one for its files would make every write to them
+    // an event again.
+    inotify.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
+    // `new` is deprecated for fds the caller could close while registered; this AsyncFd owns
+    // the inotify instance, so it cannot be, and `register` would need unsafe.
+    #[allow(deprecated)]
+    AsyncFd::new(Watch(Some(inotify))).map_err(|e| {
+        e.raw_os_error()
+            .map(Errno::from_raw)
+            .unwrap_or(Errno::EINVAL)
+    })
 }
 
 struct Opened {
@@ -117,11 +158,15 @@ impl JsonLog {
         let dir = path
             .parent()
             .ok_or_else(|| io::Error::other(format!("{} has no directory", path.display())))?;
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         // Watched before anything is read, so no rotation after the first read goes unnoticed.
-        // Only events on the directory itself: one for its files would make every write to
-        // them an event again.
-        inotify.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
+        let watch = match watch_dir(dir) {
+            Ok(watch) => Some(watch),
+            Err(e) if out_of_inotify(e) => {
+                warn_polling(e);
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut files = Vec::new();
         for n in 1.. {
             let rotated = PathBuf::from(format!("{}.{n}", path.display()));
@@ -146,10 +191,6 @@ impl JsonLog {
         if !files.iter().any(|f| f.identity == current.identity) {
             files.push(current);
         }
-        // `new` is deprecated for fds the caller could close while registered; this AsyncFd
-        // owns the inotify instance, so it cannot be, and `register` would need unsafe.
-        #[allow(deprecated)]
-        let watch = AsyncFd::new(Watch(Some(inotify)))?;
         Ok(JsonLog {
             path: path.to_path_buf(),
             files,
@@ -187,22 +228,31 @@ impl JsonLog {
     /// Waits until the log may have grown or been rotated. Called once what the files hold
     /// has been read.
     pub async fn changed(&mut self) -> io::Result<()> {
+        let Some(watch) = &self.watch else {
+            return self.polled().await;
+        };
         if let Some(opened) = self.files.last() {
             // One event, then the watch is gone until the next wait: Docker's writes while
             // the reader is busy cost nothing.
             let fd = format!("/proc/self/fd/{}", opened.file.as_raw_fd());
-            self.watch.get_ref().inotify().add_watch(
+            match watch.get_ref().inotify().add_watch(
                 fd.as_str(),
                 AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_ONESHOT,
-            )?;
+            ) {
+                Ok(_) => {}
+                Err(e) if out_of_inotify(e) => {
+                    warn_polling(e);
+                    return self.polled().await;
+                }
+                Err(e) => return Err(e.into()),
+            }
             // Written between the last read and the watch: no event will say so.
-            let mut file = &opened.file;
-            if file.metadata()?.len() > file.stream_position()? {
+            if self.grown()? {
                 return Ok(());
             }
         }
         loop {
-            let mut ready = self.watch.readable().await?;
+            let mut ready = watch.readable().await?;
             match ready.get_inner().inotify().read_events() {
                 Ok(events) if events.iter().any(|e| self.concerns_the_log(e)) => return Ok(()),
                 Ok(_) => {}
@@ -210,6 +260,28 @@ impl JsonLog {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Without inotify: returns once the file Docker writes has grown or another has taken
+    /// its path, looking after a pause that doubles while nothing changes.
+    async fn polled(&self) -> io::Result<()> {
+        let mut pause = POLL_FIRST;
+        loop {
+            if self.grown()? || self.newer_file()?.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL_LAST);
+        }
+    }
+
+    /// Whether the file Docker writes holds more than has been read of it.
+    fn grown(&self) -> io::Result<bool> {
+        let Some(opened) = self.files.last() else {
+            return Ok(false);
+        };
+        let mut file = &opened.file;
+        Ok(file.metadata()?.len() > file.stream_position()?)
     }
 
     /// Whether an event may mean more to read: growth of the file, a file made at the log's
@@ -433,6 +505,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reader_without_inotify_polls_for_growth_and_rotation() {
+        let (_dir, path, mut log) = empty_log();
+        // As when the user's inotify instances are used up.
+        log.watch = None;
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                append(&path, &line("late\n", "stdout", "2026-12-01T18:25:31Z"))
+            })
+        };
+        woken(log.changed()).await;
+        writer.join().expect("writer");
+        assert_eq!(read(&mut log).len(), 1);
+        std::fs::rename(&path, format!("{}.1", path.display())).expect("rotate");
+        append(&path, &line("after\n", "stdout", "2026-12-01T18:25:32Z"));
+        woken(log.changed()).await;
+        let rest: Vec<String> = read(&mut log).into_iter().map(|e| e.2).collect();
+        assert_eq!(rest, vec!["after\n"]);
+    }
+
+    #[tokio::test]
     async fn writes_while_the_reader_is_busy_queue_no_events() {
         let (_dir, path, mut log) = empty_log();
         {
@@ -449,7 +542,13 @@ mod tests {
             append(&path, &line("more\n", "stdout", "2026-12-01T18:25:32Z"));
         }
         assert_eq!(
-            log.watch.get_ref().inotify().read_events().err(),
+            log.watch
+                .as_ref()
+                .expect("inotify")
+                .get_ref()
+                .inotify()
+                .read_events()
+                .err(),
             Some(Errno::EAGAIN),
             "writes made while nobody waits leave no event behind"
         );
