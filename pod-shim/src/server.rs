@@ -30,10 +30,14 @@ struct ShimService {
 
 #[tonic::async_trait]
 impl Shim for ShimService {
-    async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+    async fn info(&self, req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let pid = std::process::id();
-        let memory = dockpod_proto::procfs::memory(pid)
-            .map_err(|e| Status::internal(format!("reading /proc/{pid}: {e}")))?;
+        let memory = if req.into_inner().skip_memory {
+            dockpod_proto::procfs::Memory::default()
+        } else {
+            dockpod_proto::procfs::memory(pid)
+                .map_err(|e| Status::internal(format!("reading /proc/{pid}: {e}")))?
+        };
         let record = self.pod.snapshot();
         let meta = record.config.metadata.clone().unwrap_or_default();
         Ok(Response::new(InfoResponse {

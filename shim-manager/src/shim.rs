@@ -41,9 +41,11 @@ impl ShimHandle {
 }
 
 impl ShimHandle {
-    /// The shim's Info, within `PROBE_TIMEOUT`.
+    /// The shim's Info, within `PROBE_TIMEOUT`, without its memory: the front's callers (the
+    /// liveness probe among them) need none of it, and it is the costly part.
     pub async fn info(&self) -> Result<InfoResponse, String> {
-        tokio::time::timeout(PROBE_TIMEOUT, self.control().info(InfoRequest {}))
+        let request = InfoRequest { skip_memory: true };
+        tokio::time::timeout(PROBE_TIMEOUT, self.control().info(request))
             .await
             .map_err(|_| {
                 format!(

@@ -22,7 +22,7 @@ pub async fn shims(run_dir: &Path) -> Vec<(std::path::PathBuf, InfoResponse)> {
         let mut client = dockpod_proto::shim::shim_client::ShimClient::new(
             dockpod_proto::sockets::channel(&socket),
         );
-        let ask = client.info(dockpod_proto::shim::InfoRequest {});
+        let ask = client.info(dockpod_proto::shim::InfoRequest::default());
         match tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
             Ok(Ok(info)) => found.push((socket, info.into_inner())),
             Ok(Err(e)) => eprintln!("{}: {}", socket.display(), e.message()),

@@ -52,7 +52,7 @@ async fn serves_info_and_shuts_down_on_request() {
         let mut client = ShimClient::new(channel.clone());
         async move {
             client
-                .info(InfoRequest {})
+                .info(InfoRequest::default())
                 .await
                 .ok()
                 .map(|r| r.into_inner())
@@ -65,6 +65,17 @@ async fn serves_info_and_shuts_down_on_request() {
     assert_eq!(info.sandbox_id, "");
     assert_eq!((info.containers_running, info.containers_total), (0, 0));
     assert!(info.rss_bytes > 0 && info.pss_bytes > 0, "{info:?}");
+    // The front's liveness probe: the same answer without the memory it does not need.
+    let probe = ShimClient::new(channel.clone())
+        .info(InfoRequest { skip_memory: true })
+        .await
+        .expect("Info without memory")
+        .into_inner();
+    assert_eq!((probe.rss_bytes, probe.pss_bytes), (0, 0), "{probe:?}");
+    assert_eq!(
+        (probe.pid, probe.protocol_version),
+        (info.pid, info.protocol_version)
+    );
 
     let mode =
         |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
