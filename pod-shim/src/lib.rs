@@ -18,6 +18,7 @@ pub mod locks;
 pub mod log_position;
 pub mod logs;
 pub mod memory;
+pub mod own_log;
 pub mod pod;
 pub mod server;
 pub mod spec;

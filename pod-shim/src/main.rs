@@ -29,7 +29,9 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(pod_shim::own_log::OwnLog::new(
+            config.state_dir.join(dockpod_proto::layout::SHIM_LOG),
+        ))
         .with_ansi(false)
         .init();
     match run(config) {
@@ -131,11 +133,6 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             let _ = pod_shim::title::show_sandbox(&sandbox);
         }
         let watcher = tokio::spawn(pod_shim::exits::watch(pod.clone()));
-        if config.daemonize {
-            tokio::spawn(rotate_log(
-                config.state_dir.join(dockpod_proto::layout::SHIM_LOG),
-            ));
-        }
         tokio::spawn({
             let pod = pod.clone();
             async move {
@@ -178,21 +175,6 @@ fn terminated() -> impl std::future::Future<Output = ()> {
                 tracing::error!(error = %e, "cannot watch SIGTERM");
                 std::future::pending::<()>().await;
             }
-        }
-    }
-}
-
-/// Keeps the shim's own log (its stderr) within `shim_log::MAX_BYTES`, looking once a minute:
-/// even debug logging writes far less than the bound in that time.
-async fn rotate_log(path: std::path::PathBuf) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        match dockpod_proto::shim_log::rotate_stderr(&path) {
-            Ok(true) => tracing::info!(path = %path.display(), "the shim's log was rotated"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, path = %path.display(), "rotating the shim's log"),
         }
     }
 }
