@@ -277,8 +277,7 @@ async fn follow_api(
             ..Default::default()
         };
         let mut stream = engine.api().logs(container, Some(options));
-        // A TTY container's output arrives as one byte stream, cut anywhere.
-        let mut console = Vec::new();
+        let mut console = Console::default();
         let replay = position.replay();
         let mut out = Writer {
             file: &mut file,
@@ -311,20 +310,61 @@ async fn follow_api(
                 LogOutput::StdOut { message } => out.entry("stdout", &message)?,
                 LogOutput::StdErr { message } => out.entry("stderr", &message)?,
                 LogOutput::Console { message } => {
-                    console.extend_from_slice(&message);
-                    while let Some(end) = console.iter().position(|b| *b == b'\n') {
-                        let entry: Vec<u8> = console.drain(..=end).collect();
-                        out.entry("stdout", &entry)?;
-                    }
+                    console.push(&message, |entry| out.entry("stdout", entry))?;
                 }
                 LogOutput::StdIn { .. } => {}
             }
         }
-        if !console.is_empty() {
-            out.entry("stdout", &console)?;
-        }
+        console.finish(|entry| out.entry("stdout", entry))?;
     }
     flush(&mut file, target)
+}
+
+/// A TTY container's output through the logs API: one byte stream, cut anywhere, with
+/// Docker's timestamp and a space before each of its messages. Lines are handed on whole; a
+/// line still without its end once it holds more than `MAX_RECORD` bytes is handed on in
+/// pieces of that size (partial records, each with the timestamp the line began with), as
+/// any stream's long line is. So the buffer holds at most one record and a timestamp,
+/// whatever a container prints without a newline.
+#[derive(Default)]
+struct Console(Vec<u8>);
+
+/// Where a timestamp's space must come by: Docker's are about 30 bytes.
+const TIMESTAMP_MAX: usize = 64;
+
+impl Console {
+    fn push(&mut self, message: &[u8], mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.0.extend_from_slice(message);
+        while let Some(end) = self.0.iter().position(|b| *b == b'\n') {
+            let entry: Vec<u8> = self.0.drain(..=end).collect();
+            each(&entry)?;
+        }
+        loop {
+            let Some(space) = self.0.iter().take(TIMESTAMP_MAX).position(|b| *b == b' ') else {
+                if self.0.len() > MAX_RECORD {
+                    // No timestamp: nothing the writer could place (it drops such entries).
+                    self.0.clear();
+                }
+                return Ok(());
+            };
+            let body = space + 1;
+            if self.0.len() - body <= MAX_RECORD {
+                return Ok(());
+            }
+            let rest = self.0.split_off(body + MAX_RECORD);
+            each(&self.0)?;
+            self.0.truncate(body);
+            self.0.extend_from_slice(&rest);
+        }
+    }
+
+    /// Hands on what is left at the end of the stream.
+    fn finish(self, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        each(&self.0)
+    }
 }
 
 /// Finishes the current file and continues in a fresh one at the log path.
@@ -439,5 +479,66 @@ mod tests {
             .map(|l| l.splitn(4, ' ').nth(3).expect("content"))
             .collect();
         assert_eq!(joined.len(), long.len());
+    }
+
+    #[test]
+    fn a_console_line_without_its_end_is_handed_on_in_records_of_bounded_size() {
+        let ts = "2026-12-02T11:40:00.000000001Z ";
+        let mut handed: Vec<Vec<u8>> = Vec::new();
+        let mut console = Console::default();
+        let long = vec![b'a'; 2 * MAX_RECORD + 100];
+        // Arriving in pieces, as Docker's stream cuts it.
+        let mut first = ts.as_bytes().to_vec();
+        first.extend_from_slice(&long[..1000]);
+        console
+            .push(&first, |e| {
+                handed.push(e.to_vec());
+                Ok(())
+            })
+            .expect("push");
+        for piece in long[1000..].chunks(4096) {
+            console
+                .push(piece, |e| {
+                    handed.push(e.to_vec());
+                    Ok(())
+                })
+                .expect("push");
+            assert!(
+                console.0.len() <= ts.len() + MAX_RECORD,
+                "the buffer stays bounded"
+            );
+        }
+        console
+            .push(b"end\nnext", |e| {
+                handed.push(e.to_vec());
+                Ok(())
+            })
+            .expect("push");
+        console
+            .finish(|e| {
+                handed.push(e.to_vec());
+                Ok(())
+            })
+            .expect("finish");
+        assert_eq!(
+            handed.len(),
+            4,
+            "two full pieces, the line's end, the unended rest"
+        );
+        for piece in &handed[..2] {
+            assert!(
+                piece.starts_with(ts.as_bytes()),
+                "each piece keeps the line's timestamp"
+            );
+            assert_eq!(piece.len(), ts.len() + MAX_RECORD);
+            assert!(!piece.ends_with(b"\n"), "a piece is a partial record");
+        }
+        let mut content: Vec<u8> = handed[..3]
+            .iter()
+            .flat_map(|p| p[ts.len()..].to_vec())
+            .collect();
+        assert_eq!(content.split_off(long.len()), b"end\n");
+        assert_eq!(content, long);
+        assert_eq!(handed[3], b"next");
     }
 }
