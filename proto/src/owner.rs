@@ -40,8 +40,33 @@ pub struct Owner {
     _lock: Flock<File>,
 }
 
-/// Takes `dir` for this process, `what` naming the kind of owner in the refusal.
+/// How long `take` waits for the holder to let go before refusing. A holder that was just
+/// killed can keep the lock for a moment after its successor starts (seen in the churn test:
+/// a front restarted at once after a SIGKILL found the lock still held, cause not found), and
+/// a service manager restarts a crashed front just as fast; a second owner that really runs
+/// is refused after this.
+pub const TAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Takes `dir` for this process, `what` naming the kind of owner in the refusal; waits up to
+/// `TAKE_WAIT` for a holder to let go.
 pub fn take(dir: &Path, what: &str) -> Result<Owner, OwnerError> {
+    take_within(dir, what, TAKE_WAIT)
+}
+
+/// `take`, waiting up to `wait` for the holder to let go.
+pub fn take_within(dir: &Path, what: &str, wait: std::time::Duration) -> Result<Owner, OwnerError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match try_take(dir, what) {
+            Err(OwnerError::Taken { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_take(dir: &Path, what: &str) -> Result<Owner, OwnerError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| OwnerError::Io {
         path: path.clone(),
@@ -90,7 +115,7 @@ mod tests {
         let first = take(dir.path(), "front").expect("first owner");
         // flock locks belong to the open file description: a second open in this process
         // conflicts just as another process's would.
-        match take(dir.path(), "front") {
+        match take_within(dir.path(), "front", std::time::Duration::ZERO) {
             Err(OwnerError::Taken { holder, .. }) => {
                 assert_eq!(holder, std::process::id().to_string())
             }
@@ -98,5 +123,23 @@ mod tests {
         }
         drop(first);
         take(dir.path(), "front").expect("owner after the first let go");
+    }
+
+    #[test]
+    fn an_owner_that_lets_go_while_the_next_waits_hands_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = take(dir.path(), "front").expect("first owner");
+        let path = dir.path().to_path_buf();
+        let next = std::thread::spawn(move || take(&path, "front").map(drop));
+        // Held for a while first: the next one is waiting, not refused.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            !next.is_finished(),
+            "the next owner waits while the lock is held"
+        );
+        drop(first);
+        next.join()
+            .expect("thread")
+            .expect("the next owner takes over once the first lets go");
     }
 }
