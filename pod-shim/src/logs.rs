@@ -485,41 +485,25 @@ mod tests {
     fn a_console_line_without_its_end_is_handed_on_in_records_of_bounded_size() {
         let ts = "2026-12-02T11:40:00.000000001Z ";
         let mut handed: Vec<Vec<u8>> = Vec::new();
+        let mut hand = |e: &[u8]| {
+            handed.push(e.to_vec());
+            Ok(())
+        };
         let mut console = Console::default();
         let long = vec![b'a'; 2 * MAX_RECORD + 100];
         // Arriving in pieces, as Docker's stream cuts it.
         let mut first = ts.as_bytes().to_vec();
         first.extend_from_slice(&long[..1000]);
-        console
-            .push(&first, |e| {
-                handed.push(e.to_vec());
-                Ok(())
-            })
-            .expect("push");
+        console.push(&first, &mut hand).expect("push");
         for piece in long[1000..].chunks(4096) {
-            console
-                .push(piece, |e| {
-                    handed.push(e.to_vec());
-                    Ok(())
-                })
-                .expect("push");
+            console.push(piece, &mut hand).expect("push");
             assert!(
                 console.0.len() <= ts.len() + MAX_RECORD,
                 "the buffer stays bounded"
             );
         }
-        console
-            .push(b"end\nnext", |e| {
-                handed.push(e.to_vec());
-                Ok(())
-            })
-            .expect("push");
-        console
-            .finish(|e| {
-                handed.push(e.to_vec());
-                Ok(())
-            })
-            .expect("finish");
+        console.push(b"end\nnext", &mut hand).expect("push");
+        console.finish(&mut hand).expect("finish");
         assert_eq!(
             handed.len(),
             4,
