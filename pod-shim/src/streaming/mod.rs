@@ -5,6 +5,7 @@
 //! or the pod's network namespace. The front can go away meanwhile.
 
 pub mod http;
+pub mod inbound;
 pub mod portforward;
 pub mod prefixed;
 pub mod remote;
@@ -99,7 +100,12 @@ pub fn listen(
                     }
                 };
                 let client = std::net::TcpStream::from(fd);
-                if let Err(e) = client.set_nonblocking(true) {
+                // As Go's servers do: small frames (window updates, PING answers, a prompt's
+                // echo) must not wait for Nagle's algorithm behind the peer's delayed ACK.
+                if let Err(e) = client
+                    .set_nodelay(true)
+                    .and_then(|()| client.set_nonblocking(true))
+                {
                     tracing::warn!(error = %e, "a handed-over connection");
                     continue;
                 }
@@ -292,10 +298,11 @@ where
     let stdout = output("stdout");
     let stderr = output("stderr");
     let resize = streams.get_mut("resize").map(|s| {
-        let mut data = std::mem::replace(&mut s.data, mpsc::channel(1).1);
+        let data = s.take_data();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let mut decoder = ResizeDecoder::default();
+            let Some(mut data) = data else { return };
             while let Some(bytes) = data.recv().await {
                 for size in decoder.push(&bytes) {
                     if tx.send(size).await.is_err() {
@@ -308,7 +315,8 @@ where
     });
     let stdin = streams
         .get_mut("stdin")
-        .map(|s| std::mem::replace(&mut s.data, mpsc::channel(1).1));
+        .and_then(spdy::Stream::take_data)
+        .map(inbound::Inbound::Spdy);
     let io = Io {
         stdin,
         stdout,
@@ -420,7 +428,7 @@ async fn forward_pair(pod: &Pod, error: spdy::Stream, mut data: spdy::Stream) {
     };
     match result {
         Ok(tcp) => {
-            let from_client = std::mem::replace(&mut data.data, mpsc::channel(1).1);
+            let from_client = data.take_data().map(inbound::Inbound::Spdy);
             let (to_client, mut rx) = mpsc::channel::<Bytes>(8);
             let out = data.out.clone();
             let forward = async move {

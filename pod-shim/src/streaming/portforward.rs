@@ -12,6 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::inbound::Inbound;
+
 /// How long connecting to the pod's port may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per relayed connection.
@@ -41,6 +43,8 @@ pub async fn connect(target: &Target, port: u16) -> io::Result<TcpStream> {
         .await
         .map_err(|_| io::Error::other("the connecting thread died"))??;
     stream.set_nonblocking(true)?;
+    // As Go's dialer does: a relayed small write goes out at once.
+    stream.set_nodelay(true)?;
     TcpStream::from_std(stream)
 }
 
@@ -61,13 +65,12 @@ fn connect_blocking(target: &Target, port: u16) -> io::Result<std::net::TcpStrea
 
 /// Relays between `tcp` and the client until both directions ended: the client's EOF
 /// half-closes the connection, the pod's EOF ends `to_client` (dropping it).
-pub async fn relay(
-    tcp: TcpStream,
-    mut from_client: mpsc::Receiver<Bytes>,
-    to_client: mpsc::Sender<Bytes>,
-) {
+pub async fn relay(tcp: TcpStream, from_client: Option<Inbound>, to_client: mpsc::Sender<Bytes>) {
     let (mut read, mut write) = tcp.into_split();
     let upstream = async move {
+        let Some(mut from_client) = from_client else {
+            return;
+        };
         while let Some(bytes) = from_client.recv().await {
             if write.write_all(&bytes).await.is_err() {
                 return;
@@ -114,7 +117,7 @@ mod tests {
         let tcp = connect(&Target::Host, port).await.expect("connect");
         let (to_pod, from_client) = mpsc::channel(4);
         let (to_client, mut client_rx) = mpsc::channel(4);
-        let relay = tokio::spawn(relay(tcp, from_client, to_client));
+        let relay = tokio::spawn(relay(tcp, Some(Inbound::Channel(from_client)), to_client));
         to_pod
             .send(Bytes::from_static(b"ping"))
             .await

@@ -12,6 +12,7 @@ use k8s_cri::v1::{AttachRequest, ExecRequest};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
+use super::inbound::Inbound;
 use super::sessions::Pending;
 use crate::docker::Engine;
 use crate::exec::{Attach, Exec, InputSink, OutputStream};
@@ -28,7 +29,7 @@ pub struct TermSize {
 /// The session's ends on the client's side.
 pub struct Io {
     /// Ends at the client's EOF on stdin.
-    pub stdin: Option<mpsc::Receiver<Bytes>>,
+    pub stdin: Option<Inbound>,
     pub stdout: Option<mpsc::Sender<Bytes>>,
     pub stderr: Option<mpsc::Sender<Bytes>>,
     pub resize: Option<mpsc::Receiver<TermSize>>,
@@ -176,7 +177,7 @@ where
                 Some(size) => apply_size(size).await,
                 None => sizes = None,
             },
-            chunk = recv_opt(&mut stdin), if stdin_open => match chunk {
+            chunk = recv_inbound(&mut stdin), if stdin_open => match chunk {
                 Some(bytes) => {
                     if input.write_all(&bytes).await.is_err() || input.flush().await.is_err() {
                         stdin_open = false;
@@ -215,6 +216,13 @@ async fn until_closed(closed: &mut watch::Receiver<bool>) {
 }
 
 /// Receives from an optional channel; an absent channel never yields.
+async fn recv_inbound(rx: &mut Option<Inbound>) -> Option<Bytes> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFr
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::inbound::Inbound;
 use super::prefixed::Prefixed;
 use super::remote::{self, Io, Outcome, ResizeDecoder};
 use super::sessions::{Pending, Streams};
@@ -224,7 +225,7 @@ where
         tx
     };
     let io = Io {
-        stdin: want_stdin.then_some(stdin_rx),
+        stdin: want_stdin.then_some(Inbound::Channel(stdin_rx)),
         stdout: want_stdout.then(|| output(1)),
         stderr: (want_stderr && !tty).then(|| output(2)),
         resize: tty.then_some(resize_rx),
@@ -289,7 +290,11 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
                         }
                     };
                     tokio::join!(
-                        super::portforward::relay(tcp, from_client, to_client),
+                        super::portforward::relay(
+                            tcp,
+                            Some(Inbound::Channel(from_client)),
+                            to_client
+                        ),
                         forward
                     );
                 }

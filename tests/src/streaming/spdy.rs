@@ -17,11 +17,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use pod_shim::streaming::spdy::{
     control_frame, data_header, read_frame, Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN, GOAWAY,
-    RST_STREAM, SETTINGS, SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
+    INITIAL_WINDOW, MAX_DATA, PING, RST_STREAM, SETTINGS, SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{split_url, Exec};
 
@@ -68,6 +68,10 @@ pub struct Conn {
     pub protocol: String,
     /// WINDOW_UPDATE frames the server sent.
     pub window_updates: Arc<AtomicU32>,
+    /// What the server granted this side to send, for `Stream::send_windowed`.
+    send_windows: Arc<SendWindows>,
+    /// Answers to this side's PINGs, by id.
+    pongs: tokio::sync::Mutex<mpsc::UnboundedReceiver<u32>>,
     /// Every frame read, in order; nothing after a GOAWAY (reading stops there).
     pub frames: Arc<Mutex<Vec<Seen>>>,
 }
@@ -77,6 +81,43 @@ pub struct Stream {
     pub id: u32,
     rx: mpsc::UnboundedReceiver<Bytes>,
     writer: Arc<tokio::sync::Mutex<Writer>>,
+    send_windows: Arc<SendWindows>,
+}
+
+/// The windows the server granted (stream 0 is the session's), kept as a strict SPDY/3.1
+/// sender keeps them; the SPDY default until the server says more.
+#[derive(Default)]
+struct SendWindows {
+    granted: Mutex<HashMap<u32, i64>>,
+    changed: Notify,
+}
+
+impl SendWindows {
+    fn grant(&self, stream: u32, delta: u32) {
+        let mut g = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+        *g.entry(stream).or_insert(INITIAL_WINDOW as i64) += i64::from(delta);
+        self.changed.notify_waiters();
+    }
+
+    /// Takes up to `want` bytes of window on `stream` (and the session), waiting for some.
+    async fn take(&self, stream: u32, want: usize) -> usize {
+        loop {
+            let changed = self.changed.notified();
+            {
+                let mut g = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+                let session = *g.entry(0).or_insert(INITIAL_WINDOW as i64);
+                let own = *g.entry(stream).or_insert(INITIAL_WINDOW as i64);
+                let n = want.min(session.min(own).max(0) as usize);
+                if n > 0 {
+                    for id in [0, stream] {
+                        *g.entry(id).or_insert(INITIAL_WINDOW as i64) -= n as i64;
+                    }
+                    return n;
+                }
+            }
+            changed.await;
+        }
+    }
 }
 
 /// Why the upgrade did not happen: the server's status line and body.
@@ -93,6 +134,8 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<Conn, Refused> {
         status: format!("connect: {e}"),
         body: String::new(),
     })?;
+    // Go's dialer turns Nagle's algorithm off, and so does this client.
+    let _ = tcp.set_nodelay(true);
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dockpod-tests\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
     );
@@ -128,10 +171,13 @@ where
     let (mut read, w) = tokio::io::split(io);
     let streams: Arc<Mutex<HashMap<u32, Entry>>> = Arc::default();
     let window_updates = Arc::new(AtomicU32::new(0));
+    let send_windows: Arc<SendWindows> = Arc::default();
+    let (pong_tx, pongs) = mpsc::unbounded_channel();
     let frames: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let reader = {
         let streams = streams.clone();
         let window_updates = window_updates.clone();
+        let send_windows = send_windows.clone();
         let frames = frames.clone();
         tokio::spawn(async move {
             let mut headers = HeaderDecoder::default();
@@ -162,8 +208,12 @@ where
                             e.data = None;
                         }
                     }
-                    (Seen::Control(WINDOW_UPDATE), _) => {
+                    (Seen::Control(WINDOW_UPDATE), Frame::Control { payload, .. }) => {
                         window_updates.fetch_add(1, Ordering::Relaxed);
+                        send_windows.grant(be32(&payload, 0), be32(&payload, 4));
+                    }
+                    (Seen::Control(PING), Frame::Control { payload, .. }) => {
+                        let _ = pong_tx.send(be32(&payload, 0));
                     }
                     (
                         _,
@@ -217,6 +267,8 @@ where
         reader,
         protocol,
         window_updates,
+        send_windows,
+        pongs: tokio::sync::Mutex::new(pongs),
         frames,
     }
 }
@@ -307,6 +359,28 @@ impl Conn {
             id,
             rx,
             writer: self.writer.clone(),
+            send_windows: self.send_windows.clone(),
+        }
+    }
+
+    /// Sends a PING and waits for its answer; how long that took. Panics when no answer comes
+    /// within `limit`.
+    pub async fn ping(&self, id: u32, limit: Duration) -> Duration {
+        let mut pongs = self.pongs.lock().await;
+        let sent = tokio::time::Instant::now();
+        {
+            let mut w = self.writer.lock().await;
+            w.w.write_all(&control_frame(PING, 0, &id.to_be_bytes()))
+                .await
+                .expect("write PING");
+        }
+        loop {
+            match tokio::time::timeout_at(sent + limit, pongs.recv()).await {
+                Ok(Some(answered)) if answered == id => return sent.elapsed(),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the connection ended before PING {id} was answered"),
+                Err(_) => panic!("PING {id} not answered within {limit:?}"),
+            }
         }
     }
 
@@ -356,6 +430,20 @@ impl Stream {
             .await
             .expect("write DATA");
         w.w.write_all(data).await.expect("write DATA");
+    }
+
+    /// Sends `data` as a sender that keeps the server's windows: never more than granted,
+    /// waiting for WINDOW_UPDATE when the window is spent.
+    pub async fn send_windowed(&self, data: &[u8]) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self
+                .send_windows
+                .take(self.id, rest.len().min(MAX_DATA))
+                .await;
+            self.send(&rest[..n]).await;
+            rest = &rest[n..];
+        }
     }
 
     /// Ends this side of the stream.

@@ -28,7 +28,8 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<(Ws, String), Stri
             value.parse().map_err(|e| format!("{e}"))?,
         );
     }
-    let (ws, response) = tokio_tungstenite::connect_async(request)
+    // Without Nagle's algorithm, as Go's clients dial.
+    let (ws, response) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(r) => format!("HTTP {}", r.status()),

@@ -954,3 +954,98 @@ async fn port_forward_reaches_a_server_on_the_pods_ipv6_loopback() {
     conn.close().await;
     remove_pod(&mut rt, &id).await;
 }
+
+/// A pod with two port-forward targets: 9000 accepts and never reads (the connection is the
+/// stdin of a `sleep`), 9001 counts what it receives and answers with the count.
+async fn sink_pod(rt: &mut Rt, name: &str, logs: &std::path::Path) -> String {
+    let pod = pod_config(name, logs);
+    let id = run_pod(rt, &pod).await;
+    let mut config = container_config("sinks", &["sh", "-c"]);
+    config.args = vec!["nc -ll -p 9000 -e sleep 3600 & exec nc -ll -p 9001 -e wc -c".into()];
+    let c = run_container(rt, &id, &pod, config).await;
+    wait_for_script(
+        rt,
+        &c,
+        "netstat -ltn | grep -q :9000 && netstat -ltn | grep -q :9001",
+        SECS,
+    )
+    .await;
+    id
+}
+
+/// On one port-forward session that keeps SPDY's windows, a connection whose target never
+/// reads sits next to one that moves `TOTAL` bytes: the second completes while the first stays
+/// stuck, and PINGs are answered throughout.
+async fn stuck_neighbour(conn: &spdy::Conn, requests: (u32, u32)) {
+    const TOTAL: usize = 64 * 1024 * 1024;
+    // More than the kernel's socket buffers can take in, so the stuck connection is stuck.
+    const STUCK: usize = 32 * 1024 * 1024;
+    // Generous for a loaded machine: a session whose reader waited on the stuck stream
+    // would not answer at all.
+    const PING_LIMIT: Duration = Duration::from_secs(5);
+    conn.announce_window(64 * 1024).await;
+    let open = |port: &'static str, request: u32| async move {
+        let id = request.to_string();
+        let error = conn
+            .open(&[("streamtype", "error"), ("port", port), ("requestid", &id)])
+            .await;
+        error.finish().await;
+        let data = conn
+            .open(&[("streamtype", "data"), ("port", port), ("requestid", &id)])
+            .await;
+        (error, data)
+    };
+    let (_stuck_error, stuck) = open("9000", requests.0).await;
+    let stuck = tokio::spawn(async move {
+        stuck.send_windowed(&vec![b's'; STUCK]).await;
+    });
+    let (_error, mut data) = open("9001", requests.1).await;
+    let started = tokio::time::Instant::now();
+    let transfer = tokio::spawn(async move {
+        data.send_windowed(&vec![b'x'; TOTAL]).await;
+        data.finish().await;
+        data.read_all().await
+    });
+    let mut slowest = Duration::ZERO;
+    let mut pings = 0u32;
+    while !transfer.is_finished() {
+        slowest = slowest.max(conn.ping(2 * pings + 1, PING_LIMIT).await);
+        pings += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reply = transfer.await.expect("transfer");
+    let elapsed = started.elapsed();
+    assert_eq!(String::from_utf8_lossy(&reply).trim(), TOTAL.to_string());
+    assert!(
+        !stuck.is_finished(),
+        "the target that never reads took {STUCK} bytes: the test proves nothing"
+    );
+    stuck.abort();
+    eprintln!(
+        "{} MiB in {elapsed:?} next to a stuck connection; {pings} PINGs, slowest answer {slowest:?}",
+        TOTAL >> 20
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_reads_holds_up_neither_its_neighbour_nor_pings() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let id = sink_pod(&mut rt, "pf-stuck", logs.path()).await;
+    let url = port_forward_url(&mut rt, &id, &[9000, 9001]).await;
+    let conn = spdy::connect(&url, &["portforward.k8s.io"])
+        .await
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    stuck_neighbour(&conn, (1, 2)).await;
+    conn.close().await;
+    // The same through WebSocket, as kubectl tunnels SPDY in it.
+    let url = port_forward_url(&mut rt, &id, &[9000, 9001]).await;
+    let (socket, chosen) = ws::connect(&url, &["SPDY/3.1+portforward.k8s.io"])
+        .await
+        .expect("websocket upgrade");
+    let conn = spdy::over(ws::tunnel(socket), chosen);
+    stuck_neighbour(&conn, (3, 4)).await;
+    conn.close().await;
+    remove_pod(&mut rt, &id).await;
+}
