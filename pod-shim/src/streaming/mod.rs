@@ -4,6 +4,7 @@
 //! SPDY/3.1 or WebSocket and the Kubernetes subprotocol, and runs the session against Docker
 //! or the pod's network namespace. The front can go away meanwhile.
 
+pub mod activity;
 pub mod http;
 pub mod inbound;
 pub mod portforward;
@@ -313,10 +314,7 @@ where
         });
         rx
     });
-    let stdin = streams
-        .get_mut("stdin")
-        .and_then(spdy::Stream::take_data)
-        .map(inbound::Inbound::Spdy);
+    let stdin = streams.get_mut("stdin").and_then(spdy::Stream::take_data);
     let io = Io {
         stdin,
         stdout,
@@ -428,7 +426,7 @@ async fn forward_pair(pod: &Pod, error: spdy::Stream, mut data: spdy::Stream) {
     };
     match result {
         Ok(tcp) => {
-            let from_client = data.take_data().map(inbound::Inbound::Spdy);
+            let from_client = data.take_data();
             let (to_client, mut rx) = mpsc::channel::<Bytes>(8);
             let out = data.out.clone();
             let forward = async move {

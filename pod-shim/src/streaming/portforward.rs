@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::inbound::Inbound;
+#[cfg(test)]
+use super::inbound::{self, Inflow};
 
 /// How long connecting to the pod's port may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,13 +117,11 @@ mod tests {
             s.write_all(&got).await.expect("echo");
         });
         let tcp = connect(&Target::Host, port).await.expect("connect");
-        let (to_pod, from_client) = mpsc::channel(4);
+        let inflow = std::sync::Arc::new(Inflow::default());
+        let (to_pod, from_client) = inbound::open(&inflow, None);
         let (to_client, mut client_rx) = mpsc::channel(4);
-        let relay = tokio::spawn(relay(tcp, Some(Inbound::Channel(from_client)), to_client));
-        to_pod
-            .send(Bytes::from_static(b"ping"))
-            .await
-            .expect("send");
+        let relay = tokio::spawn(relay(tcp, Some(from_client), to_client));
+        assert!(to_pod.push(Bytes::from_static(b"ping")));
         drop(to_pod);
         let mut echoed = Vec::new();
         while let Some(b) = client_rx.recv().await {

@@ -6,6 +6,8 @@
 //! (`SPDY/3.1+portforward.k8s.io`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -17,7 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFr
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::inbound::Inbound;
+use super::activity::Activity;
+use super::inbound::{self, Feeder, Inflow};
 use super::prefixed::Prefixed;
 use super::remote::{self, Io, Outcome, ResizeDecoder};
 use super::sessions::{Pending, Streams};
@@ -85,7 +88,8 @@ pub async fn serve(
     let protocol = protocol.unwrap_or(V1);
     if let Some(streams) = pending.streams() {
         let engine = streaming.pod.engine.clone();
-        ws_remote(ws, protocol, streams, |io| async move {
+        let idle = streaming.idle_timeout;
+        ws_remote(ws, protocol, streams, idle, |io| async move {
             remote::run(&engine, &pending, io).await
         })
         .await;
@@ -143,9 +147,11 @@ fn unframe(message: Message, base64: bool) -> Option<(u8, Bytes)> {
     }
 }
 
-/// A WebSocket split into a writer task fed by a channel and the stream of client messages.
+/// A WebSocket split into a writer task fed by a channel and the stream of client messages;
+/// the writer marks `activity` with every message it sends.
 fn split(
     ws: Ws,
+    activity: Activity,
 ) -> (
     mpsc::Sender<Message>,
     futures_util::stream::SplitStream<Ws>,
@@ -155,6 +161,7 @@ fn split(
     let (tx, mut rx) = mpsc::channel::<Message>(16);
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
+            activity.touch();
             let closing = matches!(message, Message::Close(_));
             if sink.send(message).await.is_err() || closing {
                 break;
@@ -165,7 +172,37 @@ fn split(
     (tx, stream, writer)
 }
 
-async fn ws_remote<F, Fut>(ws: Ws, protocol: &str, streams: Streams, run: F)
+/// The next message from the client, or None when the connection is over or nothing went
+/// either way for `idle`. Pings are answered by tungstenite as it reads, so a reader that
+/// keeps reading keeps them answered.
+async fn next_message(
+    incoming: &mut futures_util::stream::SplitStream<Ws>,
+    activity: &Activity,
+    idle: Duration,
+) -> Option<Message> {
+    tokio::select! {
+        message = incoming.next() => match message {
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => None,
+            Some(Ok(message)) => {
+                activity.touch();
+                Some(message)
+            }
+        },
+        () = activity.idle_for(idle) => {
+            tracing::info!(?idle, "closing an idle streaming session");
+            None
+        }
+    }
+}
+
+/// Hands `data` to a channel's consumer, waiting while its buffer is full (WebSocket has no
+/// flow control: TCP holds the client back); false once the consumer is gone.
+async fn feed(feeder: &Feeder, data: Bytes) -> bool {
+    feeder.room(data.len()).await;
+    feeder.push(data)
+}
+
+async fn ws_remote<F, Fut>(ws: Ws, protocol: &str, streams: Streams, idle: Duration, run: F)
 where
     F: FnOnce(Io) -> Fut,
     Fut: std::future::Future<Output = Outcome>,
@@ -177,25 +214,24 @@ where
         tty,
     } = streams;
     let base64 = protocol == BASE64;
-    let (out, mut incoming, writer) = split(ws);
+    let activity = Activity::new();
+    let (out, mut incoming, writer) = split(ws, activity.clone());
     let (closed_tx, closed) = watch::channel(false);
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
+    let inflow = Arc::new(Inflow::default());
+    let (stdin_feeder, stdin_rx) = inbound::open(&inflow, None);
     let (resize_tx, resize_rx) = mpsc::channel(4);
     let v5 = protocol == V5;
     let reader = tokio::spawn(async move {
-        let mut stdin = Some(stdin_tx);
+        let mut stdin = Some(stdin_feeder);
         let mut sizes = ResizeDecoder::default();
-        while let Some(Ok(message)) = incoming.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
+        while let Some(message) = next_message(&mut incoming, &activity, idle).await {
             let Some((channel, data)) = unframe(message, base64) else {
                 continue;
             };
             match channel {
                 0 => {
-                    if let Some(tx) = &stdin {
-                        if tx.send(data).await.is_err() {
+                    if let Some(feeder) = &stdin {
+                        if !feed(feeder, data).await {
                             stdin = None;
                         }
                     }
@@ -225,7 +261,7 @@ where
         tx
     };
     let io = Io {
-        stdin: want_stdin.then_some(Inbound::Channel(stdin_rx)),
+        stdin: want_stdin.then_some(stdin_rx),
         stdout: want_stdout.then(|| output(1)),
         stderr: (want_stderr && !tty).then(|| output(2)),
         resize: tty.then_some(resize_rx),
@@ -260,16 +296,18 @@ where
 /// channel `2i+1`, each opened with the port number (two bytes, little-endian); one
 /// connection per port for the whole session.
 async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
-    let (out, mut incoming, writer) = split(ws);
-    let mut to_pod: HashMap<u8, mpsc::Sender<Bytes>> = HashMap::new();
+    let activity = Activity::new();
+    let (out, mut incoming, writer) = split(ws, activity.clone());
+    let inflow = Arc::new(Inflow::default());
+    let mut to_pod: HashMap<u8, Feeder> = HashMap::new();
     let mut relays = tokio::task::JoinSet::new();
     for (i, port) in ports.iter().copied().enumerate().take(64) {
         let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
         for channel in [data, error] {
             let _ = out.send(frame(channel, &port.to_le_bytes(), false)).await;
         }
-        let (tx, from_client) = mpsc::channel::<Bytes>(16);
-        to_pod.insert(data, tx);
+        let (feeder, from_client) = inbound::open(&inflow, None);
+        to_pod.insert(data, feeder);
         let out = out.clone();
         let pod = streaming.pod.clone();
         relays.spawn(async move {
@@ -290,11 +328,7 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
                         }
                     };
                     tokio::join!(
-                        super::portforward::relay(
-                            tcp,
-                            Some(Inbound::Channel(from_client)),
-                            to_client
-                        ),
+                        super::portforward::relay(tcp, Some(from_client), to_client),
                         forward
                     );
                 }
@@ -304,13 +338,11 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
             }
         });
     }
-    while let Some(Ok(message)) = incoming.next().await {
-        if matches!(message, Message::Close(_)) {
-            break;
-        }
+    let idle = streaming.idle_timeout;
+    while let Some(message) = next_message(&mut incoming, &activity, idle).await {
         if let Some((channel, data)) = unframe(message, false) {
-            if let Some(tx) = to_pod.get(&channel) {
-                if tx.send(data).await.is_err() {
+            if let Some(feeder) = to_pod.get(&channel) {
+                if !feed(feeder, data).await {
                     to_pod.remove(&channel);
                 }
             }

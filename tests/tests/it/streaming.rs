@@ -740,6 +740,40 @@ async fn a_session_that_idles_out_takes_its_exec_down() {
     .await;
     let started = exec(&mut rt, &c, &["test", "-e", "/tmp/started-602"]).await;
     assert_eq!(started.exit_code, 0, "the idle exec never ran");
+
+    // The same over WebSocket: a PING is answered, then nothing more goes either way.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let cmd = ["sh", "-c", "touch /tmp/started-603; exec sleep 603"];
+    let url = exec_url(&mut rt, &c, &cmd, false, false).await;
+    let (mut socket, _) = ws::connect(&url, &["v5.channel.k8s.io"])
+        .await
+        .expect("websocket upgrade");
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .expect("ping");
+    let ended = tokio::time::timeout(SECS, async {
+        let mut ponged = false;
+        while let Some(Ok(message)) = socket.next().await {
+            ponged |= matches!(&message, Message::Pong(p) if &p[..] == b"are you there");
+        }
+        ponged
+    })
+    .await;
+    assert_eq!(
+        ended,
+        Ok(true),
+        "no PONG, or the idle session was not closed"
+    );
+    dockpod_tests::wait::wait_until("the idle WebSocket exec to be killed", SECS, || {
+        let mut rt = rt.clone();
+        let c = c.clone();
+        async move { (running(&mut rt, &c, "sleep 603").await == 0).then_some(()) }
+    })
+    .await;
+    let started = exec(&mut rt, &c, &["test", "-e", "/tmp/started-603"]).await;
+    assert_eq!(started.exit_code, 0, "the idle WebSocket exec never ran");
     remove_pod(&mut rt, &id).await;
 }
 

@@ -10,7 +10,7 @@ mod frame;
 mod header;
 mod session;
 
-pub use flow::{INITIAL_WINDOW, SESSION_BUFFER, STREAM_BUFFER};
+pub use flow::INITIAL_WINDOW;
 pub use frame::{
     control_frame, data_header, goaway_frame, parse_head, read_frame, reset_frame, window_frame,
     Control, Frame, Head, SpdyError, CANCEL, FLAG_FIN, FLOW_CONTROL_ERROR, GOAWAY, GOAWAY_OK,
@@ -18,4 +18,4 @@ pub use frame::{
     SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
 };
 pub use header::{HeaderDecoder, HeaderEncoder, Headers, DICTIONARY};
-pub use session::{serve, Incoming, Sender, Session, Stream, MAX_DATA};
+pub use session::{serve, Sender, Session, Stream, MAX_DATA};

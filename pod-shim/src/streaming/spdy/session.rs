@@ -3,15 +3,16 @@
 //! in order, and the end of the session in the reference server's order.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::flow::{Admit, Inflow, StreamInflow, Windows, INITIAL_WINDOW, SESSION_BUFFER};
+use super::super::activity::Activity;
+use super::super::inbound::{self, Admit, Feeder, Inbound, Inflow, SESSION_BUFFER};
+use super::flow::{Windows, INITIAL_WINDOW};
 use super::frame::{
     control_frame, data_header, goaway_frame, read_frame, reset_frame, window_frame, Control,
     Frame, SpdyError, CANCEL, FLAG_FIN, FLOW_CONTROL_ERROR, GOAWAY_OK, GOAWAY_PROTOCOL_ERROR, PING,
@@ -37,7 +38,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub struct Stream {
     pub id: u32,
     pub headers: Headers,
-    data: Option<Incoming>,
+    data: Option<Inbound>,
     pub out: Sender,
 }
 
@@ -49,49 +50,16 @@ impl Stream {
             .map(|(_, v)| v.as_str())
     }
 
-    /// What the peer sends on the stream, for one consumer; None once taken.
-    pub fn take_data(&mut self) -> Option<Incoming> {
+    /// What the peer sends on the stream, for one consumer; None once taken. Taking bytes
+    /// from it returns their window to the peer; dropping it gives back the session window of
+    /// what it held.
+    pub fn take_data(&mut self) -> Option<Inbound> {
         self.data.take()
     }
 
     /// The next bytes the peer sent, unless the data was taken or ended.
     pub async fn recv(&mut self) -> Option<Bytes> {
         self.data.as_mut()?.recv().await
-    }
-}
-
-/// What the peer sends on one stream; ends at its FIN or RST_STREAM. Taking bytes returns
-/// their window to the peer; dropping it gives back the session window of what it held.
-pub struct Incoming {
-    id: u32,
-    rx: mpsc::UnboundedReceiver<Bytes>,
-    share: Arc<StreamInflow>,
-    inflow: Arc<Inflow>,
-    out: Sender,
-}
-
-impl Incoming {
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        let bytes = self.rx.recv().await?;
-        let len = bytes.len();
-        self.inflow.taken(&self.share, len);
-        self.out.grant(self.id, len);
-        Some(bytes)
-    }
-}
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        // What the reader sends after this fails there and is given back by the reader.
-        self.rx.close();
-        let mut held = 0;
-        while let Ok(bytes) = self.rx.try_recv() {
-            held += bytes.len();
-        }
-        if held > 0 {
-            self.inflow.taken(&self.share, held);
-            self.out.grant(0, held);
-        }
     }
 }
 
@@ -220,43 +188,6 @@ impl Session {
     }
 }
 
-/// When the session last saw a frame in either direction.
-#[derive(Clone)]
-struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn touch(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn idle(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-
-    /// Returns once nothing happened for `limit`.
-    async fn idle_for(&self, limit: Duration) {
-        loop {
-            let idle = self.idle();
-            if idle >= limit {
-                return;
-            }
-            tokio::time::sleep(limit - idle).await;
-        }
-    }
-}
-
 /// Serves SPDY on `io` (after the HTTP upgrade). Every stream the peer opens is answered with
 /// SYN_REPLY and handed out through `Session::streams`. A session with no frame in either
 /// direction for `idle` is closed.
@@ -336,19 +267,13 @@ where
     }
 }
 
-/// A stream the reader still delivers to.
-struct Open {
-    tx: mpsc::UnboundedSender<Bytes>,
-    share: Arc<StreamInflow>,
-}
-
 /// The session's reading side and what it knows of the streams.
 struct Reader {
     sender: Sender,
     streams: mpsc::Sender<Stream>,
     activity: Activity,
     decoder: HeaderDecoder,
-    open: HashMap<u32, Open>,
+    open: HashMap<u32, Feeder>,
     inflow: Arc<Inflow>,
     opened: usize,
     last_id: u32,
@@ -406,27 +331,21 @@ impl Reader {
             self.session_window_raised = true;
             self.sender.grant(0, SESSION_BUFFER - INITIAL_WINDOW);
         }
-        if let Some(open) = self.open.get(&stream) {
-            loop {
-                match self.inflow.admit(&open.share, len, self.peer_keeps_windows) {
-                    Admit::Now => break,
-                    Admit::Overrun => {
-                        tracing::debug!(stream, "SPDY peer overran its window");
-                        self.sender.reset_stream(stream, FLOW_CONTROL_ERROR);
-                        self.open.remove(&stream);
-                        self.sender.grant(0, len);
-                        return;
-                    }
-                    // A consumer that has gone takes nothing more; the send below fails.
-                    Admit::Wait if open.tx.is_closed() => break,
-                    Admit::Wait => self.inflow.drained().await,
+        if let Some(feeder) = self.open.get(&stream) {
+            match feeder.admit(len, self.peer_keeps_windows) {
+                Admit::Now => {}
+                Admit::Wait => feeder.room(len).await,
+                Admit::Overrun => {
+                    tracing::debug!(stream, "SPDY peer overran its window");
+                    self.sender.reset_stream(stream, FLOW_CONTROL_ERROR);
+                    self.open.remove(&stream);
+                    self.sender.grant(0, len);
+                    return;
                 }
             }
-            self.inflow.add(&open.share, len);
-            if open.tx.send(Bytes::from(payload)).is_ok() {
+            if feeder.push(Bytes::from(payload)) {
                 return;
             }
-            self.inflow.taken(&open.share, len);
             self.open.remove(&stream);
         }
         // Nobody will take these bytes: their window comes back at once.
@@ -448,24 +367,21 @@ impl Reader {
                     return Ok(());
                 }
                 self.opened += 1;
-                let (tx, rx) = mpsc::unbounded_channel();
-                let share = Arc::new(StreamInflow::default());
-                if !fin {
-                    let share = share.clone();
-                    self.open.insert(id, Open { tx, share });
-                }
-                self.sender.queue(Out::Reply(id));
                 let out = Sender {
                     stream: id,
                     ..self.sender.clone()
                 };
-                let data = Incoming {
-                    id,
-                    rx,
-                    share,
-                    inflow: self.inflow.clone(),
-                    out: out.clone(),
-                };
+                let granter = out.clone();
+                let on_take: inbound::OnTake = Box::new(move |len, taken| {
+                    // Taken: the stream may send that much more. Dropped unread: the stream is
+                    // over for its consumer, only the session's share comes back.
+                    granter.grant(if taken { id } else { 0 }, len);
+                });
+                let (feeder, data) = inbound::open(&self.inflow, Some(on_take));
+                if !fin {
+                    self.open.insert(id, feeder);
+                }
+                self.sender.queue(Out::Reply(id));
                 let stream = Stream {
                     id,
                     headers,
@@ -657,9 +573,10 @@ async fn flush_pending<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::flow::STREAM_BUFFER;
+    use super::super::super::inbound::STREAM_BUFFER;
     use super::super::frame::{GOAWAY, RST_STREAM, SETTINGS, SYN_STREAM, WINDOW_UPDATE};
     use super::*;
+    use std::time::Instant;
     use tokio::io::AsyncRead;
 
     fn word(b: &[u8], at: usize) -> u32 {
