@@ -23,7 +23,7 @@ BASE_IMAGE=localhost/dockpod/busybox-base:1
 PAUSE_IMAGE=localhost/dockpod/pause:1
 TOOL_IMAGE=localhost/dockpod/busybox:1
 INOTIFY_INSTANCES=8192
-PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables python3 python3-venv)
+PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables python3 python3-venv e2fsprogs)
 # The tests' Python CRI client: grpcio since 1.57 sends a unix socket's path as :authority.
 PYTHON_CLIENTS=(grpcio==1.85.1 grpcio-tools==1.85.1)
 

@@ -67,6 +67,12 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Network(_) => Code::Unknown,
+            // A full disk is the node's to fix, not a bug: said as such, with the path.
+            Error::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+            {
+                Code::ResourceExhausted
+            }
             Error::Io { .. } => Code::Internal,
             Error::Docker { source, .. } => dockpod_proto::docker_errors::code(source),
         }

@@ -56,7 +56,7 @@ pub struct Pod {
     pub sandbox_image: String,
     pub host: Host,
     cni: Option<Cni>,
-    record: record::Record,
+    record: Arc<record::Record>,
     ops: OpLocks,
     /// Set while RunPodSandbox runs.
     starting: std::sync::atomic::AtomicBool,
@@ -97,7 +97,7 @@ impl Pod {
             sandbox_image,
             host: Host::detect(),
             cni,
-            record: record::Record::new(store, record),
+            record: Arc::new(record::Record::new(store, record)),
             ops: OpLocks::default(),
             starting: std::sync::atomic::AtomicBool::new(false),
             events,
@@ -120,8 +120,8 @@ impl Pod {
         self.record().clone()
     }
 
-    fn persist(&self) -> Result<()> {
-        self.record.save()
+    async fn persist(&self) -> Result<()> {
+        self.record.save().await
     }
 
     fn ctx(&self) -> Context<'_> {
@@ -247,7 +247,7 @@ impl Pod {
             // RunPodSandbox holds the pod lock alone: the only create under way was its own.
             r.intents.retain(|_, i| *i != Intent::Create);
         }
-        self.persist()?;
+        self.persist().await?;
         // As containerd announces a sandbox: created, then started, under the sandbox's ID.
         self.emit(id, ContainerEventType::ContainerCreatedEvent);
         self.emit(id, ContainerEventType::ContainerStartedEvent);
@@ -282,7 +282,7 @@ impl Pod {
             self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;
         }
         let was_ready = std::mem::replace(&mut self.record().ready, false);
-        self.persist()?;
+        self.persist().await?;
         if was_ready {
             self.emit(&sandbox, ContainerEventType::ContainerStoppedEvent);
         }
@@ -354,7 +354,8 @@ impl Pod {
         };
         if changed {
             // The sandbox stopped by itself, or while no shim watched.
-            self.announce(&id, &[ContainerEventType::ContainerStoppedEvent])?;
+            self.announce(&id, &[ContainerEventType::ContainerStoppedEvent])
+                .await?;
         }
         Ok(())
     }
@@ -374,7 +375,7 @@ impl Pod {
             .get_mut(id)
             .is_some_and(ContainerRecord::oom_reported);
         if changed {
-            self.persist()?;
+            self.persist().await?;
         }
         self.refresh_container(id).await
     }
@@ -401,7 +402,7 @@ impl Pod {
             }
             c.observe(&seen)
         };
-        let announced = self.announce(id, &events);
+        let announced = self.announce(id, &events).await;
         self.observed.notify_waiters();
         announced?;
         Ok(inspect)
@@ -448,11 +449,11 @@ impl Pod {
     /// container no live shim stands for (see `orphan`) is resolved by removing it and
     /// creating once more, so the kubelet's retry of the same call succeeds.
     async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
-        self.intend(name, Intent::Create)?;
+        self.intend(name, Intent::Create).await?;
         let created = self.create_or_replace_orphan(name, body).await;
         if created.is_err() {
             self.record().intents.remove(name);
-            if let Err(e) = self.persist() {
+            if let Err(e) = self.persist().await {
                 tracing::warn!(error = %e, name, "settling a failed create's intent");
             }
         }
@@ -460,9 +461,9 @@ impl Pod {
     }
 
     /// Saves `intent` for `key` before the Docker call it announces.
-    fn intend(&self, key: &str, intent: Intent) -> Result<()> {
+    async fn intend(&self, key: &str, intent: Intent) -> Result<()> {
         self.record().intents.insert(key.to_string(), intent);
-        self.persist()
+        self.persist().await
     }
 
     async fn create_or_replace_orphan(
@@ -552,7 +553,7 @@ impl Pod {
         for id in &plan.unfinished_removals {
             tracing::warn!(container = %id, "finishing a removal that was cut");
             self.engine.remove(id).await?;
-            self.forget_container(id)?;
+            self.forget_container(id).await?;
         }
         let settled = {
             let mut r = self.record();
@@ -561,7 +562,7 @@ impl Pod {
             had
         };
         if settled {
-            self.persist()?;
+            self.persist().await?;
         }
         Ok(())
     }
@@ -661,7 +662,7 @@ impl Pod {
             r.containers.insert(id.clone(), record);
             r.intents.remove(&name);
         }
-        if let Err(e) = self.persist() {
+        if let Err(e) = self.persist().await {
             self.record().containers.remove(&id);
             let _ = self.engine.remove(&id).await;
             return Err(e);
@@ -809,19 +810,19 @@ impl Pod {
             return Ok(());
         };
         let _guard = self.ops.container(&id).await;
-        self.intend(&id, Intent::Remove)?;
+        self.intend(&id, Intent::Remove).await?;
         if let Err(e) = self.engine.remove(&id).await {
             // Docker did not remove it: the kubelet's retry decides, not the next start.
             self.record().intents.remove(&id);
-            let _ = self.persist();
+            let _ = self.persist().await;
             return Err(e);
         }
-        self.forget_container(&id)
+        self.forget_container(&id).await
     }
 
     /// After Docker removed container `id`: its follower, position and record go, and the
     /// removal intent with them, in one save.
-    fn forget_container(&self, id: &str) -> Result<()> {
+    async fn forget_container(&self, id: &str) -> Result<()> {
         self.logs().remove(id);
         self.inspections.remove(id);
         self.record.store().remove_log_checkpoint(id);
@@ -833,7 +834,7 @@ impl Pod {
         if let Some(c) = forgotten {
             remove_docker_log_link(&c);
         }
-        self.persist()?;
+        self.persist().await?;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         Ok(())
     }
@@ -909,7 +910,7 @@ impl Pod {
         if let Some(c) = self.record().containers.get_mut(&id) {
             c.resources = Some(r);
         }
-        self.persist()
+        self.persist().await
     }
 
     /// The Docker ID of a running container of this pod, for exec.

@@ -27,11 +27,13 @@ fn main() -> ExitCode {
         }
     }
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Held until the shim exits: dropping it flushes the lines still queued.
+    let (writer, _log_flush) =
+        pod_shim::own_log::OwnLog::new(config.state_dir.join(dockpod_proto::layout::SHIM_LOG))
+            .non_blocking();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(pod_shim::own_log::OwnLog::new(
-            config.state_dir.join(dockpod_proto::layout::SHIM_LOG),
-        ))
+        .with_writer(writer)
         .with_ansi(false)
         .init();
     match run(config) {

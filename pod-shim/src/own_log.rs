@@ -2,19 +2,25 @@
 //! in the pod's directory. Every `CHECK_EVERY` bytes written, the file is rotated once it has
 //! grown past its bound (`shim_log::rotate_stderr`), so the bound holds without a timer
 //! waking an idle shim to look.
+//!
+//! The lines are written by a thread of their own (tracing-appender's non-blocking writer),
+//! from a queue of at most `QUEUED_LINES`: the pod's state directory may sit on a disk that
+//! stalls, and a log line must never stall the shim's one runtime thread with it. While the
+//! disk stalls and the queue is full, lines are dropped (and counted by tracing-appender).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 /// Bytes written between two looks at the file's size: what the log can pass its bound by.
 const CHECK_EVERY: u64 = 256 * 1024;
+/// Lines waiting for the writer thread: the queue's bound (a line is a few hundred bytes).
+const QUEUED_LINES: usize = 2048;
 
 pub struct OwnLog {
     path: PathBuf,
-    written: AtomicU64,
+    written: u64,
     look: fn(&std::path::Path) -> io::Result<bool>,
 }
 
@@ -23,14 +29,24 @@ impl OwnLog {
     pub fn new(path: PathBuf) -> OwnLog {
         OwnLog {
             path,
-            written: AtomicU64::new(0),
+            written: 0,
             look: dockpod_proto::shim_log::rotate_stderr,
         }
     }
 
-    fn wrote(&self, n: usize) {
-        let before = self.written.fetch_add(n as u64, Ordering::Relaxed);
-        if before / CHECK_EVERY != (before + n as u64) / CHECK_EVERY {
+    /// The writer for tracing, and the guard that flushes what is queued when dropped.
+    pub fn non_blocking(self) -> (NonBlocking, WorkerGuard) {
+        NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(QUEUED_LINES)
+            .thread_name("shim-log")
+            .finish(self)
+    }
+
+    fn wrote(&mut self, n: usize) {
+        let before = self.written;
+        self.written += n as u64;
+        if before / CHECK_EVERY != self.written / CHECK_EVERY {
             // Not logged through tracing: this runs inside its writer. A failure leaves the
             // log growing until the next look.
             let _ = (self.look)(&self.path);
@@ -38,14 +54,10 @@ impl OwnLog {
     }
 }
 
-pub struct Counted<'a> {
-    log: &'a OwnLog,
-}
-
-impl Write for Counted<'_> {
+impl Write for OwnLog {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = io::stderr().write(buf)?;
-        self.log.wrote(n);
+        self.wrote(n);
         Ok(n)
     }
 
@@ -54,18 +66,10 @@ impl Write for Counted<'_> {
     }
 }
 
-impl<'a> MakeWriter<'a> for OwnLog {
-    type Writer = Counted<'a>;
-
-    fn make_writer(&'a self) -> Counted<'a> {
-        Counted { log: self }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     static LOOKS: AtomicUsize = AtomicUsize::new(0);
 
@@ -76,9 +80,9 @@ mod tests {
 
     #[test]
     fn the_size_is_looked_at_once_per_check_interval_written() {
-        let log = OwnLog {
+        let mut log = OwnLog {
             path: PathBuf::from("shim.log"),
-            written: AtomicU64::new(0),
+            written: 0,
             look: count,
         };
         log.wrote((CHECK_EVERY / 2) as usize);

@@ -58,8 +58,14 @@ impl Front {
         self.dir.path().join("cri.sock")
     }
 
+    /// The root directory: the test's own `--root-directory` if it gave one.
     pub fn root_dir(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.args
+            .iter()
+            .position(|a| a == "--root-directory")
+            .and_then(|i| self.args.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().join("root"))
     }
 
     pub fn run_dir(&self) -> PathBuf {

@@ -7,6 +7,7 @@ pub mod binaries;
 pub mod cni;
 pub mod cri;
 pub mod crilog;
+pub mod disk;
 pub mod docker;
 pub mod docker_proxy;
 pub mod dockerd;

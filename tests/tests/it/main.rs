@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod containers;
 mod cut;
+mod disk;
 mod docker_requests;
 mod images;
 mod logs;
