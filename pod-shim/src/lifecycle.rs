@@ -56,7 +56,7 @@ pub struct Pod {
     pub sandbox_image: String,
     pub host: Host,
     cni: Option<Cni>,
-    record: Arc<record::Record>,
+    record: record::Record,
     ops: OpLocks,
     /// Set while RunPodSandbox runs.
     starting: std::sync::atomic::AtomicBool,
@@ -97,7 +97,7 @@ impl Pod {
             sandbox_image,
             host: Host::detect(),
             cni,
-            record: Arc::new(record::Record::new(store, record)),
+            record: record::Record::new(store, record),
             ops: OpLocks::default(),
             starting: std::sync::atomic::AtomicBool::new(false),
             events,
@@ -120,8 +120,8 @@ impl Pod {
         self.record().clone()
     }
 
-    async fn persist(&self) -> Result<()> {
-        self.record.save().await
+    fn persist(&self) -> Result<()> {
+        self.record.save()
     }
 
     fn ctx(&self) -> Context<'_> {
@@ -247,7 +247,7 @@ impl Pod {
             // RunPodSandbox holds the pod lock alone: the only create under way was its own.
             r.intents.retain(|_, i| *i != Intent::Create);
         }
-        self.persist().await?;
+        self.persist()?;
         // As containerd announces a sandbox: created, then started, under the sandbox's ID.
         self.emit(id, ContainerEventType::ContainerCreatedEvent);
         self.emit(id, ContainerEventType::ContainerStartedEvent);
@@ -282,7 +282,7 @@ impl Pod {
             self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;
         }
         let was_ready = std::mem::replace(&mut self.record().ready, false);
-        self.persist().await?;
+        self.persist()?;
         if was_ready {
             self.emit(&sandbox, ContainerEventType::ContainerStoppedEvent);
         }
@@ -354,8 +354,7 @@ impl Pod {
         };
         if changed {
             // The sandbox stopped by itself, or while no shim watched.
-            self.announce(&id, &[ContainerEventType::ContainerStoppedEvent])
-                .await?;
+            self.announce(&id, &[ContainerEventType::ContainerStoppedEvent])?;
         }
         Ok(())
     }
@@ -375,7 +374,7 @@ impl Pod {
             .get_mut(id)
             .is_some_and(ContainerRecord::oom_reported);
         if changed {
-            self.persist().await?;
+            self.persist()?;
         }
         self.refresh_container(id).await
     }
@@ -402,7 +401,7 @@ impl Pod {
             }
             c.observe(&seen)
         };
-        let announced = self.announce(id, &events).await;
+        let announced = self.announce(id, &events);
         self.observed.notify_waiters();
         announced?;
         Ok(inspect)
@@ -449,11 +448,11 @@ impl Pod {
     /// container no live shim stands for (see `orphan`) is resolved by removing it and
     /// creating once more, so the kubelet's retry of the same call succeeds.
     async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
-        self.intend(name, Intent::Create).await?;
+        self.intend(name, Intent::Create)?;
         let created = self.create_or_replace_orphan(name, body).await;
         if created.is_err() {
             self.record().intents.remove(name);
-            if let Err(e) = self.persist().await {
+            if let Err(e) = self.persist() {
                 tracing::warn!(error = %e, name, "settling a failed create's intent");
             }
         }
@@ -461,9 +460,9 @@ impl Pod {
     }
 
     /// Saves `intent` for `key` before the Docker call it announces.
-    async fn intend(&self, key: &str, intent: Intent) -> Result<()> {
+    fn intend(&self, key: &str, intent: Intent) -> Result<()> {
         self.record().intents.insert(key.to_string(), intent);
-        self.persist().await
+        self.persist()
     }
 
     async fn create_or_replace_orphan(
@@ -553,7 +552,7 @@ impl Pod {
         for id in &plan.unfinished_removals {
             tracing::warn!(container = %id, "finishing a removal that was cut");
             self.engine.remove(id).await?;
-            self.forget_container(id).await?;
+            self.forget_container(id)?;
         }
         let settled = {
             let mut r = self.record();
@@ -562,7 +561,7 @@ impl Pod {
             had
         };
         if settled {
-            self.persist().await?;
+            self.persist()?;
         }
         Ok(())
     }
@@ -662,7 +661,7 @@ impl Pod {
             r.containers.insert(id.clone(), record);
             r.intents.remove(&name);
         }
-        if let Err(e) = self.persist().await {
+        if let Err(e) = self.persist() {
             self.record().containers.remove(&id);
             let _ = self.engine.remove(&id).await;
             return Err(e);
@@ -810,19 +809,19 @@ impl Pod {
             return Ok(());
         };
         let _guard = self.ops.container(&id).await;
-        self.intend(&id, Intent::Remove).await?;
+        self.intend(&id, Intent::Remove)?;
         if let Err(e) = self.engine.remove(&id).await {
             // Docker did not remove it: the kubelet's retry decides, not the next start.
             self.record().intents.remove(&id);
-            let _ = self.persist().await;
+            let _ = self.persist();
             return Err(e);
         }
-        self.forget_container(&id).await
+        self.forget_container(&id)
     }
 
     /// After Docker removed container `id`: its follower, position and record go, and the
     /// removal intent with them, in one save.
-    async fn forget_container(&self, id: &str) -> Result<()> {
+    fn forget_container(&self, id: &str) -> Result<()> {
         self.logs().remove(id);
         self.inspections.remove(id);
         self.record.store().remove_log_checkpoint(id);
@@ -834,7 +833,7 @@ impl Pod {
         if let Some(c) = forgotten {
             remove_docker_log_link(&c);
         }
-        self.persist().await?;
+        self.persist()?;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         Ok(())
     }
@@ -910,7 +909,7 @@ impl Pod {
         if let Some(c) = self.record().containers.get_mut(&id) {
             c.resources = Some(r);
         }
-        self.persist().await
+        self.persist()
     }
 
     /// The Docker ID of a running container of this pod, for exec.

@@ -54,6 +54,11 @@ impl Shim for ShimService {
             containers_total: record.containers.len() as u32,
             streaming_sessions: self.streaming.sessions.open() as u32,
             sandbox_starting: self.pod.sandbox_starting(),
+            tasks: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+                .try_into()
+                .unwrap_or(u32::MAX),
         }))
     }
 

@@ -50,11 +50,11 @@ impl Pod {
 
     /// Persists a change and then announces it, so a subscriber never hears of a state that a
     /// restarted shim would not remember.
-    pub(super) async fn announce(&self, id: &str, events: &[ContainerEventType]) -> Result<()> {
+    pub(super) fn announce(&self, id: &str, events: &[ContainerEventType]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        self.persist().await?;
+        self.persist()?;
         for kind in events {
             self.emit(id, *kind);
         }

@@ -1,5 +1,6 @@
 //! A pod whose state directory sits on a disk that stalls or fills up: the shim keeps
-//! answering while a save waits on the disk, and a full disk is a clear error, not a hung pod.
+//! answering while its own log waits on the disk, and a full disk is a clear error, not a
+//! hung pod.
 
 use std::time::{Duration, Instant};
 
@@ -44,16 +45,27 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
     .await
     .expect("StopContainer");
 
-    // The disk stalls: a new container's record waits on it (the shim saves its intent to
-    // create before asking Docker).
+    // Saves still run on the shim's thread: the stop's last one (the exit, then the log's
+    // end) must be on disk before the disk stalls.
+    let state = root.join("pods").join(shim_dir(&root)).join("state.json");
+    dockpod_tests::wait::wait_until("the stopped container's record on disk", SECS, || {
+        let saved = std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| v["containers"][&stopped].clone())
+            .is_some_and(|c| {
+                c["state"] == ContainerState::ContainerExited as i32 && c["log_complete"] == true
+            });
+        async move { saved.then_some(()) }
+    })
+    .await;
+
+    // The disk stalls. The shim logs every call (the front passes `--log-level debug` in
+    // the tests) into `shim.log` on that disk: those lines wait, the calls do not.
+    let shim_log = root.join("pods").join(shim_dir(&root)).join("shim.log");
+    let log_size = || std::fs::metadata(&shim_log).map(|m| m.len()).unwrap_or(0);
     let frozen = disk.freeze();
-    let create = {
-        let mut rt = rt.clone();
-        let (id, pod) = (id.clone(), pod.clone());
-        tokio::spawn(async move {
-            create_container(&mut rt, &id, &pod, container_config("c", &["true"])).await
-        })
-    };
+    let size_frozen = log_size();
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         for c in [&running, &stopped] {
@@ -62,22 +74,25 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
             assert!(answer.is_ok(), "ContainerStatus waited on the stalled disk");
             slowest = slowest.max(asked.elapsed());
         }
+        let filter = ContainerFilter {
+            pod_sandbox_id: id.clone(),
+            ..Default::default()
+        };
+        let listed = tokio::time::timeout(ANSWER, container_ids(rt.clone(), filter)).await;
+        assert!(listed.is_ok(), "ListContainers waited on the stalled disk");
     }
-    assert!(
-        !create.is_finished(),
-        "the create did not wait on the frozen disk: the test proves nothing"
-    );
-    eprintln!("slowest ContainerStatus while a save waited on the disk: {slowest:?}");
-    drop(frozen);
-    let created = tokio::time::timeout(SECS, create)
-        .await
-        .expect("the create ends once the disk is back")
-        .expect("join");
-    assert!(created.is_ok(), "{created:?}");
     assert_eq!(
-        status(&mut rt, &stopped).await.state,
-        ContainerState::ContainerExited as i32
+        log_size(),
+        size_frozen,
+        "the shim's log was written to the frozen disk: the test proves nothing"
     );
+    eprintln!("slowest ContainerStatus while the shim's log waited on the disk: {slowest:?}");
+    drop(frozen);
+    dockpod_tests::wait::wait_until("the held-back log lines", SECS, || {
+        let grown = log_size() > size_frozen;
+        async move { grown.then_some(()) }
+    })
+    .await;
 
     // The disk is full: creating a container says so, and the pod goes on.
     let filler = disk.fill("filler");
@@ -101,4 +116,15 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
     assert!(created.is_ok(), "{created:?}");
     remove_pod(&mut rt, &id).await;
     drop(front);
+}
+
+/// The one pod directory under `root`.
+fn shim_dir(root: &std::path::Path) -> String {
+    let dirs: Vec<String> = std::fs::read_dir(root.join("pods"))
+        .expect("pods directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
 }

@@ -294,3 +294,67 @@ async fn a_container_writing_flat_out_does_not_grow_the_shims_memory() {
     .expect("stop");
     remove_pod(&mut rt, &id).await;
 }
+
+/// The most the shim's resident memory may ever reach, from its start (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("shim status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+#[tokio::test]
+async fn a_tty_line_of_100_mib_is_cut_into_partial_records_in_bounded_memory() {
+    const TOTAL: usize = 100 << 20;
+    // The bound for a shim's memory, whatever its containers write.
+    const RSS_BOUND: u64 = 16 << 20;
+    const RECORD: usize = 16 * 1024;
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("ttyline", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    std::fs::create_dir(logs.path().join("app")).expect("container dir");
+    let script = format!("yes x | tr -d '\\n' | head -c {TOTAL}");
+    let mut config = container_config("app", &["sh", "-c", &script]);
+    config.tty = true;
+    let c = run_container(&mut rt, &id, &pod, config).await;
+    let shim = shim_pid(&mut rt, &id).await;
+    // Generous for a loaded machine: Docker and the shim each write 100 MiB.
+    wait_exited(&rt, &c, Duration::from_secs(300)).await;
+    let peak = peak_rss(shim);
+    let records = parse(&logs.path().join("app/0.log"));
+    let total: usize = records.iter().map(|r| r.content.len()).sum();
+    eprintln!(
+        "{} records for {} MiB without a newline; shim peak RSS {} KiB",
+        records.len(),
+        total >> 20,
+        peak >> 10
+    );
+    assert_eq!(total, TOTAL, "every byte of the line is in the CRI log");
+    assert!(records.iter().all(|r| r.stream == "stdout"));
+    assert!(
+        records.iter().all(|r| r.content.len() <= RECORD),
+        "a record longer than 16 KiB"
+    );
+    // The line never ended: every piece is partial (the last may be closed at the exit).
+    let partial = records.iter().filter(|r| !r.full).count();
+    assert!(
+        partial >= records.len() - 1,
+        "{partial} of {} partial",
+        records.len()
+    );
+    assert!(
+        records.iter().all(|r| r.content.bytes().all(|b| b == b'x')),
+        "content other than the container's output"
+    );
+    assert!(
+        peak < RSS_BOUND,
+        "the shim's RSS reached {} KiB copying one 100 MiB line",
+        peak >> 10
+    );
+    remove_pod(&mut rt, &id).await;
+}
