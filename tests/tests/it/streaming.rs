@@ -718,6 +718,18 @@ async fn a_client_that_leaves_takes_its_exec_down() {
     remove_pod(&mut rt, &id).await;
 }
 
+/// The idle session's exec (`touch /tmp/started-<n>; exec sleep <n>`) ran, and is killed.
+async fn ran_and_was_killed(rt: &mut Rt, c: &str, n: u32) {
+    let sleep = format!("sleep {n}");
+    dockpod_tests::wait::wait_until(&format!("the idle exec {n} to be killed"), SECS, || {
+        let (mut rt, c, sleep) = (rt.clone(), c.to_string(), sleep.clone());
+        async move { (running(&mut rt, &c, &sleep).await == 0).then_some(()) }
+    })
+    .await;
+    let started = exec(rt, c, &["test", "-e", &format!("/tmp/started-{n}")]).await;
+    assert_eq!(started.exit_code, 0, "the idle exec {n} never ran");
+}
+
 #[tokio::test]
 async fn a_session_that_idles_out_takes_its_exec_down() {
     let front = Front::start(&["--streaming-idle-timeout", "2"]).await;
@@ -732,14 +744,7 @@ async fn a_session_that_idles_out_takes_its_exec_down() {
     let session = spdy::remote(&url, false, false).await;
     let ended = tokio::time::timeout(SECS, session.finish()).await;
     assert!(ended.is_ok(), "the idle session was not closed");
-    dockpod_tests::wait::wait_until("the idle exec to be killed", SECS, || {
-        let mut rt = rt.clone();
-        let c = c.clone();
-        async move { (running(&mut rt, &c, "sleep 602").await == 0).then_some(()) }
-    })
-    .await;
-    let started = exec(&mut rt, &c, &["test", "-e", "/tmp/started-602"]).await;
-    assert_eq!(started.exit_code, 0, "the idle exec never ran");
+    ran_and_was_killed(&mut rt, &c, 602).await;
 
     // The same over WebSocket: a PING is answered, then nothing more goes either way.
     use futures_util::{SinkExt, StreamExt};
@@ -766,14 +771,7 @@ async fn a_session_that_idles_out_takes_its_exec_down() {
         Ok(true),
         "no PONG, or the idle session was not closed"
     );
-    dockpod_tests::wait::wait_until("the idle WebSocket exec to be killed", SECS, || {
-        let mut rt = rt.clone();
-        let c = c.clone();
-        async move { (running(&mut rt, &c, "sleep 603").await == 0).then_some(()) }
-    })
-    .await;
-    let started = exec(&mut rt, &c, &["test", "-e", "/tmp/started-603"]).await;
-    assert_eq!(started.exit_code, 0, "the idle WebSocket exec never ran");
+    ran_and_was_killed(&mut rt, &c, 603).await;
     remove_pod(&mut rt, &id).await;
 }
 
