@@ -559,18 +559,18 @@ async fn unknown_and_reused_tokens_get_404() {
         "{front_log}"
     );
     let token = url.rsplit('/').next().expect("token");
-    let shim_log = std::fs::read_to_string(
-        front
-            .root_dir()
-            .join("pods")
-            .join(&token[..16])
-            .join("shim.log"),
-    )
-    .expect("shim log");
-    assert!(
-        shim_log.contains("refused an unknown, used or expired streaming token"),
-        "{shim_log}"
-    );
+    // The shim's log is written by a thread of its own: the line arrives shortly after.
+    let shim_log = front
+        .root_dir()
+        .join("pods")
+        .join(&token[..16])
+        .join("shim.log");
+    dockpod_tests::wait::wait_until("the shim to log the refused token", SECS, || {
+        let logged = std::fs::read_to_string(&shim_log)
+            .is_ok_and(|l| l.contains("refused an unknown, used or expired streaming token"));
+        async move { logged.then_some(()) }
+    })
+    .await;
     remove_pod(&mut rt, &id).await;
 }
 
