@@ -15,7 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
-/// Bytes one stream may hold that its consumer has not taken yet.
+/// Bytes one stream may hold that its consumer has not taken yet. No smaller than the largest
+/// SPDY frame or WebSocket message a session accepts (1 MiB), or one could never be admitted.
 pub const STREAM_BUFFER: usize = 1024 * 1024;
 /// Bytes a whole session may hold that its consumers have not taken yet.
 pub const SESSION_BUFFER: usize = 4 * 1024 * 1024;
