@@ -203,7 +203,7 @@ pub async fn record(
         .and_then(|s| s.running)
         .unwrap_or(false);
     let attachment = match cni {
-        Some(cni) if !host_network => pod_attachment(cni, sandbox_id)?,
+        Some(cni) if !host_network => pod_attachment(cni, sandbox_id).await?,
         _ => None,
     };
     let mut ips = crate::lifecycle::pod_ips(&sandbox);
@@ -299,9 +299,10 @@ fn container(inspect: &ContainerInspectResponse) -> ContainerRecord {
 
 /// The pod's own CNI attachment as libcni cached it for cri-dockerd (not its loopback one),
 /// so that its DEL can run when the pod is removed and its IPs be reported.
-fn pod_attachment(cni: &Cni, sandbox_id: &str) -> Result<Option<Attachment>> {
+async fn pod_attachment(cni: &Cni, sandbox_id: &str) -> Result<Option<Attachment>> {
     Ok(cni
-        .libcni_attachments(sandbox_id)?
+        .libcni_attachments(sandbox_id)
+        .await?
         .into_iter()
         .find(|a| a.network_name != CRI_DOCKERD_LOOPBACK))
 }

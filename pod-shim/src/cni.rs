@@ -113,12 +113,12 @@ impl Cni {
         attachment.file = self.record_path(&network.name);
         // Recorded before the first plugin runs, so that a shim dying half-way through still
         // knows what to delete.
-        self.save(&attachment)?;
+        self.save(&attachment).await?;
         let mut partial = None;
         match self.add_chain(&attachment, netns, &mut partial).await {
             Ok(result) => {
                 attachment.result = Some(result);
-                self.save(&attachment)?;
+                self.save(&attachment).await?;
                 Ok(attachment)
             }
             Err(e) => {
@@ -162,7 +162,7 @@ impl Cni {
                 result: prev.clone(),
                 ..a.clone()
             };
-            self.save(&partial)?;
+            self.save(&partial).await?;
         }
         prev.clone()
             .ok_or_else(|| Error::Network("the CNI network has no plugins".into()))
@@ -181,11 +181,13 @@ impl Cni {
             self.invoke(plugin_type(plugin)?, "DEL", a, netns, &conf)
                 .await?;
         }
-        match std::fs::remove_file(&a.file) {
+        let file = a.file.clone();
+        on_disk(move || match std::fs::remove_file(&file) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", a.file.display()))(e)),
-        }
+            Err(e) => Err(Error::io(format!("removing {}", file.display()))(e)),
+        })
+        .await
     }
 
     /// Asks every plugin whether the attachment is still as ADD left it; configurations older
@@ -211,61 +213,45 @@ impl Cni {
     /// The recorded attachment of a sandbox to a network, if any: dockpod's own record, else
     /// libcni's cache entry (a pod adopted from cri-dockerd, or one an older dockpod recorded
     /// there in its own format).
-    pub fn load(&self, network_name: &str, sandbox_id: &str) -> Result<Option<Attachment>> {
-        if let Some(a) = read_attachment(&self.record_path(network_name))? {
-            return Ok(Some(a));
-        }
-        read_attachment(&self.libcni_path(network_name, sandbox_id))
+    pub async fn load(&self, network_name: &str, sandbox_id: &str) -> Result<Option<Attachment>> {
+        let own = self.record_path(network_name);
+        let libcni = self.libcni_path(network_name, sandbox_id);
+        on_disk(move || match read_attachment(&own)? {
+            Some(a) => Ok(Some(a)),
+            None => read_attachment(&libcni),
+        })
+        .await
     }
 
     /// Every attachment libcni's cache holds for the sandbox, by network name.
-    pub fn libcni_attachments(&self, sandbox_id: &str) -> Result<Vec<Attachment>> {
+    pub async fn libcni_attachments(&self, sandbox_id: &str) -> Result<Vec<Attachment>> {
         let dir = self.libcni_cache_dir.join("results");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("reading {}", dir.display()))(e)),
-        };
         let suffix = format!("-{sandbox_id}-{IF_NAME}");
-        let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(Error::io(format!("reading {}", dir.display())))?;
-            let name = entry.file_name();
-            if name.to_str().is_some_and(|n| n.ends_with(&suffix)) {
-                found.extend(read_attachment(&entry.path())?);
-            }
-        }
-        found.sort_by(|a, b| a.network_name.cmp(&b.network_name));
-        Ok(found)
+        on_disk(move || {
+            let mut found = read_attachments(&dir, |n| n.ends_with(&suffix))?;
+            found.sort_by(|a, b| a.network_name.cmp(&b.network_name));
+            Ok(found)
+        })
+        .await
     }
 
     /// Every attachment recorded in dockpod's records directory.
-    pub fn recorded(&self) -> Result<Vec<Attachment>> {
-        let entries = match std::fs::read_dir(&self.records_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("reading {}", self.records_dir.display()))(e)),
-        };
-        let mut found = Vec::new();
-        for entry in entries {
-            let entry =
-                entry.map_err(Error::io(format!("reading {}", self.records_dir.display())))?;
-            let name = entry.file_name();
-            let ours = name
-                .to_str()
-                .is_some_and(|n| n.starts_with("cni-") && n.ends_with(&format!("-{IF_NAME}.json")));
-            if ours {
-                found.extend(read_attachment(&entry.path())?);
-            }
-        }
-        Ok(found)
+    pub async fn recorded(&self) -> Result<Vec<Attachment>> {
+        let dir = self.records_dir.clone();
+        let suffix = format!("-{IF_NAME}.json");
+        on_disk(move || read_attachments(&dir, |n| n.starts_with("cni-") && n.ends_with(&suffix)))
+            .await
     }
 
-    fn save(&self, a: &Attachment) -> Result<()> {
+    async fn save(&self, a: &Attachment) -> Result<()> {
         let data = serde_json::to_vec(a)
             .map_err(|e| Error::Network(format!("encoding the CNI record: {e}")))?;
-        dockpod_proto::files::atomic_write(&a.file, &data, 0o600)
-            .map_err(Error::io(format!("writing {}", a.file.display())))
+        let file = a.file.clone();
+        on_disk(move || {
+            dockpod_proto::files::atomic_write(&file, &data, 0o600)
+                .map_err(Error::io(format!("writing {}", file.display())))
+        })
+        .await
     }
 
     fn record_path(&self, network_name: &str) -> PathBuf {
@@ -496,6 +482,34 @@ impl Attachment {
     pub fn ips(&self) -> Vec<String> {
         self.result.as_ref().map(result_ips).unwrap_or_default()
     }
+}
+
+/// Runs work on the records' files on the blocking pool, so that the shim's thread never
+/// waits on the disk they are on.
+async fn on_disk<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Network(format!("reading or writing a CNI record: {e}")))?
+}
+
+/// Every attachment recorded in `dir` in a file whose name passes `wanted`; none when `dir`
+/// does not exist.
+fn read_attachments(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Vec<Attachment>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", dir.display()))(e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io(format!("reading {}", dir.display())))?;
+        if entry.file_name().to_str().is_some_and(&wanted) {
+            found.extend(read_attachment(&entry.path())?);
+        }
+    }
+    Ok(found)
 }
 
 /// The attachment recorded at `path`, in dockpod's format or libcni's (which carries the
@@ -848,8 +862,8 @@ mod tests {
         entry
     }
 
-    #[test]
-    fn reads_libcnis_cache_as_cri_dockerd_left_it() {
+    #[tokio::test]
+    async fn reads_libcnis_cache_as_cri_dockerd_left_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cni = cni_in(dir.path());
         let results = dir.path().join("libcni/results");
@@ -871,7 +885,11 @@ mod tests {
         std::fs::write(results.join("cni-loopback-sb1-eth0"), lo_entry.to_string()).expect("write");
         std::fs::write(results.join("crilab-sb2-eth0"), b"{}").expect("write");
 
-        let a = cni.load("crilab", "sb1").expect("load").expect("found");
+        let a = cni
+            .load("crilab", "sb1")
+            .await
+            .expect("load")
+            .expect("found");
         assert_eq!(a.cni_version, "1.0.0");
         assert_eq!(a.plugins.len(), 2);
         assert_eq!(a.ips(), vec!["10.22.0.5"]);
@@ -884,19 +902,19 @@ mod tests {
         assert_eq!(portmap["prevResult"], result);
         assert_eq!(a.file, results.join("crilab-sb1-eth0"));
 
-        let all = cni.libcni_attachments("sb1").expect("list");
+        let all = cni.libcni_attachments("sb1").await.expect("list");
         let names: Vec<&str> = all.iter().map(|a| a.network_name.as_str()).collect();
         assert_eq!(names, vec![CRI_DOCKERD_LOOPBACK, "crilab"]);
         assert_eq!(all[0].cni_version, "0.2.0");
 
         // A damaged entry is an error naming the file, not a silent miss.
-        let err = cni.load("crilab", "sb2").expect_err("damaged");
+        let err = cni.load("crilab", "sb2").await.expect_err("damaged");
         assert!(err.to_string().contains("crilab-sb2-eth0"), "{err}");
-        assert!(cni.load("other", "sb1").expect("load").is_none());
+        assert!(cni.load("other", "sb1").await.expect("load").is_none());
     }
 
-    #[test]
-    fn a_single_plugin_configuration_in_libcnis_cache_is_a_chain_of_one() {
+    #[tokio::test]
+    async fn a_single_plugin_configuration_in_libcnis_cache_is_a_chain_of_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cni = cni_in(dir.path());
         let results = dir.path().join("libcni/results");
@@ -904,14 +922,14 @@ mod tests {
         let conf = json!({"cniVersion": "0.4.0", "name": "solo", "type": "bridge"});
         let entry = libcni_entry("solo", "sb", &conf, None);
         std::fs::write(results.join("solo-sb-eth0"), entry.to_string()).expect("write");
-        let a = cni.load("solo", "sb").expect("load").expect("found");
+        let a = cni.load("solo", "sb").await.expect("load").expect("found");
         assert_eq!((a.cni_version.as_str(), a.plugins.len()), ("0.4.0", 1));
         assert_eq!(a.plugins[0]["type"], "bridge");
         assert!(a.result.is_none());
     }
 
-    #[test]
-    fn dockpods_records_stay_out_of_libcnis_cache() {
+    #[tokio::test]
+    async fn dockpods_records_stay_out_of_libcnis_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cni = cni_in(dir.path());
         std::fs::create_dir_all(&cni.records_dir).expect("mkdir");
@@ -926,11 +944,11 @@ mod tests {
             Attachment::new(&network, "sb", &PodSandboxConfig::default(), "").expect("attachment");
         a.file = cni.record_path("pods");
         a.result = Some(json!({"ips": [{"address": "10.1.0.9/24"}]}));
-        cni.save(&a).expect("save");
+        cni.save(&a).await.expect("save");
         assert!(!dir.path().join("libcni").exists());
-        let back = cni.load("pods", "sb").expect("load").expect("found");
+        let back = cni.load("pods", "sb").await.expect("load").expect("found");
         assert_eq!(back.ips(), vec!["10.1.0.9"]);
-        let recorded = cni.recorded().expect("recorded");
+        let recorded = cni.recorded().await.expect("recorded");
         assert_eq!(recorded.len(), 1);
         assert_eq!(recorded[0].network_name, "pods");
         assert_eq!(back.file, cni.record_path("pods"));
@@ -939,7 +957,7 @@ mod tests {
         let legacy = cni.libcni_path("old", "sb");
         std::fs::create_dir_all(legacy.parent().expect("parent")).expect("mkdir");
         std::fs::write(&legacy, serde_json::to_vec(&a).expect("encode")).expect("write");
-        let old = cni.load("old", "sb").expect("load").expect("found");
+        let old = cni.load("old", "sb").await.expect("load").expect("found");
         assert_eq!(
             (old.network_name.as_str(), old.file == legacy),
             ("pods", true)

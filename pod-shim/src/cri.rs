@@ -122,7 +122,7 @@ impl RuntimeService for ShimRuntime {
         let req = r.into_inner();
         // From the record alone: the kubelet asks for every pod every second, and Docker's
         // events (and a resync after any gap in them) keep the record current.
-        let record = self.pod.snapshot();
+        let record = self.pod.reported();
         if record.sandbox_id.is_empty()
             || !record.sandbox_id.starts_with(&req.pod_sandbox_id)
             || req.pod_sandbox_id.is_empty()
@@ -170,7 +170,7 @@ impl RuntimeService for ShimRuntime {
         r: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
         let filter = r.into_inner().filter.unwrap_or_default();
-        let record = self.pod.snapshot();
+        let record = self.pod.reported();
         let pod = record.to_cri();
         let items = if !record.sandbox_id.is_empty()
             && dockpod_proto::filters::pod_matches(&pod, &filter)
@@ -248,7 +248,7 @@ impl RuntimeService for ShimRuntime {
         r: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
         let filter = r.into_inner().filter.unwrap_or_default();
-        let record = self.pod.snapshot();
+        let record = self.pod.reported();
         let containers = record
             .containers
             .values()

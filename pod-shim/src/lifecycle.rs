@@ -120,8 +120,14 @@ impl Pod {
         self.record().clone()
     }
 
-    fn persist(&self) -> Result<()> {
-        self.record.save()
+    /// The record as clients may be told of it: a change still on its way to the disk is not
+    /// in it (see `record`).
+    pub fn reported(&self) -> PodRecord {
+        self.record.reported()
+    }
+
+    async fn persist(&self) -> Result<()> {
+        self.record.save().await
     }
 
     fn ctx(&self) -> Context<'_> {
@@ -247,7 +253,7 @@ impl Pod {
             // RunPodSandbox holds the pod lock alone: the only create under way was its own.
             r.intents.retain(|_, i| *i != Intent::Create);
         }
-        self.persist()?;
+        self.persist().await?;
         // As containerd announces a sandbox: created, then started, under the sandbox's ID.
         self.emit(id, ContainerEventType::ContainerCreatedEvent);
         self.emit(id, ContainerEventType::ContainerStartedEvent);
@@ -282,7 +288,7 @@ impl Pod {
             self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;
         }
         let was_ready = std::mem::replace(&mut self.record().ready, false);
-        self.persist()?;
+        self.persist().await?;
         if was_ready {
             self.emit(&sandbox, ContainerEventType::ContainerStoppedEvent);
         }
@@ -322,7 +328,7 @@ impl Pod {
                 }
             }
         }
-        self.record.remove()?;
+        self.record.remove().await?;
         if !sandbox.is_empty() {
             // Before the shim stops serving: its event streams deliver what was sent first.
             self.emit(&sandbox, ContainerEventType::ContainerDeletedEvent);
@@ -354,14 +360,19 @@ impl Pod {
         };
         if changed {
             // The sandbox stopped by itself, or while no shim watched.
-            self.announce(&id, &[ContainerEventType::ContainerStoppedEvent])?;
+            self.announce(&id, &[ContainerEventType::ContainerStoppedEvent])
+                .await?;
         }
         Ok(())
     }
 
     /// Re-reads one container from Docker and records (and announces) what changed.
     pub async fn refresh_container(&self, id: &str) -> Result<()> {
-        self.reinspect(id).await.map(drop)
+        self.reinspect(id).await?;
+        // Another read (Docker's event) may have recorded the change first and be saving it
+        // still: the caller answers once the change is reported.
+        self.record.container_settled(id).await;
+        Ok(())
     }
 
     /// Docker's `oom` event for a container of this pod: recorded (an exit already seen
@@ -374,7 +385,7 @@ impl Pod {
             .get_mut(id)
             .is_some_and(ContainerRecord::oom_reported);
         if changed {
-            self.persist()?;
+            self.persist().await?;
         }
         self.refresh_container(id).await
     }
@@ -401,7 +412,7 @@ impl Pod {
             }
             c.observe(&seen)
         };
-        let announced = self.announce(id, &events);
+        let announced = self.announce(id, &events).await;
         self.observed.notify_waiters();
         announced?;
         Ok(inspect)
@@ -448,11 +459,11 @@ impl Pod {
     /// container no live shim stands for (see `orphan`) is resolved by removing it and
     /// creating once more, so the kubelet's retry of the same call succeeds.
     async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
-        self.intend(name, Intent::Create)?;
+        self.intend(name, Intent::Create).await?;
         let created = self.create_or_replace_orphan(name, body).await;
         if created.is_err() {
             self.record().intents.remove(name);
-            if let Err(e) = self.persist() {
+            if let Err(e) = self.persist().await {
                 tracing::warn!(error = %e, name, "settling a failed create's intent");
             }
         }
@@ -460,9 +471,9 @@ impl Pod {
     }
 
     /// Saves `intent` for `key` before the Docker call it announces.
-    fn intend(&self, key: &str, intent: Intent) -> Result<()> {
+    async fn intend(&self, key: &str, intent: Intent) -> Result<()> {
         self.record().intents.insert(key.to_string(), intent);
-        self.persist()
+        self.persist().await
     }
 
     async fn create_or_replace_orphan(
@@ -552,7 +563,7 @@ impl Pod {
         for id in &plan.unfinished_removals {
             tracing::warn!(container = %id, "finishing a removal that was cut");
             self.engine.remove(id).await?;
-            self.forget_container(id)?;
+            self.forget_container(id).await?;
         }
         let settled = {
             let mut r = self.record();
@@ -561,7 +572,7 @@ impl Pod {
             had
         };
         if settled {
-            self.persist()?;
+            self.persist().await?;
         }
         Ok(())
     }
@@ -576,7 +587,7 @@ impl Pod {
         // first failure is reported once everything else was tried.
         let mut failed = None;
         if let Some(cni) = &self.cni {
-            for attachment in cni.recorded()? {
+            for attachment in cni.recorded().await? {
                 let netns = self.sandbox_netns(&attachment.container_id).await;
                 match cni.del(&attachment, &netns).await {
                     Ok(()) => {
@@ -661,7 +672,7 @@ impl Pod {
             r.containers.insert(id.clone(), record);
             r.intents.remove(&name);
         }
-        if let Err(e) = self.persist() {
+        if let Err(e) = self.persist().await {
             self.record().containers.remove(&id);
             let _ = self.engine.remove(&id).await;
             return Err(e);
@@ -778,28 +789,33 @@ impl Pod {
         self.exit_recorded(&id).await
     }
 
-    /// After Docker stopped container `id`: returns once the record holds its exit. The read
-    /// that Docker's `die` event set going records it; a read of this call's own would wait
-    /// on Docker, which holds the container while it cleans up after the stop (measured 24 ms
-    /// on Docker 20.10, a third of the stop). Without the event soon (Docker's event stream
-    /// reconnecting, say), the container is read here.
+    /// After Docker stopped container `id`: returns once the record holds its exit and has
+    /// saved it (the exit is reported). The read that Docker's `die` event set going records
+    /// it; a read of this call's own would wait on Docker, which holds the container while it
+    /// cleans up after the stop (measured 24 ms on Docker 20.10, a third of the stop). Without
+    /// the event soon (Docker's event stream reconnecting, say), the container is read here.
     async fn exit_recorded(&self, id: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + EXIT_EVENT_WAIT;
+        let mut refreshed = false;
         loop {
             let observed = self.observed.notified();
             tokio::pin!(observed);
             // Registered before the record is looked at, so no read lands unseen in between.
             observed.as_mut().enable();
+            // As reported: the exit is recorded once it is on disk.
             let running = self
-                .record()
-                .containers
-                .get(id)
+                .record
+                .reported_container(id)
                 .is_some_and(|c| c.state == ContainerState::ContainerRunning as i32);
             if !running {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline, observed).await.is_err() {
-                return self.refresh_container(id).await;
+            if refreshed {
+                // Recorded but not yet on disk: the read that recorded it announces its save.
+                observed.await;
+            } else if tokio::time::timeout_at(deadline, observed).await.is_err() {
+                self.refresh_container(id).await?;
+                refreshed = true;
             }
         }
     }
@@ -809,19 +825,19 @@ impl Pod {
             return Ok(());
         };
         let _guard = self.ops.container(&id).await;
-        self.intend(&id, Intent::Remove)?;
+        self.intend(&id, Intent::Remove).await?;
         if let Err(e) = self.engine.remove(&id).await {
             // Docker did not remove it: the kubelet's retry decides, not the next start.
             self.record().intents.remove(&id);
-            let _ = self.persist();
+            let _ = self.persist().await;
             return Err(e);
         }
-        self.forget_container(&id)
+        self.forget_container(&id).await
     }
 
     /// After Docker removed container `id`: its follower, position and record go, and the
     /// removal intent with them, in one save.
-    fn forget_container(&self, id: &str) -> Result<()> {
+    async fn forget_container(&self, id: &str) -> Result<()> {
         self.logs().remove(id);
         self.inspections.remove(id);
         self.record.store().remove_log_checkpoint(id);
@@ -833,7 +849,7 @@ impl Pod {
         if let Some(c) = forgotten {
             remove_docker_log_link(&c);
         }
-        self.persist()?;
+        self.persist().await?;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         Ok(())
     }
@@ -852,9 +868,9 @@ impl Pod {
             None => self.reinspect(&id).await?.map(Arc::new),
         };
         let status = self
-            .record()
-            .containers
-            .get(&id)
+            .record
+            .reported_container(&id)
+            .as_ref()
             .map(ContainerRecord::status)
             .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
         let pid = inspect
@@ -909,7 +925,7 @@ impl Pod {
         if let Some(c) = self.record().containers.get_mut(&id) {
             c.resources = Some(r);
         }
-        self.persist()
+        self.persist().await
     }
 
     /// The Docker ID of a running container of this pod, for exec.

@@ -50,6 +50,7 @@ const TAIL_READ: u64 = 64 * 1024;
 /// Tells, entry by entry, which entries of a fresh read of Docker's log (from `since_ns` on)
 /// are already written. Only the keys remembered when the read began need counting, so its
 /// memory is bounded by the window however long the read goes on.
+#[derive(Default)]
 pub struct Replay {
     pending: Keys<usize>,
 }

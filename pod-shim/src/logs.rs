@@ -15,6 +15,7 @@ mod json_file;
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
@@ -111,24 +112,152 @@ impl Drop for Follower {
     }
 }
 
-/// The log file, buffered: records are written to the page cache in batches and flushed
-/// whenever Docker has nothing more ready, before a reopen, and at the end.
-type LogFile = std::io::BufWriter<std::fs::File>;
-
-/// Buffer of the log file; what a burst of output accumulates before it is written.
-const WRITE_BUFFER: usize = 64 * 1024;
-
-fn open(target: &mut LogTarget, position: &Position) -> Result<LogFile> {
-    let file = target.open(position).map_err(Error::io(format!(
-        "opening log file {}",
-        target.path().display()
-    )))?;
-    Ok(std::io::BufWriter::with_capacity(WRITE_BUFFER, file))
+/// The CRI log file and the records not yet in it. Records collect in memory and reach the
+/// file in large writes, made on the blocking pool; whoever adds records writes them out once
+/// `WRITE_BUFFER` is reached, so this holds at most that and one entry's records.
+struct LogFile {
+    file: std::fs::File,
+    pending: Vec<u8>,
 }
 
-fn flush(file: &mut LogFile, target: &LogTarget) -> Result<()> {
-    file.flush()
-        .map_err(Error::io(format!("writing {}", target.path().display())))
+/// What a burst of output collects before it is written.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Where a copy stands and what it writes to. Its disk work (opening files and checkpoints,
+/// writing records, reading Docker's file) runs on the blocking pool (`off_thread`), so a slow
+/// disk holds up this container's log and nothing else of the shim. The lock is held by one
+/// step at a time: the follower awaits each step before it takes the next, and its own
+/// accesses on the shim's thread touch only memory.
+struct Copy {
+    target: LogTarget,
+    position: Position,
+    file: Option<LogFile>,
+    /// What of the current read of Docker's log is already written.
+    replay: Replay,
+}
+
+type SharedCopy = Arc<Mutex<Copy>>;
+
+fn lock(copy: &SharedCopy) -> MutexGuard<'_, Copy> {
+    copy.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs one step of disk work on the copy, on the blocking pool.
+async fn off_thread<R: Send + 'static>(
+    copy: &SharedCopy,
+    step: impl FnOnce(&mut Copy) -> R + Send + 'static,
+) -> Result<R> {
+    let copy = copy.clone();
+    tokio::task::spawn_blocking(move || step(&mut lock(&copy)))
+        .await
+        .map_err(|e| Error::io("copying the container's log")(std::io::Error::other(e)))
+}
+
+impl Copy {
+    fn new(target: LogTarget) -> Copy {
+        Copy {
+            target,
+            position: Position::default(),
+            file: None,
+            replay: Replay::default(),
+        }
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        self.position = self.target.resume().map_err(Error::io(format!(
+            "reading where the log {} stands",
+            self.target.path().display()
+        )))?;
+        Ok(())
+    }
+
+    /// Opens the file at the log path, unless one is open.
+    fn open(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            let file = self.target.open(&self.position).map_err(Error::io(format!(
+                "opening log file {}",
+                self.target.path().display()
+            )))?;
+            self.file = Some(LogFile {
+                file,
+                pending: Vec::with_capacity(WRITE_BUFFER),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a read of Docker's log from `position.since_ns()`.
+    fn begin_read(&mut self) {
+        self.replay = self.position.replay();
+    }
+
+    fn full(&self) -> bool {
+        self.file
+            .as_ref()
+            .is_some_and(|f| f.pending.len() >= WRITE_BUFFER)
+    }
+
+    /// Writes the pending records to the file. Blocks: only in a step on the blocking pool.
+    fn spill(&mut self) -> std::io::Result<()> {
+        let Some(f) = &mut self.file else {
+            return Ok(());
+        };
+        if !f.pending.is_empty() {
+            f.file.write_all(&f.pending)?;
+            f.pending.clear();
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<()> {
+        self.spill().map_err(Error::io(format!(
+            "writing {}",
+            self.target.path().display()
+        )))
+    }
+
+    /// Finishes the current file and continues in a fresh one at the log path.
+    fn reopen(&mut self) -> Result<()> {
+        self.write_out()?;
+        self.file = None;
+        self.open()
+    }
+
+    /// Adds one entry's CRI records, unless the file holds it already.
+    fn write(
+        &mut self,
+        key: Key,
+        ts: impl Display,
+        stream: &str,
+        content: &[u8],
+    ) -> std::io::Result<()> {
+        if self.replay.written(&self.position, key) {
+            return Ok(());
+        }
+        let Some(f) = &mut self.file else {
+            return Err(std::io::Error::other("the log file is not open"));
+        };
+        write_records(&mut f.pending, ts, stream, content)?;
+        self.position.record(key);
+        Ok(())
+    }
+
+    /// Adds one entry of the logs API (`<timestamp> <content>`).
+    fn entry(&mut self, stream: &str, entry: &[u8]) -> Result<()> {
+        let Some(space) = entry.iter().position(|b| *b == b' ') else {
+            return Ok(());
+        };
+        let (ts, content) = (&entry[..space], &entry[space + 1..]);
+        let ts = std::str::from_utf8(ts).unwrap_or_default();
+        let key = (parse_time(ts), stream == "stderr");
+        self.write(key, ts, stream, content)
+            .map_err(Error::io("writing the container's log"))
+    }
+}
+
+/// Finishes the current file and continues in a fresh one at the log path.
+async fn reopen(copy: &SharedCopy) -> Result<()> {
+    off_thread(copy, Copy::reopen).await?
 }
 
 /// What reaches a follower from outside: ReopenContainerLog's requests, and the news that the
@@ -146,22 +275,24 @@ struct Signals {
 async fn follow_until_stopped(
     engine: &Engine,
     container: &str,
-    mut target: LogTarget,
+    target: LogTarget,
     mut signals: Signals,
 ) {
-    let mut position = match target.resume() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, path = %target.path().display(), "reading where the log stands");
-            return;
-        }
-    };
+    let path = target.path().to_path_buf();
+    let copy = Arc::new(Mutex::new(Copy::new(target)));
+    if let Err(e) = off_thread(&copy, Copy::resume)
+        .await
+        .and_then(|resumed| resumed)
+    {
+        tracing::warn!(error = %e, path = %path.display(), "reading where the log stands");
+        return;
+    }
     let mut delay = Duration::from_millis(200);
     let mut retried_after_exit = false;
     loop {
         let followed = match json_file_path(engine, container).await {
-            Some(path) => follow_file(&path, &mut target, &mut position, &mut signals).await,
-            None => follow_api(engine, container, &mut target, &mut position, &mut signals).await,
+            Some(docker_log) => follow_file(docker_log, &copy, &mut signals).await,
+            None => follow_api(engine, container, &copy, &mut signals).await,
         };
         let failure = match followed {
             Ok(()) => return,
@@ -175,7 +306,7 @@ async fn follow_until_stopped(
         };
         if !running {
             if retried_after_exit {
-                tracing::warn!(error = %failure, path = %target.path().display(), "giving up on the log of a stopped container");
+                tracing::warn!(error = %failure, path = %path.display(), "giving up on the log of a stopped container");
                 return;
             }
             retried_after_exit = true;
@@ -199,47 +330,57 @@ async fn json_file_path(engine: &Engine, container: &str) -> Option<PathBuf> {
 /// reader of the CRI file may lag behind Docker's file at most, beyond the copy itself.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
-/// Copies Docker's json-file log as it grows, until the container has stopped.
-async fn follow_file(
-    path: &Path,
-    target: &mut LogTarget,
-    position: &mut Position,
-    signals: &mut Signals,
-) -> Result<()> {
-    let mut log = JsonLog::open(path, position.since_ns()).map_err(Error::io(format!(
-        "opening Docker's log {}",
-        path.display()
-    )))?;
-    let mut file = open(target, position)?;
-    let replay = position.replay();
-    let mut out = Writer {
-        file: &mut file,
-        position,
-        replay,
-    };
-    let copying = || Error::io(format!("copying Docker's log {}", path.display()));
+fn copying(docker_log: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    Error::io(format!("copying Docker's log {}", docker_log.display()))
+}
+
+/// Copies Docker's json-file log as it grows, until the container has stopped. Each round of
+/// reading Docker's file and writing the CRI file is one step on the blocking pool.
+async fn follow_file(docker_log: PathBuf, copy: &SharedCopy, signals: &mut Signals) -> Result<()> {
+    let opening = docker_log.clone();
+    let mut log = off_thread(copy, move |c| {
+        let log = JsonLog::open(&opening, c.position.since_ns()).map_err(Error::io(format!(
+            "opening Docker's log {}",
+            opening.display()
+        )))?;
+        c.open()?;
+        c.begin_read();
+        Ok::<_, Error>(log)
+    })
+    .await??;
     loop {
-        if let Ok(reply) = signals.reopen.try_recv() {
-            let _ = reply.send(reopen_file(out.file, target, out.position));
-        }
+        let reopen_asked = signals.reopen.try_recv().ok();
         // Read before the file: Docker has written the whole log before it reports the
         // container stopped, so a read after this answer finds everything.
         let stopped = *signals.stopped.borrow_and_update();
-        log.read_available(|e| {
-            let stream = if e.stderr { "stderr" } else { "stdout" };
-            let ts = humantime::format_rfc3339_nanos(
-                std::time::UNIX_EPOCH + Duration::from_nanos(e.time_ns.max(0) as u64),
-            );
-            out.write((e.time_ns, e.stderr), ts, stream, e.content.as_bytes())
+        let reading = docker_log.clone();
+        let round;
+        (log, round) = off_thread(copy, move |c| {
+            if let Some(reply) = reopen_asked {
+                let _ = reply.send(c.reopen());
+            }
+            let read = log.read_available(|e| {
+                let stream = if e.stderr { "stderr" } else { "stdout" };
+                let ts = humantime::format_rfc3339_nanos(
+                    std::time::UNIX_EPOCH + Duration::from_nanos(e.time_ns.max(0) as u64),
+                );
+                c.write((e.time_ns, e.stderr), ts, stream, e.content.as_bytes())?;
+                if c.full() {
+                    c.spill()?;
+                }
+                Ok(())
+            });
+            let round = read.map_err(copying(&reading)).and_then(|()| c.write_out());
+            (log, round)
         })
-        .map_err(copying())?;
-        flush(out.file, target)?;
+        .await?;
+        round?;
         if stopped {
             return Ok(());
         }
         tokio::select! {
             changed = log.changed() => {
-                changed.map_err(copying())?;
+                changed.map_err(copying(&docker_log))?;
                 // Docker writes entry by entry; a moment's wait lets a burst collect, so it
                 // is read and written in a few large calls instead of one wake-up per line.
                 // A stop ends the wait: its caller is waiting for the rest of the log.
@@ -250,53 +391,52 @@ async fn follow_file(
             }
             _ = signals.stopped.changed() => {}
             Some(reply) = signals.reopen.recv() => {
-                let _ = reply.send(reopen_file(out.file, target, out.position));
+                let _ = reply.send(reopen(copy).await);
             }
         }
     }
 }
 
-/// Copies the log through Docker's logs API (any driver that can be read back).
+/// Copies the log through Docker's logs API (any driver that can be read back). Entries are
+/// added in memory on the shim's thread; their records are written out on the blocking pool.
 async fn follow_api(
     engine: &Engine,
     container: &str,
-    target: &mut LogTarget,
-    position: &mut Position,
+    copy: &SharedCopy,
     signals: &mut Signals,
 ) -> Result<()> {
-    let mut file = open(target, position)?;
+    off_thread(copy, Copy::open).await??;
     // Docker may end a follow stream at the container's exit before it has delivered the last
     // entries; a second, non-following read from the oldest remembered entry picks them up.
     for follow in [true, false] {
+        let since_ns = {
+            let mut c = lock(copy);
+            c.begin_read();
+            c.position.since_ns()
+        };
         let options = LogsOptions {
             follow,
             stdout: true,
             stderr: true,
             timestamps: true,
-            since: (position.since_ns() / 1_000_000_000) as i32,
+            since: (since_ns / 1_000_000_000) as i32,
             ..Default::default()
         };
         let mut stream = engine.api().logs(container, Some(options));
         let mut console = Console::default();
-        let replay = position.replay();
-        let mut out = Writer {
-            file: &mut file,
-            position: &mut *position,
-            replay,
-        };
         loop {
             // A rotation is served even while output keeps coming.
             if let Ok(reply) = signals.reopen.try_recv() {
-                let _ = reply.send(reopen_file(out.file, target, out.position));
+                let _ = reply.send(reopen(copy).await);
             }
             let item = match futures_util::FutureExt::now_or_never(stream.next()) {
                 Some(item) => item,
                 None => {
-                    flush(out.file, target)?;
+                    off_thread(copy, Copy::write_out).await??;
                     tokio::select! {
                         item = stream.next() => item,
                         Some(reply) = signals.reopen.recv() => {
-                            let _ = reply.send(reopen_file(out.file, target, out.position));
+                            let _ = reply.send(reopen(copy).await);
                             continue;
                         }
                     }
@@ -306,18 +446,27 @@ async fn follow_api(
             let output = item.map_err(Error::docker(format!(
                 "reading the log of container {container}"
             )))?;
-            match output {
-                LogOutput::StdOut { message } => out.entry("stdout", &message)?,
-                LogOutput::StdErr { message } => out.entry("stderr", &message)?,
-                LogOutput::Console { message } => {
-                    console.push(&message, |entry| out.entry("stdout", entry))?;
+            let full = {
+                let mut c = lock(copy);
+                match output {
+                    LogOutput::StdOut { message } => c.entry("stdout", &message)?,
+                    LogOutput::StdErr { message } => c.entry("stderr", &message)?,
+                    LogOutput::Console { message } => {
+                        console.push(&message, |entry| c.entry("stdout", entry))?;
+                    }
+                    LogOutput::StdIn { .. } => {}
                 }
-                LogOutput::StdIn { .. } => {}
+                c.full()
+            };
+            if full {
+                off_thread(copy, Copy::write_out).await??;
             }
         }
-        console.finish(|entry| out.entry("stdout", entry))?;
+        let mut c = lock(copy);
+        console.finish(|entry| c.entry("stdout", entry))?;
+        drop(c);
     }
-    flush(&mut file, target)
+    off_thread(copy, Copy::write_out).await?
 }
 
 /// A TTY container's output through the logs API: one byte stream, cut anywhere, with
@@ -364,51 +513,6 @@ impl Console {
             return Ok(());
         }
         each(&self.0)
-    }
-}
-
-/// Finishes the current file and continues in a fresh one at the log path.
-fn reopen_file(file: &mut LogFile, target: &mut LogTarget, position: &Position) -> Result<()> {
-    flush(file, target)?;
-    *file = open(target, position)?;
-    Ok(())
-}
-
-/// Writes Docker log entries into the CRI file, skipping what it already holds.
-struct Writer<'a> {
-    file: &'a mut LogFile,
-    position: &'a mut Position,
-    /// What of this read of Docker's log is already written.
-    replay: Replay,
-}
-
-impl Writer<'_> {
-    /// Writes one entry of the logs API (`<timestamp> <content>`) as CRI records.
-    fn entry(&mut self, stream: &str, entry: &[u8]) -> Result<()> {
-        let Some(space) = entry.iter().position(|b| *b == b' ') else {
-            return Ok(());
-        };
-        let (ts, content) = (&entry[..space], &entry[space + 1..]);
-        let ts = std::str::from_utf8(ts).unwrap_or_default();
-        let key = (parse_time(ts), stream == "stderr");
-        self.write(key, ts, stream, content)
-            .map_err(Error::io("writing the container's log"))
-    }
-
-    /// Writes one entry as CRI records, unless it is written already.
-    fn write(
-        &mut self,
-        key: Key,
-        ts: impl Display,
-        stream: &str,
-        content: &[u8],
-    ) -> std::io::Result<()> {
-        if self.replay.written(self.position, key) {
-            return Ok(());
-        }
-        write_records(self.file, ts, stream, content)?;
-        self.position.record(key);
-        Ok(())
     }
 }
 

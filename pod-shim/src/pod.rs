@@ -68,6 +68,54 @@ pub struct Reconciliation {
 }
 
 impl PodRecord {
+    /// Whether the sandbox's own fields (all but the containers and the intents) are the same
+    /// in both records.
+    pub fn same_pod(&self, other: &PodRecord) -> bool {
+        // Taken apart field by field, so a field added later is not left out unseen.
+        let PodRecord {
+            shim_id,
+            sandbox_id,
+            config,
+            runtime_handler,
+            created_at,
+            ready,
+            ips,
+            network,
+            containers: _,
+            adopted,
+            cri_dockerd_checkpoint,
+            intents: _,
+        } = self;
+        *shim_id == other.shim_id
+            && *sandbox_id == other.sandbox_id
+            && *config == other.config
+            && *runtime_handler == other.runtime_handler
+            && *created_at == other.created_at
+            && *ready == other.ready
+            && *ips == other.ips
+            && *network == other.network
+            && *adopted == other.adopted
+            && *cri_dockerd_checkpoint == other.cri_dockerd_checkpoint
+    }
+
+    /// The sandbox's own fields, with no containers and no intents.
+    pub fn without_containers(&self) -> PodRecord {
+        PodRecord {
+            shim_id: self.shim_id.clone(),
+            sandbox_id: self.sandbox_id.clone(),
+            config: self.config.clone(),
+            runtime_handler: self.runtime_handler.clone(),
+            created_at: self.created_at,
+            ready: self.ready,
+            ips: self.ips.clone(),
+            network: self.network.clone(),
+            containers: Default::default(),
+            adopted: self.adopted,
+            cri_dockerd_checkpoint: self.cri_dockerd_checkpoint.clone(),
+            intents: Default::default(),
+        }
+    }
+
     /// Compares the record with Docker's containers labelled with this shim, as (ID, name).
     pub fn reconcile(&self, labelled: &[(String, String)]) -> Reconciliation {
         let mut plan = Reconciliation::default();
@@ -91,7 +139,7 @@ impl PodRecord {
 }
 
 /// One application container of the pod.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
     pub config: ContainerConfig,

@@ -9,6 +9,7 @@ use dockpod_proto::layout::STATE_FILE;
 use crate::error::{Error, Result};
 use crate::pod::PodRecord;
 
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
 }
@@ -24,7 +25,8 @@ impl Store {
         &self.dir
     }
 
-    fn path(&self) -> PathBuf {
+    /// The record's file.
+    pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }
 
@@ -41,10 +43,14 @@ impl Store {
     }
 
     pub fn save(&self, record: &PodRecord) -> Result<()> {
-        let path = self.path();
-        let bytes = serde_json::to_vec(record)
-            .map_err(|e| Error::io("encoding pod state")(std::io::Error::other(e)))?;
-        atomic_write(&path, &bytes, 0o600).map_err(Error::io(format!("writing {}", path.display())))
+        self.write(record)
+            .map_err(Error::io(format!("writing {}", self.path().display())))
+    }
+
+    /// `save` without the context, for a caller that tells several waiters of one outcome.
+    pub fn write(&self, record: &PodRecord) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        atomic_write(&self.path(), &bytes, 0o600)
     }
 
     /// Where the checkpoint of a container's CRI log lives (see `log_position`).
@@ -62,11 +68,10 @@ impl Store {
     }
 
     /// Removes the pod's state directory with everything in it.
-    pub fn remove(&self) -> Result<()> {
+    pub fn remove(&self) -> std::io::Result<()> {
         match std::fs::remove_dir_all(&self.dir) {
-            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", self.dir.display()))(e)),
+            other => other,
         }
     }
 }

@@ -25,7 +25,7 @@ impl Pod {
     }
 
     pub(super) fn emit(&self, container_id: &str, kind: ContainerEventType) {
-        let record = self.snapshot();
+        let record = self.reported();
         let event = ContainerEventResponse {
             container_id: container_id.to_string(),
             container_event_type: kind as i32,
@@ -50,11 +50,11 @@ impl Pod {
 
     /// Persists a change and then announces it, so a subscriber never hears of a state that a
     /// restarted shim would not remember.
-    pub(super) fn announce(&self, id: &str, events: &[ContainerEventType]) -> Result<()> {
+    pub(super) async fn announce(&self, id: &str, events: &[ContainerEventType]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        self.persist()?;
+        self.persist().await?;
         for kind in events {
             self.emit(id, *kind);
         }

@@ -58,14 +58,14 @@ impl Pod {
         };
         let netns = self.sandbox_netns(&sandbox).await;
         if adopted {
-            let others = cni.libcni_attachments(&sandbox)?;
+            let others = cni.libcni_attachments(&sandbox).await?;
             for other in others.iter().filter(|a| a.network_name != network) {
                 if let Err(e) = cni.del(other, &netns).await {
                     tracing::warn!(sandbox = %sandbox, network = %other.network_name, error = %e, "deleting an adopted pod's extra network");
                 }
             }
         }
-        match cni.load(&network, &sandbox)? {
+        match cni.load(&network, &sandbox).await? {
             Some(attachment) => {
                 cni.del(&attachment, &netns).await?;
                 tracing::info!(sandbox = %sandbox, network = %network, "pod network deleted");
@@ -90,7 +90,7 @@ impl Pod {
         if netns.is_empty() {
             return None;
         }
-        let (result, outcome) = match cni.load(&network, &sandbox) {
+        let (result, outcome) = match cni.load(&network, &sandbox).await {
             Ok(Some(a)) => {
                 let checked = cni.check(&a, &netns).await;
                 (a.result, checked)

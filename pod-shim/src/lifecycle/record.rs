@@ -1,27 +1,122 @@
 //! The pod's record as the shim keeps it: the one in memory, behind a lock that is never
-//! held across a Docker call, and its durable copy (`state::Store`). Saves are serialised,
-//! each writing a snapshot taken under the save's own lock, so an older snapshot is never
-//! written after a newer one whatever order the operations finish in.
+//! held across a Docker call or a disk write, and its durable copy (`state::Store`), written
+//! by a thread of its own so that a slow or frozen disk holds up only the operations waiting
+//! for their own save, never the shim's event loop (gRPC, exit tracking, streams).
+//!
+//! Durable before reported: a part of the record (the pod's own fields, or one container)
+//! whose change is still on its way to the disk is reported as it was before that change, so
+//! no client hears of a state that a restarted shim would not remember. Readers never wait for
+//! the disk. A part settles when the save that holds its change finishes, whether it succeeded
+//! or failed: a failed save fails its operation, and what that operation changed in memory is
+//! reported from then on, as it is by every later save.
+//!
+//! Saves go to the writer in the order they were asked for. The writer takes every save
+//! queued behind the one it just wrote and writes only the newest record, which holds all
+//! their changes (a batch), so a slow disk does not build up a backlog of stale records.
 
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::io;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
-use crate::error::Result;
-use crate::pod::PodRecord;
+use tokio::sync::{oneshot, Notify};
+
+use crate::error::{Error, Result};
+use crate::pod::{ContainerRecord, PodRecord};
 use crate::state::Store;
 
 pub(super) struct Record {
     current: Mutex<PodRecord>,
+    settling: Arc<Mutex<Settling>>,
+    /// The writer thread's queue; unbounded in jobs, but a job is one operation's save and
+    /// every operation waits for its own, so it holds at most one per operation in flight.
+    writer: mpsc::Sender<Job>,
+    /// Notified by the writer whenever saves have settled.
+    settled: Arc<Notify>,
     store: Store,
-    /// Held across one snapshot and save.
-    saving: Mutex<()>,
+}
+
+/// Where the writer puts the record: the pod's `Store`, or in tests one that can be held up.
+pub(super) trait Disk: Send + 'static {
+    fn write(&self, record: &PodRecord) -> io::Result<()>;
+    fn remove(&self) -> io::Result<()>;
+}
+
+impl Disk for Store {
+    fn write(&self, record: &PodRecord) -> io::Result<()> {
+        Store::write(self, record)
+    }
+
+    fn remove(&self) -> io::Result<()> {
+        Store::remove(self)
+    }
+}
+
+/// A part of the record that is reported as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Part {
+    /// The sandbox's fields: everything but the containers and the intents (which no client
+    /// is told of).
+    Pod,
+    Container(String),
+}
+
+/// What is on its way to the disk.
+#[derive(Default)]
+struct Settling {
+    /// The record as the last save handed it to the writer.
+    queued: PodRecord,
+    /// The record as the last finished save wrote it (or tried to).
+    settled: PodRecord,
+    /// Parts changed by a save that has not finished, each with that save's number; at most
+    /// one entry per container of the record and one for the pod.
+    pending: HashMap<Part, u64>,
+    last_asked: u64,
+}
+
+/// The writer's answer to one job: the disk's error is shared by every save of a batch.
+type Outcome = std::result::Result<(), Arc<io::Error>>;
+
+enum Job {
+    Save {
+        number: u64,
+        record: Box<PodRecord>,
+        done: oneshot::Sender<Outcome>,
+    },
+    Remove {
+        done: oneshot::Sender<Outcome>,
+    },
 }
 
 impl Record {
+    /// `record` is what the disk holds (or the fresh record about to be saved first).
     pub(super) fn new(store: Store, record: PodRecord) -> Record {
+        Record::with_disk(store.clone(), store, record)
+    }
+
+    pub(super) fn with_disk(store: Store, disk: impl Disk, record: PodRecord) -> Record {
+        let settling = Arc::new(Mutex::new(Settling {
+            queued: record.clone(),
+            settled: record.clone(),
+            ..Default::default()
+        }));
+        let (writer, jobs) = mpsc::channel();
+        let settled = Arc::new(Notify::new());
+        let thread_settling = settling.clone();
+        let thread_settled = settled.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pod-state".into())
+            .spawn(move || write_loop(&disk, &thread_settling, &thread_settled, &jobs));
+        if let Err(e) = spawned {
+            // Every save then fails with its own error (the queue has no reader): the pod
+            // goes on answering from memory and each change is refused, which the kubelet sees.
+            tracing::error!(error = %e, "starting the pod state writer thread");
+        }
         Record {
             current: Mutex::new(record),
+            settling,
+            writer,
+            settled,
             store,
-            saving: Mutex::new(()),
         }
     }
 
@@ -30,11 +125,93 @@ impl Record {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the record as it is now.
-    pub(super) fn save(&self) -> Result<()> {
-        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = self.lock().clone();
-        self.store.save(&snapshot)
+    fn settling(&self) -> MutexGuard<'_, Settling> {
+        lock(&self.settling)
+    }
+
+    /// The record as clients may be told of it (see the module's doc).
+    pub(super) fn reported(&self) -> PodRecord {
+        let current = self.lock();
+        let settling = self.settling();
+        let mut view = current.clone();
+        for part in settling.pending.keys() {
+            match part {
+                Part::Pod => {
+                    let containers = std::mem::take(&mut view.containers);
+                    let intents = std::mem::take(&mut view.intents);
+                    view = PodRecord {
+                        containers,
+                        intents,
+                        ..settling.settled.without_containers()
+                    };
+                }
+                Part::Container(id) => match settling.settled.containers.get(id) {
+                    Some(c) => {
+                        view.containers.insert(id.clone(), c.clone());
+                    }
+                    None => {
+                        view.containers.remove(id);
+                    }
+                },
+            }
+        }
+        view
+    }
+
+    /// One container as clients may be told of it.
+    pub(super) fn reported_container(&self, id: &str) -> Option<ContainerRecord> {
+        let current = self.lock();
+        let settling = self.settling();
+        if settling
+            .pending
+            .contains_key(&Part::Container(id.to_string()))
+        {
+            settling.settled.containers.get(id).cloned()
+        } else {
+            current.containers.get(id).cloned()
+        }
+    }
+
+    /// Returns once no save holding a change of container `id` is on its way to the disk: an
+    /// operation that found its change recorded by another (Docker's event, say) answers once
+    /// that change is reported.
+    pub(super) async fn container_settled(&self, id: &str) {
+        let part = Part::Container(id.to_string());
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Registered before the look, so no settling falls in between unseen.
+            settled.as_mut().enable();
+            if !self.settling().pending.contains_key(&part) {
+                return;
+            }
+            settled.await;
+        }
+    }
+
+    /// Writes the record as it is now; returns once it is on disk (or failed to get there).
+    /// Dropping the returned future does not withdraw the save.
+    pub(super) async fn save(&self) -> Result<()> {
+        let finished = {
+            let current = self.lock();
+            let mut settling = self.settling();
+            settling.last_asked += 1;
+            let number = settling.last_asked;
+            mark_changes(&mut settling, &current, number);
+            let (done, finished) = oneshot::channel();
+            let job = Job::Save {
+                number,
+                record: Box::new(current.clone()),
+                done,
+            };
+            // Sent under both locks: the writer gets the saves in the order of their numbers.
+            if self.writer.send(job).is_err() {
+                settling.pending.retain(|_, n| *n != number);
+                return Err(self.failed("writing", writer_gone()));
+            }
+            finished
+        };
+        self.outcome("writing", finished.await)
     }
 
     /// The pod's state directory, for the files kept beside the record (log positions).
@@ -42,9 +219,375 @@ impl Record {
         &self.store
     }
 
-    /// Deletes the durable copy (the pod is removed).
-    pub(super) fn remove(&self) -> Result<()> {
-        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
-        self.store.remove()
+    /// Deletes the durable copy (the pod is removed), after every save asked for before.
+    pub(super) async fn remove(&self) -> Result<()> {
+        let (done, finished) = oneshot::channel();
+        if self.writer.send(Job::Remove { done }).is_err() {
+            return Err(self.failed("removing", writer_gone()));
+        }
+        self.outcome("removing", finished.await)
+    }
+
+    fn outcome(
+        &self,
+        doing: &str,
+        answer: std::result::Result<Outcome, oneshot::error::RecvError>,
+    ) -> Result<()> {
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(shared)) => Err(self.failed(doing, copy_io(&shared))),
+            Err(_) => Err(self.failed(doing, writer_gone())),
+        }
+    }
+
+    fn failed(&self, doing: &str, e: io::Error) -> Error {
+        Error::io(format!("{doing} {}", self.store.path().display()))(e)
+    }
+}
+
+fn lock(settling: &Mutex<Settling>) -> MutexGuard<'_, Settling> {
+    settling.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn writer_gone() -> io::Error {
+    io::Error::other("the pod state writer has stopped")
+}
+
+/// The same error for one more caller: the OS error number (which decides the gRPC code)
+/// where there is one, else the kind and the message.
+fn copy_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// Marks every part that differs between the record last queued and `now` as changed by save
+/// `number`.
+fn mark_changes(settling: &mut Settling, now: &PodRecord, number: u64) {
+    if !settling.queued.same_pod(now) {
+        settling.pending.insert(Part::Pod, number);
+    }
+    for (id, c) in &now.containers {
+        if settling.queued.containers.get(id) != Some(c) {
+            settling.pending.insert(Part::Container(id.clone()), number);
+        }
+    }
+    for id in settling.queued.containers.keys() {
+        if !now.containers.contains_key(id) {
+            settling.pending.insert(Part::Container(id.clone()), number);
+        }
+    }
+    settling.queued = now.clone();
+}
+
+/// The writer thread: runs until the record is dropped.
+fn write_loop(
+    disk: &impl Disk,
+    settling: &Mutex<Settling>,
+    settled: &Notify,
+    jobs: &mpsc::Receiver<Job>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut saves = Vec::new();
+        for job in std::iter::once(first).chain(jobs.try_iter()) {
+            match job {
+                Job::Save { .. } => saves.push(job),
+                Job::Remove { done } => {
+                    write_batch(disk, settling, settled, std::mem::take(&mut saves));
+                    let _ = done.send(disk.remove().map_err(Arc::new));
+                }
+            }
+        }
+        write_batch(disk, settling, settled, saves);
+    }
+}
+
+/// Writes the newest record of `saves` (each holds every change of the ones before it), then
+/// settles them all with its outcome.
+fn write_batch(disk: &impl Disk, settling: &Mutex<Settling>, settled: &Notify, saves: Vec<Job>) {
+    let mut waiting = Vec::with_capacity(saves.len());
+    let mut newest = None;
+    for job in saves {
+        if let Job::Save {
+            number,
+            record,
+            done,
+        } = job
+        {
+            waiting.push(done);
+            newest = Some((number, record));
+        }
+    }
+    let Some((number, record)) = newest else {
+        return;
+    };
+    let outcome: Outcome = disk.write(&record).map_err(Arc::new);
+    {
+        let mut settling = lock(settling);
+        settling.settled = *record;
+        settling.pending.retain(|_, n| *n > number);
+    }
+    settled.notify_waiters();
+    for done in waiting {
+        // A caller that went away has nothing to be told.
+        let _ = done.send(outcome.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use k8s_cri::v1::ContainerState;
+
+    /// Holds the writer at the disk while closed, as a slow disk would.
+    #[derive(Default)]
+    struct Gate {
+        closed: Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn set(&self, closed: bool) {
+            *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = closed;
+            self.opened.notify_all();
+        }
+
+        fn pass(&self) {
+            let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+            while *closed {
+                closed = self.opened.wait(closed).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+
+    /// A disk whose writes wait at the gate.
+    struct Gated {
+        store: Store,
+        gate: Arc<Gate>,
+        entered: Arc<AtomicUsize>,
+    }
+
+    impl Disk for Gated {
+        fn write(&self, record: &PodRecord) -> io::Result<()> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            self.gate.pass();
+            self.store.write(record)
+        }
+
+        fn remove(&self) -> io::Result<()> {
+            self.store.remove()
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        record: Record,
+        gate: Arc<Gate>,
+        entered: Arc<AtomicUsize>,
+    }
+
+    fn start(first: PodRecord) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        store.save(&first).expect("first save");
+        let gate = Arc::new(Gate::default());
+        let entered = Arc::new(AtomicUsize::new(0));
+        let disk = Gated {
+            store: store.clone(),
+            gate: gate.clone(),
+            entered: entered.clone(),
+        };
+        Fixture {
+            record: Record::with_disk(store, disk, first),
+            dir,
+            gate,
+            entered,
+        }
+    }
+
+    fn container(id: &str, state: ContainerState) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    fn on_disk(f: &Fixture) -> PodRecord {
+        Store::new(f.dir.path())
+            .load()
+            .expect("load")
+            .expect("saved")
+    }
+
+    /// Whether `save` is still waiting: a gated write cannot finish, so this is no race.
+    async fn still_waiting(save: &mut (impl std::future::Future + Unpin)) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), save)
+            .await
+            .is_err()
+    }
+
+    /// While a save waits on the disk, the parts it changed are reported as they were and the
+    /// others as they are; once it is written, the change is reported.
+    #[tokio::test]
+    async fn a_change_is_reported_only_once_it_is_on_disk() {
+        let mut first = PodRecord::default();
+        for id in ["a", "b", "same"] {
+            first
+                .containers
+                .insert(id.into(), container(id, ContainerState::ContainerRunning));
+        }
+        let f = start(first);
+        f.gate.set(true);
+        {
+            let mut r = f.record.lock();
+            r.containers
+                .insert("a".into(), container("a", ContainerState::ContainerExited));
+            r.containers.remove("b");
+            r.containers
+                .insert("c".into(), container("c", ContainerState::ContainerCreated));
+            r.ready = true;
+        }
+        let saving = f.record.save();
+        tokio::pin!(saving);
+        assert!(
+            still_waiting(&mut saving).await,
+            "the save waits for the disk"
+        );
+        let before = f.record.reported();
+        assert!(!before.ready, "the pod's fields wait for their save");
+        assert_eq!(
+            before.containers.keys().collect::<Vec<_>>(),
+            vec!["a", "b", "same"],
+            "a removed container stays and a new one waits"
+        );
+        assert_eq!(
+            f.record.reported_container("a").map(|c| c.state),
+            Some(ContainerState::ContainerRunning as i32),
+            "an exit waits for its save"
+        );
+        // A change no save was asked for yet is reported as it is: each operation asks for
+        // its save right after its change, and its events wait for that save.
+        f.record
+            .lock()
+            .containers
+            .get_mut("same")
+            .expect("same")
+            .exit_code = 3;
+        assert_eq!(
+            f.record.reported_container("same").map(|c| c.exit_code),
+            Some(3)
+        );
+
+        f.gate.set(false);
+        saving.await.expect("save");
+        let after = f.record.reported();
+        assert!(after.ready);
+        assert_eq!(
+            after.containers.keys().collect::<Vec<_>>(),
+            vec!["a", "c", "same"]
+        );
+        assert_eq!(
+            f.record.reported_container("a").map(|c| c.state),
+            Some(ContainerState::ContainerExited as i32)
+        );
+        let disk = on_disk(&f);
+        assert!(disk.ready);
+        assert!(disk.containers.contains_key("c") && !disk.containers.contains_key("b"));
+    }
+
+    /// A caller that did not make a change itself still waits for its save.
+    #[tokio::test]
+    async fn a_container_settles_when_the_save_of_its_change_does() {
+        let f = start(PodRecord::default());
+        f.gate.set(true);
+        f.record
+            .lock()
+            .containers
+            .insert("a".into(), container("a", ContainerState::ContainerRunning));
+        let mut saving = Box::pin(f.record.save());
+        assert!(still_waiting(&mut saving).await);
+        let mut settled = Box::pin(f.record.container_settled("a"));
+        assert!(still_waiting(&mut settled).await, "settled before the save");
+        f.record.container_settled("other").await;
+        f.gate.set(false);
+        settled.await;
+        saving.await.expect("save");
+    }
+
+    /// Saves queued behind one that waits on the disk are written as one, the newest.
+    #[tokio::test]
+    async fn saves_queued_behind_a_slow_one_are_written_once() {
+        let f = start(PodRecord::default());
+        f.gate.set(true);
+        let mut saves = Vec::new();
+        for id in ["a", "b", "c"] {
+            f.record
+                .lock()
+                .containers
+                .insert(id.into(), container(id, ContainerState::ContainerCreated));
+            let mut save = Box::pin(f.record.save());
+            assert!(still_waiting(&mut save).await);
+            saves.push(save);
+            if id == "a" {
+                // The first is at the disk before the others are asked for.
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while f.entered.load(Ordering::SeqCst) == 0 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the writer never wrote"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        f.gate.set(false);
+        for result in futures_util::future::join_all(saves).await {
+            result.expect("save");
+        }
+        assert_eq!(
+            f.entered.load(Ordering::SeqCst),
+            2,
+            "a, then b and c as one"
+        );
+        assert_eq!(on_disk(&f).containers.len(), 3);
+    }
+
+    /// A failed save fails its caller with the disk's error, and settles: what it changed is
+    /// reported from then on rather than never.
+    #[tokio::test]
+    async fn a_failed_save_settles_with_its_error() {
+        let f = start(PodRecord::default());
+        f.record
+            .lock()
+            .containers
+            .insert("a".into(), container("a", ContainerState::ContainerCreated));
+        // A directory where the file goes makes the write fail.
+        let state = f.dir.path().join(dockpod_proto::layout::STATE_FILE);
+        std::fs::remove_file(&state).expect("remove");
+        std::fs::create_dir(&state).expect("a directory in the way");
+        let err = f.record.save().await.expect_err("the save fails");
+        assert!(err.to_string().contains("state.json"), "{err}");
+        assert!(f.record.settling().pending.is_empty());
+        assert!(f.record.reported().containers.contains_key("a"));
+    }
+
+    /// Removal comes after every save asked for before it.
+    #[tokio::test]
+    async fn removal_follows_the_saves_before_it() {
+        let f = start(PodRecord::default());
+        f.record.lock().ready = true;
+        let (saved, removed) = tokio::join!(f.record.save(), f.record.remove());
+        saved.expect("save");
+        removed.expect("remove");
+        assert!(!f
+            .dir
+            .path()
+            .join(dockpod_proto::layout::STATE_FILE)
+            .exists());
     }
 }

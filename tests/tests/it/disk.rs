@@ -1,6 +1,6 @@
-//! A pod whose state directory sits on a disk that stalls or fills up: the shim keeps
-//! answering while its own log waits on the disk, and a full disk is a clear error, not a
-//! hung pod.
+//! A pod whose state directory and logs sit on a disk that stalls or fills up: the shim keeps
+//! answering while its own log, its saves and its log copies wait on the disk, reports no
+//! change before it is saved, and a full disk is a clear error, not a hung pod.
 
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,11 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
     let disk = LoopFs::new(64);
     let root = disk.path().join("root");
     let front = Front::start(&["--root-directory", &root.display().to_string()]).await;
-    let logs = tempfile::tempdir().expect("logs");
+    // The pod's CRI logs are on the same disk: the log copy waits on it too.
+    let logs = disk.path().join("logs");
+    std::fs::create_dir(&logs).expect("log directory");
     let mut rt = front.runtime();
-    let pod = pod_config("slow-disk", logs.path());
+    let pod = pod_config("slow-disk", &logs);
     let id = run_pod(&mut rt, &pod).await;
     let stopped = run_container(
         &mut rt,
@@ -38,6 +40,28 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
     )
     .await;
 
+    run_container(
+        &mut rt,
+        &id,
+        &pod,
+        container_config(
+            "chatty",
+            &[
+                "sh",
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.01; done",
+            ],
+        ),
+    )
+    .await;
+    let chatty_log = logs.join("chatty/0.log");
+    let chatty_size = || std::fs::metadata(&chatty_log).map(|m| m.len()).unwrap_or(0);
+    dockpod_tests::wait::wait_until("the chatty container's first lines", SECS, || {
+        let started = chatty_size() > 0;
+        async move { started.then_some(()) }
+    })
+    .await;
+
     rt.stop_container(StopContainerRequest {
         container_id: stopped.clone(),
         timeout: 0,
@@ -45,8 +69,8 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
     .await
     .expect("StopContainer");
 
-    // Saves still run on the shim's thread: the stop's last one (the exit, then the log's
-    // end) must be on disk before the disk stalls.
+    // The stop's last save (the exit, then the log's end) is on disk before the disk stalls,
+    // so the first round below sees a pod with nothing on its way to the disk.
     let state = root.join("pods").join(shim_dir(&root)).join("state.json");
     dockpod_tests::wait::wait_until("the stopped container's record on disk", SECS, || {
         let saved = std::fs::read(&state)
@@ -66,6 +90,7 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
     let log_size = || std::fs::metadata(&shim_log).map(|m| m.len()).unwrap_or(0);
     let frozen = disk.freeze();
     let size_frozen = log_size();
+    let chatty_frozen = chatty_size();
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         for c in [&running, &stopped] {
@@ -81,13 +106,80 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
         let listed = tokio::time::timeout(ANSWER, container_ids(rt.clone(), filter)).await;
         assert!(listed.is_ok(), "ListContainers waited on the stalled disk");
     }
+
+    // A change while the disk is stalled: `running` is stopped. Its exit cannot be saved, so
+    // StopContainer waits and the exit is not reported (durable before reported: a shim
+    // restarted now would not remember it); every other call goes on meanwhile.
+    let mut stopper = rt.clone();
+    let stop_id = running.clone();
+    let stopping = tokio::spawn(async move {
+        stopper
+            .stop_container(StopContainerRequest {
+                container_id: stop_id,
+                timeout: 0,
+            })
+            .await
+    });
+    // The shim's own view (`shim-manager inspect`) has the exit: its save is at the disk.
+    dockpod_tests::wait::wait_until("the exit in the shim's memory", SECS, || {
+        let exited =
+            in_memory_state(&front, &id, &running) == Some(ContainerState::ContainerExited);
+        async move { exited.then_some(()) }
+    })
+    .await;
+    for _ in 0..10 {
+        let asked = Instant::now();
+        let answer = tokio::time::timeout(ANSWER, status(&mut rt, &running))
+            .await
+            .expect("ContainerStatus waited on the save of another change");
+        slowest = slowest.max(asked.elapsed());
+        assert_eq!(
+            answer.state,
+            ContainerState::ContainerRunning as i32,
+            "an exit was reported before it was on disk"
+        );
+        let other = tokio::time::timeout(ANSWER, status(&mut rt, &stopped)).await;
+        assert!(
+            other.is_ok(),
+            "ContainerStatus waited on another container's save"
+        );
+        let filter = ContainerFilter {
+            pod_sandbox_id: id.clone(),
+            ..Default::default()
+        };
+        let listed = tokio::time::timeout(ANSWER, container_ids(rt.clone(), filter)).await;
+        assert!(listed.is_ok(), "ListContainers waited on a save");
+    }
+    assert!(
+        !stopping.is_finished(),
+        "StopContainer answered before its exit was on disk"
+    );
     assert_eq!(
         log_size(),
         size_frozen,
         "the shim's log was written to the frozen disk: the test proves nothing"
     );
-    eprintln!("slowest ContainerStatus while the shim's log waited on the disk: {slowest:?}");
+    assert_eq!(
+        chatty_size(),
+        chatty_frozen,
+        "a CRI log was written to the frozen disk: the test proves nothing"
+    );
+    eprintln!("slowest ContainerStatus while the disk was stalled: {slowest:?}");
     drop(frozen);
+    stopping
+        .await
+        .expect("the stop task")
+        .expect("StopContainer, once the disk is back");
+    assert_eq!(
+        status(&mut rt, &running).await.state,
+        ContainerState::ContainerExited as i32
+    );
+    // The log copy goes on where it stopped.
+    dockpod_tests::wait::wait_until("the chatty container's log after the thaw", SECS, || {
+        let grown = chatty_size() > chatty_frozen;
+        async move { grown.then_some(()) }
+    })
+    .await;
     dockpod_tests::wait::wait_until("the held-back log lines", SECS, || {
         let grown = log_size() > size_frozen;
         async move { grown.then_some(()) }
@@ -116,6 +208,21 @@ async fn a_stalled_disk_holds_up_no_status_call_and_a_full_one_is_a_clear_error(
     assert!(created.is_ok(), "{created:?}");
     remove_pod(&mut rt, &id).await;
     drop(front);
+}
+
+/// Container `container`'s state in its shim's memory (`shim-manager inspect`), which may be
+/// ahead of what the shim reports.
+fn in_memory_state(front: &Front, pod: &str, container: &str) -> Option<ContainerState> {
+    let out = std::process::Command::new(dockpod_tests::binaries::binary("shim-manager"))
+        .arg("inspect")
+        .arg("--run-directory")
+        .arg(front.run_dir())
+        .arg(pod)
+        .output()
+        .expect("shim-manager inspect");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let state = json["pod"]["containers"][container]["state"].as_i64()?;
+    ContainerState::try_from(state as i32).ok()
 }
 
 /// The one pod directory under `root`.
