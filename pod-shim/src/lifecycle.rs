@@ -840,14 +840,21 @@ impl Pod {
     async fn forget_container(&self, id: &str) -> Result<()> {
         self.logs().remove(id);
         self.inspections.remove(id);
-        self.record.store().remove_log_checkpoint(id);
         let forgotten = {
             let mut r = self.record();
             r.intents.remove(id);
             r.containers.remove(id)
         };
-        if let Some(c) = forgotten {
-            remove_docker_log_link(&c);
+        // Files on the state and log disks: unlinked on the blocking pool, off the shim's thread.
+        let (store, container) = (self.record.store().clone(), id.to_string());
+        let unlinked = tokio::task::spawn_blocking(move || {
+            store.remove_log_checkpoint(&container);
+            if let Some(c) = forgotten {
+                remove_docker_log_link(&c);
+            }
+        });
+        if let Err(e) = unlinked.await {
+            tracing::warn!(error = %e, container = %id, "removing a container's log files");
         }
         self.persist().await?;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);

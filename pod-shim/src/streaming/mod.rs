@@ -426,7 +426,10 @@ async fn forward_pair(pod: &Pod, error: spdy::Stream, mut data: spdy::Stream) {
     };
     match result {
         Ok(tcp) => {
-            let from_client = data.take_data();
+            // A stream's data is taken once, here: it is always there.
+            let Some(from_client) = data.take_data() else {
+                return;
+            };
             let (to_client, mut rx) = mpsc::channel::<Bytes>(8);
             let out = data.out.clone();
             let forward = async move {

@@ -67,12 +67,9 @@ fn connect_blocking(target: &Target, port: u16) -> io::Result<std::net::TcpStrea
 
 /// Relays between `tcp` and the client until both directions ended: the client's EOF
 /// half-closes the connection, the pod's EOF ends `to_client` (dropping it).
-pub async fn relay(tcp: TcpStream, from_client: Option<Inbound>, to_client: mpsc::Sender<Bytes>) {
+pub async fn relay(tcp: TcpStream, mut from_client: Inbound, to_client: mpsc::Sender<Bytes>) {
     let (mut read, mut write) = tcp.into_split();
     let upstream = async move {
-        let Some(mut from_client) = from_client else {
-            return;
-        };
         while let Some(bytes) = from_client.recv().await {
             if write.write_all(&bytes).await.is_err() {
                 return;
@@ -120,7 +117,7 @@ mod tests {
         let inflow = std::sync::Arc::new(Inflow::default());
         let (to_pod, from_client) = inbound::open(&inflow, None);
         let (to_client, mut client_rx) = mpsc::channel(4);
-        let relay = tokio::spawn(relay(tcp, Some(from_client), to_client));
+        let relay = tokio::spawn(relay(tcp, from_client, to_client));
         assert!(to_pod.push(Bytes::from_static(b"ping")));
         drop(to_pod);
         let mut echoed = Vec::new();

@@ -328,7 +328,7 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
                         }
                     };
                     tokio::join!(
-                        super::portforward::relay(tcp, Some(from_client), to_client),
+                        super::portforward::relay(tcp, from_client, to_client),
                         forward
                     );
                 }
