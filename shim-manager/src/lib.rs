@@ -3,6 +3,7 @@
 //! pod-scoped call to it.
 #![deny(unsafe_code)]
 
+pub mod activation;
 pub mod adopt;
 pub mod cli;
 pub mod config;

@@ -79,6 +79,8 @@ fn init_tracing(level: &str) {
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Before the runtime's threads: it changes the environment.
+    let activated = shim_manager::activation::take()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -93,13 +95,31 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
         })?;
         let _owner = dockpod_proto::owner::take(&config.root_directory, "shim-manager")?;
         let shutdown = shutdown_signal();
-        let listener = dockpod_proto::sockets::bind_exclusive(&path, 0o660).await?;
-        if let Some(gid) = config.cri_socket_group {
-            nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
-                .map_err(|e| anyhow::anyhow!("giving {} to group {gid}: {e}", path.display()))?;
-        }
-        let inode = shim_manager::server::socket_inode(&path);
-        tracing::info!(socket = %path.display(), "listening");
+        // A passed socket is systemd's: its path, mode and group are the socket unit's, and it
+        // stays when this front stops, for the next one.
+        let (listener, inode) = match activated {
+            Some(passed) => {
+                let listener = tokio::net::UnixListener::from_std(passed)?;
+                let at = listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                    .unwrap_or_default();
+                tracing::info!(socket = %at, "listening on the socket systemd passed");
+                (listener, None)
+            }
+            None => {
+                let listener = dockpod_proto::sockets::bind_exclusive(&path, 0o660).await?;
+                if let Some(gid) = config.cri_socket_group {
+                    nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                        .map_err(|e| {
+                            anyhow::anyhow!("giving {} to group {gid}: {e}", path.display())
+                        })?;
+                }
+                tracing::info!(socket = %path.display(), "listening");
+                (listener, shim_manager::server::socket_inode(&path))
+            }
+        };
         let result = shim_manager::server::run(config, listener, shutdown).await;
         if let Some(ino) = inode {
             dockpod_proto::sockets::remove_if_same(&path, ino);

@@ -2,6 +2,8 @@
 //! its log kept for failure messages; stopped (SIGTERM, then SIGKILL) and removed on drop.
 
 use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -28,26 +30,46 @@ pub struct Front {
     child: Option<Child>,
     /// Where in the log the current process's output starts.
     log_start: u64,
+    /// The CRI socket, bound by the test and passed to every front process as systemd's
+    /// socket activation passes it (see `start_activated`).
+    activation: Option<UnixListener>,
 }
 
 impl Front {
     /// Starts a front with the default flags plus `extra` and waits until it answers.
     pub async fn start(extra: &[&str]) -> Front {
+        let mut front = Front::new(extra);
+        front.spawn();
+        front.wait_ready().await;
+        front
+    }
+
+    /// Starts a front as systemd starts it from `dockpod.socket`: the test binds the CRI
+    /// socket and keeps it across restarts, and each front process gets it as fd 3 with
+    /// `LISTEN_FDS=1` and `LISTEN_PID` naming that process.
+    pub async fn start_activated(extra: &[&str]) -> Front {
+        let mut front = Front::new(extra);
+        let listener = UnixListener::bind(front.socket()).expect("binding the CRI socket");
+        front.activation = Some(listener);
+        front.spawn();
+        front.wait_ready().await;
+        front
+    }
+
+    fn new(extra: &[&str]) -> Front {
         crate::reaper::reap_once();
         // Named after this test process, so a later run can tell it was left by a killed one.
         let dir = tempfile::Builder::new()
             .prefix(&crate::reaper::front_dir_prefix())
             .tempdir_in("/tmp")
             .expect("temporary front directory");
-        let mut front = Front {
+        Front {
             dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             log_start: 0,
-        };
-        front.spawn();
-        front.wait_ready().await;
-        front
+            activation: None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -127,12 +149,18 @@ impl Front {
             .expect("front log file");
         self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let err = log.try_clone().expect("front log file");
-        let child = self
-            .command()
+        let mut command = match &self.activation {
+            Some(listener) => activated(&self.command(), listener),
+            None => self.command(),
+        };
+        let child = command
             .stdout(log)
             .stderr(err)
             .spawn()
             .expect("spawning shim-manager");
+        if let Some(listener) = &self.activation {
+            inheritable(listener, false);
+        }
         self.child = Some(child);
     }
 
@@ -347,6 +375,38 @@ impl Drop for Front {
             crate::block_on_side(crate::docker::remove_instance_containers(instance));
         }
     }
+}
+
+/// `command` run the way systemd runs a socket-activated service: `listener` as fd 3, with
+/// `LISTEN_FDS=1` and `LISTEN_PID` set to the process (bash sets it to its own PID and execs
+/// the front, which keeps it). The listener is inheritable until the caller has spawned.
+fn activated(command: &Command, listener: &UnixListener) -> Command {
+    inheritable(listener, true);
+    let script = r#"if [ "$DOCKPOD_TEST_FD" != 3 ]; then exec 3<&"$DOCKPOD_TEST_FD" {DOCKPOD_TEST_FD}<&-; fi
+unset DOCKPOD_TEST_FD
+export LISTEN_FDS=1 LISTEN_PID=$$
+exec "$@""#;
+    let mut wrapped = Command::new("bash");
+    wrapped
+        .arg("-c")
+        .arg(script)
+        .arg("bash")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env("DOCKPOD_TEST_FD", listener.as_raw_fd().to_string())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    wrapped
+}
+
+fn inheritable(listener: &UnixListener, inherit: bool) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if inherit {
+        FdFlag::empty()
+    } else {
+        FdFlag::FD_CLOEXEC
+    };
+    fcntl(listener, FcntlArg::F_SETFD(flags)).expect("setting the socket's close-on-exec flag");
 }
 
 /// Whether `status` is a clean exit 0 (not a signal death).

@@ -2,10 +2,13 @@
 //! lives), pid file, and a graceful stop on SIGTERM that lets an in-flight call finish.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dockpod_tests::front::{exited_cleanly, Front};
 use dockpod_tests::wait::wait_until;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -269,4 +272,79 @@ async fn sigterm_ends_event_streams_instead_of_waiting_for_them() {
         took < std::time::Duration::from_secs(5),
         "SIGTERM took {took:?} with an event stream open"
     );
+}
+
+/// Generous for a loaded machine: what a front takes to answer its first calls.
+const SECS: Duration = Duration::from_secs(60);
+
+/// As under systemd's `dockpod.socket`: the CRI socket is passed to the front as fd 3 and
+/// outlives it, so while one front stops and the next starts, calls wait in the socket's
+/// backlog and none is refused.
+#[tokio::test]
+async fn a_socket_passed_by_systemd_refuses_no_call_while_the_front_restarts() {
+    let mut front = Front::start_activated(&[]).await;
+    let socket = front.socket();
+    let log = front.log();
+    assert!(
+        log.contains("listening on the socket systemd passed"),
+        "{log}"
+    );
+    // A client calling all along, each call on a fresh connection, as a kubelet reconnecting.
+    let answered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = tokio::spawn({
+        let (answered, stop, socket) = (answered.clone(), stop.clone(), socket.clone());
+        async move {
+            let mut refused = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match version_on_a_new_connection(&socket).await {
+                    Ok(()) => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => refused.push(e),
+                }
+            }
+            refused
+        }
+    });
+    for restart in 0..2 {
+        let before = answered.load(Ordering::SeqCst);
+        wait_until("calls answered by the running front", SECS, || {
+            let more = answered.load(Ordering::SeqCst) > before;
+            async move { more.then_some(()) }
+        })
+        .await;
+        assert!(exited_cleanly(&front.terminate().await));
+        // With no front running, a new call connects (the socket listens still) and waits. A
+        // refused connection fails at once: the bound below only gives it the time to.
+        let mut waiting = tokio::spawn(version_on_a_new_connection(socket.clone()));
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+        assert!(
+            early.is_err(),
+            "restart {restart}: a call with no front running ended: {early:?}"
+        );
+        front.restart().await;
+        waiting
+            .await
+            .expect("the waiting call's task")
+            .expect("the call made while no front ran, answered by the next front");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let refused = caller.await.expect("the calling task");
+    assert!(refused.is_empty(), "calls refused: {refused:?}");
+    assert!(
+        socket.exists(),
+        "a front removed the socket that systemd owns"
+    );
+}
+
+/// One Version call on a connection of its own.
+async fn version_on_a_new_connection(
+    socket: impl AsRef<std::path::Path>,
+) -> Result<(), tonic::Status> {
+    let channel = dockpod_proto::sockets::channel(socket.as_ref());
+    RuntimeServiceClient::new(channel)
+        .version(VersionRequest::default())
+        .await
+        .map(drop)
 }
