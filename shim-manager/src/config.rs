@@ -12,10 +12,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// anywhere but this machine.
 pub const DEFAULT_SANDBOX_IMAGE: &str = "localhost/dockpod/pause:1";
 
+/// What `--version` prints: the crate's version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DOCKPOD_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "shim-manager",
-    version,
+    version = VERSION,
     about = "dockpod: a CRI runtime on Docker Engine with one supervisor process per pod"
 )]
 pub struct Cli {
@@ -29,6 +37,17 @@ pub enum Command {
     // A flag given twice takes its last value, so wrappers can append overrides.
     #[command(args_override_self = true)]
     Serve(Box<ServeConfig>),
+    /// Check the host before the first pod, with the flags `serve` would run with: one line per
+    /// check (OK, WARN or FAIL, and what to do); exits non-zero on any FAIL.
+    #[command(args_override_self = true)]
+    Doctor {
+        #[command(flatten)]
+        serve: Box<ServeConfig>,
+        /// The kubelet's configuration file (KubeletConfiguration), to compare its cgroup
+        /// driver with Docker's.
+        #[arg(long, env = "DOCKPOD_KUBELET_CONFIG")]
+        kubelet_config: Option<PathBuf>,
+    },
     /// One line per pod: its shim's PID, RSS, PSS, uptime and containers.
     Ps(RunDir),
     /// The shim's view of one pod (sandbox ID or prefix, name, or namespace/name) as JSON.
@@ -194,6 +213,10 @@ pub struct ServeConfig {
     #[arg(long, env = "DOCKPOD_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 
+    /// Log line format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, env = "DOCKPOD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// The pod-shim binary started for each pod [default: pod-shim beside this binary].
     #[arg(long, env = "DOCKPOD_POD_SHIM_BINARY")]
     pub pod_shim_binary: Option<PathBuf>,
@@ -225,6 +248,12 @@ pub enum LogLevel {
     Info,
     Debug,
     Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl LogLevel {

@@ -4,14 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shim_manager::config::{Cli, Command, ServeConfig};
+use shim_manager::config::{Cli, Command, LogFormat, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => {
-            init_tracing(config.log_level.as_filter());
+            init_tracing(config.log_level.as_filter(), config.log_format);
             match serve(*config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -64,18 +64,37 @@ fn operate(command: Command) -> anyhow::Result<()> {
             } => cli::upgrade::run(&container_runtime_endpoint, force)
                 .await
                 .map_err(anyhow::Error::msg)?,
+            Command::Doctor {
+                serve,
+                kubelet_config,
+            } => {
+                let checks = cli::doctor::run(&serve, kubelet_config.as_deref()).await;
+                for check in &checks {
+                    println!("{}", check.line());
+                }
+                let failed = checks
+                    .iter()
+                    .filter(|c| c.verdict == cli::doctor::Verdict::Fail)
+                    .count();
+                if failed > 0 {
+                    anyhow::bail!("{failed} check(s) failed");
+                }
+            }
             Command::Serve(_) => anyhow::bail!("serve is not an operator command"),
         }
         Ok(())
     })
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {

@@ -1,9 +1,10 @@
 //! The operator's subcommands beside `serve`: per-pod process inspection (`ps`, `inspect`) and
-//! network checks (`check`), asked straight of the pods' shims, and `upgrade-shims` and a
-//! `demo` against a running server.
+//! network checks (`check`), asked straight of the pods' shims, `upgrade-shims` and a `demo`
+//! against a running server, and the host's checks before the first pod (`doctor`).
 
 pub mod check;
 pub mod demo;
+pub mod doctor;
 pub mod inspect;
 pub mod ps;
 pub mod upgrade;

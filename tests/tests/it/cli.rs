@@ -146,3 +146,51 @@ async fn the_systemd_unit_stops_only_the_front_and_pods_outlive_it() {
     assert_eq!(shim_pid(&mut rt, &id).await, shim);
     remove_pod(&mut rt, &id).await;
 }
+
+/// `--version` names the commit the binary was built from, so an operator can tell which
+/// build a node runs.
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let (ok, out, err) = shim_manager(&["--version"]);
+    assert!(ok, "{err}");
+    let tree = env!("CARGO_MANIFEST_DIR");
+    let commit = Command::new("git")
+        .args(["-C", tree, "rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    assert_eq!(
+        out.trim(),
+        format!(
+            "shim-manager {} (commit {commit})",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "a binary built before the last commit? rebuild with `cargo build --bins`"
+    );
+}
+
+/// `--log-format json`: every line the front logs is one JSON object with its level and
+/// message, as log shippers read them.
+#[tokio::test]
+async fn the_fronts_log_is_json_when_asked() {
+    let front = Front::start(&["--log-format", "json"]).await;
+    let mut rt = front.runtime();
+    rt.version(k8s_cri::v1::VersionRequest::default())
+        .await
+        .expect("Version");
+    let log = front.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the front logged nothing");
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value["level"].is_string(), "no level: {line}");
+        assert!(value["fields"]["message"].is_string(), "no message: {line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("listening")),
+        "the listening line is missing: {log}"
+    );
+}

@@ -9,6 +9,7 @@ mod containers;
 mod cut;
 mod disk;
 mod docker_requests;
+mod doctor;
 mod images;
 mod logs;
 mod network;

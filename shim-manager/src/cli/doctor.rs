@@ -1,0 +1,517 @@
+//! `shim-manager doctor`: checks the host before the first pod, with the flags `serve` would
+//! run with, and prints one line per check: OK, WARN or FAIL, what was found and what to do.
+//! Any FAIL makes the exit status non-zero. Nothing is changed on the host.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{NetworkPlugin, ServeConfig};
+use crate::docker::Engine;
+
+/// How long Docker may take to answer one question before it counts as unreachable.
+const DOCKER_WAIT: Duration = Duration::from_secs(10);
+/// `CAP_SYS_RESOURCE`: without it, negative OOM score adjustments are refused.
+const CAP_SYS_RESOURCE: u32 = 24;
+/// The kubelet's cgroup driver when its configuration names none.
+const KUBELET_DEFAULT_DRIVER: &str = "cgroupfs";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    /// What was found, and for WARN and FAIL what to do about it.
+    pub detail: String,
+}
+
+impl Check {
+    fn new(name: &'static str, verdict: Verdict, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            verdict,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let verdict = match self.verdict {
+            Verdict::Ok => "OK  ",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+        };
+        format!("{verdict} {}: {}", self.name, self.detail)
+    }
+}
+
+/// Every check, in the order printed.
+pub async fn run(config: &ServeConfig, kubelet_config: Option<&Path>) -> Vec<Check> {
+    let mut checks = docker_checks(config, kubelet_config).await;
+    checks.push(network(config));
+    checks.push(capabilities());
+    checks.extend(kernel());
+    checks.push(directory(
+        "root directory",
+        &config.root_directory,
+        0o077,
+        "chmod 0700",
+    ));
+    checks.push(directory(
+        "run directory",
+        &config.run_directory,
+        0o022,
+        "chmod 0755",
+    ));
+    checks.push(other_front(&config.root_directory));
+    checks
+}
+
+/// Docker reachable, then what is read from it: live-restore, the cgroup driver, the sandbox
+/// image. With Docker unreachable the others are FAIL too, naming the first.
+async fn docker_checks(config: &ServeConfig, kubelet_config: Option<&Path>) -> Vec<Check> {
+    let endpoint = &config.docker_endpoint;
+    let answer = async {
+        let engine = Engine::connect(endpoint).map_err(|e| e.to_string())?;
+        engine.negotiate().await.map_err(|e| e.to_string())?;
+        let api = engine.api().map_err(|e| e.to_string())?;
+        let version = api.version().await.map_err(|e| e.to_string())?;
+        let info = api.info().await.map_err(|e| e.to_string())?;
+        let image = api.inspect_image(&config.pod_infra_container_image).await;
+        Ok::<_, String>((version, info, image.is_ok()))
+    };
+    let (version, info, image_present) = match tokio::time::timeout(DOCKER_WAIT, answer).await {
+        Ok(Ok(found)) => found,
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e,
+                _ => format!("no answer within {DOCKER_WAIT:?}"),
+            };
+            let unreachable =
+                |name| Check::new(name, Verdict::Fail, "not checked: Docker is not reachable");
+            return vec![
+                Check::new(
+                    "docker",
+                    Verdict::Fail,
+                    format!(
+                        "cannot reach Docker at {endpoint}: {why}; start dockerd \
+                         (contrib/setup.sh does) or pass --docker-endpoint"
+                    ),
+                ),
+                unreachable("live-restore"),
+                unreachable("cgroup driver"),
+                unreachable("sandbox image"),
+            ];
+        }
+    };
+    let mut checks = vec![Check::new(
+        "docker",
+        Verdict::Ok,
+        format!(
+            "Docker {} (API {}) at {endpoint}",
+            version.version.unwrap_or_default(),
+            version.api_version.unwrap_or_default()
+        ),
+    )];
+    checks.push(if info.live_restore_enabled == Some(true) {
+        Check::new("live-restore", Verdict::Ok, "on")
+    } else {
+        Check::new(
+            "live-restore",
+            Verdict::Warn,
+            "off: a restart of dockerd stops every container of every pod; set \
+             \"live-restore\": true in /etc/docker/daemon.json",
+        )
+    });
+    let docker_driver = info
+        .cgroup_driver
+        .map(|d| d.to_string())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "cgroupfs".into());
+    checks.push(cgroup_driver(&docker_driver, kubelet_config));
+    checks.push(if image_present {
+        Check::new(
+            "sandbox image",
+            Verdict::Ok,
+            format!("{} is present", config.pod_infra_container_image),
+        )
+    } else {
+        Check::new(
+            "sandbox image",
+            Verdict::Fail,
+            format!(
+                "{} is not present: every RunPodSandbox would fail; build it (contrib/setup.sh) \
+                 or load it, or pass --pod-infra-container-image",
+                config.pod_infra_container_image
+            ),
+        )
+    });
+    checks
+}
+
+/// Docker's cgroup driver against the kubelet's, from the kubelet's configuration file.
+fn cgroup_driver(docker: &str, kubelet_config: Option<&Path>) -> Check {
+    let Some(path) = kubelet_config else {
+        return Check::new(
+            "cgroup driver",
+            Verdict::Ok,
+            format!("Docker uses {docker} (pass --kubelet-config to compare with the kubelet's)"),
+        );
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            return Check::new(
+                "cgroup driver",
+                Verdict::Fail,
+                format!(
+                    "cannot read the kubelet's configuration {}: {e}",
+                    path.display()
+                ),
+            )
+        }
+    };
+    let kubelet = kubelet_cgroup_driver(&text).unwrap_or_else(|| KUBELET_DEFAULT_DRIVER.into());
+    if kubelet == docker {
+        Check::new(
+            "cgroup driver",
+            Verdict::Ok,
+            format!("Docker and the kubelet both use {docker}"),
+        )
+    } else {
+        Check::new(
+            "cgroup driver",
+            Verdict::Fail,
+            format!(
+                "Docker uses {docker}, the kubelet ({}) {kubelet}: set \"exec-opts\": \
+                 [\"native.cgroupdriver={kubelet}\"] in /etc/docker/daemon.json, or \
+                 cgroupDriver: {docker} in the kubelet's configuration",
+                path.display()
+            ),
+        )
+    }
+}
+
+/// The `cgroupDriver` of a KubeletConfiguration, in YAML or JSON. Read by its one top-level
+/// line rather than with a YAML parser: the field is a plain scalar at the top level, and the
+/// Rust YAML crates that would parse the whole file are unmaintained.
+pub fn kubelet_cgroup_driver(config: &str) -> Option<String> {
+    config.lines().find_map(|line| {
+        let line = line.trim_start_matches(|c: char| c == '{' || c.is_whitespace());
+        let rest = line
+            .strip_prefix("cgroupDriver")
+            .or_else(|| line.strip_prefix("\"cgroupDriver\""))?;
+        let value = rest.trim_start().strip_prefix(':')?;
+        let value = value.split('#').next().unwrap_or_default();
+        let value = value
+            .trim()
+            .trim_end_matches([',', '}'])
+            .trim()
+            .trim_matches(['"', '\'']);
+        (!value.is_empty()).then(|| value.to_string())
+    })
+}
+
+/// The pod network: Docker's bridge, or a valid CNI configuration whose plugins are present.
+fn network(config: &ServeConfig) -> Check {
+    if config.network_plugin != NetworkPlugin::Cni {
+        return Check::new(
+            "pod network",
+            Verdict::Ok,
+            "Docker's default bridge (no --network-plugin)",
+        );
+    }
+    match dockpod_proto::cni_conf::find_cni_network(&config.cni_conf_dir, &config.cni_bin_dir) {
+        Ok(net) => Check::new(
+            "pod network",
+            Verdict::Ok,
+            format!(
+                "CNI network {:?} ({}) from {}",
+                net.name,
+                net.plugins.join(" -> "),
+                net.file.display()
+            ),
+        ),
+        Err(e) => Check::new(
+            "pod network",
+            Verdict::Fail,
+            format!(
+                "{e}; install a network configuration in {} and its plugins in {}",
+                config.cni_conf_dir.display(),
+                config
+                    .cni_bin_dir
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ),
+        ),
+    }
+}
+
+/// Capabilities whose absence changes what dockpod does.
+fn capabilities() -> Check {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match capability_effective(&status, CAP_SYS_RESOURCE) {
+        Some(true) => Check::new("capabilities", Verdict::Ok, "CAP_SYS_RESOURCE held"),
+        Some(false) => Check::new(
+            "capabilities",
+            Verdict::Warn,
+            "no CAP_SYS_RESOURCE (a container host?): Docker cannot set negative OOM scores, \
+             so dockpod raises them to the lowest the host allows (sandboxes' -998 included)",
+        ),
+        None => Check::new(
+            "capabilities",
+            Verdict::Warn,
+            "cannot read CapEff from /proc/self/status",
+        ),
+    }
+}
+
+fn capability_effective(status: &str, bit: u32) -> Option<bool> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    let mask = u64::from_str_radix(hex, 16).ok()?;
+    Some(mask & (1 << bit) != 0)
+}
+
+/// Kernel features dockpod uses: the cgroup hierarchy, pidfds (a shim's death noticed
+/// through its pidfd) and mount_setattr (recursive read-only mounts).
+fn kernel() -> Vec<Check> {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Check::new("cgroups", Verdict::Ok, "cgroup v2 (unified)")
+    } else if Path::new("/sys/fs/cgroup").is_dir() {
+        Check::new("cgroups", Verdict::Ok, "cgroup v1")
+    } else {
+        Check::new(
+            "cgroups",
+            Verdict::Fail,
+            "no cgroup hierarchy at /sys/fs/cgroup: mount cgroup2 there",
+        )
+    };
+    let feature = |name, at: (u32, u32), missing: &str| match kernel_version(&release) {
+        Some(v) if v >= at => Check::new(
+            name,
+            Verdict::Ok,
+            format!("kernel {release} (since {}.{})", at.0, at.1),
+        ),
+        Some(_) => Check::new(
+            name,
+            Verdict::Warn,
+            format!(
+                "kernel {release} is older than {}.{}: {missing}",
+                at.0, at.1
+            ),
+        ),
+        None => Check::new(
+            name,
+            Verdict::Warn,
+            format!("cannot tell the kernel's version from {release:?}"),
+        ),
+    };
+    vec![
+        cgroup,
+        feature(
+            "pidfd",
+            (5, 3),
+            "shim deaths are noticed by polling their PIDs, which a reused PID can hide",
+        ),
+        feature(
+            "mount_setattr",
+            (5, 12),
+            "recursive read-only mounts are refused",
+        ),
+    ]
+}
+
+/// `5.10.0-28-amd64` → (5, 10).
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    Some((major, minor))
+}
+
+/// A directory of dockpod's: absent is fine (created on start); present it must be a
+/// directory of this user with none of `forbidden`'s permission bits.
+fn directory(name: &'static str, path: &Path, forbidden: u32, fix: &str) -> Check {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Check::new(
+                name,
+                Verdict::Ok,
+                format!("{} does not exist yet (created on start)", path.display()),
+            )
+        }
+        Err(e) => {
+            return Check::new(
+                name,
+                Verdict::Fail,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        }
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_dir() {
+        Check::new(
+            name,
+            Verdict::Fail,
+            format!("{} is not a directory", path.display()),
+        )
+    } else if meta.uid() != uid {
+        Check::new(
+            name,
+            Verdict::Fail,
+            format!(
+                "{} belongs to UID {}, not to the front's UID {uid}: chown it",
+                path.display(),
+                meta.uid()
+            ),
+        )
+    } else if mode & forbidden != 0 {
+        Check::new(
+            name,
+            Verdict::Fail,
+            format!(
+                "{} has mode {mode:04o}, open to others: {fix} {}",
+                path.display(),
+                path.display()
+            ),
+        )
+    } else {
+        Check::new(
+            name,
+            Verdict::Ok,
+            format!("{} (mode {mode:04o})", path.display()),
+        )
+    }
+}
+
+/// Whether a front already serves the root directory: a second one would refuse to start.
+fn other_front(root: &Path) -> Check {
+    let lock = root.join(dockpod_proto::owner::LOCK_FILE);
+    if !lock.exists() {
+        return Check::new("other front", Verdict::Ok, "none has used this root yet");
+    }
+    match dockpod_proto::owner::take_within(root, "shim-manager", Duration::ZERO) {
+        Ok(_released) => Check::new(
+            "other front",
+            Verdict::Ok,
+            format!("none serves {}", root.display()),
+        ),
+        Err(e) => Check::new(
+            "other front",
+            Verdict::Warn,
+            format!("{e} (a second front on this root would refuse to start)"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kubelets_cgroup_driver_in_yaml_and_json() {
+        let yaml = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd # as kubeadm sets it\n";
+        assert_eq!(kubelet_cgroup_driver(yaml).as_deref(), Some("systemd"));
+        let quoted = "cgroupDriver: \"cgroupfs\"\n";
+        assert_eq!(kubelet_cgroup_driver(quoted).as_deref(), Some("cgroupfs"));
+        let json =
+            "{\"kind\": \"KubeletConfiguration\",\n \"cgroupDriver\": \"systemd\",\n \"x\": 1}";
+        assert_eq!(kubelet_cgroup_driver(json).as_deref(), Some("systemd"));
+        let nested =
+            "kind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n";
+        assert_eq!(kubelet_cgroup_driver(nested), None);
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.10.0"), Some((5, 10)));
+        assert_eq!(kernel_version("5.4.0-generic"), Some((5, 4)));
+        assert_eq!(kernel_version("4.19rc1"), Some((4, 19)));
+        assert_eq!(kernel_version("garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_drivers_compared() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("kubelet.yaml");
+        std::fs::write(&config, "cgroupDriver: systemd\n").expect("write");
+        assert_eq!(cgroup_driver("systemd", Some(&config)).verdict, Verdict::Ok);
+        assert_eq!(
+            cgroup_driver("cgroupfs", Some(&config)).verdict,
+            Verdict::Fail
+        );
+        std::fs::write(&config, "kind: KubeletConfiguration\n").expect("write");
+        assert_eq!(
+            cgroup_driver("cgroupfs", Some(&config)).verdict,
+            Verdict::Ok,
+            "the kubelet's default is cgroupfs"
+        );
+        let missing = dir.path().join("absent.yaml");
+        assert_eq!(
+            cgroup_driver("systemd", Some(&missing)).verdict,
+            Verdict::Fail
+        );
+        assert_eq!(cgroup_driver("systemd", None).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn directories_judged_by_owner_kind_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        assert_eq!(
+            directory("root", &root, 0o077, "chmod 0700").verdict,
+            Verdict::Ok
+        );
+        std::fs::create_dir(&root).expect("mkdir");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert_eq!(
+            directory("root", &root, 0o077, "chmod 0700").verdict,
+            Verdict::Ok
+        );
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let open = directory("root", &root, 0o077, "chmod 0700");
+        assert_eq!(open.verdict, Verdict::Fail);
+        assert!(open.detail.contains("chmod 0700"), "{}", open.detail);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").expect("write");
+        assert_eq!(
+            directory("root", &file, 0o077, "chmod 0700").verdict,
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn capability_bits() {
+        assert_eq!(
+            capability_effective("CapEff:\t000001fffeffffff\n", CAP_SYS_RESOURCE),
+            Some(false)
+        );
+        assert_eq!(
+            capability_effective("CapEff:\t000001ffffffffff\n", CAP_SYS_RESOURCE),
+            Some(true)
+        );
+    }
+}
