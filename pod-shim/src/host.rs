@@ -5,8 +5,7 @@
 
 use std::sync::Once;
 
-/// Bit of CAP_SYS_RESOURCE in the capability sets of `/proc/self/status`.
-const CAP_SYS_RESOURCE: u32 = 24;
+use dockpod_proto::procfs::{capability_effective, CAP_SYS_RESOURCE};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Host {
@@ -46,27 +45,9 @@ impl Host {
     }
 }
 
-fn capability_effective(status: &str, bit: u32) -> Option<bool> {
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    let mask = u64::from_str_radix(hex, 16).ok()?;
-    Some(mask & (1 << bit) != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_capability_bits() {
-        let without = "CapEff:\t000001fffeffffff\n";
-        assert_eq!(capability_effective(without, CAP_SYS_RESOURCE), Some(false));
-        let with = "CapEff:\t000001ffffffffff\n";
-        assert_eq!(capability_effective(with, CAP_SYS_RESOURCE), Some(true));
-        assert_eq!(capability_effective("", CAP_SYS_RESOURCE), None);
-    }
 
     #[test]
     fn clamps_only_when_restricted() {

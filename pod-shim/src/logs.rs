@@ -198,13 +198,19 @@ impl Copy {
     }
 
     /// Writes the pending records to the file. Blocks: only in a step on the blocking pool.
+    /// What a failed write (a full disk) left is kept, without the part that was written, for
+    /// the next try.
     fn spill(&mut self) -> std::io::Result<()> {
         let Some(f) = &mut self.file else {
             return Ok(());
         };
-        if !f.pending.is_empty() {
-            f.file.write_all(&f.pending)?;
-            f.pending.clear();
+        while !f.pending.is_empty() {
+            match f.file.write(&f.pending) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => drop(f.pending.drain(..n)),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Memory figures of a process read from `/proc`, for the per-pod accounting that `ps` shows
-//! and the shim budget (PSS from `smaps_rollup`, RSS from `status`).
+//! Figures of a process read from `/proc`: memory, for the per-pod accounting that `ps` shows
+//! and the shim budget (PSS from `smaps_rollup`, RSS from `status`), and capabilities, for
+//! what the host lets dockpod ask of Docker.
 
 use std::io;
 use std::path::PathBuf;
@@ -47,9 +48,33 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Bit of CAP_SYS_RESOURCE in the capability sets of `/proc/<pid>/status`: without it no
+/// process may lower an OOM score below its own.
+pub const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether capability `bit` is in the effective set of a `/proc/<pid>/status` text; `None`
+/// when the text has no readable `CapEff` line.
+pub fn capability_effective(status: &str, bit: u32) -> Option<bool> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    let mask = u64::from_str_radix(hex, 16).ok()?;
+    Some(mask & (1 << bit) != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_capability_bits() {
+        let without = "CapEff:\t000001fffeffffff\n";
+        assert_eq!(capability_effective(without, CAP_SYS_RESOURCE), Some(false));
+        let with = "CapEff:\t000001ffffffffff\n";
+        assert_eq!(capability_effective(with, CAP_SYS_RESOURCE), Some(true));
+        assert_eq!(capability_effective("", CAP_SYS_RESOURCE), None);
+    }
 
     #[test]
     fn parses_kib_fields() {

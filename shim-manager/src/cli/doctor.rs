@@ -6,13 +6,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
+use dockpod_proto::procfs::{capability_effective, CAP_SYS_RESOURCE};
+
 use crate::config::{NetworkPlugin, ServeConfig};
 use crate::docker::Engine;
 
 /// How long Docker may take to answer one question before it counts as unreachable.
 const DOCKER_WAIT: Duration = Duration::from_secs(10);
-/// `CAP_SYS_RESOURCE`: without it, negative OOM score adjustments are refused.
-const CAP_SYS_RESOURCE: u32 = 24;
 /// The kubelet's cgroup driver when its configuration names none.
 const KUBELET_DEFAULT_DRIVER: &str = "cgroupfs";
 
@@ -273,15 +273,6 @@ fn capabilities() -> Check {
     }
 }
 
-fn capability_effective(status: &str, bit: u32) -> Option<bool> {
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    let mask = u64::from_str_radix(hex, 16).ok()?;
-    Some(mask & (1 << bit) != 0)
-}
-
 /// Kernel features dockpod uses: the cgroup hierarchy, pidfds (a shim's death noticed
 /// through its pidfd) and mount_setattr (recursive read-only mounts).
 fn kernel() -> Vec<Check> {
@@ -500,18 +491,6 @@ mod tests {
         assert_eq!(
             directory("root", &file, 0o077, "chmod 0700").verdict,
             Verdict::Fail
-        );
-    }
-
-    #[test]
-    fn capability_bits() {
-        assert_eq!(
-            capability_effective("CapEff:\t000001fffeffffff\n", CAP_SYS_RESOURCE),
-            Some(false)
-        );
-        assert_eq!(
-            capability_effective("CapEff:\t000001ffffffffff\n", CAP_SYS_RESOURCE),
-            Some(true)
         );
     }
 }
