@@ -796,7 +796,6 @@ impl Pod {
     /// the event soon (Docker's event stream reconnecting, say), the container is read here.
     async fn exit_recorded(&self, id: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + EXIT_EVENT_WAIT;
-        let mut refreshed = false;
         loop {
             let observed = self.observed.notified();
             tokio::pin!(observed);
@@ -810,12 +809,9 @@ impl Pod {
             if !running {
                 return Ok(());
             }
-            if refreshed {
-                // Recorded but not yet on disk: the read that recorded it announces its save.
-                observed.await;
-            } else if tokio::time::timeout_at(deadline, observed).await.is_err() {
-                self.refresh_container(id).await?;
-                refreshed = true;
+            if tokio::time::timeout_at(deadline, observed).await.is_err() {
+                // Returns once the exit is saved, whichever read recorded it.
+                return self.refresh_container(id).await;
             }
         }
     }
