@@ -171,6 +171,16 @@ pub struct ContainerRecord {
     pub oom_reported: bool,
 }
 
+impl ContainerRecord {
+    /// The container's CRI name (its metadata's); empty when the kubelet gave none.
+    pub fn name(&self) -> &str {
+        self.config
+            .metadata
+            .as_ref()
+            .map_or("", |m| m.name.as_str())
+    }
+}
+
 /// A container's lifecycle as Docker reports it, reduced to what the CRI needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -383,11 +393,47 @@ impl PodRecord {
             .filter(|c| c.state == ContainerState::ContainerRunning as i32)
             .count()
     }
+
+    /// Restarts of the pod's containers as the kubelet counts them: it creates each
+    /// container again with the next attempt number, so the newest attempt of a name is how
+    /// often that container was restarted.
+    pub fn restarts(&self) -> u32 {
+        let mut newest: BTreeMap<&str, u32> = BTreeMap::new();
+        for c in self.containers.values() {
+            let attempt = c.config.metadata.as_ref().map_or(0, |m| m.attempt);
+            let seen = newest.entry(c.name()).or_default();
+            *seen = (*seen).max(attempt);
+        }
+        newest.values().sum()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_count_the_newest_attempt_of_each_container_name() {
+        let container = |name: &str, attempt: u32| ContainerRecord {
+            config: ContainerConfig {
+                metadata: Some(k8s_cri::v1::ContainerMetadata {
+                    name: name.into(),
+                    attempt,
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut pod = PodRecord::default();
+        assert_eq!(pod.restarts(), 0);
+        // The kubelet keeps the previous attempt's container beside the new one.
+        for (id, name, attempt) in [("a", "app", 1), ("b", "app", 2), ("c", "side", 0)] {
+            pod.containers.insert(id.into(), container(name, attempt));
+        }
+        assert_eq!(pod.restarts(), 2);
+        pod.containers.insert("d".into(), container("side", 3));
+        assert_eq!(pod.restarts(), 5);
+    }
 
     #[test]
     fn the_front_lists_from_the_saved_record_what_the_shim_lists() {

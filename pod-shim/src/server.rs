@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use dockpod_proto::shim::shim_server::{Shim, ShimServer};
 use dockpod_proto::shim::{
-    CheckNetworkRequest, CheckNetworkResponse, InfoRequest, InfoResponse, InspectRequest,
-    InspectResponse, ShutdownRequest, ShutdownResponse,
+    CheckNetworkRequest, CheckNetworkResponse, ContainerProcess, InfoRequest, InfoResponse,
+    InspectRequest, InspectResponse, ProcessesRequest, ProcessesResponse, ShutdownRequest,
+    ShutdownResponse,
 };
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
@@ -52,6 +53,7 @@ impl Shim for ShimService {
             pss_bytes: memory.pss_bytes,
             containers_running: record.running_containers() as u32,
             containers_total: record.containers.len() as u32,
+            restarts: record.restarts(),
             streaming_sessions: self.streaming.sessions.open() as u32,
             sandbox_starting: self.pod.sandbox_starting(),
             tasks: tokio::runtime::Handle::current()
@@ -93,6 +95,46 @@ impl Shim for ShimService {
             None => CheckNetworkResponse::default(),
         };
         Ok(Response::new(response))
+    }
+
+    async fn processes(
+        &self,
+        _req: Request<ProcessesRequest>,
+    ) -> Result<Response<ProcessesResponse>, Status> {
+        let record = self.pod.snapshot();
+        let mut wanted: Vec<(String, String, bool)> = Vec::new();
+        if !record.sandbox_id.is_empty() {
+            wanted.push((record.sandbox_id.clone(), String::new(), true));
+        }
+        let mut containers: Vec<_> = record.containers.values().collect();
+        containers.sort_by_key(|c| (c.name().to_string(), c.created_at));
+        wanted.extend(
+            containers
+                .into_iter()
+                .map(|c| (c.id.clone(), c.name().to_string(), false)),
+        );
+        let mut found = Vec::with_capacity(wanted.len());
+        // Asked of Docker now rather than taken from the last inspection: a PID read from
+        // an older look may by now name another process.
+        for (id, name, sandbox) in wanted {
+            let pid = self
+                .pod
+                .engine
+                .inspect(&id)
+                .await?
+                .and_then(|c| c.state)
+                .filter(|s| s.running == Some(true))
+                .and_then(|s| s.pid)
+                .and_then(|pid| u32::try_from(pid).ok())
+                .unwrap_or(0);
+            found.push(ContainerProcess {
+                id,
+                name,
+                sandbox,
+                pid,
+            });
+        }
+        Ok(Response::new(ProcessesResponse { containers: found }))
     }
 
     async fn shutdown(

@@ -39,8 +39,8 @@ pub mod manager {
 /// Revision of `dockpod.shim.v1` this build speaks. Raised when a call or field is added, or
 /// when the streaming hand-over's framing changes (3: the framing carries its version), so
 /// the front can tell whether an older shim understands what it is about to ask (4:
-/// CheckNetwork).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// CheckNetwork; 5: Processes and restart counts).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest gRPC message the front and the shims send: an ExecSync answer carries up to 16 MiB
 /// of stdout and 16 MiB of stderr.

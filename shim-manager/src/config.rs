@@ -48,8 +48,20 @@ pub enum Command {
         #[arg(long, env = "DOCKPOD_KUBELET_CONFIG")]
         kubelet_config: Option<PathBuf>,
     },
-    /// One line per pod: its shim's PID, RSS, PSS, uptime and containers.
-    Ps(RunDir),
+    /// One line per pod: its shim's PID, memory and uptime, the pod's containers and their
+    /// restarts, and the streaming sessions (exec, attach, port-forward) open now.
+    Ps(PsArgs),
+    /// The processes of one pod (sandbox ID or prefix, name, or namespace/name), container by
+    /// container as their cgroups hold them, below the pod's shim.
+    Top {
+        #[command(flatten)]
+        run: RunDir,
+        /// How to print them.
+        #[arg(long, short = 'o', value_enum, default_value_t = TopOutput::Table)]
+        output: TopOutput,
+        /// The pod.
+        pod: String,
+    },
     /// The shim's view of one pod (sandbox ID or prefix, name, or namespace/name) as JSON.
     Inspect {
         #[command(flatten)]
@@ -99,6 +111,50 @@ pub enum Command {
 
 /// The busybox tool image `contrib/setup.sh` builds.
 pub const DEFAULT_TOOL_IMAGE: &str = "localhost/dockpod/busybox:1";
+
+/// What `ps` prints and in which order.
+#[derive(Debug, Clone, Args)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub run: RunDir,
+    /// How to print the pods: a table, a wider table (full sandbox IDs, the shims' tasks,
+    /// versions and sockets), or JSON with every figure in plain units.
+    #[arg(long, short = 'o', value_enum, default_value_t = PsOutput::Table)]
+    pub output: PsOutput,
+    /// Order of the pods: by name or PID ascending, by any other figure descending (largest
+    /// first); ties go by name.
+    #[arg(long, value_enum, default_value_t = PsSort::Name)]
+    pub sort: PsSort,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PsOutput {
+    Table,
+    Wide,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PsSort {
+    /// namespace/name
+    Name,
+    /// The shim's PID.
+    Pid,
+    Rss,
+    Pss,
+    Uptime,
+    /// Containers running.
+    Containers,
+    Restarts,
+    /// Open streaming sessions.
+    Sessions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopOutput {
+    Table,
+    Json,
+}
 
 /// Where the shims' sockets are: the server's `--run-directory`.
 #[derive(Debug, Clone, Args)]

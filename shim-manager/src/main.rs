@@ -38,7 +38,16 @@ fn operate(command: Command) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match command {
-            Command::Ps(run) => print!("{}", cli::ps::run(&run.run_directory).await),
+            Command::Ps(ps) => print!(
+                "{}",
+                cli::ps::run(&ps.run.run_directory, ps.output, ps.sort).await
+            ),
+            Command::Top { run, output, pod } => println!(
+                "{}",
+                cli::top::run(&run.run_directory, &pod, output)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+            ),
             Command::Inspect { run, pod } => println!(
                 "{}",
                 cli::inspect::run(&run.run_directory, &pod)

@@ -300,6 +300,28 @@ pub async fn exec(
 }
 
 /// The pod's IPs as its status reports them, the primary first.
+/// The streaming URL of an Exec of `cmd` in `container`.
+pub async fn exec_url(
+    rt: &mut RuntimeServiceClient<Channel>,
+    container: &str,
+    cmd: &[&str],
+    stdin: bool,
+    tty: bool,
+) -> String {
+    rt.exec(ExecRequest {
+        container_id: container.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("Exec: {e:?}"))
+    .into_inner()
+    .url
+}
+
 pub fn pod_ip(status: &PodSandboxStatusResponse) -> Vec<String> {
     let network = status
         .status

@@ -9,6 +9,8 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
+use crate::config::{PsOutput, PsSort};
+
 const GREETING: &str = "Hello from dockpod";
 
 pub async fn run(endpoint: &str, run_dir: &Path, image: &str) -> Result<(), String> {
@@ -105,7 +107,10 @@ async fn tour(
     println!("CreateContainer + StartContainer -> {id}");
 
     println!("\nshim-manager ps:");
-    print!("{}", super::ps::run(run_dir).await);
+    print!(
+        "{}",
+        super::ps::run(run_dir, PsOutput::Table, PsSort::Name).await
+    );
 
     let mut greeting = String::new();
     for _ in 0..50 {

@@ -1,12 +1,13 @@
-//! The operator's subcommands beside `serve`: per-pod process inspection (`ps`, `inspect`) and
-//! network checks (`check`), asked straight of the pods' shims, `upgrade-shims` and a `demo`
-//! against a running server, and the host's checks before the first pod (`doctor`).
+//! The operator's subcommands beside `serve`: per-pod process inspection (`ps`, `inspect`,
+//! `top`) and network checks (`check`), asked straight of the pods' shims, `upgrade-shims` and
+//! a `demo` against a running server, and the host's checks before the first pod (`doctor`).
 
 pub mod check;
 pub mod demo;
 pub mod doctor;
 pub mod inspect;
 pub mod ps;
+pub mod top;
 pub mod upgrade;
 
 use std::path::Path;

@@ -1,12 +1,14 @@
-//! The operator subcommands against a real server: `ps` and `inspect` read the pods' shims,
+//! The operator subcommands against a real server: `ps`, `top` and `inspect` read the pods' shims,
 //! `demo` takes a pod through its life and leaves nothing behind.
 
 use std::process::Command;
 
 use dockpod_tests::binaries::binary;
 use dockpod_tests::cri::*;
-use dockpod_tests::docker::instance_containers;
+use dockpod_tests::docker::{docker, instance_containers};
 use dockpod_tests::front::Front;
+use dockpod_tests::streaming::spdy;
+use dockpod_tests::wait::wait_until;
 
 fn shim_manager(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(binary("shim-manager"))
@@ -25,8 +27,9 @@ async fn ps_and_inspect_show_each_pods_shim() {
     let front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let busy = pod_config("ps-busy", logs.path());
-    let idle = pod_config("ps-idle", logs.path());
+    // Named so that the order by name (idle first) differs from the order by restarts.
+    let busy = pod_config("ps-b-busy", logs.path());
+    let idle = pod_config("ps-a-idle", logs.path());
     let busy_id = run_pod(&mut rt, &busy).await;
     let idle_id = run_pod(&mut rt, &idle).await;
     run_container(
@@ -36,31 +39,139 @@ async fn ps_and_inspect_show_each_pods_shim() {
         container_config("app", &["sleep", "3600"]),
     )
     .await;
+    // The kubelet's restart of `app`: a new container with the next attempt, beside the old.
+    let mut again = container_config("app", &["sleep", "3600"]);
+    again.metadata.as_mut().expect("meta").attempt = 1;
+    again.log_path = "app/1.log".into();
+    let second = run_container(&mut rt, &busy_id, &busy, again).await;
     let busy_pid = shim_pid(&mut rt, &busy_id).await;
     let run_dir = front.run_dir().display().to_string();
 
+    // An exec session held open: `ps` counts it while it lasts.
+    let url = exec_url(&mut rt, &second, &["cat"], true, false).await;
+    let mut session = spdy::remote(&url, true, false).await;
+    let stdin = session.stdin.take().expect("stdin");
+    stdin.send(b"ready\n").await;
+    session.stdout.read_until(b"ready\n").await;
+
     let (ok, table, err) = shim_manager(&["ps", "--run-directory", &run_dir]);
     assert!(ok, "{err}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .expect("header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "POD",
+            "SANDBOX",
+            "SHIM",
+            "PID",
+            "RSS",
+            "PSS",
+            "UPTIME",
+            "CONTAINERS",
+            "RESTARTS",
+            "SESSIONS"
+        ]
+    );
     let name = |c: &k8s_cri::v1::PodSandboxConfig| {
         let m = c.metadata.as_ref().expect("meta");
         format!("{}/{}", m.namespace, m.name)
     };
+    let cells = |line: &str| -> Vec<String> { line.split_whitespace().map(String::from).collect() };
     let busy_line = table
         .lines()
         .find(|l| l.contains(&name(&busy)))
         .expect("busy pod listed");
-    assert!(busy_line.contains(&busy_id[..12]), "{busy_line}");
-    assert!(busy_line.contains(&busy_pid.to_string()), "{busy_line}");
-    assert!(busy_line.trim_end().ends_with("1/1"), "{busy_line}");
+    let busy_cells = cells(busy_line);
+    assert_eq!(busy_cells[1], busy_id[..12], "{busy_line}");
+    assert_eq!(busy_cells[2], busy_pid.to_string(), "{busy_line}");
     assert!(
-        busy_line.contains("MiB") || busy_line.contains("KiB"),
+        busy_cells[3].ends_with("MiB") || busy_cells[3].ends_with("KiB"),
         "{busy_line}"
     );
+    assert_eq!(busy_cells[6..], ["2/2", "1", "1"], "{busy_line}");
     let idle_line = table
         .lines()
         .find(|l| l.contains(&name(&idle)))
         .expect("idle pod listed");
-    assert!(idle_line.trim_end().ends_with("0/0"), "{idle_line}");
+    assert_eq!(cells(idle_line)[6..], ["0/0", "0", "0"], "{idle_line}");
+
+    let order = |sort: &str| -> Vec<String> {
+        let (ok, json, err) = shim_manager(&[
+            "ps",
+            "--run-directory",
+            &run_dir,
+            "-o",
+            "json",
+            "--sort",
+            sort,
+        ]);
+        assert!(ok, "{err}");
+        let pods: serde_json::Value = serde_json::from_str(&json).expect("ps -o json prints JSON");
+        pods.as_array()
+            .expect("an array")
+            .iter()
+            .map(|p| p["sandboxId"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(order("name"), [idle_id.clone(), busy_id.clone()]);
+    assert_eq!(order("restarts"), [busy_id.clone(), idle_id.clone()]);
+    assert_eq!(order("sessions"), [busy_id.clone(), idle_id.clone()]);
+
+    let (ok, json, err) = shim_manager(&["ps", "--run-directory", &run_dir, "--output", "json"]);
+    assert!(ok, "{err}");
+    let pods: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let busy_json = pods
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["sandboxId"] == busy_id.as_str()))
+        .expect("busy pod in the JSON");
+    assert_eq!(busy_json["shimPid"], busy_pid);
+    assert_eq!(busy_json["restarts"], 1);
+    assert_eq!(busy_json["streamingSessions"], 1);
+    assert_eq!(busy_json["containersRunning"], 2);
+    assert!(
+        busy_json["rssBytes"].as_u64().unwrap_or(0) > 0,
+        "{busy_json}"
+    );
+
+    let (ok, wide, err) = shim_manager(&["ps", "--run-directory", &run_dir, "-o", "wide"]);
+    assert!(ok, "{err}");
+    let wide_line = wide
+        .lines()
+        .find(|l| l.contains(&busy_id))
+        .expect("full ID in wide");
+    let socket = busy_json["socket"].as_str().expect("socket");
+    assert!(wide_line.ends_with(socket), "{wide_line}");
+
+    // The session's end is seen at once: the count is the shim's live one.
+    stdin.finish().await;
+    session.finish().await.assert_exit(0);
+    let run_dir_path = front.run_dir();
+    wait_until(
+        "ps to count no session",
+        std::time::Duration::from_secs(30),
+        || {
+            let (_, json, _) = shim_manager(&[
+                "ps",
+                "--run-directory",
+                &run_dir_path.display().to_string(),
+                "-o",
+                "json",
+            ]);
+            let pods: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+            let open = pods.as_array().map_or(1, |a| {
+                a.iter()
+                    .map(|p| p["streamingSessions"].as_u64().unwrap_or(1))
+                    .sum::<u64>()
+            });
+            std::future::ready((open == 0).then_some(()))
+        },
+    )
+    .await;
 
     let busy_name = busy.metadata.as_ref().expect("meta").name.clone();
     let (ok, json, err) = shim_manager(&["inspect", "--run-directory", &run_dir, &busy_name]);
@@ -70,7 +181,7 @@ async fn ps_and_inspect_show_each_pods_shim() {
     assert_eq!(view["shimPid"], busy_pid);
     assert_eq!(
         view["pod"]["containers"].as_object().map(|c| c.len()),
-        Some(1)
+        Some(2)
     );
     let (ok, json, _) = shim_manager(&["inspect", "--run-directory", &run_dir, &idle_id[..8]]);
     assert!(ok);
@@ -80,6 +191,157 @@ async fn ps_and_inspect_show_each_pods_shim() {
     assert!(err.contains("no-such-pod"), "{err}");
     remove_pod(&mut rt, &busy_id).await;
     remove_pod(&mut rt, &idle_id).await;
+}
+
+/// `top` lists what the kernel accounts to each container: a child a container's process
+/// forked is listed under that container, below the pod's shim and its sandbox.
+#[tokio::test]
+async fn top_lists_each_containers_processes_below_the_shim() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config("top", logs.path());
+    let pod_id = run_pod(&mut rt, &pod).await;
+    let parent = run_container(
+        &mut rt,
+        &pod_id,
+        &pod,
+        container_config("parent", &["sh", "-c", "sleep 3600 & wait"]),
+    )
+    .await;
+    let single = run_container(
+        &mut rt,
+        &pod_id,
+        &pod,
+        container_config("single", &["sleep", "3600"]),
+    )
+    .await;
+    let shim = shim_pid(&mut rt, &pod_id).await;
+    let docker = docker().await;
+    let init_pid = |id: String| {
+        let docker = docker.clone();
+        async move {
+            let state = docker
+                .inspect_container(&id, None)
+                .await
+                .expect("inspect")
+                .state
+                .expect("state");
+            u64::try_from(state.pid.expect("pid")).expect("a PID")
+        }
+    };
+    let (sandbox_pid, parent_pid, single_pid) = (
+        init_pid(pod_id.clone()).await,
+        init_pid(parent.clone()).await,
+        init_pid(single.clone()).await,
+    );
+    let run_dir = front.run_dir().display().to_string();
+    let name = pod.metadata.as_ref().expect("meta").name.clone();
+    let top = |output: &'static str| {
+        let (ok, out, err) =
+            shim_manager(&["top", "--run-directory", &run_dir, "-o", output, &name]);
+        assert!(ok, "{err}");
+        out
+    };
+
+    // sh forks its sleep a moment after the container starts.
+    let view: serde_json::Value = wait_until(
+        "top to list the forked child",
+        std::time::Duration::from_secs(30),
+        || {
+            let view: serde_json::Value = serde_json::from_str(&top("json")).expect("top -o json");
+            let forked = view["groups"].as_array().is_some_and(|g| {
+                g.iter().any(|g| {
+                    g["label"] == "parent"
+                        && g["processes"].as_array().is_some_and(|p| p.len() == 2)
+                })
+            });
+            std::future::ready(forked.then_some(view))
+        },
+    )
+    .await;
+    let groups = view["groups"].as_array().expect("groups");
+    let labels: Vec<&str> = groups.iter().filter_map(|g| g["label"].as_str()).collect();
+    assert_eq!(labels, ["(shim)", "(sandbox)", "parent", "single"]);
+    let procs = |i: usize| {
+        groups[i]["processes"]
+            .as_array()
+            .expect("processes")
+            .clone()
+    };
+    let pids =
+        |i: usize| -> Vec<u64> { procs(i).iter().filter_map(|p| p["pid"].as_u64()).collect() };
+    assert_eq!(pids(0), [u64::from(shim)]);
+    assert!(procs(0)[0]["command"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("pod-shim"));
+    assert_eq!(groups[1]["id"], pod_id.as_str());
+    assert!(pids(1).contains(&sandbox_pid), "{:?}", groups[1]);
+    assert_eq!(groups[2]["id"], parent.as_str());
+    let child = procs(2)
+        .into_iter()
+        .find(|p| p["pid"] != parent_pid)
+        .expect("the child");
+    assert!(pids(2).contains(&parent_pid), "{:?}", groups[2]);
+    assert_eq!(child["ppid"], parent_pid, "{child}");
+    assert_eq!(child["command"], "sleep 3600");
+    assert_eq!(pids(3), [single_pid]);
+    for p in groups
+        .iter()
+        .skip(1)
+        .flat_map(|g| g["processes"].as_array().into_iter().flatten())
+    {
+        // busybox runs as root here; RSS is read from the kernel.
+        assert_eq!(p["user"], "root", "{p}");
+        assert!(p["rssBytes"].as_u64().unwrap_or(0) > 0, "{p}");
+    }
+
+    let text = top("table");
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .expect("title")
+        .starts_with(&format!("POD dockpod-test/{name}")));
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "CONTAINER",
+            "ID",
+            "PID",
+            "PPID",
+            "USER",
+            "%CPU",
+            "TIME",
+            "RSS",
+            "COMMAND"
+        ]
+    );
+    let first: Vec<&str> = lines
+        .next()
+        .expect("the shim's row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(first[..2], ["(shim)", &shim.to_string()]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("parent") && l.ends_with("sleep 3600")),
+        "{text}"
+    );
+
+    // A stopped container is listed, with nothing in it.
+    rt.stop_container(k8s_cri::v1::StopContainerRequest {
+        container_id: single.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    let view: serde_json::Value = serde_json::from_str(&top("json")).expect("top -o json");
+    let stopped = &view["groups"][3];
+    assert_eq!(stopped["note"], "not running", "{stopped}");
+    assert_eq!(stopped["processes"], serde_json::json!([]));
+    remove_pod(&mut rt, &pod_id).await;
 }
 
 #[tokio::test]

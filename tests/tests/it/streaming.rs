@@ -23,21 +23,6 @@ async fn pod_with_container(rt: &mut Rt, name: &str, logs: &std::path::Path) -> 
     (id, c)
 }
 
-async fn exec_url(rt: &mut Rt, container: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
-    rt.exec(ExecRequest {
-        container_id: container.to_string(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("Exec: {e:?}"))
-    .into_inner()
-    .url
-}
-
 #[tokio::test]
 async fn spdy_exec_carries_stdin_eof_output_streams_and_the_exit_code() {
     let front = Front::start(&[]).await;
