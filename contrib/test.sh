@@ -2,7 +2,9 @@
 # The whole test suite, as CI runs it, as root on a machine contrib/setup.sh has set up:
 #   1. every test of the workspace on the default dockerd (Debian 12's docker.io, 20.10,
 #      API 1.41);
-#   2. for each newer engine of contrib/engines.sh (Debian 13's docker.io 26.x, API 1.45;
+#   2. the Debian package, built and installed into a fresh Debian 12 root, checked, removed
+#      and purged (contrib/package-test.sh);
+#   3. for each newer engine of contrib/engines.sh (Debian 13's docker.io 26.x, API 1.45;
 #      unstable's 28.x, API 1.51): brings it up, builds the test images on it, runs the
 #      integration tests (tests/it) against it through DOCKPOD_TEST_DOCKER_ENDPOINT, and
 #      stops it again.
@@ -18,6 +20,9 @@ say() { printf 'test: %s\n' "$*" >&2; }
 cd "$repo"
 say "the whole suite on the default dockerd"
 cargo test --release --workspace
+
+say "the Debian package in a fresh Debian 12 root"
+bash "$here/package-test.sh"
 
 for engine in $ENGINES; do
 	bash "$here/engines.sh" up "$engine"

@@ -388,7 +388,12 @@ async fn the_systemd_unit_stops_only_the_front_and_pods_outlive_it() {
     };
     assert_eq!(setting("KillMode"), Some("process"));
     let exec = setting("ExecStart").expect("ExecStart");
-    assert!(exec.ends_with("/shim-manager serve"), "{exec}");
+    assert_eq!(exec, "/usr/bin/shim-manager serve $DOCKPOD_OPTS");
+    assert_eq!(
+        setting("EnvironmentFile"),
+        Some("-/etc/default/dockpod"),
+        "the package's defaults file, optional"
+    );
 
     let mut front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("logs");
