@@ -106,6 +106,17 @@ pub struct ShimConfig {
     /// Log verbosity (error, warn, info, debug, trace).
     #[arg(long, env = "DOCKPOD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// How `shim.log` is written: text, or one JSON object per line (the front's
+    /// `--log-format`, for log shippers).
+    #[arg(long, env = "DOCKPOD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl ShimConfig {

@@ -31,11 +31,14 @@ fn main() -> ExitCode {
     let (writer, _log_flush) =
         pod_shim::own_log::OwnLog::new(config.state_dir.join(dockpod_proto::layout::SHIM_LOG))
             .non_blocking();
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match config.log_format {
+        pod_shim::config::LogFormat::Text => fmt.init(),
+        pod_shim::config::LogFormat::Json => fmt.json().init(),
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

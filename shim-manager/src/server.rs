@@ -59,6 +59,7 @@ pub async fn run(
             instance: root.instance_id().to_string(),
             sandbox_image: config.pod_infra_container_image.clone(),
             log_level: config.log_level.as_filter().to_string(),
+            log_json: config.log_format == crate::config::LogFormat::Json,
             network_args: config.shim_network_args(),
             stream_idle_timeout: config.streaming_idle_timeout,
             root: root.clone(),

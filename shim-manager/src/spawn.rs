@@ -34,6 +34,8 @@ pub struct Spawner {
     pub instance: String,
     pub sandbox_image: String,
     pub log_level: String,
+    /// Whether the shims log JSON, as the front does.
+    pub log_json: bool,
     /// How pods get their network (the shim's `--network-plugin` and CNI arguments).
     pub network_args: Vec<std::ffi::OsString>,
     /// Seconds an idle streaming session lives.
@@ -184,6 +186,13 @@ impl Spawner {
             .arg(&self.sandbox_image)
             .arg("--log-level")
             .arg(&self.log_level)
+            // Only when asked: a shim binary from before the flag still starts in text.
+            .args(
+                self.log_json
+                    .then_some(["--log-format", "json"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.network_args)
             .arg("--stream-idle-timeout")
             .arg(self.stream_idle_timeout.to_string())

@@ -438,8 +438,8 @@ fn version_names_the_commit_it_was_built_from() {
     );
 }
 
-/// `--log-format json`: every line the front logs is one JSON object with its level and
-/// message, as log shippers read them.
+/// `--log-format json`: every line the front and the pods' shims log is one JSON object with
+/// its level and message, as log shippers read them.
 #[tokio::test]
 async fn the_fronts_log_is_json_when_asked() {
     let front = Front::start(&["--log-format", "json"]).await;
@@ -447,17 +447,39 @@ async fn the_fronts_log_is_json_when_asked() {
     rt.version(k8s_cri::v1::VersionRequest::default())
         .await
         .expect("Version");
+    let logs = tempfile::tempdir().expect("logs");
+    let pod = pod_config("json-log", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let all_json = |what: &str, log: &str| {
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "{what} logged nothing");
+        for line in &lines {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"));
+            assert!(value["level"].is_string(), "{what}: no level: {line}");
+            assert!(
+                value["fields"]["message"].is_string(),
+                "{what}: no message: {line}"
+            );
+        }
+    };
     let log = front.log();
-    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(!lines.is_empty(), "the front logged nothing");
-    for line in &lines {
-        let value: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(value["level"].is_string(), "no level: {line}");
-        assert!(value["fields"]["message"].is_string(), "no message: {line}");
-    }
+    all_json("the front", &log);
     assert!(
-        lines.iter().any(|l| l.contains("listening")),
+        log.contains("listening"),
         "the listening line is missing: {log}"
     );
+    // The shim's log is written by a thread of its own: its lines arrive shortly after.
+    let pods = front.root_dir().join("pods");
+    let shim_log = wait_until("the shim's log", std::time::Duration::from_secs(30), || {
+        let log = dockpod_tests::list_dir(&pods)
+            .into_iter()
+            .map(|d| pods.join(d).join(dockpod_proto::layout::SHIM_LOG))
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .filter(|l| l.contains(&id));
+        std::future::ready(log)
+    })
+    .await;
+    all_json("the pod's shim", &shim_log);
+    remove_pod(&mut rt, &id).await;
 }
