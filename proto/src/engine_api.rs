@@ -39,15 +39,27 @@ impl fmt::Display for ApiVersion {
     }
 }
 
-/// Whether the kernel can make a mount recursively read-only (`mount_setattr`, Linux 5.12),
-/// from its release string (`uname -r`).
+/// The first Linux release with `mount_setattr`, which makes a mount recursively read-only.
+pub const MOUNT_SETATTR_KERNEL: (u32, u32) = (5, 12);
+
+/// Whether the kernel can make a mount recursively read-only (`mount_setattr`), from its
+/// release string (`uname -r`). An unreadable release counts as too old.
 pub fn kernel_has_mount_setattr(release: &str) -> bool {
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (5, 12)
+    kernel_version(release).is_some_and(|v| v >= MOUNT_SETATTR_KERNEL)
+}
+
+/// A kernel's `(major, minor)` from its release string: `5.10.0-28-amd64` → (5, 10).
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    Some((major, minor))
 }
 
 /// The running kernel's release string.
@@ -81,5 +93,15 @@ mod tests {
         assert!(!kernel_has_mount_setattr("5.10.0-30-amd64"));
         assert!(!kernel_has_mount_setattr("4.19.0"));
         assert!(!kernel_has_mount_setattr(""));
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.10.0"), Some((5, 10)));
+        assert_eq!(kernel_version("5.4.0-generic"), Some((5, 4)));
+        assert_eq!(kernel_version("4.19rc1"), Some((4, 19)));
+        assert_eq!(kernel_version("6.18.44-fc-v1098\n"), Some((6, 18)));
+        assert_eq!(kernel_version("garbage"), None);
     }
 }

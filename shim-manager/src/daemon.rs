@@ -49,6 +49,15 @@ pub struct Facts {
     pub default_bridge: std::result::Result<String, String>,
 }
 
+/// Docker's cgroup driver from its `info`; `cgroupfs`, its default, when it names none.
+pub fn cgroup_driver(info: &bollard::models::SystemInfo) -> String {
+    info.cgroup_driver
+        .as_ref()
+        .map(|d| d.to_string())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "cgroupfs".into())
+}
+
 #[derive(Clone, Debug)]
 enum State {
     /// Not answered yet.
@@ -235,11 +244,7 @@ impl Engine {
         Ok(Facts {
             version: version.version.unwrap_or_default(),
             api,
-            cgroup_driver: info
-                .cgroup_driver
-                .map(|d| d.to_string())
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| "cgroupfs".into()),
+            cgroup_driver: cgroup_driver(&info),
             default_bridge: bridge
                 .map(|net| net.id.unwrap_or_default())
                 .map_err(|e| e.to_string()),

@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
+use dockpod_proto::engine_api::{self, ApiVersion, MOUNT_SETATTR_KERNEL};
 use dockpod_proto::procfs::{capability_effective, CAP_SYS_RESOURCE};
 
 use crate::config::{NetworkPlugin, ServeConfig};
@@ -15,6 +16,8 @@ use crate::docker::Engine;
 const DOCKER_WAIT: Duration = Duration::from_secs(10);
 /// The kubelet's cgroup driver when its configuration names none.
 const KUBELET_DEFAULT_DRIVER: &str = "cgroupfs";
+/// The first Linux release with `pidfd_open`.
+const PIDFD_KERNEL: (u32, u32) = (5, 3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -52,10 +55,14 @@ impl Check {
 
 /// Every check, in the order printed.
 pub async fn run(config: &ServeConfig, kubelet_config: Option<&Path>) -> Vec<Check> {
-    let mut checks = docker_checks(config, kubelet_config).await;
+    let (mut checks, api) = docker_checks(config, kubelet_config).await;
     checks.push(network(config));
     checks.push(capabilities());
-    checks.extend(kernel());
+    checks.extend(kernel(
+        &engine_api::kernel_release(),
+        Path::new("/sys/fs/cgroup"),
+        api,
+    ));
     checks.push(directory(
         "root directory",
         &config.root_directory,
@@ -73,42 +80,49 @@ pub async fn run(config: &ServeConfig, kubelet_config: Option<&Path>) -> Vec<Che
 }
 
 /// Docker reachable, then what is read from it: live-restore, the cgroup driver, the sandbox
-/// image. With Docker unreachable the others are FAIL too, naming the first.
-async fn docker_checks(config: &ServeConfig, kubelet_config: Option<&Path>) -> Vec<Check> {
+/// image; and the API version negotiated, for the checks that depend on it. With Docker
+/// unreachable the others are FAIL too, naming the first.
+async fn docker_checks(
+    config: &ServeConfig,
+    kubelet_config: Option<&Path>,
+) -> (Vec<Check>, Option<ApiVersion>) {
     let endpoint = &config.docker_endpoint;
     let answer = async {
         let engine = Engine::connect(endpoint).map_err(|e| e.to_string())?;
-        engine.negotiate().await.map_err(|e| e.to_string())?;
+        let negotiated = engine.negotiate().await.map_err(|e| e.to_string())?;
         let api = engine.api().map_err(|e| e.to_string())?;
         let version = api.version().await.map_err(|e| e.to_string())?;
         let info = api.info().await.map_err(|e| e.to_string())?;
         let image = api.inspect_image(&config.pod_infra_container_image).await;
-        Ok::<_, String>((version, info, image.is_ok()))
+        let negotiated = ApiVersion::new(negotiated.major_version, negotiated.minor_version);
+        Ok::<_, String>((negotiated, version, info, image.is_ok()))
     };
-    let (version, info, image_present) = match tokio::time::timeout(DOCKER_WAIT, answer).await {
-        Ok(Ok(found)) => found,
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e,
-                _ => format!("no answer within {DOCKER_WAIT:?}"),
-            };
-            let unreachable =
-                |name| Check::new(name, Verdict::Fail, "not checked: Docker is not reachable");
-            return vec![
-                Check::new(
-                    "docker",
-                    Verdict::Fail,
-                    format!(
-                        "cannot reach Docker at {endpoint}: {why}; start dockerd \
+    let (negotiated, version, info, image_present) =
+        match tokio::time::timeout(DOCKER_WAIT, answer).await {
+            Ok(Ok(found)) => found,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e,
+                    _ => format!("no answer within {DOCKER_WAIT:?}"),
+                };
+                let unreachable =
+                    |name| Check::new(name, Verdict::Fail, "not checked: Docker is not reachable");
+                let checks = vec![
+                    Check::new(
+                        "docker",
+                        Verdict::Fail,
+                        format!(
+                            "cannot reach Docker at {endpoint}: {why}; start dockerd \
                          (contrib/setup.sh does) or pass --docker-endpoint"
+                        ),
                     ),
-                ),
-                unreachable("live-restore"),
-                unreachable("cgroup driver"),
-                unreachable("sandbox image"),
-            ];
-        }
-    };
+                    unreachable("live-restore"),
+                    unreachable("cgroup driver"),
+                    unreachable("sandbox image"),
+                ];
+                return (checks, None);
+            }
+        };
     let mut checks = vec![Check::new(
         "docker",
         Verdict::Ok,
@@ -128,11 +142,7 @@ async fn docker_checks(config: &ServeConfig, kubelet_config: Option<&Path>) -> V
              \"live-restore\": true in /etc/docker/daemon.json",
         )
     });
-    let docker_driver = info
-        .cgroup_driver
-        .map(|d| d.to_string())
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "cgroupfs".into());
+    let docker_driver = crate::daemon::cgroup_driver(&info);
     checks.push(cgroup_driver(&docker_driver, kubelet_config));
     checks.push(if image_present {
         Check::new(
@@ -151,7 +161,7 @@ async fn docker_checks(config: &ServeConfig, kubelet_config: Option<&Path>) -> V
             ),
         )
     });
-    checks
+    (checks, Some(negotiated))
 }
 
 /// Docker's cgroup driver against the kubelet's, from the kubelet's configuration file.
@@ -273,70 +283,68 @@ fn capabilities() -> Check {
     }
 }
 
-/// Kernel features dockpod uses: the cgroup hierarchy, pidfds (a shim's death noticed
-/// through its pidfd) and mount_setattr (recursive read-only mounts).
-fn kernel() -> Vec<Check> {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+/// Kernel features dockpod uses: the cgroup hierarchy (at `cgroup_root`), pidfds (a shim's
+/// death noticed through its pidfd) and mount_setattr (recursive read-only mounts, which also
+/// need an engine that asks runc for them: `api`, when Docker answered).
+fn kernel(release: &str, cgroup_root: &Path, api: Option<ApiVersion>) -> Vec<Check> {
+    let cgroup = if cgroup_root.join("cgroup.controllers").exists() {
         Check::new("cgroups", Verdict::Ok, "cgroup v2 (unified)")
-    } else if Path::new("/sys/fs/cgroup").is_dir() {
+    } else if cgroup_root.is_dir() {
         Check::new("cgroups", Verdict::Ok, "cgroup v1")
     } else {
         Check::new(
             "cgroups",
             Verdict::Fail,
-            "no cgroup hierarchy at /sys/fs/cgroup: mount cgroup2 there",
+            format!(
+                "no cgroup hierarchy at {}: mount cgroup2 there",
+                cgroup_root.display()
+            ),
         )
     };
-    let feature = |name, at: (u32, u32), missing: &str| match kernel_version(&release) {
-        Some(v) if v >= at => Check::new(
+    let version = engine_api::kernel_version(release);
+    // Ok with the OK check when the kernel has the feature, Err with the WARN one when not.
+    let feature = |name, (major, minor): (u32, u32), missing: &str| match version {
+        Some(v) if v >= (major, minor) => Ok(Check::new(
             name,
             Verdict::Ok,
-            format!("kernel {release} (since {}.{})", at.0, at.1),
-        ),
-        Some(_) => Check::new(
+            format!("kernel {release} has it (since {major}.{minor})"),
+        )),
+        Some(_) => Err(Check::new(
             name,
+            Verdict::Warn,
+            format!("kernel {release} is older than {major}.{minor}: {missing}"),
+        )),
+        None => Err(Check::new(
+            name,
+            Verdict::Warn,
+            format!("cannot tell the kernel's version from {release:?}: {missing}"),
+        )),
+    };
+    let pidfd = feature(
+        "pidfd",
+        PIDFD_KERNEL,
+        "shim deaths are noticed by polling their PIDs, which a reused PID can hide",
+    )
+    .unwrap_or_else(|warn| warn);
+    let refused = "recursive read-only mounts are refused";
+    let mount_setattr = match (feature("mount_setattr", MOUNT_SETATTR_KERNEL, refused), api) {
+        (Err(warn), _) => warn,
+        (Ok(ok), None) => ok,
+        (Ok(ok), Some(api)) if api.recursive_read_only_binds() => Check {
+            detail: format!("{}; Docker API {api} asks runc for them", ok.detail),
+            ..ok
+        },
+        (Ok(ok), Some(api)) => Check::new(
+            ok.name,
             Verdict::Warn,
             format!(
-                "kernel {release} is older than {}.{}: {missing}",
-                at.0, at.1
+                "{}, but Docker API {api} cannot ask runc for recursive read-only mounts \
+                 (that takes API 1.44, Docker 25): they are refused; upgrade Docker to make them",
+                ok.detail
             ),
         ),
-        None => Check::new(
-            name,
-            Verdict::Warn,
-            format!("cannot tell the kernel's version from {release:?}"),
-        ),
     };
-    vec![
-        cgroup,
-        feature(
-            "pidfd",
-            (5, 3),
-            "shim deaths are noticed by polling their PIDs, which a reused PID can hide",
-        ),
-        feature(
-            "mount_setattr",
-            (5, 12),
-            "recursive read-only mounts are refused",
-        ),
-    ]
-}
-
-/// `5.10.0-28-amd64` → (5, 10).
-pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(['.', '-']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()?;
-    Some((major, minor))
+    vec![cgroup, pidfd, mount_setattr]
 }
 
 /// A directory of dockpod's: absent is fine (created on start); present it must be a
@@ -435,12 +443,53 @@ mod tests {
     }
 
     #[test]
-    fn kernel_versions() {
-        assert_eq!(kernel_version("6.1.0-18-amd64"), Some((6, 1)));
-        assert_eq!(kernel_version("5.10.0"), Some((5, 10)));
-        assert_eq!(kernel_version("5.4.0-generic"), Some((5, 4)));
-        assert_eq!(kernel_version("4.19rc1"), Some((4, 19)));
-        assert_eq!(kernel_version("garbage"), None);
+    fn kernel_features_by_release_hierarchy_and_engine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v1 = dir.path();
+        let verdicts = |release, root: &Path, api| {
+            kernel(release, root, api)
+                .into_iter()
+                .map(|c| (c.name, c.verdict))
+                .collect::<Vec<_>>()
+        };
+        let new_engine = Some(ApiVersion::new(1, 51));
+        assert_eq!(
+            verdicts("6.1.0-28-amd64", v1, new_engine),
+            [
+                ("cgroups", Verdict::Ok),
+                ("pidfd", Verdict::Ok),
+                ("mount_setattr", Verdict::Ok)
+            ]
+        );
+        // Docker 20.10 cannot ask for recursive read-only mounts whatever the kernel.
+        let old_engine = verdicts("6.1.0-28-amd64", v1, Some(ApiVersion::new(1, 41)));
+        assert_eq!(old_engine[2], ("mount_setattr", Verdict::Warn));
+        // Unreachable Docker is the docker check's FAIL; the kernel is judged alone.
+        assert_eq!(
+            verdicts("6.1.0", v1, None)[2],
+            ("mount_setattr", Verdict::Ok)
+        );
+        assert_eq!(
+            verdicts("5.10.0-30-amd64", v1, new_engine)[1..],
+            [("pidfd", Verdict::Ok), ("mount_setattr", Verdict::Warn)]
+        );
+        assert_eq!(
+            verdicts("4.19.0", v1, new_engine)[1..],
+            [("pidfd", Verdict::Warn), ("mount_setattr", Verdict::Warn)]
+        );
+        assert_eq!(
+            verdicts("garbage", v1, new_engine)[1..],
+            [("pidfd", Verdict::Warn), ("mount_setattr", Verdict::Warn)]
+        );
+
+        std::fs::write(v1.join("cgroup.controllers"), b"cpu memory pids\n").expect("write");
+        let v2 = kernel("6.1.0", v1, new_engine);
+        assert_eq!(
+            (v2[0].verdict, v2[0].detail.as_str()),
+            (Verdict::Ok, "cgroup v2 (unified)")
+        );
+        let none = kernel("6.1.0", &dir.path().join("absent"), new_engine);
+        assert_eq!(none[0].verdict, Verdict::Fail);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `shim-manager doctor` on this host: each check's OK path with the flags of a working setup
 //! (the engine under test, the images `contrib/setup.sh` built, a CNI network of Debian's
 //! plugins), and its FAIL (or WARN) path made by pointing it at something broken. What the host
-//! itself decides (live-restore, CAP_SYS_RESOURCE) is read here at run time and compared.
+//! itself decides (live-restore, CAP_SYS_RESOURCE, the engine's API and the kernel) is read here at run time and compared.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -118,6 +118,16 @@ async fn every_check_passes_on_a_host_set_up_by_contrib_setup() {
         "{}",
         report.out
     );
+    // Every kernel CI runs on has pidfds (5.3); recursive read-only mounts need the engine
+    // (API 1.44) as well as the kernel (5.12): Docker 20.10 makes this a WARN.
+    assert_eq!(report.verdict("pidfd"), "OK", "{}", report.out);
+    let release = dockpod_proto::engine_api::kernel_release();
+    let rro = dockpod_tests::docker::api_version()
+        .await
+        .recursive_read_only_binds()
+        && dockpod_proto::engine_api::kernel_has_mount_setattr(&release);
+    let rro = if rro { "OK" } else { "WARN" };
+    assert_eq!(report.verdict("mount_setattr"), rro, "{}", report.out);
 }
 
 #[tokio::test]
