@@ -220,6 +220,12 @@ pub struct ServeConfig {
     #[arg(long, env = "DOCKPOD_SHIM_LIVENESS_TIMEOUT", default_value_t = 60)]
     pub shim_liveness_timeout: u64,
 
+    /// Seconds between sweeps for containers of this runtime that no pod holds (a create Docker
+    /// finished after its pod was given up), which are removed; the first sweep runs at start.
+    /// 0 never sweeps.
+    #[arg(long, env = "DOCKPOD_STRAY_SWEEP_INTERVAL", default_value_t = 60)]
+    pub stray_sweep_interval: u64,
+
     /// Address (IP:PORT) to serve Prometheus metrics on, at /metrics; none when unset.
     #[arg(long, env = "DOCKPOD_METRICS_BIND_ADDR")]
     pub metrics_bind_addr: Option<SocketAddr>,

@@ -24,5 +24,6 @@ pub mod server;
 pub mod shim;
 pub mod spawn;
 pub mod state;
+pub mod strays;
 pub mod streaming;
 pub mod supervise;

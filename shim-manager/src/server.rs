@@ -91,6 +91,14 @@ pub async fn run(
             .await
             .map_err(Error::io(format!("binding the metrics server on {addr}")))?;
     }
+    if config.stray_sweep_interval > 0 {
+        crate::strays::spawn(
+            engine.clone(),
+            root.instance_id().to_string(),
+            config.root_directory.clone(),
+            Duration::from_secs(config.stray_sweep_interval),
+        );
+    }
     let stream_base =
         crate::streaming::start(config.streaming_bind_addr, config.run_directory.clone())
             .await

@@ -295,36 +295,129 @@ async fn run_pod_sandbox_cut_by_a_shim_crash_succeeds_when_retried() {
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
 
-/// Docker may finish a create after the shim that asked for it is dead and its pod cleaned
-/// up: the clean-up listed the shim's containers before Docker had made the sandbox. The
-/// kubelet's retry then meets that sandbox's name, and no record or live shim stands for it.
-#[tokio::test]
-async fn a_sandbox_docker_made_after_its_pod_was_given_up_does_not_block_the_retry() {
-    let proxy = DockerProxy::start();
-    let front = front_through(&proxy).await;
-    let logs = tempfile::tempdir().expect("logs");
-    let rt = front.runtime();
-    let pod = pod_config("cut-late", logs.path());
-
+/// Makes Docker finish the sandbox create of `pod` after its shim is dead and its pod cleaned
+/// up: the create is held while the shim is killed, and let through once the cut call has
+/// been answered and the pod's directory is gone. The clean-up listed the shim's containers
+/// before Docker had made the sandbox, so no record or live shim stands for it. Other pods
+/// of the front are left as they are.
+async fn let_docker_make_a_sandbox_after_its_pod_is_given_up(
+    front: &Front,
+    proxy: &DockerProxy,
+    rt: &RuntimeServiceClient<tonic::transport::Channel>,
+    pod: &PodSandboxConfig,
+) {
+    let containers = instance_containers(&front.instance_id()).await;
+    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
+    let shims = front.shim_pids();
+    let creates = || {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "POST" && s.path == "/containers/create")
+            .count()
+    };
+    let earlier = creates();
     let request = Gate::new();
     proxy.once("POST", "/containers/create", Fault::Hold(request.clone()));
-    let call = run_pod_in_background(&rt, &pod);
-    proxy.arrival("POST", "/containers/create", SECS).await;
-    kill_the_only_shim(&front);
+    let call = run_pod_in_background(rt, pod);
+    wait_until("the sandbox's create held", SECS, || {
+        let arrived = creates() > earlier;
+        async move { arrived.then_some(()) }
+    })
+    .await;
+    let new: Vec<u32> = front
+        .shim_pids()
+        .into_iter()
+        .filter(|pid| !shims.contains(pid))
+        .collect();
+    assert_eq!(new.len(), 1, "the cut pod's shim among {new:?}");
+    kill(Pid::from_raw(new[0] as i32), Signal::SIGKILL).expect("kill the shim");
     // The front answers the cut call once the pod is cleaned up and its directory gone.
     let cut = call.await.expect("join");
     assert!(cut.is_err(), "the cut call answered {cut:?}");
-    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
-    assert!(
-        pods.is_empty(),
-        "the given-up pod's directory stays: {pods:?}"
+    assert_eq!(
+        dockpod_tests::list_dir(&front.root_dir().join("pods")),
+        pods,
+        "the given-up pod's directory stays"
     );
-    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    assert_eq!(instance_containers(&front.instance_id()).await, containers);
     request.open();
+}
+
+/// The kubelet's retry of a cut RunPodSandbox meets the name of the sandbox Docker made after
+/// the pod was given up; the runtime's own sweep for strays is off here, so the retry is what
+/// must resolve it.
+#[tokio::test]
+async fn a_sandbox_docker_made_after_its_pod_was_given_up_does_not_block_the_retry() {
+    let proxy = DockerProxy::start();
+    let front = Front::start(&[
+        "--docker-endpoint",
+        &proxy.endpoint(),
+        "--stray-sweep-interval",
+        "0",
+    ])
+    .await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-late", logs.path());
+    let_docker_make_a_sandbox_after_its_pod_is_given_up(&front, &proxy, &rt, &pod).await;
     docker_holds(&front, 1).await;
 
     let id = retried_sandbox(&front, &rt, &pod).await;
     remove_pod(&mut rt.clone(), &id).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
+
+/// When no retry comes (the pod was deleted meanwhile), nothing would ever list or remove the
+/// sandbox Docker made after its pod was given up: the front's sweep removes it, and leaves
+/// every container a pod holds.
+#[tokio::test]
+async fn a_sandbox_docker_made_after_its_pod_was_given_up_is_removed_without_a_retry() {
+    let proxy = DockerProxy::start();
+    // One sweep a second, so the test waits for seconds, not the default minute.
+    let front = Front::start(&[
+        "--docker-endpoint",
+        &proxy.endpoint(),
+        "--stray-sweep-interval",
+        "1",
+    ])
+    .await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let neighbour = run_pod(&mut rt, &pod_config("cut-late-neighbour", logs.path())).await;
+    let pod = pod_config("cut-late-deleted", logs.path());
+    let_docker_make_a_sandbox_after_its_pod_is_given_up(&front, &proxy, &rt, &pod).await;
+
+    // The warning names the stray: a sweep has run since Docker made it.
+    let removal = "removing a container no pod holds";
+    wait_until("the stray sandbox removed", SECS, || {
+        let log = front.log();
+        async move { log.contains(removal).then_some(()) }
+    })
+    .await;
+    let log = front.log();
+    let removed: Vec<&str> = log.lines().filter(|l| l.contains(removal)).collect();
+    assert!(
+        removed.iter().all(|l| !l.contains(&neighbour)),
+        "{removed:?}"
+    );
+    docker_holds(&front, 1).await;
+    assert_eq!(
+        instance_containers(&front.instance_id()).await,
+        vec![neighbour.clone()]
+    );
+    let status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: neighbour.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(status.state(), PodSandboxState::SandboxReady);
+    remove_pod(&mut rt, &neighbour).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
 }
 
