@@ -65,14 +65,9 @@ impl Spawner {
             .map_err(Error::io(format!("creating {}", pod_dir.display())))?;
         let launched = self.launch(&shim_id, display, extra).await;
         if launched.is_err() {
-            // A shim that bound its socket and then died (or hangs) before it reported ready
-            // leaves it behind, and perhaps its process: neither may outlive the pod.
-            if let Some(pid) = dockpod_proto::pod_state::live_shim_pid(&pod_dir, &shim_id) {
-                if let Ok(process) = ProcessHandle::open(pid) {
-                    let _ = process.kill();
-                    process.wait_exited(EXIT_TIMEOUT).await;
-                }
-            }
+            // A shim that forked its daemon and then died or hangs before it reported ready
+            // may leave the daemon running, and its socket: neither may outlive the pod.
+            kill_shim_processes(&shim_id).await;
             self.remove_traces_of(&shim_id);
         }
         launched
@@ -221,12 +216,7 @@ impl Spawner {
         // Any other process started as this pod's shim (one still on its way up when a front
         // died, whose handle nobody has) goes too: it would hold the pod directory's lock
         // from the clean-up, and bind sockets for a pod that no longer exists.
-        for pid in dockpod_proto::pod_state::shim_processes(&shim.shim_id) {
-            if let Ok(process) = ProcessHandle::open(pid) {
-                let _ = process.kill();
-                process.wait_exited(EXIT_TIMEOUT).await;
-            }
-        }
+        kill_shim_processes(&shim.shim_id).await;
         // A clean-up cut short (killed, say) is run again: it deletes only what is left.
         let mut attempts = 0;
         let cleaned = loop {
@@ -297,6 +287,17 @@ impl Spawner {
         // way it gets the time to finish before it is killed.
         shim.shut_down(EXIT_TIMEOUT).await;
         self.remove_traces(shim);
+    }
+}
+
+/// Kills every process started as a serving shim of `shim_id` (found by its command line, so
+/// also one that has not written its PID file yet) and waits for each to exit.
+async fn kill_shim_processes(shim_id: &str) {
+    for pid in dockpod_proto::pod_state::shim_processes(shim_id) {
+        if let Ok(process) = ProcessHandle::open(pid) {
+            let _ = process.kill();
+            process.wait_exited(EXIT_TIMEOUT).await;
+        }
     }
 }
 

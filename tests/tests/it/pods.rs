@@ -366,6 +366,45 @@ async fn failed_run_pod_sandbox_leaves_nothing_behind() {
     );
 }
 
+/// A shim whose daemon never reports ready (stuck before it serves) fails the RunPodSandbox,
+/// and neither its process nor its pod's directory and socket outlive the call.
+#[tokio::test]
+async fn a_shim_that_never_reports_ready_does_not_outlive_the_failed_call() {
+    let bin = tempfile::tempdir().expect("bin dir");
+    let shim = bin.path().join("pod-shim");
+    // Forks a daemon with the shim's arguments (and the name of the shim's binary), which
+    // blocks for ever in a read, then exits: the front reads no ready report. Only bash
+    // builtins wait, so killing the daemon leaves no child behind.
+    std::fs::write(
+        &shim,
+        r#"#!/bin/bash
+fifo=$(mktemp -u) && mkfifo "$fifo" || exit 1
+(exec -a "$0" bash -c 'exec 3<>"$1"; rm -f "$1"; read -r -u 3' hung "$fifo" "$@") </dev/null >/dev/null 2>&1 &
+"#,
+    )
+    .expect("write the stand-in shim");
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let front = Front::start(&["--pod-shim-binary", &shim.display().to_string()]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let err = front
+        .runtime()
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("never-ready", logs.path())),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("a shim that never reports ready");
+    assert!(err.message().contains("did not start"), "{err:?}");
+    assert!(
+        front.shim_pids().is_empty(),
+        "the shim's daemon outlives the call"
+    );
+    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
+    assert!(pods.is_empty(), "state left: {pods:?}");
+    let sockets = dockpod_tests::list_dir(&front.run_dir().join("shims"));
+    assert!(sockets.is_empty(), "socket left: {sockets:?}");
+}
+
 #[tokio::test]
 async fn idle_shims_stay_within_the_memory_budget() {
     const PODS: usize = 10;
