@@ -478,9 +478,14 @@ async fn follow_api(
 /// A TTY container's output through the logs API: one byte stream, cut anywhere, with
 /// Docker's timestamp and a space before each of its messages. Lines are handed on whole; a
 /// line still without its end once it holds more than `MAX_RECORD` bytes is handed on in
-/// pieces of that size (partial records, each with the timestamp the line began with), as
-/// any stream's long line is. So the buffer holds at most one record and a timestamp,
-/// whatever a container prints without a newline.
+/// pieces of that size (partial records), as any stream's long line is. So the buffer holds
+/// at most one record and a timestamp, whatever a container prints without a newline.
+///
+/// Docker itself logs such a line as partial messages of its copy buffer's 16 KiB, each with
+/// a timestamp of its own (`<ts> <16 KiB><ts> <16 KiB><ts> <rest>\n`, as `docker logs -t`
+/// shows for the local and journald drivers): a piece cut where the next message's timestamp
+/// follows ends there, and the next piece is that message. A piece cut inside a message
+/// (an engine with a larger buffer) goes on with the timestamp the message began with.
 #[derive(Default)]
 struct Console(Vec<u8>);
 
@@ -490,26 +495,34 @@ const TIMESTAMP_MAX: usize = 64;
 impl Console {
     fn push(&mut self, message: &[u8], mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         self.0.extend_from_slice(message);
-        while let Some(end) = self.0.iter().position(|b| *b == b'\n') {
-            let entry: Vec<u8> = self.0.drain(..=end).collect();
-            each(&entry)?;
-        }
         loop {
-            let Some(space) = self.0.iter().take(TIMESTAMP_MAX).position(|b| *b == b' ') else {
-                if self.0.len() > MAX_RECORD {
-                    // No timestamp: nothing the writer could place (it drops such entries).
-                    self.0.clear();
-                }
-                return Ok(());
-            };
-            let body = space + 1;
-            if self.0.len() - body <= MAX_RECORD {
+            let header = self.0.iter().take(TIMESTAMP_MAX).position(|b| *b == b' ');
+            let body = header.map_or(0, |space| space + 1);
+            let limit = body + MAX_RECORD;
+            // A line that ends within one record is handed on whole; one that ends later (or
+            // only in a later message of Docker's) is cut at the record's size first.
+            let within = &self.0[body..self.0.len().min(limit + 1)];
+            if let Some(end) = within.iter().position(|b| *b == b'\n') {
+                let entry: Vec<u8> = self.0.drain(..=body + end).collect();
+                each(&entry)?;
+                continue;
+            }
+            if self.0.len() <= limit {
                 return Ok(());
             }
-            let rest = self.0.split_off(body + MAX_RECORD);
+            if header.is_none() {
+                // No timestamp: nothing the writer could place (it drops such entries).
+                self.0.clear();
+                return Ok(());
+            }
+            let rest = self.0.split_off(limit);
             each(&self.0)?;
-            self.0.truncate(body);
-            self.0.extend_from_slice(&rest);
+            if starts_with_timestamp(&rest) {
+                self.0 = rest;
+            } else {
+                self.0.truncate(body);
+                self.0.extend_from_slice(&rest);
+            }
         }
     }
 
@@ -520,6 +533,15 @@ impl Console {
         }
         each(&self.0)
     }
+}
+
+/// Whether `bytes` begin with a message's header: an RFC 3339 timestamp and a space.
+fn starts_with_timestamp(bytes: &[u8]) -> bool {
+    let Some(space) = bytes.iter().take(TIMESTAMP_MAX).position(|b| *b == b' ') else {
+        return false;
+    };
+    std::str::from_utf8(&bytes[..space])
+        .is_ok_and(|ts| humantime::parse_rfc3339_weak(ts.trim_end_matches('Z')).is_ok())
 }
 
 /// Writes the CRI records of one log entry: pieces of at most `MAX_RECORD` bytes, all `P`
@@ -589,6 +611,62 @@ mod tests {
             .map(|l| l.splitn(4, ' ').nth(3).expect("content"))
             .collect();
         assert_eq!(joined.len(), long.len());
+    }
+
+    /// The stream `docker logs -t` gives for a TTY container that printed 40,000 bytes
+    /// without a newline, then `\n` and `END\n` (Docker 20.10, local driver): Docker's
+    /// 16 KiB partial messages, each with its timestamp, the line's last part ending it.
+    #[test]
+    fn a_console_line_docker_logged_in_partial_messages_keeps_no_timestamp_in_its_content() {
+        let line = "2026-12-03T06:44:35.929127368Z ";
+        let next = "2026-12-03T06:44:35.929547972Z ";
+        let mut stream = Vec::new();
+        for part in [MAX_RECORD, MAX_RECORD, 40_000 - 2 * MAX_RECORD] {
+            stream.extend_from_slice(line.as_bytes());
+            stream.extend(std::iter::repeat_n(b'x', part));
+        }
+        stream.push(b'\n');
+        stream.extend_from_slice(format!("{next}END\n").as_bytes());
+        // Cut as Docker's stream cuts it: anywhere, across message boundaries or not at all.
+        for cut in [4000, stream.len()] {
+            let mut handed: Vec<Vec<u8>> = Vec::new();
+            let mut console = Console::default();
+            for piece in stream.chunks(cut) {
+                console
+                    .push(piece, |e| {
+                        handed.push(e.to_vec());
+                        Ok(())
+                    })
+                    .expect("push");
+            }
+            console
+                .finish(|e| {
+                    handed.push(e.to_vec());
+                    Ok(())
+                })
+                .expect("finish");
+            let mut out = Vec::new();
+            for entry in &handed {
+                let space = entry.iter().position(|b| *b == b' ').expect("a timestamp");
+                write_records(&mut out, "ts", "stdout", &entry[space + 1..]).expect("in memory");
+            }
+            let records: Vec<&[u8]> = out
+                .split(|b| *b == b'\n')
+                .filter(|r| !r.is_empty())
+                .collect();
+            // `ts stdout P <content>`
+            let tags: Vec<&[u8]> = records.iter().map(|r| &r[10..11]).collect();
+            assert_eq!(tags, [b"P", b"P", b"F", b"F"], "cut {cut}");
+            let content: Vec<u8> = records[..3].iter().flat_map(|r| r[12..].to_vec()).collect();
+            assert_eq!(content.len(), 40_000, "cut {cut}");
+            assert!(
+                content.iter().all(|b| *b == b'x'),
+                "timestamp text in the content (cut {cut})"
+            );
+            assert_eq!(&records[3][12..], b"END");
+            assert!(handed[0].starts_with(line.as_bytes()));
+            assert!(handed[3].starts_with(next.as_bytes()));
+        }
     }
 
     #[test]
