@@ -127,12 +127,7 @@ impl Engine {
         };
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            // Docker answers 409 while a removal of the same container is under way.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409,
-                message,
-            }) if message.contains("already in progress") => Ok(()),
+            Err(e) if dockpod_proto::docker_errors::is_removed_already(&e) => Ok(()),
             Err(e) => Err(Error::docker(format!("removing container {id}"))(e)),
         }
     }

@@ -514,20 +514,15 @@ impl Pod {
                 let r = self.record();
                 r.sandbox_id != id && !r.containers.contains_key(&id)
             }
-            Some(shim) => dockpod_proto::layout::is_shim_id(shim) && !self.sibling_exists(shim),
+            Some(shim) => self
+                .record
+                .store()
+                .dir()
+                .parent()
+                .is_some_and(|pods| dockpod_proto::layout::pod_is_gone(pods, shim)),
             None => false,
         };
         Ok(orphaned.then_some(id))
-    }
-
-    /// Whether shim `shim_id` of this instance still has a pod directory: every shim has one
-    /// from before it starts until its pod is removed or given up.
-    fn sibling_exists(&self, shim_id: &str) -> bool {
-        let own = self.record.store().dir();
-        own.parent()
-            .map(|pods| pods.join(shim_id))
-            // An unreadable directory counts as present: only a sure absence removes anything.
-            .is_none_or(|dir| !matches!(dir.try_exists(), Ok(false)))
     }
 
     /// Brings the record and Docker in step when the shim starts (see

@@ -18,6 +18,18 @@ pub fn is_not_found(e: &Error) -> bool {
     status(e) == Some(404)
 }
 
+/// A container removal that failed only because the container is gone already, or because
+/// Docker is removing it for another request (it answers 409 then).
+pub fn is_removed_already(e: &Error) -> bool {
+    match e {
+        Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => message.contains("already in progress"),
+        _ => is_not_found(e),
+    }
+}
+
 /// Docker answered that the object is already in the requested state.
 pub fn is_not_modified(e: &Error) -> bool {
     status(e) == Some(304)

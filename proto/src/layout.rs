@@ -53,3 +53,31 @@ pub fn random_id() -> std::io::Result<String> {
 pub fn is_shim_id(s: &str) -> bool {
     s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
+
+/// Whether the pod of shim `shim_id` (a container label's value) is surely gone: the value is
+/// a shim ID and its directory under `pods_dir` does not exist. Every shim has its directory
+/// from before it starts until its pod is removed or given up, so a container labelled with
+/// such a shim belongs to no pod. An unreadable directory counts as present: only a sure
+/// absence lets anything be removed.
+pub fn pod_is_gone(pods_dir: &Path, shim_id: &str) -> bool {
+    is_shim_id(shim_id) && matches!(pods_dir.join(shim_id).try_exists(), Ok(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_shim_whose_pod_directory_is_surely_absent_is_gone() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let pods = pods_dir(root.path());
+        let live = "0123456789abcdef";
+        let gone = "fedcba9876543210";
+        std::fs::create_dir_all(pod_dir(root.path(), live)).expect("mkdir");
+        assert!(!pod_is_gone(&pods, live));
+        assert!(pod_is_gone(&pods, gone));
+        // Not a shim ID of dockpod's: never taken for a gone pod's.
+        assert!(!pod_is_gone(&pods, "../../etc"));
+        assert!(!pod_is_gone(&pods, ""));
+    }
+}

@@ -47,7 +47,7 @@ pub async fn sweep(engine: &Engine, instance: &str, root_dir: &Path) -> Result<V
         let Some(shim_id) = labels.get(labels::SHIM_ID) else {
             continue;
         };
-        if !is_given_up(root_dir, shim_id) {
+        if !layout::pod_is_gone(&layout::pods_dir(root_dir), shim_id) {
             continue;
         }
         let name = labels
@@ -65,14 +65,8 @@ pub async fn sweep(engine: &Engine, instance: &str, root_dir: &Path) -> Result<V
     Ok(removed)
 }
 
-/// Whether the pod of shim `shim_id` is surely gone: its directory does not exist. An
-/// unreadable root counts as present, so only a sure absence removes anything.
-fn is_given_up(root_dir: &Path, shim_id: &str) -> bool {
-    layout::is_shim_id(shim_id)
-        && matches!(layout::pod_dir(root_dir, shim_id).try_exists(), Ok(false))
-}
-
-/// Removes a container, running or not, with its anonymous volumes. Gone already is fine.
+/// Removes a container, running or not, with its anonymous volumes. Gone already, or going
+/// for another request, is fine.
 async fn remove(engine: &Engine, id: &str) -> Result<()> {
     let options = RemoveContainerOptions {
         force: true,
@@ -81,27 +75,7 @@ async fn remove(engine: &Engine, id: &str) -> Result<()> {
     };
     match engine.api()?.remove_container(id, Some(options)).await {
         Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
+        Err(e) if dockpod_proto::docker_errors::is_removed_already(&e) => Ok(()),
         Err(e) => Err(Error::docker(format!("removing stray container {id}"))(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_shim_whose_pod_directory_is_surely_absent_is_given_up() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let live = "0123456789abcdef";
-        let gone = "fedcba9876543210";
-        std::fs::create_dir_all(layout::pod_dir(root.path(), live)).expect("mkdir");
-        assert!(!is_given_up(root.path(), live));
-        assert!(is_given_up(root.path(), gone));
-        // Not a shim ID of dockpod's: never taken for a stray.
-        assert!(!is_given_up(root.path(), "../../etc"));
-        assert!(!is_given_up(root.path(), ""));
     }
 }
