@@ -193,11 +193,15 @@ pub fn observe(inspect: Option<&ContainerInspectResponse>) -> Observed {
     }
 }
 
+/// An RFC 3339 time as Docker writes it (UTC, `Z`, up to nanoseconds); `None` if `s` is none.
+pub fn docker_time(s: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()
+}
+
 /// Nanoseconds since the epoch of an RFC 3339 time from Docker; Docker's zero time
 /// (`0001-01-01T00:00:00Z`) and anything unparsable are 0.
 pub fn parse_time(s: &str) -> i64 {
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
-        .ok()
+    docker_time(s)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)

@@ -23,7 +23,7 @@ use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::docker::{parse_time, Engine};
+use crate::docker::{docker_time, parse_time, Engine};
 use crate::error::{Error, Result};
 use crate::log_position::{Key, LogTarget, Position, Replay};
 use json_file::JsonLog;
@@ -496,7 +496,7 @@ impl Console {
     fn push(&mut self, message: &[u8], mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         self.0.extend_from_slice(message);
         loop {
-            let header = self.0.iter().take(TIMESTAMP_MAX).position(|b| *b == b' ');
+            let header = header_end(&self.0);
             let body = header.map_or(0, |space| space + 1);
             let limit = body + MAX_RECORD;
             // A line that ends within one record is handed on whole; one that ends later (or
@@ -535,13 +535,16 @@ impl Console {
     }
 }
 
-/// Whether `bytes` begin with a message's header: an RFC 3339 timestamp and a space.
+/// Where the space after a message's timestamp is, if it comes soon enough to be one.
+fn header_end(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().take(TIMESTAMP_MAX).position(|b| *b == b' ')
+}
+
+/// Whether `bytes` begin with a message's header: Docker's timestamp and a space.
 fn starts_with_timestamp(bytes: &[u8]) -> bool {
-    let Some(space) = bytes.iter().take(TIMESTAMP_MAX).position(|b| *b == b' ') else {
-        return false;
-    };
-    std::str::from_utf8(&bytes[..space])
-        .is_ok_and(|ts| humantime::parse_rfc3339_weak(ts.trim_end_matches('Z')).is_ok())
+    header_end(bytes).is_some_and(|space| {
+        std::str::from_utf8(&bytes[..space]).is_ok_and(|ts| docker_time(ts).is_some())
+    })
 }
 
 /// Writes the CRI records of one log entry: pieces of at most `MAX_RECORD` bytes, all `P`
