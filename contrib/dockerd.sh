@@ -4,7 +4,9 @@
 #   contrib/dockerd.sh restart   stop the running dockerd and start it again with the same
 #                                command line (the fault tests use it)
 # dockerd runs with --live-restore, so that restarting it (an upgrade, a crash) leaves the
-# containers running; dockpod's shims reconnect and carry on.
+# containers running; dockpod's shims reconnect and carry on. It has Debian's crun as a second
+# OCI runtime beside runc (--add-runtime), for RuntimeClass: a dockerd found running without
+# it is restarted with it.
 # Environment: DOCKER_SOCK (default /var/run/docker.sock), DOCKERD_TIMEOUT (seconds, 60).
 # Log: /var/log/dockpod-dockerd.log.
 set -euo pipefail
@@ -40,16 +42,32 @@ launch() {
 	say "dockerd is up"
 }
 
-start() {
-	if docker_answers; then say "dockerd answers on $DOCKER_SOCK"; return; fi
-	launch dockerd --host "unix://$DOCKER_SOCK" --live-restore
+CRUN=/usr/bin/crun
+
+has_crun() {
+	timeout 10 docker --host "unix://$DOCKER_SOCK" info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"crun"'
 }
 
-restart() {
+start() {
+	if docker_answers; then
+		if has_crun || ! [ -s "$DOCKERD_PIDFILE" ]; then
+			say "dockerd answers on $DOCKER_SOCK"
+			return
+		fi
+		say "dockerd answers without the crun runtime; restarting it with crun"
+		stop
+	fi
+	[ -x "$CRUN" ] || die "$CRUN is missing (package crun)"
+	launch dockerd --host "unix://$DOCKER_SOCK" --live-restore --add-runtime "crun=$CRUN"
+}
+
+# Stops the running dockerd (its containers live on: --live-restore); its command line, NUL
+# separated, in the array `argv`.
+stop() {
 	[ -s "$DOCKERD_PIDFILE" ] || die "no $DOCKERD_PIDFILE: dockerd is not running"
 	local pid
 	pid="$(cat "$DOCKERD_PIDFILE")"
-	local -a argv
+	# The caller's `argv` (bash's dynamic scope).
 	mapfile -d '' -t argv <"/proc/$pid/cmdline" || die "dockerd ($pid) is gone"
 	[ ${#argv[@]} -gt 0 ] || die "cannot read the command line of dockerd ($pid)"
 	say "stopping dockerd ($pid)"
@@ -61,6 +79,11 @@ restart() {
 		[ $SECONDS -lt $deadline ] || die "dockerd ($pid) did not stop within ${DOCKERD_TIMEOUT}s"
 		sleep 0.1
 	done
+}
+
+restart() {
+	local -a argv
+	stop
 	launch "${argv[@]}"
 }
 

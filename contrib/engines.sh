@@ -139,7 +139,8 @@ up_one() {
 		[debug]
 		  address = "$run/containerd-debug.sock"
 	EOF
-	echo '{}' >"$dir/daemon.json"
+	# The host's crun as a second runtime, as the default dockerd has it (RuntimeClass).
+	echo '{"runtimes": {"crun": {"path": "/usr/bin/crun"}}}' >"$dir/daemon.json"
 	if ! [ -S "$run/containerd.sock" ] || ! pgrep -f -- "--config $dir/containerd.toml" >/dev/null; then
 		say "$name: starting containerd"
 		rm -f "$run/containerd.sock"

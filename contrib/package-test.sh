@@ -4,7 +4,8 @@
 #   1. `dpkg -i`: every file where it belongs and owned by the package, the defaults file a
 #      conffile, the man pages and the bash, zsh and fish completions readable, the units
 #      valid (systemd-analyze verify) and enabled nowhere (the host's systemctl reads the
-#      root offline), `shim-manager --version` naming this tree's commit, `doctor --help`;
+#      root offline), `shim-manager --version` naming this tree's commit and its cri-api,
+#      `doctor --help`;
 #   2. a reinstall over it (the upgrade path): a changed /etc/default/dockpod is kept;
 #   3. `dpkg -r`: the package's files gone but the conffile, the front said stopped;
 #   4. `dpkg -P`: nothing of the package left, and what state stays behind said.
@@ -96,8 +97,10 @@ done
 if compgen -G "$root/etc/systemd/system/*/dockpod.*" >/dev/null; then fail "the install enabled a unit"; fi
 
 commit="$(git -C "$repo" rev-parse --short=12 HEAD)"
+cri="$(cat "$repo/target/cri-api/VERSION")"
 version="$(in_root shim-manager --version)"
-[ "$version" = "shim-manager 0.1.0 (commit $commit)" ] || fail "--version says '$version', not commit $commit"
+[ "$version" = "shim-manager 0.1.0 (commit $commit, cri-api $cri)" ] ||
+	fail "--version says '$version', not commit $commit and cri-api $cri"
 in_root shim-manager doctor --help | grep -q -- '--kubelet-config' || fail "doctor --help lacks --kubelet-config"
 in_root pod-shim --version >/dev/null || fail "pod-shim does not run"
 say "installed: $version"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine for dockpod, idempotently, as root:
-#   1. installs what is missing of Debian's docker.io, protobuf-compiler, busybox-static,
-#      containernetworking-plugins and docker-registry, and of debootstrap and systemd's tools
+#   1. installs what is missing of Debian's docker.io, crun (a second OCI runtime, for
+#      RuntimeClass), protobuf-compiler, busybox-static, containernetworking-plugins and
+#      docker-registry, and of debootstrap and systemd's tools
 #      (the package test installs into a debootstrapped root and checks the units offline);
-#   2. starts dockerd (with --live-restore) when none answers on its socket, through
-#      contrib/dockerd.sh (log: /var/log/dockpod-dockerd.log);
+#   2. starts dockerd (with --live-restore, and crun beside runc) when none answers on its
+#      socket, through contrib/dockerd.sh (log: /var/log/dockpod-dockerd.log);
 #   3. builds the local images from busybox-static, with no registry: the sandbox image
 #      localhost/dockpod/pause:1 and the tool image localhost/dockpod/busybox:1;
 #   4. builds the release binaries (target/release/shim-manager, target/release/pod-shim) and
@@ -25,7 +26,7 @@ BASE_IMAGE=localhost/dockpod/busybox-base:1
 PAUSE_IMAGE=localhost/dockpod/pause:1
 TOOL_IMAGE=localhost/dockpod/busybox:1
 INOTIFY_INSTANCES=8192
-PACKAGES=(docker.io protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables python3 python3-venv e2fsprogs debootstrap systemd)
+PACKAGES=(docker.io crun protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables python3 python3-venv e2fsprogs debootstrap systemd)
 CARGO_DEB_VERSION=3.8.0
 # The tests' Python CRI client: grpcio since 1.57 sends a unix socket's path as :authority.
 PYTHON_CLIENTS=(grpcio==1.85.1 grpcio-tools==1.85.1)

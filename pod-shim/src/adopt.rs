@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bollard::models::ContainerInspectResponse;
-use dockpod_proto::labels;
-use k8s_cri::v1::{
+use dockpod_proto::cri::{
     ContainerConfig, ContainerMetadata, ContainerState, ImageSpec, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, PortMapping, Protocol,
 };
+use dockpod_proto::labels;
 use serde::Deserialize;
 
 use crate::cni::{Attachment, Cni, CRI_DOCKERD_LOOPBACK};

@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use dockpod_proto::cni_conf::{find_cni_network, CniNetwork};
-use k8s_cri::v1::{PodSandboxConfig, Protocol};
+use dockpod_proto::cri::{PodSandboxConfig, Protocol};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
@@ -737,7 +737,7 @@ fn version_at_least(v: &str, min: (u32, u32, u32)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{DnsConfig, PortMapping};
+    use dockpod_proto::cri::{DnsConfig, PortMapping};
 
     #[test]
     fn quantities() {

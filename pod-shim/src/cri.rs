@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_cri::v1::runtime_service_server::RuntimeService;
-use k8s_cri::v1::*;
+use dockpod_proto::cri::runtime_service_server::RuntimeService;
+use dockpod_proto::cri::*;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use dockpod_proto::cri_stream::{self, Chunks};
 use dockpod_proto::flights::Flights;
 
 use crate::error::Error;
@@ -461,5 +462,114 @@ impl RuntimeService for ShimRuntime {
         _r: Request<RuntimeConfigRequest>,
     ) -> Result<Response<RuntimeConfigResponse>, Status> {
         front_only("RuntimeConfig")
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        let req = r.into_inner();
+        let span = tracing::info_span!("UpdatePodSandboxResources", sandbox = %req.pod_sandbox_id);
+        let pod = self.pod.clone();
+        let update = op(async move {
+            pod.update_sandbox_resources(&req.pod_sandbox_id, req.overhead, req.resources)
+                .await
+        });
+        self.changing
+            .run("UpdatePodSandboxResources".into(), update.instrument(span))
+            .await?;
+        Ok(Response::new(UpdatePodSandboxResourcesResponse {}))
+    }
+
+    // The streaming lists: this pod's unary answer, in chunks.
+
+    type StreamPodSandboxesStream = Chunks<StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let filter = r.into_inner().filter;
+        let items = self
+            .list_pod_sandbox(Request::new(ListPodSandboxRequest { filter }))
+            .await?
+            .into_inner()
+            .items;
+        Ok(Response::new(cri_stream::stream(items, |pod_sandboxes| {
+            StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    type StreamContainersStream = Chunks<StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        r: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let filter = r.into_inner().filter;
+        let containers = self
+            .list_containers(Request::new(ListContainersRequest { filter }))
+            .await?
+            .into_inner()
+            .containers;
+        Ok(Response::new(cri_stream::stream(
+            containers,
+            |containers| StreamContainersResponse { containers },
+        )))
+    }
+
+    type StreamContainerStatsStream = Chunks<StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        r: Request<StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let filter = r.into_inner().filter;
+        let stats = self
+            .list_container_stats(Request::new(ListContainerStatsRequest { filter }))
+            .await?
+            .into_inner()
+            .stats;
+        Ok(Response::new(cri_stream::stream(
+            stats,
+            |container_stats| StreamContainerStatsResponse { container_stats },
+        )))
+    }
+
+    type StreamPodSandboxStatsStream = Chunks<StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let filter = r.into_inner().filter;
+        let stats = self
+            .list_pod_sandbox_stats(Request::new(ListPodSandboxStatsRequest { filter }))
+            .await?
+            .into_inner()
+            .stats;
+        Ok(Response::new(cri_stream::stream(
+            stats,
+            |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        )))
+    }
+
+    type StreamPodSandboxMetricsStream = Chunks<StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _r: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        let metrics = self
+            .list_pod_sandbox_metrics(Request::new(ListPodSandboxMetricsRequest {}))
+            .await?
+            .into_inner()
+            .pod_metrics;
+        Ok(Response::new(cri_stream::stream(
+            metrics,
+            |pod_sandbox_metrics| StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
     }
 }

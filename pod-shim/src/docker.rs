@@ -76,6 +76,20 @@ impl Engine {
         self.api
     }
 
+    /// Whether the daemon takes CDI device requests (driver `cdi`): it reports the CDI spec
+    /// directories it reads, which it does from API 1.46 and only with CDI on.
+    pub async fn cdi_enabled(&self) -> Result<bool> {
+        if !self.api.reports_cdi() {
+            return Ok(false);
+        }
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(Error::docker("asking dockerd whether CDI is on"))?;
+        Ok(info.cdi_spec_dirs.is_some_and(|dirs| !dirs.is_empty()))
+    }
+
     pub fn api(&self) -> &Docker {
         &self.docker
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerUpdateBody};
-use k8s_cri::v1::{
+use dockpod_proto::cri::{
     ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerState, ContainerStatus,
     ContainerUser, LinuxContainerResources, LinuxContainerUser, PodSandboxConfig,
 };
@@ -137,6 +137,8 @@ impl Pod {
             host: self.host,
             cni: self.cni.is_some(),
             api: self.engine.api_version(),
+            runtime_handler: self.record().runtime_handler.clone(),
+            cdi: false,
         }
     }
 
@@ -165,11 +167,6 @@ impl Pod {
         runtime_handler: String,
     ) -> Result<String> {
         let _guard = self.ops.pod().await;
-        if !runtime_handler.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "runtime handler {runtime_handler:?} is not configured (dockpod has only the default handler)"
-            )));
-        }
         if !self.record().sandbox_id.is_empty() {
             return Err(Error::FailedPrecondition(format!(
                 "shim {} already runs sandbox {}",
@@ -177,7 +174,13 @@ impl Pod {
                 self.record().sandbox_id
             )));
         }
-        let (name, body) = spec::sandbox(&self.ctx(), &config, &self.sandbox_image)?;
+        // The handler names one of the engine's runtimes: the front checked it against the
+        // engine's list, and Docker refuses a name it does not have.
+        let ctx = Context {
+            runtime_handler: runtime_handler.clone(),
+            ..self.ctx()
+        };
+        let (name, body) = spec::sandbox(&ctx, &config, &self.sandbox_image)?;
         if self
             .engine
             .api()
@@ -637,8 +640,11 @@ impl Pod {
             }
             Err(e) => return Err(Error::docker(format!("inspecting image {image:?}"))(e)),
         };
-        let (name, body) =
-            spec::container(&self.ctx(), sandbox_id, &pod_config, &config, &image_id)?;
+        let mut ctx = self.ctx();
+        if !config.cdi_devices.is_empty() {
+            ctx.cdi = self.engine.cdi_enabled().await?;
+        }
+        let (name, body) = spec::container(&ctx, sandbox_id, &pod_config, &config, &image_id)?;
         let log_path =
             dockpod_proto::validate::log_file(&pod_config.log_directory, &config.log_path)?
                 .map(|p| p.display().to_string())
@@ -901,8 +907,41 @@ impl Pod {
         let id = self.require(id)?;
         let Some(r) = resources else { return Ok(()) };
         let _guard = self.ops.container(&id).await;
+        self.docker_update(&id, &r).await?;
+        if let Some(c) = self.record().containers.get_mut(&id) {
+            c.resources = Some(r);
+        }
+        self.persist().await
+    }
+
+    /// UpdatePodSandboxResources (the kubelet's call on every in-place pod resize): the pod's
+    /// resources are recorded, and the sandbox container, the part of the pod Docker owns,
+    /// takes them as its own limits (the pod's cgroup above it is the kubelet's to resize).
+    pub async fn update_sandbox_resources(
+        &self,
+        sandbox_id: &str,
+        overhead: Option<LinuxContainerResources>,
+        resources: Option<LinuxContainerResources>,
+    ) -> Result<()> {
+        let _guard = self.ops.container(sandbox_id).await;
+        if sandbox_id.is_empty() || sandbox_id != self.record().sandbox_id {
+            return Err(Error::NotFound(format!(
+                "pod sandbox {sandbox_id} not found"
+            )));
+        }
+        if let Some(r) = &resources {
+            self.docker_update(sandbox_id, r).await?;
+        }
+        self.record().sandbox_resources = Some(crate::pod::SandboxResources {
+            overhead,
+            resources,
+        });
+        self.persist().await
+    }
+
+    async fn docker_update(&self, id: &str, r: &LinuxContainerResources) -> Result<()> {
         let mut host = bollard::models::HostConfig::default();
-        spec::apply_resources(&mut host, &r, self.host);
+        spec::apply_resources(&mut host, r, self.host);
         let body = ContainerUpdateBody {
             cpu_period: host.cpu_period,
             cpu_quota: host.cpu_quota,
@@ -915,15 +954,12 @@ impl Pod {
         };
         self.engine
             .api()
-            .update_container(&id, body)
+            .update_container(id, body)
             .await
             .map_err(Error::docker(format!(
                 "updating resources of container {id}"
             )))?;
-        if let Some(c) = self.record().containers.get_mut(&id) {
-            c.resources = Some(r);
-        }
-        self.persist().await
+        Ok(())
     }
 
     /// The Docker ID of a running container of this pod, for exec.

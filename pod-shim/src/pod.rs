@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_cri::v1::{
+use dockpod_proto::cri::{
     Container, ContainerConfig, ContainerEventType, ContainerResources, ContainerState,
     ContainerStatus, LinuxContainerResources, LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox,
     PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
@@ -42,6 +42,18 @@ pub struct PodRecord {
     /// predecessor was doing when it died (see `reconcile`).
     #[serde(default)]
     pub intents: BTreeMap<String, Intent>,
+    /// The pod's resources as the kubelet last gave them (UpdatePodSandboxResources, on every
+    /// in-place resize): None until it first does.
+    #[serde(default)]
+    pub sandbox_resources: Option<SandboxResources>,
+}
+
+/// A pod's resources: its overhead (RuntimeClass) and its containers' sum.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SandboxResources {
+    pub overhead: Option<LinuxContainerResources>,
+    pub resources: Option<LinuxContainerResources>,
 }
 
 /// A Docker mutation the shim is making.
@@ -85,6 +97,7 @@ impl PodRecord {
             adopted,
             cri_dockerd_checkpoint,
             intents: _,
+            sandbox_resources,
         } = self;
         *shim_id == other.shim_id
             && *sandbox_id == other.sandbox_id
@@ -96,6 +109,7 @@ impl PodRecord {
             && *network == other.network
             && *adopted == other.adopted
             && *cri_dockerd_checkpoint == other.cri_dockerd_checkpoint
+            && *sandbox_resources == other.sandbox_resources
     }
 
     /// The sandbox's own fields, with no containers and no intents.
@@ -113,6 +127,7 @@ impl PodRecord {
             adopted: self.adopted,
             cri_dockerd_checkpoint: self.cri_dockerd_checkpoint.clone(),
             intents: Default::default(),
+            sandbox_resources: self.sandbox_resources.clone(),
         }
     }
 
@@ -283,7 +298,10 @@ impl ContainerRecord {
             started_at: self.started_at,
             finished_at: self.finished_at,
             exit_code: self.exit_code,
-            image: Some(self.config.image.clone().unwrap_or_default()),
+            image: Some(dockpod_proto::listing::image_spec(
+                &self.config,
+                &self.image_id,
+            )),
             image_ref: self.image_id.clone(),
             image_id: self.image_id.clone(),
             reason: self.reason.clone(),
@@ -297,6 +315,7 @@ impl ContainerRecord {
                 windows: None,
             }),
             user: None,
+            stop_signal: self.config.stop_signal,
         }
     }
 }
@@ -416,7 +435,7 @@ mod tests {
     fn restarts_count_the_newest_attempt_of_each_container_name() {
         let container = |name: &str, attempt: u32| ContainerRecord {
             config: ContainerConfig {
-                metadata: Some(k8s_cri::v1::ContainerMetadata {
+                metadata: Some(dockpod_proto::cri::ContainerMetadata {
                     name: name.into(),
                     attempt,
                 }),
@@ -438,11 +457,11 @@ mod tests {
     #[test]
     fn the_front_lists_from_the_saved_record_what_the_shim_lists() {
         let mut config = ContainerConfig {
-            metadata: Some(k8s_cri::v1::ContainerMetadata {
+            metadata: Some(dockpod_proto::cri::ContainerMetadata {
                 name: "app".into(),
                 attempt: 2,
             }),
-            image: Some(k8s_cri::v1::ImageSpec {
+            image: Some(dockpod_proto::cri::ImageSpec {
                 image: "busybox".into(),
                 ..Default::default()
             }),

@@ -6,13 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use dockpod_proto::cri::runtime_service_server::RuntimeServiceServer;
 use dockpod_proto::shim::shim_server::{Shim, ShimServer};
 use dockpod_proto::shim::{
     CheckNetworkRequest, CheckNetworkResponse, ContainerProcess, InfoRequest, InfoResponse,
     InspectRequest, InspectResponse, ProcessesRequest, ProcessesResponse, ShutdownRequest,
     ShutdownResponse,
 };
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};

@@ -6,16 +6,16 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, Mount as DockerMount, MountBindOptions,
-    MountBindOptionsPropagationEnum, MountType, PortBinding,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, Mount as DockerMount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountImageOptions, MountType, PortBinding,
+};
+use dockpod_proto::cri::{
+    security_profile::ProfileType, ContainerConfig, LinuxContainerResources, MountPropagation,
+    NamespaceMode, PodSandboxConfig, PodSandboxMetadata, Protocol, SecurityProfile, Signal,
 };
 use dockpod_proto::engine_api::ApiVersion;
 use dockpod_proto::labels;
 use dockpod_proto::validate;
-use k8s_cri::v1::{
-    security_profile::ProfileType, ContainerConfig, LinuxContainerResources, MountPropagation,
-    NamespaceMode, PodSandboxConfig, PodSandboxMetadata, Protocol, SecurityProfile,
-};
 
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -29,6 +29,12 @@ pub struct Context<'a> {
     pub cni: bool,
     /// The engine's negotiated API version (see `dockpod_proto::engine_api`).
     pub api: ApiVersion,
+    /// The pod's runtime handler: the name of one of the engine's OCI runtimes (`docker info`
+    /// → `Runtimes`), or empty for the engine's default.
+    pub runtime_handler: String,
+    /// The daemon takes CDI device requests (it reports CDI spec directories). Asked of the
+    /// engine only for a container that names CDI devices.
+    pub cdi: bool,
 }
 
 /// OOM score of sandbox containers, as the kubelet's dockershim gave them.
@@ -55,8 +61,8 @@ fn base_labels(
 }
 
 fn mode(
-    options: Option<&k8s_cri::v1::NamespaceOption>,
-    pick: fn(&k8s_cri::v1::NamespaceOption) -> i32,
+    options: Option<&dockpod_proto::cri::NamespaceOption>,
+    pick: fn(&dockpod_proto::cri::NamespaceOption) -> i32,
 ) -> NamespaceMode {
     options
         .map(pick)
@@ -119,6 +125,7 @@ pub fn sandbox(
             false,
         )?),
         group_add: list(sc.supplemental_groups.iter().map(|g| g.to_string())),
+        runtime: non_empty(&ctx.runtime_handler),
         ..Default::default()
     };
     if !linux.sysctls.is_empty() {
@@ -305,6 +312,8 @@ pub fn container(
             .linux
             .as_ref()
             .and_then(|l| non_empty(&l.cgroup_parent)),
+        runtime: non_empty(&ctx.runtime_handler),
+        device_requests: cdi_devices(ctx, config)?,
         ..Default::default()
     };
     apply_resources(&mut host, &resources, ctx.host);
@@ -337,13 +346,19 @@ pub fn container(
         .iter()
         .map(|kv| {
             if kv.key.is_empty() || kv.key.contains('=') {
-                Err(Error::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "environment variable name {:?} is invalid",
                     kv.key
-                )))
-            } else {
-                Ok(format!("{}={}", kv.key, kv.value))
+                )));
             }
+            // Docker's API takes each variable as a JSON string.
+            let value = std::str::from_utf8(&kv.value).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "environment variable {} is not UTF-8, which Docker's API cannot carry",
+                    kv.key
+                ))
+            })?;
+            Ok(format!("{}={value}", kv.key))
         })
         .collect::<Result<Vec<_>>>()?;
     let body = ContainerCreateBody {
@@ -358,10 +373,68 @@ pub fn container(
         stdin_once: Some(config.stdin_once),
         attach_stdin: Some(config.stdin),
         user,
+        stop_signal: stop_signal(config.stop_signal)?,
         host_config: Some(host),
         ..Default::default()
     };
     Ok((name, body))
+}
+
+/// Docker's `StopSignal` for the CRI's: none for `RUNTIME_DEFAULT` (the image's STOPSIGNAL,
+/// else SIGTERM, as the CRI asks), else the signal's name as Docker parses it. Docker's
+/// stop then sends it, and StopContainer asks nothing else.
+fn stop_signal(value: i32) -> Result<Option<String>> {
+    let signal = Signal::try_from(value).map_err(|_| {
+        Error::InvalidArgument(format!("stop_signal {value} is not a signal the CRI knows"))
+    })?;
+    if signal == Signal::RuntimeDefault {
+        return Ok(None);
+    }
+    let name = signal.as_str_name();
+    // The CRI spells the real-time signals SIGRTMINPLUS3 and SIGRTMAXMINUS2; Docker (as the
+    // kill(1) of Linux) SIGRTMIN+3 and SIGRTMAX-2.
+    let name = if let Some(n) = name.strip_prefix("SIGRTMINPLUS") {
+        format!("SIGRTMIN+{n}")
+    } else if let Some(n) = name.strip_prefix("SIGRTMAXMINUS") {
+        format!("SIGRTMAX-{n}")
+    } else {
+        name.to_string()
+    };
+    Ok(Some(name))
+}
+
+/// The CDI devices (`CDI_devices`, fully qualified `vendor/class=name`) as one Docker device
+/// request of driver `cdi`, which the daemon resolves through its CDI specs. A daemon with
+/// CDI off would ignore nothing silently but fail at start with a vague error, and one
+/// older than API 1.46 cannot tell: both are refused here, naming the devices.
+fn cdi_devices(ctx: &Context, config: &ContainerConfig) -> Result<Option<Vec<DeviceRequest>>> {
+    if config.cdi_devices.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<String> = config.cdi_devices.iter().map(|d| d.name.clone()).collect();
+    for name in &names {
+        // vendor/class=device: the only form the CDI specification defines.
+        let valid = name
+            .split_once('=')
+            .is_some_and(|(kind, device)| kind.contains('/') && !device.is_empty());
+        if !valid {
+            return Err(Error::InvalidArgument(format!(
+                "CDI device {name:?} is not a fully qualified vendor/class=name"
+            )));
+        }
+    }
+    if !ctx.cdi {
+        return Err(Error::InvalidArgument(format!(
+            "CDI_devices {names:?} need a Docker daemon with CDI enabled (its `docker info` lists CDI spec directories; API 1.46 and later); this engine speaks {}{}",
+            ctx.api,
+            if ctx.api.reports_cdi() { " and has CDI off" } else { "" }
+        )));
+    }
+    Ok(Some(vec![DeviceRequest {
+        driver: Some("cdi".into()),
+        device_ids: Some(names),
+        ..Default::default()
+    }]))
 }
 
 /// Docker's view of the CRI's Linux resources; used at create and by
@@ -394,14 +467,14 @@ trait SeccompPath {
 }
 
 #[allow(deprecated)]
-impl SeccompPath for k8s_cri::v1::LinuxSandboxSecurityContext {
+impl SeccompPath for dockpod_proto::cri::LinuxSandboxSecurityContext {
     fn deprecated_seccomp_path(&self) -> &str {
         &self.seccomp_profile_path
     }
 }
 
 #[allow(deprecated)]
-impl SeccompPath for k8s_cri::v1::LinuxContainerSecurityContext {
+impl SeccompPath for dockpod_proto::cri::LinuxContainerSecurityContext {
     fn deprecated_seccomp_path(&self) -> &str {
         &self.seccomp_profile_path
     }
@@ -493,7 +566,7 @@ fn security_opts(
 /// groups the image's /etc/group gives the user (`Merge`), with no option to leave them out,
 /// so Status does not advertise the feature and a request for it is refused.
 fn refuse_strict_groups(policy: i32, what: &str) -> Result<()> {
-    if policy == k8s_cri::v1::SupplementalGroupsPolicy::Strict as i32 {
+    if policy == dockpod_proto::cri::SupplementalGroupsPolicy::Strict as i32 {
         return Err(Error::InvalidArgument(format!(
             "{what} asks for the Strict supplemental groups policy, which Docker cannot honour (it always merges the image's groups); only Merge is supported"
         )));
@@ -509,14 +582,35 @@ fn refuse_strict_groups(policy: i32, what: &str) -> Result<()> {
 /// cannot, never a silently weaker mount).
 fn mounts(
     ctx: &Context,
-    requested: &[k8s_cri::v1::Mount],
+    requested: &[dockpod_proto::cri::Mount],
 ) -> Result<(Vec<String>, Vec<DockerMount>)> {
     let (mut binds, mut mounts) = (Vec::new(), Vec::new());
+    let mut images = std::collections::HashSet::new();
     for m in requested {
+        if let Some(image) = m.image.as_ref().filter(|i| !i.image.is_empty()) {
+            // Docker names an image mount after its image: a second one of the same image
+            // fails inside Docker ("mount already exists with name").
+            if !images.insert(image.image.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {:?}: image {:?} is mounted twice in one container, which Docker cannot do",
+                    m.container_path, image.image
+                )));
+            }
+        }
         if !m.container_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
                 "mount path {:?} is not absolute",
                 m.container_path
+            )));
+        }
+        if let Some(image) = m.image.as_ref().filter(|i| !i.image.is_empty()) {
+            mounts.push(image_mount(ctx, m, &image.image)?);
+            continue;
+        }
+        if !m.image_sub_path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "mount {:?}: image_sub_path {:?} is set without an image",
+                m.container_path, m.image_sub_path
             )));
         }
         if m.host_path.is_empty() {
@@ -591,6 +685,44 @@ fn mounts(
     Ok((binds, mounts))
 }
 
+/// An image volume (KEP-4639): the image's filesystem, or `image_sub_path` of it, read-only at
+/// the mount's path, as Docker's image mounts give it from API 1.48. Older engines cannot,
+/// and the container is refused rather than run without the volume.
+fn image_mount(ctx: &Context, m: &dockpod_proto::cri::Mount, image: &str) -> Result<DockerMount> {
+    if !m.host_path.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?} names both an image and host path {:?}",
+            m.container_path, m.host_path
+        )));
+    }
+    if !ctx.api.image_mounts() {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?}: image volumes (image {image:?}) need Docker Engine API {} (Docker 28) or newer; this engine speaks {}",
+            m.container_path,
+            dockpod_proto::engine_api::IMAGE_MOUNTS,
+            ctx.api
+        )));
+    }
+    let sub_path = m.image_sub_path.trim_start_matches('/');
+    if sub_path.split('/').any(|part| part == "..") {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?}: image_sub_path {:?} leaves the image",
+            m.container_path, m.image_sub_path
+        )));
+    }
+    Ok(DockerMount {
+        target: Some(m.container_path.clone()),
+        source: Some(image.to_string()),
+        typ: Some(MountType::IMAGE),
+        // Every image mount is read-only, whatever the request's `readonly` says (the CRI).
+        read_only: Some(true),
+        image_options: (!sub_path.is_empty()).then(|| MountImageOptions {
+            subpath: Some(sub_path.to_string()),
+        }),
+        ..Default::default()
+    })
+}
+
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
@@ -603,7 +735,7 @@ fn list(items: impl Iterator<Item = String>) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::*;
+    use dockpod_proto::cri::*;
 
     fn ctx() -> Context<'static> {
         Context {
@@ -614,6 +746,8 @@ mod tests {
             },
             cni: false,
             api: ApiVersion::new(1, 41),
+            runtime_handler: String::new(),
+            cdi: false,
         }
     }
 
@@ -642,6 +776,62 @@ mod tests {
         let host = body.host_config.expect("host config");
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert!(host.port_bindings.is_none(), "portmap publishes host ports");
+    }
+
+    #[test]
+    fn the_pods_runtime_handler_runs_the_sandbox_and_every_container() {
+        let crun = Context {
+            runtime_handler: "crun".into(),
+            ..ctx()
+        };
+        let (_, sandbox) = sandbox(&crun, &pod(), "pause").expect("sandbox");
+        let host = sandbox.host_config.expect("host config");
+        assert_eq!(host.runtime.as_deref(), Some("crun"));
+        let (_, app) = container(&crun, "sb", &pod(), &app_config(), "img").expect("container");
+        assert_eq!(
+            app.host_config.and_then(|h| h.runtime).as_deref(),
+            Some("crun")
+        );
+        // The default handler leaves the choice to the engine.
+        let (_, app) = container(&ctx(), "sb", &pod(), &app_config(), "img").expect("container");
+        assert_eq!(app.host_config.and_then(|h| h.runtime), None);
+    }
+
+    fn app_config() -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stop_signals_are_spelled_as_docker_parses_them() {
+        assert_eq!(
+            stop_signal(Signal::RuntimeDefault as i32).expect("default"),
+            None
+        );
+        assert_eq!(
+            stop_signal(Signal::Sigquit as i32)
+                .expect("quit")
+                .as_deref(),
+            Some("SIGQUIT")
+        );
+        assert_eq!(
+            stop_signal(Signal::Sigrtminplus3 as i32)
+                .expect("rt")
+                .as_deref(),
+            Some("SIGRTMIN+3")
+        );
+        assert_eq!(
+            stop_signal(Signal::Sigrtmaxminus2 as i32)
+                .expect("rt")
+                .as_deref(),
+            Some("SIGRTMAX-2")
+        );
+        assert!(stop_signal(-1).is_err());
     }
 
     fn pod() -> PodSandboxConfig {

@@ -80,8 +80,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::pod::ContainerRecord;
+    use dockpod_proto::cri::{PodSandboxConfig, PodSandboxMetadata};
     use dockpod_proto::pod_state::PodSummary;
-    use k8s_cri::v1::{PodSandboxConfig, PodSandboxMetadata};
 
     /// The front indexes pods from this file when it starts: what it reads must match what
     /// the shim writes.

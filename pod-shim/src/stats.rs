@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{
+use dockpod_proto::cri::{
     CpuUsage, FilesystemIdentifier, FilesystemUsage, MemoryUsage, NetworkInterfaceUsage,
-    NetworkUsage, SwapUsage, UInt64Value,
+    NetworkUsage, PsiData, PsiStats, SwapUsage, UInt64Value,
 };
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -93,6 +93,28 @@ impl Cgroup {
         }
     }
 
+    /// Pressure stall information of `resource` (`cpu`, `memory` or `io`) from cgroup v2's
+    /// `<resource>.pressure`. None on cgroup v1, which has no such file: the CRI's PSI is then
+    /// absent, never zero (zero would say "no pressure").
+    pub fn pressure(&self, resource: &str) -> Option<PsiStats> {
+        match self {
+            Cgroup::V2(_) => parse_pressure(&self.read(resource, &format!("{resource}.pressure"))?),
+            Cgroup::V1(_) => None,
+        }
+    }
+
+    /// The cgroup above this one (v2: the pod's, for a container whose parent the kubelet
+    /// named). None on v1, where a pod's pressure cannot be read anyway.
+    pub fn parent(&self) -> Option<Cgroup> {
+        match self {
+            Cgroup::V2(dir) => {
+                let parent = dir.parent()?;
+                (parent != Path::new(CGROUP_ROOT)).then(|| Cgroup::V2(parent.to_path_buf()))
+            }
+            Cgroup::V1(_) => None,
+        }
+    }
+
     /// Processes (and threads, as the pids controller counts) in the cgroup.
     pub fn processes(&self) -> Option<u64> {
         self.number("pids", "pids.current").or_else(|| {
@@ -137,6 +159,41 @@ fn parse_cgroup(text: &str, root: &Path) -> Cgroup {
         Some(path) if pure_v2 || v1.is_empty() => Cgroup::V2(root.join(path)),
         _ => Cgroup::V1(v1),
     }
+}
+
+/// A `*.pressure` file: `some avg10=0.12 avg60=0.05 avg300=0.01 total=123456` and, for memory
+/// and io (and cpu since Linux 5.13), a `full` line. `total` is in microseconds; the CRI's in
+/// nanoseconds. None when neither line parses.
+pub fn parse_pressure(text: &str) -> Option<PsiStats> {
+    let mut stats = PsiStats::default();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let kind = fields.next();
+        let mut data = PsiData::default();
+        let mut seen = 0;
+        for field in fields {
+            let Some((key, value)) = field.split_once('=') else {
+                continue;
+            };
+            match key {
+                "avg10" => data.avg10 = value.parse().ok()?,
+                "avg60" => data.avg60 = value.parse().ok()?,
+                "avg300" => data.avg300 = value.parse().ok()?,
+                "total" => data.total = value.parse::<u64>().ok()?.saturating_mul(1000),
+                _ => continue,
+            }
+            seen += 1;
+        }
+        if seen != 4 {
+            continue;
+        }
+        match kind {
+            Some("some") => stats.some = Some(data),
+            Some("full") => stats.full = Some(data),
+            _ => {}
+        }
+    }
+    (stats.some.is_some() || stats.full.is_some()).then_some(stats)
 }
 
 /// The value of `key` in a `key value` per line file (memory.stat, cpu.stat).
@@ -187,6 +244,7 @@ impl Memory {
             rss_bytes: v(self.rss),
             page_faults: v(self.page_faults),
             major_page_faults: v(self.major_page_faults),
+            psi: None,
         }
     }
 
@@ -244,6 +302,7 @@ fn cpu_usage(timestamp: i64, total_ns: u64, nano_cores: u64) -> CpuUsage {
         timestamp,
         usage_core_nano_seconds: Some(UInt64Value { value: total_ns }),
         usage_nano_cores: Some(UInt64Value { value: nano_cores }),
+        psi: None,
     }
 }
 
@@ -371,6 +430,35 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pressure_files_give_psi_in_nanoseconds_and_v1_gives_none() {
+        let memory = "some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n";
+        let psi = parse_pressure(memory).expect("parses");
+        let some = psi.some.expect("some");
+        assert_eq!((some.avg10, some.avg60, some.total), (1.5, 0.25, 1_234_000));
+        assert_eq!(psi.full.expect("full").total, 7000);
+        // A kernel before 5.13 writes no `full` line for cpu.
+        let cpu = parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").expect("cpu");
+        assert!(cpu.some.is_some() && cpu.full.is_none());
+        assert!(parse_pressure("").is_none());
+        assert!(parse_pressure("some avg10=x avg60=0 avg300=0 total=1").is_none());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("io.pressure"), memory).expect("write");
+        let v2 = Cgroup::V2(dir.path().to_path_buf());
+        assert_eq!(v2.pressure("io"), Some(psi));
+        let v1 = Cgroup::V1(HashMap::from([(
+            "cpu".to_string(),
+            dir.path().to_path_buf(),
+        )]));
+        assert_eq!(
+            v1.pressure("io"),
+            None,
+            "cgroup v1 has no PSI: absent, not zero"
+        );
+        assert!(v1.parent().is_none());
+    }
 
     #[test]
     fn finds_v1_and_v2_cgroups() {

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use k8s_cri::v1::{
+use dockpod_proto::cri::{
     ContainerAttributes, ContainerMetrics, ContainerState, ContainerStats, ContainerStatsFilter,
-    LinuxPodSandboxStats, PodSandboxAttributes, PodSandboxMetrics, PodSandboxStats,
-    PodSandboxStatsFilter,
+    IoUsage, LinuxPodSandboxStats, MemoryUsage, PodSandboxAttributes, PodSandboxMetrics,
+    PodSandboxStats, PodSandboxStatsFilter,
 };
 
 use crate::docker::now_ns;
@@ -108,12 +108,20 @@ impl Usage {
             };
         };
         let memory = t.cgroup.memory();
+        let mut cpu = self.sampler.cpu(&c.id, &t.cgroup, now).await;
+        if let Some(cpu) = cpu.as_mut() {
+            cpu.psi = t.cgroup.pressure("cpu");
+        }
         ContainerStats {
             attributes,
-            cpu: self.sampler.cpu(&c.id, &t.cgroup, now).await,
-            memory: memory.map(|m| m.cri(now)),
+            cpu,
+            memory: memory.map(|m| MemoryUsage {
+                psi: t.cgroup.pressure("memory"),
+                ..m.cri(now)
+            }),
             writable_layer: self.sampler.writable_layer(&c.id, t.upper_dir.clone(), now),
             swap: memory.map(|m| m.swap_cri(now)),
+            io: io_usage(&t.cgroup, now),
         }
     }
 
@@ -181,17 +189,34 @@ impl Usage {
             processes += t.cgroup.processes().unwrap_or(0);
         }
         let meta = record.config.metadata.clone();
+        // The pod's own cgroup holds its pressure: the sandbox's parent, where the kubelet
+        // named one (without a parent, the one above is Docker's, shared with other pods).
+        let has_parent = record
+            .config
+            .linux
+            .as_ref()
+            .is_some_and(|l| !l.cgroup_parent.is_empty());
+        let pod_cgroup = sandbox
+            .as_ref()
+            .filter(|_| has_parent)
+            .and_then(|s| s.cgroup.parent());
+        let pressure = |resource| pod_cgroup.as_ref().and_then(|g| g.pressure(resource));
         let linux = LinuxPodSandboxStats {
-            cpu: Some(k8s_cri::v1::CpuUsage {
+            cpu: Some(dockpod_proto::cri::CpuUsage {
                 timestamp: now,
-                usage_core_nano_seconds: Some(k8s_cri::v1::UInt64Value { value: cpu_total }),
-                usage_nano_cores: Some(k8s_cri::v1::UInt64Value { value: cpu_cores }),
+                usage_core_nano_seconds: Some(dockpod_proto::cri::UInt64Value { value: cpu_total }),
+                usage_nano_cores: Some(dockpod_proto::cri::UInt64Value { value: cpu_cores }),
+                psi: pressure("cpu"),
             }),
-            memory: Some(memory.cri(now)),
+            memory: Some(MemoryUsage {
+                psi: pressure("memory"),
+                ..memory.cri(now)
+            }),
+            io: pod_cgroup.as_ref().and_then(|g| io_usage(g, now)),
             network: sandbox.as_ref().and_then(|s| stats::network(s.pid, now)),
-            process: Some(k8s_cri::v1::ProcessUsage {
+            process: Some(dockpod_proto::cri::ProcessUsage {
                 timestamp: now,
-                process_count: Some(k8s_cri::v1::UInt64Value { value: processes }),
+                process_count: Some(dockpod_proto::cri::UInt64Value { value: processes }),
             }),
             containers,
         };
@@ -238,7 +263,8 @@ impl Usage {
         if let Some(network) = &linux.network {
             for i in &network.interfaces {
                 let labels = [i.name.as_str()];
-                let v = |x: &Option<k8s_cri::v1::UInt64Value>| x.as_ref().map_or(0, |v| v.value);
+                let v =
+                    |x: &Option<dockpod_proto::cri::UInt64Value>| x.as_ref().map_or(0, |v| v.value);
                 metrics.push(m::NETWORK_RX.value(now, &labels, v(&i.rx_bytes)));
                 metrics.push(m::NETWORK_TX.value(now, &labels, v(&i.tx_bytes)));
                 metrics.push(m::NETWORK_RX_ERRORS.value(now, &labels, v(&i.rx_errors)));
@@ -256,7 +282,7 @@ impl Usage {
                 .map(|m| m.name.as_str())
                 .unwrap_or_default();
             let labels = [attributes.id.as_str(), name];
-            let v = |x: &Option<k8s_cri::v1::UInt64Value>| x.as_ref().map(|v| v.value);
+            let v = |x: &Option<dockpod_proto::cri::UInt64Value>| x.as_ref().map(|v| v.value);
             let mut values = Vec::new();
             if let Some(cpu) = &c.cpu {
                 values.extend(
@@ -286,4 +312,12 @@ impl Usage {
             container_metrics,
         }))
     }
+}
+
+/// The cgroup's IO pressure; absent on cgroup v1.
+fn io_usage(cgroup: &Cgroup, timestamp: i64) -> Option<IoUsage> {
+    cgroup.pressure("io").map(|psi| IoUsage {
+        timestamp,
+        psi: Some(psi),
+    })
 }

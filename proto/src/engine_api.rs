@@ -31,7 +31,22 @@ impl ApiVersion {
     pub fn recursive_read_only_binds(self) -> bool {
         self >= ApiVersion::new(1, 44)
     }
+
+    /// Mounts of `Type: image` (an image's filesystem, read-only, in another container) with
+    /// `ImageOptions.Subpath`: API 1.48 (Docker 28). The CRI's image volumes (KEP-4639).
+    pub fn image_mounts(self) -> bool {
+        self >= IMAGE_MOUNTS
+    }
+
+    /// `docker info` reports `CDISpecDirs` (API 1.46, Docker 27.1): empty there when the
+    /// daemon has CDI off, and CDI device requests (driver `cdi`) are refused by the daemon.
+    pub fn reports_cdi(self) -> bool {
+        self >= ApiVersion::new(1, 46)
+    }
 }
+
+/// The first API version with image mounts (see `ApiVersion::image_mounts`).
+pub const IMAGE_MOUNTS: ApiVersion = ApiVersion::new(1, 48);
 
 impl fmt::Display for ApiVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,6 +99,9 @@ mod tests {
         assert!(ApiVersion::new(1, 9) < ApiVersion::new(1, 41));
         assert_eq!(ApiVersion::parse("1"), None);
         assert_eq!(ApiVersion::new(1, 51).to_string(), "1.51");
+        assert!(!ApiVersion::new(1, 45).image_mounts());
+        assert!(ApiVersion::new(1, 48).image_mounts() && ApiVersion::new(1, 51).image_mounts());
+        assert!(!ApiVersion::new(1, 45).reports_cdi() && ApiVersion::new(1, 46).reports_cdi());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{Container, ContainerFilter, PodSandbox, PodSandboxFilter};
+use crate::cri::{Container, ContainerFilter, PodSandbox, PodSandboxFilter};
 
 /// Whether `labels` carry every key and value of `selector`.
 pub fn selects(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
@@ -27,7 +27,7 @@ pub fn container_matches(c: &Container, filter: &ContainerFilter) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{ContainerState, ContainerStateValue, PodSandboxState, PodSandboxStateValue};
+    use crate::cri::{ContainerState, ContainerStateValue, PodSandboxState, PodSandboxStateValue};
 
     #[test]
     fn container_filters() {

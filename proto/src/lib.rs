@@ -7,6 +7,8 @@
 pub mod authority;
 pub mod closing_stream;
 pub mod cni_conf;
+pub mod cri;
+pub mod cri_stream;
 pub mod docker_errors;
 pub mod engine_api;
 pub mod files;
@@ -39,8 +41,9 @@ pub mod manager {
 /// Revision of `dockpod.shim.v1` this build speaks. Raised when a call or field is added, or
 /// when the streaming hand-over's framing changes (3: the framing carries its version), so
 /// the front can tell whether an older shim understands what it is about to ask (4:
-/// CheckNetwork; 5: Processes and restart counts).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// CheckNetwork; 5: Processes and restart counts; 6: the CRI of cri-api 0.36, whose new
+/// fields a shim of 5 would drop unread).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest gRPC message the front and the shims send: an ExecSync answer carries up to 16 MiB
 /// of stdout and 16 MiB of stderr.

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_cri::v1::{Container, ContainerConfig, PodSandbox, PodSandboxConfig, PodSandboxState};
+use crate::cri::{
+    Container, ContainerConfig, ImageSpec, PodSandbox, PodSandboxConfig, PodSandboxState,
+};
 use serde::Deserialize;
 
 /// The sandbox item of a pod.
@@ -45,13 +47,23 @@ pub fn container_item(
         id: id.to_string(),
         pod_sandbox_id: sandbox_id.to_string(),
         metadata: config.metadata.clone(),
-        image: Some(config.image.clone().unwrap_or_default()),
+        image: Some(image_spec(config, image_id)),
         image_ref: image_id.to_string(),
         image_id: image_id.to_string(),
         state,
         created_at,
         labels: config.labels.clone(),
         annotations: config.annotations.clone(),
+    }
+}
+
+/// The image a container runs, as the request named it, with `image_ref` the image's ID: the
+/// identifier PullImage answered and ImageStatus and ListImages give, whatever registry or
+/// tag the request named it by.
+pub fn image_spec(config: &ContainerConfig, image_id: &str) -> ImageSpec {
+    ImageSpec {
+        image_ref: image_id.to_string(),
+        ..config.image.clone().unwrap_or_default()
     }
 }
 
@@ -127,7 +139,7 @@ mod tests {
         let mut pod = PodSandboxConfig::default();
         pod.labels.insert("app".into(), "web".into());
         let mut app = ContainerConfig {
-            image: Some(k8s_cri::v1::ImageSpec {
+            image: Some(crate::cri::ImageSpec {
                 image: "busybox".into(),
                 ..Default::default()
             }),

@@ -2,7 +2,7 @@
 //! one table of what dockpod reports, so that the front's descriptors and the shims' values
 //! always agree.
 
-use k8s_cri::v1::{Metric, MetricDescriptor, MetricType, UInt64Value};
+use crate::cri::{Metric, MetricDescriptor, MetricType, UInt64Value};
 
 /// One metric: name, help, whether it only grows, and its label keys.
 pub struct Spec {

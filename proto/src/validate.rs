@@ -136,8 +136,8 @@ pub fn log_file(log_directory: &str, log_path: &str) -> Result<Option<PathBuf>, 
 /// A pod sandbox configuration: metadata present, names usable in Docker names, log
 /// directory absolute, labels bounded. Returns the metadata.
 pub fn sandbox_config(
-    config: &k8s_cri::v1::PodSandboxConfig,
-) -> Result<&k8s_cri::v1::PodSandboxMetadata, Invalid> {
+    config: &crate::cri::PodSandboxConfig,
+) -> Result<&crate::cri::PodSandboxMetadata, Invalid> {
     let meta = config
         .metadata
         .as_ref()
@@ -166,9 +166,9 @@ pub fn sandbox_config(
 /// NODE without mappings is what every pod gets.
 pub fn user_namespace(
     what: &str,
-    options: Option<&k8s_cri::v1::NamespaceOption>,
+    options: Option<&crate::cri::NamespaceOption>,
 ) -> Result<(), Invalid> {
-    use k8s_cri::v1::NamespaceMode;
+    use crate::cri::NamespaceMode;
     let Some(userns) = options.and_then(|o| o.userns_options.as_ref()) else {
         return Ok(());
     };

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::path::{Component, Path};
 
+use dockpod_proto::cri::{PodSandboxConfig, PodSandboxMetadata};
 use dockpod_proto::{layout, pod_state, streaming, validate};
-use k8s_cri::v1::{PodSandboxConfig, PodSandboxMetadata};
 use proptest::prelude::*;
 use prost::Message;
 
@@ -126,12 +126,12 @@ proptest! {
         let _ = dockpod_proto::shim::InspectResponse::decode(bytes.as_slice());
         let _ = dockpod_proto::manager::ShimUpgrade::decode(bytes.as_slice());
         let _ = dockpod_proto::manager::UpgradeShimsRequest::decode(bytes.as_slice());
-        if let Ok(req) = k8s_cri::v1::RunPodSandboxRequest::decode(bytes.as_slice()) {
+        if let Ok(req) = dockpod_proto::cri::RunPodSandboxRequest::decode(bytes.as_slice()) {
             if let Some(config) = &req.config {
                 let _ = validate::sandbox_config(config);
             }
         }
-        if let Ok(req) = k8s_cri::v1::CreateContainerRequest::decode(bytes.as_slice()) {
+        if let Ok(req) = dockpod_proto::cri::CreateContainerRequest::decode(bytes.as_slice()) {
             let _ = validate::id("pod sandbox", &req.pod_sandbox_id);
             let log_path = req.config.as_ref().map(|c| c.log_path.clone()).unwrap_or_default();
             let dir = req.sandbox_config.as_ref().map(|c| c.log_directory.clone()).unwrap_or_default();

@@ -12,18 +12,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// anywhere but this machine.
 pub const DEFAULT_SANDBOX_IMAGE: &str = "localhost/dockpod/pause:1";
 
-/// What `--version` prints: the crate's version and the commit it was built from.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("DOCKPOD_COMMIT"),
-    ")"
-);
+/// What `--version` prints: the crate's version, the commit it was built from and the
+/// kubernetes/cri-api release its CRI bindings were generated from.
+pub static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (commit {}, cri-api {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("DOCKPOD_COMMIT"),
+        dockpod_proto::cri::API_VERSION
+    )
+});
 
 #[derive(Debug, Parser)]
 #[command(
     name = "shim-manager",
-    version = VERSION,
+    version = VERSION.as_str(),
     about = "dockpod: a CRI runtime on Docker Engine with one supervisor process per pod"
 )]
 pub struct Cli {

@@ -47,6 +47,25 @@ pub struct Facts {
     /// The ID of Docker's default bridge network, or why there is none (a daemon started with
     /// `--bridge=none`).
     pub default_bridge: std::result::Result<String, String>,
+    /// The OCI runtimes the engine has (`docker info` → `Runtimes`), by name, sorted: the
+    /// CRI's runtime handlers.
+    pub runtimes: Vec<String>,
+    /// The runtime the engine uses when told none (the empty handler).
+    pub default_runtime: String,
+}
+
+impl Facts {
+    /// Refuses a runtime handler that is none of the engine's runtimes, naming those it has.
+    /// The empty handler is the engine's default.
+    pub fn check_handler(&self, handler: &str) -> Result<()> {
+        if handler.is_empty() || self.runtimes.iter().any(|r| r == handler) {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "runtime handler {handler:?} is none of the engine's runtimes ({}); register a runtime with dockerd (--add-runtime, or \"runtimes\" in daemon.json) to use it",
+            self.runtimes.join(", ")
+        )))
+    }
 }
 
 /// Docker's cgroup driver from its `info`; `cgroupfs`, its default, when it names none.
@@ -248,6 +267,16 @@ impl Engine {
             default_bridge: bridge
                 .map(|net| net.id.unwrap_or_default())
                 .map_err(|e| e.to_string()),
+            runtimes: {
+                let mut names: Vec<String> = info
+                    .runtimes
+                    .iter()
+                    .flat_map(|r| r.keys().cloned())
+                    .collect();
+                names.sort();
+                names
+            },
+            default_runtime: info.default_runtime.clone().unwrap_or_default(),
         })
     }
 

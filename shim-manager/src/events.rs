@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_cri::v1::{ContainerEventResponse, GetEventsRequest};
+use dockpod_proto::cri::{ContainerEventResponse, GetEventsRequest};
 use tokio::sync::broadcast;
 use tonic::Streaming;
 

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use bollard::models::ContainerSummary;
-use dockpod_proto::labels;
-use k8s_cri::v1::{
+use dockpod_proto::cri::{
     Container, ContainerMetadata, ContainerState, ImageSpec, PodSandbox, PodSandboxMetadata,
     PodSandboxState,
 };
+use dockpod_proto::labels;
 
 use crate::docker::Engine;
 use crate::error::Result;

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dockpod_proto::cri::*;
 use futures_util::future::join_all;
-use k8s_cri::v1::*;
 use tonic::Status;
 
 use crate::docker::Engine;
@@ -198,6 +198,19 @@ impl Router {
             ..req
         };
         shim.runtime().update_container_resources(req).await?;
+        Ok(())
+    }
+
+    pub async fn update_pod_sandbox_resources(
+        &self,
+        req: UpdatePodSandboxResourcesRequest,
+    ) -> Result<(), Status> {
+        let shim = self.pod(&req.pod_sandbox_id)?;
+        let req = UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: shim.sandbox_id.clone(),
+            ..req
+        };
+        shim.runtime().update_pod_sandbox_resources(req).await?;
         Ok(())
     }
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dockpod_proto::cri::image_service_server::ImageServiceServer;
+use dockpod_proto::cri::runtime_service_server::RuntimeServiceServer;
 use dockpod_proto::files::{atomic_write, ensure_dir};
-use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 
 use crate::config::ServeConfig;
@@ -115,15 +115,19 @@ pub async fn run(
         engine: engine.clone(),
         listings: Default::default(),
     });
-    let runtime = RuntimeApi::new(
+    let images = Arc::new(ImageApi::new(
         engine.clone(),
+        config.pod_infra_container_image.clone(),
+    ));
+    let runtime = RuntimeApi::new(
+        engine,
         root.clone(),
         network,
         config.pod_infra_container_image.clone(),
         router,
         stream_base,
+        images.clone(),
     );
-    let images = ImageApi::new(engine, config.pod_infra_container_image.clone());
     tracing::info!(
         instance = root.instance_id(),
         root = %config.root_directory.display(),
@@ -148,7 +152,7 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            ImageServiceServer::new(images)
+            ImageServiceServer::from_arc(images)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )

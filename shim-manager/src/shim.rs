@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::process::ProcessHandle;
 use dockpod_proto::shim::shim_client::ShimClient;
 use dockpod_proto::shim::{InfoRequest, InfoResponse, ShutdownRequest};
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 use crate::metrics::ShimCalls;

@@ -1,8 +1,9 @@
 """A CRI client on Python's grpcio with its default channel options, as a user writes one.
 
 grpcio (since 1.57) sends the socket path, percent-encoded, as the HTTP/2 :authority of a
-unix: target; dockpod must serve it. The CRI stubs are generated from the CRI proto of the
-k8s-cri crate with grpcio-tools at start.
+unix: target; dockpod must serve it. The CRI stubs are generated with grpcio-tools at start
+from upstream's api.proto, the same file (Debian's golang-k8s-cri-api-dev) that dockpod's
+bindings come from, so this client speaks the kubelet's API, not dockpod's.
 
 usage: cri_client.py PROTO SOCKET SCENARIO [JSON ARGUMENTS]
   version                 Version
@@ -12,6 +13,10 @@ usage: cri_client.py PROTO SOCKET SCENARIO [JSON ARGUMENTS]
                           RunPodSandbox, CreateContainer, StartContainer, ContainerStatus,
                           ExecSync, ListContainers, StopPodSandbox, RemovePodSandbox,
                           ListPodSandbox
+  todays_cri {name, uid, log_directory, image}
+                          as a 1.36 kubelet sends them: a container with a stop signal and
+                          an environment value as bytes, UpdatePodSandboxResources, and the
+                          streaming lists; the pod is left running for the caller to inspect
 Prints one JSON object with what each call answered.
 """
 
@@ -66,6 +71,8 @@ def main():
         result = {"containers": [c.id for c in containers.containers]}
     elif scenario == "lifecycle":
         result = lifecycle(pb, runtime, args)
+    elif scenario == "todays_cri":
+        result = todays_cri(pb, runtime, args)
     else:
         raise SystemExit(f"unknown scenario {scenario}")
     print(json.dumps(result))
@@ -120,6 +127,60 @@ def lifecycle(pb, runtime, args):
         "listed": [c.id for c in listed.containers],
         "stopped_state": pb.PodSandboxState.Name(stopped.state),
         "remaining": [p.id for p in remaining.items],
+    }
+
+
+def todays_cri(pb, runtime, args):
+    pod = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(
+            name=args["name"], uid=args["uid"], namespace="dockpod-test", attempt=0
+        ),
+        log_directory=args["log_directory"],
+    )
+    sandbox = runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod), timeout=120).pod_sandbox_id
+    container = runtime.CreateContainer(
+        pb.CreateContainerRequest(
+            pod_sandbox_id=sandbox,
+            sandbox_config=pod,
+            config=pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="main", attempt=0),
+                image=pb.ImageSpec(image=args["image"]),
+                command=["sh", "-c", 'echo "env=$GREETING"; exec sleep 3600'],
+                envs=[pb.KeyValue(key="GREETING", value="grüße".encode())],
+                log_path="main/0.log",
+                stop_signal=pb.SIGQUIT,
+            ),
+        ),
+        timeout=120,
+    ).container_id
+    runtime.StartContainer(pb.StartContainerRequest(container_id=container), timeout=120)
+    status = runtime.ContainerStatus(
+        pb.ContainerStatusRequest(container_id=container), timeout=30
+    ).status
+    runtime.UpdatePodSandboxResources(
+        pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=sandbox,
+            resources=pb.LinuxContainerResources(cpu_shares=384, memory_limit_in_bytes=80 << 20),
+        ),
+        timeout=60,
+    )
+    streamed = [
+        c.id
+        for chunk in runtime.StreamContainers(pb.StreamContainersRequest(), timeout=30)
+        for c in chunk.containers
+    ]
+    pods = [
+        p.id
+        for chunk in runtime.StreamPodSandboxes(pb.StreamPodSandboxesRequest(), timeout=30)
+        for p in chunk.pod_sandboxes
+    ]
+    return {
+        "sandbox": sandbox,
+        "container": container,
+        "stop_signal": pb.Signal.Name(status.stop_signal),
+        "image_ref": status.image.image_ref,
+        "streamed_containers": streamed,
+        "streamed_pods": pods,
     }
 
 

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::StatusRequest;
+use dockpod_proto::cri::image_service_client::ImageServiceClient;
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::StatusRequest;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::Channel;

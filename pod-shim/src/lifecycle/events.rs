@@ -2,7 +2,7 @@
 //! durably first and then announced to the pod's subscribers (the front's GetContainerEvents
 //! stream); events from before the first subscriber are kept for it.
 
-use k8s_cri::v1::{ContainerEventResponse, ContainerEventType};
+use dockpod_proto::cri::{ContainerEventResponse, ContainerEventType};
 use tokio::sync::broadcast;
 
 use super::{Pod, EVENT_BUFFER};

@@ -3,7 +3,7 @@
 //! Docker reports them where no CNI is used.
 
 use bollard::models::ContainerInspectResponse;
-use k8s_cri::v1::PodSandboxConfig;
+use dockpod_proto::cri::PodSandboxConfig;
 
 use super::Pod;
 use crate::cni::Cni;
@@ -17,7 +17,7 @@ impl Pod {
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.as_ref())
-            .is_some_and(|o| o.network == k8s_cri::v1::NamespaceMode::Node as i32);
+            .is_some_and(|o| o.network == dockpod_proto::cri::NamespaceMode::Node as i32);
         self.cni.as_ref().filter(|_| !host_network)
     }
 

@@ -341,7 +341,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use k8s_cri::v1::ContainerState;
+    use dockpod_proto::cri::ContainerState;
 
     /// Holds the writer at the disk while closed, as a slow disk would.
     #[derive(Default)]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use dockpod_proto::cri::{AttachRequest, ExecRequest, PortForwardRequest};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -359,7 +359,7 @@ async fn port_target(pod: &Pod) -> Result<portforward::Target, String> {
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.as_ref())
-        .is_some_and(|o| o.network == k8s_cri::v1::NamespaceMode::Node as i32);
+        .is_some_and(|o| o.network == dockpod_proto::cri::NamespaceMode::Node as i32);
     if host_network {
         return Ok(portforward::Target::Host);
     }

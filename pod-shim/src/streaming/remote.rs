@@ -7,8 +7,8 @@
 use bollard::container::LogOutput;
 use bollard::query_parameters::{AttachContainerOptions, ResizeContainerTTYOptions};
 use bytes::Bytes;
+use dockpod_proto::cri::{AttachRequest, ExecRequest};
 use futures_util::StreamExt;
-use k8s_cri::v1::{AttachRequest, ExecRequest};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 

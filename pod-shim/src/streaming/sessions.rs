@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use dockpod_proto::cri::{AttachRequest, ExecRequest, PortForwardRequest};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a token waits for its connection.

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use tonic::transport::Channel;
 
 use crate::config::{PsOutput, PsSort};

@@ -119,6 +119,8 @@ async fn docker_checks(
                     unreachable("live-restore"),
                     unreachable("cgroup driver"),
                     unreachable("sandbox image"),
+                    unreachable("runtimes"),
+                    unreachable("cdi"),
                 ];
                 return (checks, None);
             }
@@ -153,15 +155,61 @@ async fn docker_checks(
     } else {
         Check::new(
             "sandbox image",
-            Verdict::Fail,
+            Verdict::Warn,
             format!(
-                "{} is not present: every RunPodSandbox would fail; build it (contrib/setup.sh) \
-                 or load it, or pass --pod-infra-container-image",
+                "{} is not present: the first RunPodSandbox pulls it, and fails if that pull \
+                 does; pull, build (contrib/setup.sh) or load it beforehand, or pass \
+                 --pod-infra-container-image",
                 config.pod_infra_container_image
             ),
         )
     });
+    checks.push(runtimes(&info));
+    checks.push(cdi(&info, negotiated));
     (checks, Some(negotiated))
+}
+
+/// The engine's OCI runtimes: the RuntimeClass handlers a pod may name.
+fn runtimes(info: &bollard::models::SystemInfo) -> Check {
+    let mut names: Vec<&str> = info
+        .runtimes
+        .iter()
+        .flat_map(|r| r.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    let default = info.default_runtime.as_deref().unwrap_or("runc");
+    Check::new(
+        "runtimes",
+        Verdict::Ok,
+        format!(
+            "RuntimeClass handlers: {} (the empty handler is {default}); add one with dockerd's \
+             --add-runtime or \"runtimes\" in daemon.json",
+            names.join(", ")
+        ),
+    )
+}
+
+/// Whether Docker takes CDI device requests: containers naming `CDI_devices` are refused
+/// without it (GPUs and other devices through CDI).
+fn cdi(info: &bollard::models::SystemInfo, api: ApiVersion) -> Check {
+    let dirs = info.cdi_spec_dirs.clone().unwrap_or_default();
+    if api.reports_cdi() && !dirs.is_empty() {
+        Check::new(
+            "cdi",
+            Verdict::Ok,
+            format!("on (specs in {})", dirs.join(", ")),
+        )
+    } else {
+        Check::new(
+            "cdi",
+            Verdict::Ok,
+            format!(
+                "off (API {api}): containers naming CDI devices are refused; CDI needs Docker \
+                 27.1 or newer with CDI enabled (\"features\": {{\"cdi\": true}} in daemon.json \
+                 before Docker 28.2)"
+            ),
+        )
+    }
 }
 
 /// Docker's cgroup driver against the kubelet's, from the kubelet's configuration file.

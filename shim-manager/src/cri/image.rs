@@ -8,14 +8,14 @@ use std::sync::Mutex;
 use bollard::auth::DockerCredentials;
 use bollard::models::{ImageInspect, ImageSummary};
 use bollard::query_parameters::{CreateImageOptions, ListImagesOptions, RemoveImageOptions};
-use futures_util::{StreamExt, TryStreamExt};
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::{
+use dockpod_proto::cri::image_service_server::ImageService;
+use dockpod_proto::cri::{
     AuthConfig, FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest,
     ImageFsInfoResponse, ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value,
     ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
-    RemoveImageResponse, UInt64Value,
+    RemoveImageResponse, StreamImagesRequest, StreamImagesResponse, UInt64Value,
 };
+use futures_util::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -208,6 +208,30 @@ impl ImageApi {
         }
     }
 
+    /// The sandbox image, pulled when Docker does not have it, as cri-dockerd and containerd
+    /// do (the kubelet never pulls it): with the node's own credentials for its registry, if
+    /// Docker's client configuration holds any. Whether it was pulled now.
+    pub async fn ensure_sandbox_image(&self, image: &str) -> Result<bool> {
+        if self.inspect(image).await?.is_some() {
+            return Ok(false);
+        }
+        let from_image = ImageName::parse(image)?
+            .pull_parameters()
+            .map(|(repository, _)| repository)
+            .unwrap_or_default();
+        let auth = node_auth(&docker_config(), registry_of(&from_image));
+        let spec = ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        };
+        self.pull(&spec, auth.as_ref()).await.map_err(|e| {
+            Error::NotFound(format!(
+                "sandbox image {image} is not present and pulling it failed: {e}"
+            ))
+        })?;
+        Ok(true)
+    }
+
     async fn remove(&self, spec: &ImageSpec) -> Result<()> {
         let name = &spec.image;
         let parsed = ImageName::parse(name)?;
@@ -309,6 +333,61 @@ fn credentials(auth: &AuthConfig, repository: &str) -> Result<DockerCredentials>
     })
 }
 
+/// The registry part of a repository as Docker names it (`127.0.0.1:5000/pause` →
+/// `127.0.0.1:5000`); Docker Hub's repositories are `docker.io/...`.
+fn registry_of(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or_default()
+}
+
+/// Docker's client configuration, where a node's registry credentials live (`docker login`):
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. Null when there is none.
+fn docker_config() -> serde_json::Value {
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => std::path::PathBuf::from(dir).join("config.json"),
+        None => match std::env::var_os("HOME") {
+            Some(home) => std::path::PathBuf::from(home).join(".docker/config.json"),
+            None => return serde_json::Value::Null,
+        },
+    };
+    std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The credentials `config` holds for `registry` (its `auths`, keyed by the registry with or
+/// without a scheme and path; Docker Hub as `https://index.docker.io/v1/`).
+fn node_auth(config: &serde_json::Value, registry: &str) -> Option<AuthConfig> {
+    let auths = config.get("auths")?.as_object()?;
+    let host = |key: &str| {
+        let key = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        key.split('/').next().unwrap_or_default().to_string()
+    };
+    let wanted = if registry == "docker.io" {
+        "index.docker.io"
+    } else {
+        registry
+    };
+    let (key, entry) = auths.iter().find(|(key, _)| host(key) == wanted)?;
+    let text = |field: &str| {
+        entry
+            .get(field)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(AuthConfig {
+        username: text("username"),
+        password: text("password"),
+        auth: text("auth"),
+        server_address: key.clone(),
+        identity_token: text("identitytoken"),
+        registry_token: text("registrytoken"),
+    })
+}
+
 /// The image's USER as the kubelet wants it: a numeric uid, or else a user name.
 fn user_of(user: &str) -> (Option<Int64Value>, String) {
     let user = user.split(':').next().unwrap_or_default();
@@ -396,21 +475,28 @@ fn image_field(spec: &Option<ImageSpec>) -> &str {
     spec.as_ref().map(|s| s.image.as_str()).unwrap_or_default()
 }
 
-/// Rejects images pulled for a runtime handler other than the default, the only one dockpod has.
-fn check_handler(spec: &Option<ImageSpec>) -> Result<()> {
-    match spec {
-        Some(s) if !s.runtime_handler.is_empty() => Err(Error::InvalidArgument(format!(
-            "runtime handler {:?} is not configured (dockpod has only the default handler)",
-            s.runtime_handler
-        ))),
-        _ => Ok(()),
-    }
-}
-
 fn required_spec<'a>(spec: &'a Option<ImageSpec>, call: &str) -> Result<&'a ImageSpec> {
-    check_handler(spec)?;
     spec.as_ref()
         .ok_or_else(|| Error::InvalidArgument(format!("{call}: image spec is missing")))
+}
+
+impl ImageApi {
+    /// The image spec of a call, its runtime handler one of the engine's: all of Docker's
+    /// runtimes share one image store, so any known handler is the same store.
+    async fn checked_spec<'a>(
+        &self,
+        spec: &'a Option<ImageSpec>,
+        call: &str,
+    ) -> Result<&'a ImageSpec> {
+        let spec = required_spec(spec, call)?;
+        if !spec.runtime_handler.is_empty() {
+            self.engine
+                .facts()
+                .await?
+                .check_handler(&spec.runtime_handler)?;
+        }
+        Ok(spec)
+    }
 }
 
 #[tonic::async_trait]
@@ -430,6 +516,24 @@ impl ImageService for ImageApi {
         Ok(Response::new(ListImagesResponse { images }))
     }
 
+    type StreamImagesStream = dockpod_proto::cri_stream::Chunks<StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        request: Request<StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let filter = request.into_inner().filter;
+        let images = self
+            .list_images(Request::new(ListImagesRequest { filter }))
+            .await?
+            .into_inner()
+            .images;
+        Ok(Response::new(dockpod_proto::cri_stream::stream(
+            images,
+            |images| StreamImagesResponse { images },
+        )))
+    }
+
     async fn image_status(
         &self,
         request: Request<ImageStatusRequest>,
@@ -437,7 +541,7 @@ impl ImageService for ImageApi {
         let req = request.into_inner();
         let span = tracing::info_span!("ImageStatus", image = image_field(&req.image));
         async {
-            let spec = required_spec(&req.image, "ImageStatus")?;
+            let spec = self.checked_spec(&req.image, "ImageStatus").await?;
             self.status(spec, req.verbose).await
         }
         .instrument(span)
@@ -453,7 +557,7 @@ impl ImageService for ImageApi {
         let req = request.into_inner();
         let span = tracing::info_span!("PullImage", image = image_field(&req.image));
         async {
-            let spec = required_spec(&req.image, "PullImage")?;
+            let spec = self.checked_spec(&req.image, "PullImage").await?;
             let image_ref = self.pull(spec, req.auth.as_ref()).await?;
             tracing::info!(%image_ref, "pulled");
             Ok::<_, Error>(PullImageResponse { image_ref })
@@ -471,7 +575,7 @@ impl ImageService for ImageApi {
         let req = request.into_inner();
         let span = tracing::info_span!("RemoveImage", image = image_field(&req.image));
         async {
-            let spec = required_spec(&req.image, "RemoveImage")?;
+            let spec = self.checked_spec(&req.image, "RemoveImage").await?;
             self.remove(spec).await
         }
         .instrument(span)
@@ -495,6 +599,24 @@ impl ImageService for ImageApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_credentials_come_from_dockers_client_configuration() {
+        let config = serde_json::json!({"auths": {
+            "https://127.0.0.1:5000/v2/": {"auth": "dXNlcjpwYXNz"},
+            "https://index.docker.io/v1/": {"username": "hub", "password": "secret"},
+        }});
+        let local = node_auth(&config, "127.0.0.1:5000").expect("local registry");
+        assert_eq!(local.auth, "dXNlcjpwYXNz");
+        assert_eq!(local.server_address, "https://127.0.0.1:5000/v2/");
+        let hub = node_auth(&config, registry_of("docker.io/library/pause")).expect("hub");
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "secret")
+        );
+        assert!(node_auth(&config, "127.0.0.1:5001").is_none());
+        assert!(node_auth(&serde_json::Value::Null, "127.0.0.1:5000").is_none());
+    }
 
     #[test]
     fn user_forms() {

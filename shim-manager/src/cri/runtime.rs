@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use dockpod_proto::cri::runtime_service_server::RuntimeService;
+use dockpod_proto::cri::*;
+use dockpod_proto::cri_stream::{self, Chunks};
 use dockpod_proto::engine_api::{self, ApiVersion};
 use dockpod_proto::flights::Flights;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
-use k8s_cri::v1::*;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -39,6 +40,9 @@ pub struct RuntimeApi {
     starting: Flights<String>,
     /// StopPodSandbox and RemovePodSandbox calls running now, by sandbox.
     ending: Flights<()>,
+    images: Arc<crate::cri::image::ImageApi>,
+    /// The sandbox image's pull, when it is missing: one for every RunPodSandbox that needs it.
+    sandbox_pull: Flights<bool>,
 }
 
 impl RuntimeApi {
@@ -49,6 +53,7 @@ impl RuntimeApi {
         sandbox_image: String,
         router: Arc<Router>,
         stream_base: String,
+        images: Arc<crate::cri::image::ImageApi>,
     ) -> Self {
         RuntimeApi {
             engine,
@@ -59,7 +64,30 @@ impl RuntimeApi {
             stream_base,
             starting: Flights::default(),
             ending: Flights::default(),
+            images,
+            sandbox_pull: Flights::default(),
         }
+    }
+
+    /// Pulls the sandbox image if Docker does not have it; a burst of RunPodSandbox on a node
+    /// without it waits for one pull.
+    async fn ensure_sandbox_image(&self, pod: &str) -> Result<(), Status> {
+        let images = self.images.clone();
+        let image = self.sandbox_image.clone();
+        let pull = async move {
+            images
+                .ensure_sandbox_image(&image)
+                .await
+                .map_err(Status::from)
+        };
+        let pulled = self
+            .sandbox_pull
+            .run(format!("sandbox-image/{}", self.sandbox_image), pull)
+            .await?;
+        if pulled {
+            tracing::info!(image = %self.sandbox_image, %pod, "pulled the missing sandbox image");
+        }
+        Ok(())
     }
 
     /// The absolute URL of a shim's session path (a relative one breaks the kubelet's proxy).
@@ -107,6 +135,8 @@ impl RuntimeApi {
             let details = serde_json::json!({
                 "runtime": "dockpod",
                 "version": env!("CARGO_PKG_VERSION"),
+                // The CRI release the bindings come from: fields newer than it are not read.
+                "criAPIVersion": dockpod_proto::cri::API_VERSION,
                 "instance": self.root.instance_id(),
                 "dockerEndpoint": self.engine.endpoint(),
                 "dockerAPIVersion": self.engine.api_version().map(|v| v.to_string()),
@@ -130,18 +160,41 @@ impl RuntimeApi {
                 conditions: vec![runtime, network],
             }),
             info,
-            // One handler, the default, and no feature claimed that Docker cannot deliver.
-            runtime_handlers: vec![RuntimeHandler {
-                name: String::new(),
-                features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: self.recursive_read_only_mounts().await,
-                    user_namespaces: false,
-                }),
-            }],
+            runtime_handlers: self.runtime_handlers().await,
             features: Some(RuntimeFeatures {
                 supplemental_groups_policy: false,
+                // A pod of its own user namespace is refused (see `validate::user_namespace`).
+                user_namespaces_host_network: false,
             }),
         }
+    }
+
+    /// The default handler and each of the engine's runtimes (RuntimeClass handlers), with no
+    /// feature claimed that Docker cannot deliver through it. A name the kubelet could not
+    /// report (node status takes DNS labels only, and Docker 28 also lists its runtimes as
+    /// `io.containerd.runc.v2`) is left out.
+    async fn runtime_handlers(&self) -> Vec<RuntimeHandler> {
+        let rro = self.recursive_read_only_mounts().await;
+        let facts = self.engine.facts().await.ok();
+        let runtimes = facts
+            .as_ref()
+            .map(|f| f.runtimes.clone())
+            .unwrap_or_default();
+        let default = facts.map(|f| f.default_runtime.clone()).unwrap_or_default();
+        std::iter::once(String::new())
+            .chain(runtimes.into_iter().filter(|r| is_dns_label(r)))
+            .map(|name| {
+                // Docker asks runc for `rro`; another runtime is not claimed to have it.
+                let runc = if name.is_empty() { &default } else { &name } == "runc";
+                RuntimeHandler {
+                    features: Some(RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: rro && runc,
+                        user_namespaces: false,
+                    }),
+                    name,
+                }
+            })
+            .collect()
     }
 
     /// Recursive read-only mounts need the engine to take them (API 1.44) and the kernel to
@@ -166,6 +219,16 @@ impl RuntimeApi {
             }),
         })
     }
+}
+
+/// An RFC 1123 label, as Kubernetes takes a RuntimeClass handler's name.
+fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 type EventStream =
@@ -234,6 +297,22 @@ impl RuntimeService for RuntimeApi {
             .and_then(|c| c.metadata.clone())
             .unwrap_or_default();
         let pod = format!("{}/{}", meta.namespace, meta.name);
+        // Nothing is pulled for a request that would be refused.
+        let config = req
+            .config
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("pod sandbox config is missing"))?;
+        dockpod_proto::validate::sandbox_config(config)
+            .map_err(|e| Status::from(crate::error::Error::from(e)))?;
+        if !req.runtime_handler.is_empty() {
+            self.engine
+                .facts()
+                .await?
+                .check_handler(&req.runtime_handler)?;
+        }
+        self.ensure_sandbox_image(&pod)
+            .instrument(tracing::info_span!("RunPodSandbox", %pod))
+            .await?;
         // To its end in a task of its own: a kubelet that gives up at its deadline must not
         // leave a shim running a sandbox that no registry entry knows. Its retry with the same
         // metadata while the first run goes on gets that run's sandbox, not a second shim
@@ -499,5 +578,114 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
         let pod_metrics = self.router.list_pod_sandbox_metrics().await;
         Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+        let req = r.into_inner();
+        let span = tracing::info_span!("UpdatePodSandboxResources", sandbox = %req.pod_sandbox_id);
+        self.router
+            .update_pod_sandbox_resources(req)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(UpdatePodSandboxResourcesResponse {}))
+    }
+
+    // The streaming lists: the unary lists' answers, in chunks (`cri_stream`).
+
+    type StreamPodSandboxesStream = Chunks<StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let items = self.router.list_pod_sandbox(r.into_inner().filter).await;
+        Ok(Response::new(cri_stream::stream(items, |pod_sandboxes| {
+            StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    type StreamContainersStream = Chunks<StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        r: Request<StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let containers = self.router.list_containers(r.into_inner().filter).await;
+        Ok(Response::new(cri_stream::stream(
+            containers,
+            |containers| StreamContainersResponse { containers },
+        )))
+    }
+
+    type StreamContainerStatsStream = Chunks<StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        r: Request<StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let stats = self
+            .router
+            .list_container_stats(r.into_inner().filter)
+            .await;
+        Ok(Response::new(cri_stream::stream(
+            stats,
+            |container_stats| StreamContainerStatsResponse { container_stats },
+        )))
+    }
+
+    type StreamPodSandboxStatsStream = Chunks<StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let stats = self
+            .router
+            .list_pod_sandbox_stats(r.into_inner().filter)
+            .await;
+        Ok(Response::new(cri_stream::stream(
+            stats,
+            |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats },
+        )))
+    }
+
+    type StreamPodSandboxMetricsStream = Chunks<StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _r: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        let metrics = self.router.list_pod_sandbox_metrics().await;
+        Ok(Response::new(cri_stream::stream(
+            metrics,
+            |pod_sandbox_metrics| StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dns_label;
+
+    #[test]
+    fn handlers_are_dns_labels() {
+        for good in ["runc", "crun", "kata-qemu", "runsc", "a1"] {
+            assert!(is_dns_label(good), "{good}");
+        }
+        for bad in [
+            "",
+            "io.containerd.runc.v2",
+            "Runc",
+            "-x",
+            "x-",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
     }
 }

@@ -19,11 +19,11 @@ mod startup;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dockpod_proto::cri::{ContainerEventResponse, RemovePodSandboxRequest, RunPodSandboxRequest};
 use dockpod_proto::layout;
 use dockpod_proto::manager::shim_upgrade::Outcome;
 use dockpod_proto::manager::ShimUpgrade;
 use dockpod_proto::pod_state::PodSummary;
-use k8s_cri::v1::{ContainerEventResponse, RemovePodSandboxRequest, RunPodSandboxRequest};
 use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
 

@@ -7,11 +7,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use dockpod_proto::cri::ListContainersRequest;
 use dockpod_proto::layout;
 use dockpod_proto::manager::shim_upgrade::Outcome;
 use dockpod_proto::pod_state::{live_shim_pid, shim_processes, PodSummary};
 use dockpod_proto::process::ProcessHandle;
-use k8s_cri::v1::ListContainersRequest;
 
 use super::{Supervisor, LIVENESS_INTERVAL};
 use crate::error::{Error, Result};

@@ -10,16 +10,16 @@
 
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::{
+    ContainerState, PodSandboxConfig, RemoveContainerRequest, RemovePodSandboxRequest,
+};
 use dockpod_tests::cri::{
     container_config, create_container, pod_config, run_pod, shim_pid, start, status,
 };
 use dockpod_tests::docker::{docker, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{
-    ContainerState, PodSandboxConfig, RemoveContainerRequest, RemovePodSandboxRequest,
-};
 use tonic::transport::Channel;
 
 const LINES: usize = 200_000;

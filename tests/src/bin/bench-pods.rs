@@ -19,13 +19,13 @@ use std::collections::BTreeMap;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, StopContainerOptions};
 use bollard::Docker;
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::{container_config, create_container, pod_config, run_pod, start};
 use dockpod_tests::docker::{docker, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 /// The calls of a pod's life, in the order they are made.

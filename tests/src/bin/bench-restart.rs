@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::{ListPodSandboxRequest, VersionRequest};
 use dockpod_tests::cri::{pod_config, remove_pod, run_pod};
 use dockpod_tests::front::Front;
-use k8s_cri::v1::{ListPodSandboxRequest, VersionRequest};
 
 const SIZES: [usize; 3] = [10, 50, 100];
 const ROUNDS: usize = 5;

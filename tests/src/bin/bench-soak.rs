@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::{ExecRequest, PortForwardRequest};
 use dockpod_proto::shim::shim_client::ShimClient;
 use dockpod_proto::shim::InfoRequest;
 use dockpod_tests::cri::{
@@ -16,7 +17,6 @@ use dockpod_tests::cri::{
 };
 use dockpod_tests::front::Front;
 use dockpod_tests::streaming::spdy;
-use k8s_cri::v1::{ExecRequest, PortForwardRequest};
 
 const FILE: usize = 1 << 20;
 

@@ -8,11 +8,11 @@
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::StatsOptions;
+use dockpod_proto::cri::ListContainerStatsRequest;
 use dockpod_tests::cri::{container_config, pod_config, remove_pod, run_container, run_pod};
 use dockpod_tests::docker::docker;
 use dockpod_tests::front::Front;
 use futures_util::StreamExt;
-use k8s_cri::v1::ListContainerStatsRequest;
 
 const ROUNDS: usize = 20;
 const PER_POD: usize = 5;

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use dockpod_proto::cri::{ExecRequest, ExecSyncRequest, PortForwardRequest};
 use dockpod_tests::cri::{
     container_config, pod_config, pod_status, remove_pod, run_container, run_pod,
 };
@@ -17,7 +18,6 @@ use dockpod_tests::docker::docker;
 use dockpod_tests::front::Front;
 use dockpod_tests::streaming::spdy;
 use futures_util::StreamExt;
-use k8s_cri::v1::{ExecRequest, ExecSyncRequest, PortForwardRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUNDS: usize = 40;

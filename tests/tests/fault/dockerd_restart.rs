@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bollard::query_parameters::LogsOptions;
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::crilog::{assert_same_as_docker, docker_numbers, numbers, COUNTER};
 use dockpod_tests::docker::docker;
@@ -12,7 +13,6 @@ use dockpod_tests::dockerd;
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
 use futures_util::StreamExt;
-use k8s_cri::v1::*;
 
 const SECS: Duration = Duration::from_secs(60);
 

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::query_parameters::KillContainerOptions;
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::crilog::COUNTER;
 use dockpod_tests::docker::docker;
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
 use futures_util::future::join_all;
-use k8s_cri::v1::*;
 
 pub const PODS: usize = 20;
 pub const SECS: Duration = Duration::from_secs(60);
@@ -85,7 +85,8 @@ impl Fleet {
 
     pub fn runtime(
         &self,
-    ) -> k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel> {
+    ) -> dockpod_proto::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>
+    {
         self.front.runtime()
     }
 

@@ -7,14 +7,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::instance_containers;
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
 use futures_util::future::join_all;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 const PODS: usize = 100;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::*;
 use dockpod_tests::binaries::binary;
 use dockpod_tests::cri::*;
 use dockpod_tests::crilog::{assert_same_as_docker, docker_numbers, numbers};
@@ -15,7 +16,6 @@ use dockpod_tests::procs;
 use dockpod_tests::streaming::spdy;
 use dockpod_tests::wait::wait_until;
 use futures_util::future::join_all;
-use k8s_cri::v1::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use dockpod_proto::cri::*;
 use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{docker, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::*;
 
 const SECS: Duration = Duration::from_secs(60);
 

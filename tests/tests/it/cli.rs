@@ -77,7 +77,7 @@ async fn ps_and_inspect_show_each_pods_shim() {
             "SESSIONS"
         ]
     );
-    let name = |c: &k8s_cri::v1::PodSandboxConfig| {
+    let name = |c: &dockpod_proto::cri::PodSandboxConfig| {
         let m = c.metadata.as_ref().expect("meta");
         format!("{}/{}", m.namespace, m.name)
     };
@@ -331,7 +331,7 @@ async fn top_lists_each_containers_processes_below_the_shim() {
     );
 
     // A stopped container is listed, with nothing in it.
-    rt.stop_container(k8s_cri::v1::StopContainerRequest {
+    rt.stop_container(dockpod_proto::cri::StopContainerRequest {
         container_id: single.clone(),
         timeout: 0,
     })
@@ -414,8 +414,8 @@ async fn the_systemd_unit_stops_only_the_front_and_pods_outlive_it() {
     remove_pod(&mut rt, &id).await;
 }
 
-/// `--version` names the commit the binary was built from, so an operator can tell which
-/// build a node runs.
+/// `--version` names the commit the binary was built from and the CRI release it speaks, so
+/// an operator can tell which build a node runs and which kubelets it understands.
 #[test]
 fn version_names_the_commit_it_was_built_from() {
     let (ok, out, err) = shim_manager(&["--version"]);
@@ -431,8 +431,9 @@ fn version_names_the_commit_it_was_built_from() {
     assert_eq!(
         out.trim(),
         format!(
-            "shim-manager {} (commit {commit})",
-            env!("CARGO_PKG_VERSION")
+            "shim-manager {} (commit {commit}, cri-api {})",
+            env!("CARGO_PKG_VERSION"),
+            dockpod_proto::cri::API_VERSION
         ),
         "a binary built before the last commit? rebuild with `cargo build --bins`"
     );
@@ -444,7 +445,7 @@ fn version_names_the_commit_it_was_built_from() {
 async fn the_fronts_log_is_json_when_asked() {
     let front = Front::start(&["--log-format", "json"]).await;
     let mut rt = front.runtime();
-    rt.version(k8s_cri::v1::VersionRequest::default())
+    rt.version(dockpod_proto::cri::VersionRequest::default())
         .await
         .expect("Version");
     let logs = tempfile::tempdir().expect("logs");

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::front::Front;
 use dockpod_tests::h2raw;
-use k8s_cri::v1::*;
 use prost::Message;
 
 /// The virtual environment `contrib/setup.sh` installs the Python clients into.
@@ -25,41 +25,12 @@ fn python() -> PathBuf {
     python
 }
 
-/// The CRI proto of the k8s-cri crate this workspace builds with.
-fn cri_proto() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    // This platform's packages only: those are the ones the build already fetched.
-    let platform = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .args(["--filter-platform", &platform, "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
-    let package = meta["packages"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "k8s-cri"))
-        .expect("k8s-cri in the workspace");
-    let dir = Path::new(package["manifest_path"].as_str().expect("manifest path"))
-        .parent()
-        .expect("package directory")
-        .to_path_buf();
-    dir.join("proto/v1.proto")
-}
-
 /// Runs `tests/python/cri_client.py` against `socket`; what it printed, as JSON.
 fn grpcio(socket: &Path, scenario: &str, args: serde_json::Value) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/cri_client.py");
     let out = Command::new(python())
         .arg(script)
-        .arg(cri_proto())
+        .arg(UPSTREAM_PROTO)
         .arg(socket)
         .arg(scenario)
         .arg(args.to_string())
@@ -127,6 +98,59 @@ async fn python_grpcio_with_default_options_runs_a_whole_pod() {
     let listed = grpcio(&front.shim_socket(), "containers", serde_json::json!({}));
     assert_eq!(listed["containers"], serde_json::json!([c]));
     remove_pod(&mut rt, &id).await;
+}
+
+/// Python's grpcio with stubs from upstream's api.proto sends the fields a 1.36 kubelet sends,
+/// and Docker runs what they ask: the stop signal, an environment value sent as bytes, the
+/// pod's resources; the streaming lists answer it.
+#[tokio::test]
+async fn python_grpcio_speaks_todays_cri_and_docker_runs_it() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let name = dockpod_tests::unique("grpcio-today");
+    let answer = grpcio(
+        &front.socket(),
+        "todays_cri",
+        serde_json::json!({
+            "name": name,
+            "uid": format!("uid-{name}"),
+            "log_directory": logs.path(),
+            "image": dockpod_tests::docker::TOOL_IMAGE,
+        }),
+    );
+    let sandbox = answer["sandbox"].as_str().expect("sandbox").to_string();
+    let container = answer["container"].as_str().expect("container").to_string();
+    assert_eq!(answer["stop_signal"], "SIGQUIT", "{answer}");
+    assert_eq!(
+        answer["streamed_containers"],
+        serde_json::json!([container])
+    );
+    assert_eq!(answer["streamed_pods"], serde_json::json!([sandbox]));
+    let docker = dockpod_tests::docker::docker().await;
+    let image = dockpod_tests::docker::image_id(&docker, dockpod_tests::docker::TOOL_IMAGE).await;
+    assert_eq!(answer["image_ref"], image.as_str());
+    let inspected = docker
+        .inspect_container(&container, None)
+        .await
+        .expect("inspect container");
+    let config = inspected.config.expect("config");
+    assert_eq!(config.stop_signal.as_deref(), Some("SIGQUIT"));
+    assert!(
+        config
+            .env
+            .unwrap_or_default()
+            .contains(&"GREETING=grüße".to_string()),
+        "the bytes of the value, as UTF-8"
+    );
+    let sandbox_host = docker
+        .inspect_container(&sandbox, None)
+        .await
+        .expect("inspect sandbox")
+        .host_config
+        .expect("host config");
+    assert_eq!(sandbox_host.cpu_shares, Some(384));
+    assert_eq!(sandbox_host.memory, Some(80 << 20));
+    remove_pod(&mut front.runtime(), &sandbox).await;
 }
 
 /// The authorities a client may send over a unix socket at `socket`.

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_proto::labels;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{docker, image_id, instance_containers, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
 use futures_util::StreamExt;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
 

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::instance_containers;
 use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::disk::LoopFs;
 use dockpod_tests::front::Front;
-use k8s_cri::v1::*;
 
 const SECS: Duration = Duration::from_secs(60);
 /// Generous for a loaded machine: a shim whose one thread waits on the frozen disk does not

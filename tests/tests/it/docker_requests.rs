@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use dockpod_proto::cri::image_service_client::ImageServiceClient;
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{derive_image, ImageRefs, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::docker_proxy::{DockerProxy, Seen};
 use dockpod_tests::front::Front;
 use dockpod_tests::metrics;
 use futures_util::StreamExt;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 
 const SECS: Duration = Duration::from_secs(60);
 /// Pods made at once: enough to be quick, few enough not to pile up on a 2-core machine.

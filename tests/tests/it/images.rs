@@ -3,14 +3,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::auth::DockerCredentials;
+use dockpod_proto::cri::image_service_client::ImageServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::docker::{
     derive_image, docker, image_id, push, remove_everywhere, ImageRefs, PAUSE_IMAGE, TOOL_IMAGE,
 };
 use dockpod_tests::front::Front;
 use dockpod_tests::registry::{Login, Registry};
 use dockpod_tests::unique;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::crilog::{
     assert_each_once, assert_same_as_docker, docker_numbers, lines, numbers, parse, COUNTER,
@@ -12,7 +13,6 @@ use dockpod_tests::crilog::{
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::*;
 use nix::sys::signal::Signal;
 use tonic::Code;
 
@@ -23,7 +23,9 @@ const SECS: Duration = Duration::from_secs(60);
 /// shim; returns how many counted lines the file at `path` held while no shim ran.
 async fn kill_shim_and_wait_respawn(
     front: &Front,
-    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    rt: &mut dockpod_proto::cri::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
     pod: &str,
     path: &Path,
     meanwhile: impl FnOnce(),
@@ -91,7 +93,9 @@ async fn writes_the_cri_format_completely_before_the_exit_is_reported() {
 /// A pod whose container `app` counts lines (`COUNTER`) into `<logs>/app/0.log`: the pod's
 /// and container's IDs and the log file's path.
 async fn counting_pod(
-    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    rt: &mut dockpod_proto::cri::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
     name: &str,
     logs: &Path,
 ) -> (String, String, std::path::PathBuf) {
@@ -200,7 +204,7 @@ async fn rotated_files_and_a_shim_restart_together_hold_every_line_once() {
         let path = path.clone();
         async move { (numbers(&[&path]).len() >= at_least).then_some(()) }
     };
-    let reopen = |rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<
+    let reopen = |rt: &mut dockpod_proto::cri::runtime_service_client::RuntimeServiceClient<
         tonic::transport::Channel,
     >| {
         let request = ReopenContainerLogRequest {

@@ -21,3 +21,4 @@ mod server_lifecycle;
 mod stats;
 mod streaming;
 mod stuck;
+mod todays_cri;

@@ -6,14 +6,14 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{docker, instance_containers};
 use dockpod_tests::front::Front;
 use dockpod_tests::registry::{free_port, reserved_port};
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
 

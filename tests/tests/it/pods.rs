@@ -5,13 +5,13 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use dockpod_proto::cri::*;
 use dockpod_proto::labels;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{docker, instance_containers};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::*;
 use tonic::Code;
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -840,7 +840,7 @@ async fn stop_and_remove_reach_a_container_the_front_has_not_indexed() {
     let id = run_pod(&mut rt, &pod).await;
     // Created through the shim's own socket: the front never saw the answer, as when it died
     // inside CreateContainer.
-    let mut shim = k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+    let mut shim = dockpod_proto::cri::runtime_service_client::RuntimeServiceClient::new(
         dockpod_proto::sockets::channel(&front.shim_socket()),
     );
     let container = create_container(

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use dockpod_proto::cri::*;
 use dockpod_tests::docker::docker;
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::*;
 use tonic::Code;
 
 fn condition<'a>(status: &'a StatusResponse, kind: &str) -> &'a RuntimeCondition {

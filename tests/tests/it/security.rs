@@ -6,11 +6,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::crilog::COUNTER;
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::*;
 use tokio::io::AsyncReadExt;
 use tonic::Code;
 

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::front::{exited_cleanly, Front};
 use dockpod_tests::wait::wait_until;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
@@ -252,7 +252,7 @@ async fn sigterm_ends_event_streams_instead_of_waiting_for_them() {
     let mut front = Front::start(&[]).await;
     let mut rt = front.runtime();
     let mut events = rt
-        .get_container_events(k8s_cri::v1::GetEventsRequest {})
+        .get_container_events(dockpod_proto::cri::GetEventsRequest {})
         .await
         .expect("GetContainerEvents")
         .into_inner();

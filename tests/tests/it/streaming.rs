@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::docker;
 use dockpod_tests::front::Front;
 use dockpod_tests::streaming::{spdy, ws};
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 const SECS: Duration = Duration::from_secs(60);

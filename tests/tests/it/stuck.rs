@@ -6,11 +6,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
+use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
 use dockpod_tests::front::Front;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 /// The stuck call is held until after every check, so any answer at all shows the check did
