@@ -638,11 +638,8 @@ pub fn assert_ended_like_the_reference(frames: &[Seen]) {
 }
 
 /// The recorded sessions of the Kubernetes reference client and server
-/// (`shared/fixtures/streaming`).
-pub const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/streaming"
-);
+/// (`tests/fixtures/streaming`, copied from the project's shared fixtures so a clone stands alone).
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/streaming");
 
 /// One direction of a recorded connection: its HTTP head, then its SPDY frames, each whole.
 pub fn recorded(session: &str, direction: &str) -> (Vec<u8>, Vec<Vec<u8>>) {

@@ -3,6 +3,7 @@
 //! directory against the real dockerd.
 
 mod adopt;
+mod cgroups;
 mod cli;
 mod clients;
 mod containers;
@@ -21,4 +22,5 @@ mod server_lifecycle;
 mod stats;
 mod streaming;
 mod stuck;
+mod systemd;
 mod todays_cri;

@@ -228,10 +228,7 @@ pub(super) mod tests {
     use super::super::header::{HeaderDecoder, Headers};
     use super::*;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/streaming"
-    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/streaming");
 
     /// A small deterministic generator (xorshift64) for the fuzzed tests: the same inputs on
     /// every run, so a failure can be replayed.
