@@ -57,7 +57,9 @@ done
 
 if [ -n "$CGROUP2_TESTS" ]; then
 	say "integration tests on a cgroup v2 node (systemd driver), in a VM"
+	# The `it` test executable among the artifacts (the binaries it runs are built too).
 	exe="$(cargo test --release -p dockpod-tests --test it --no-run --message-format=json |
+		grep '"kind":\["test"\]' | grep '"name":"it"' |
 		sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
 	[ -x "$exe" ] || { say "error: no integration test executable"; exit 1; }
 	filters=()

@@ -58,10 +58,12 @@ pub async fn run(config: &ServeConfig, kubelet_config: Option<&Path>) -> Vec<Che
     let (mut checks, api) = docker_checks(config, kubelet_config).await;
     checks.push(network(config));
     checks.push(capabilities());
+    let kubelet = kubelet_config.and_then(|p| std::fs::read_to_string(p).ok());
     checks.extend(kernel(
         &engine_api::kernel_release(),
         Path::new("/sys/fs/cgroup"),
         api,
+        kubelet.as_deref(),
     ));
     checks.push(directory(
         "root directory",
@@ -259,11 +261,17 @@ fn cgroup_driver(docker: &str, kubelet_config: Option<&Path>) -> Check {
 /// line rather than with a YAML parser: the field is a plain scalar at the top level, and the
 /// Rust YAML crates that would parse the whole file are unmaintained.
 pub fn kubelet_cgroup_driver(config: &str) -> Option<String> {
+    kubelet_setting(config, "cgroupDriver")
+}
+
+/// A top-level scalar `key` of a KubeletConfiguration, in YAML or JSON.
+fn kubelet_setting(config: &str, key: &str) -> Option<String> {
+    let quoted = format!("\"{key}\"");
     config.lines().find_map(|line| {
         let line = line.trim_start_matches(|c: char| c == '{' || c.is_whitespace());
         let rest = line
-            .strip_prefix("cgroupDriver")
-            .or_else(|| line.strip_prefix("\"cgroupDriver\""))?;
+            .strip_prefix(key)
+            .or_else(|| line.strip_prefix(quoted.as_str()))?;
         let value = rest.trim_start().strip_prefix(':')?;
         let value = value.split('#').next().unwrap_or_default();
         let value = value
@@ -334,11 +342,30 @@ fn capabilities() -> Check {
 /// Kernel features dockpod uses: the cgroup hierarchy (at `cgroup_root`), pidfds (a shim's
 /// death noticed through its pidfd) and mount_setattr (recursive read-only mounts, which also
 /// need an engine that asks runc for them: `api`, when Docker answered).
-fn kernel(release: &str, cgroup_root: &Path, api: Option<ApiVersion>) -> Vec<Check> {
+/// The hierarchy, then the kernel's features. cgroup v1 is refused by kubelets from 1.35
+/// (KEP-5573) unless their configuration (`kubelet`, when given) sets `failCgroupV1: false`.
+fn kernel(
+    release: &str,
+    cgroup_root: &Path,
+    api: Option<ApiVersion>,
+    kubelet: Option<&str>,
+) -> Vec<Check> {
+    let v1 = "cgroup v1: kubelets from 1.35 refuse to start on it (KEP-5573) unless their \
+              configuration sets failCgroupV1: false; boot the host with cgroup v2 \
+              (systemd.unified_cgroup_hierarchy=1 on the kernel's command line)";
     let cgroup = if cgroup_root.join("cgroup.controllers").exists() {
         Check::new("cgroups", Verdict::Ok, "cgroup v2 (unified)")
     } else if cgroup_root.is_dir() {
-        Check::new("cgroups", Verdict::Ok, "cgroup v1")
+        match kubelet.map(|k| kubelet_setting(k, "failCgroupV1")) {
+            Some(Some(allowed)) if allowed == "false" => Check::new(
+                "cgroups",
+                Verdict::Warn,
+                "cgroup v1, which the kubelet is told to accept (failCgroupV1: false); it is \
+                 deprecated: move the host to cgroup v2",
+            ),
+            Some(_) => Check::new("cgroups", Verdict::Fail, v1),
+            None => Check::new("cgroups", Verdict::Warn, v1),
+        }
     } else {
         Check::new(
             "cgroups",
@@ -495,7 +522,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let v1 = dir.path();
         let verdicts = |release, root: &Path, api| {
-            kernel(release, root, api)
+            kernel(release, root, api, None)
                 .into_iter()
                 .map(|c| (c.name, c.verdict))
                 .collect::<Vec<_>>()
@@ -504,11 +531,16 @@ mod tests {
         assert_eq!(
             verdicts("6.1.0-28-amd64", v1, new_engine),
             [
-                ("cgroups", Verdict::Ok),
+                ("cgroups", Verdict::Warn),
                 ("pidfd", Verdict::Ok),
                 ("mount_setattr", Verdict::Ok)
             ]
         );
+        // A kubelet of today refuses v1 unless told otherwise.
+        let told = |config| kernel("6.1.0", v1, new_engine, Some(config))[0].verdict;
+        assert_eq!(told("kind: KubeletConfiguration\n"), Verdict::Fail);
+        assert_eq!(told("failCgroupV1: true\n"), Verdict::Fail);
+        assert_eq!(told("failCgroupV1: false\n"), Verdict::Warn);
         // Docker 20.10 cannot ask for recursive read-only mounts whatever the kernel.
         let old_engine = verdicts("6.1.0-28-amd64", v1, Some(ApiVersion::new(1, 41)));
         assert_eq!(old_engine[2], ("mount_setattr", Verdict::Warn));
@@ -531,12 +563,12 @@ mod tests {
         );
 
         std::fs::write(v1.join("cgroup.controllers"), b"cpu memory pids\n").expect("write");
-        let v2 = kernel("6.1.0", v1, new_engine);
+        let v2 = kernel("6.1.0", v1, new_engine, Some("failCgroupV1: true\n"));
         assert_eq!(
             (v2[0].verdict, v2[0].detail.as_str()),
             (Verdict::Ok, "cgroup v2 (unified)")
         );
-        let none = kernel("6.1.0", &dir.path().join("absent"), new_engine);
+        let none = kernel("6.1.0", &dir.path().join("absent"), new_engine, None);
         assert_eq!(none[0].verdict, Verdict::Fail);
     }
 

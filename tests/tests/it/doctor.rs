@@ -80,7 +80,6 @@ async fn every_check_passes_on_a_host_set_up_by_contrib_setup() {
         "runtimes",
         "cdi",
         "pod network",
-        "cgroups",
         "root directory",
         "run directory",
         "other front",
@@ -92,6 +91,10 @@ async fn every_check_passes_on_a_host_set_up_by_contrib_setup() {
         .info()
         .await
         .expect("docker info");
+    // Today's kubelets refuse cgroup v1 (KEP-5573): a v1 host is warned of.
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let cgroups = if v2 { "OK" } else { "WARN" };
+    assert_eq!(report.verdict("cgroups"), cgroups, "{}", report.out);
     let (_, runtimes) = report.line("runtimes");
     assert!(
         runtimes.contains("runc") && runtimes.contains("crun"),
@@ -236,7 +239,8 @@ async fn the_kubelets_cgroup_driver_is_compared_with_dockers() {
     for (driver, verdict) in [(docker_driver.as_str(), "OK"), (other, "FAIL")] {
         std::fs::write(
             &config,
-            format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: {driver}\n"),
+            // As a kubelet of today must be told to run on these cgroup v1 hosts at all.
+            format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: {driver}\nfailCgroupV1: false\n"),
         )
         .expect("write");
         let path = config.display().to_string();
@@ -244,6 +248,17 @@ async fn the_kubelets_cgroup_driver_is_compared_with_dockers() {
         assert_eq!(report.verdict("cgroup driver"), verdict, "{}", report.out);
         assert_eq!(report.passed, verdict == "OK", "{}", report.out);
     }
+    // Without it, a kubelet of 1.35 or later would not start on cgroup v1.
+    std::fs::write(
+        &config,
+        format!("kind: KubeletConfiguration\ncgroupDriver: {docker_driver}\n"),
+    )
+    .expect("write");
+    let path = config.display().to_string();
+    let report = doctor(&flags(dir.path(), &net, &["--kubelet-config", &path]));
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let expected = if v2 { "OK" } else { "FAIL" };
+    assert_eq!(report.verdict("cgroups"), expected, "{}", report.out);
 }
 
 #[tokio::test]

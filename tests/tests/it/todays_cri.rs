@@ -606,6 +606,52 @@ async fn stats_carry_pressure_only_on_cgroup_v2() {
     if let Some(psi) = cpu.psi {
         assert!(psi.some.is_some(), "{psi:?}");
     }
+    if v2_with_psi {
+        // The figures are the kernel's: the memory pressure's total (µs in the file, ns in
+        // the CRI) lies between a reading just before the call and one just after.
+        let pid = docker()
+            .await
+            .inspect_container(&id, None)
+            .await
+            .expect("inspect")
+            .state
+            .and_then(|s| s.pid)
+            .expect("running");
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+        let dir = cgroup
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("the unified hierarchy");
+        let file = format!("/sys/fs/cgroup{dir}/memory.pressure");
+        let total = || {
+            let text = std::fs::read_to_string(&file).expect("memory.pressure");
+            let some = text.lines().find(|l| l.starts_with("some ")).expect("some");
+            some.split_whitespace()
+                .find_map(|f| f.strip_prefix("total="))
+                .and_then(|t| t.parse::<u64>().ok())
+                .expect("total")
+        };
+        let before = total();
+        let reported = rt
+            .container_stats(ContainerStatsRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("ContainerStats")
+            .into_inner()
+            .stats
+            .and_then(|s| s.memory)
+            .and_then(|m| m.psi)
+            .and_then(|p| p.some)
+            .expect("memory PSI");
+        let after = total();
+        assert!(
+            before * 1000 <= reported.total && reported.total <= after * 1000,
+            "{before} µs <= {} ns <= {after} µs",
+            reported.total
+        );
+        assert!((0.0..=100.0).contains(&reported.avg10), "{reported:?}");
+    }
     remove_pod(&mut rt, &p.id).await;
 }
 
@@ -895,27 +941,42 @@ async fn runtime_handlers_are_the_engines_runtimes() {
     for docker_id in [&id, &container] {
         let host = inspect(docker_id).await.host_config.expect("host config");
         assert_eq!(host.runtime.as_deref(), Some("crun"), "{docker_id}");
-        assert!(ran_by("crun", docker_id), "no crun state for {docker_id}");
-        assert!(!ran_by("runc", docker_id), "runc state for {docker_id}");
+        let runtime = runtime_of(docker_id);
+        assert!(
+            runtime
+                .as_ref()
+                .is_some_and(|(binary, state)| binary.ends_with("crun") && *state),
+            "{docker_id} was not run by crun: {runtime:?}"
+        );
     }
     let echoed = exec(&mut rt, &container, &["echo", "under-crun"]).await;
     assert_eq!(String::from_utf8_lossy(&echoed.stdout).trim(), "under-crun");
     remove_pod(&mut rt, &id).await;
 }
 
-/// Whether `runtime` keeps the state of container `id`: Docker gives each runtime a root of
-/// its own, `<exec root>/runtime-<name>/moby/<id>`, under /run for every engine here
-/// (/run/docker, /run/dockpod-engines/<engine>/exec).
-fn ran_by(runtime: &str, id: &str) -> bool {
-    walkdir::WalkDir::new("/run")
-        .max_depth(6)
+/// The OCI runtime that created container `id`, as containerd's runc shim was told to run
+/// it (`options.json` of the task's bundle, `binary_name`), and whether that runtime keeps
+/// the container's state (`<root>/<namespace>/<id>`, `root` from the same file). Bundles are
+/// under /run for every engine here (containerd's default state directory, and
+/// /run/dockpod-engines/<engine>/containerd-state). None for a container run without options
+/// (the engine's default runtime, runc).
+fn runtime_of(id: &str) -> Option<(String, bool)> {
+    let options = walkdir::WalkDir::new("/run")
+        .max_depth(7)
         .into_iter()
         .filter_map(|e| e.ok())
-        .any(|e| {
-            e.file_name() == id
+        .find(|e| {
+            e.file_name() == "options.json"
                 && e.path()
                     .parent()
-                    .and_then(|p| p.parent())
-                    .is_some_and(|p| p.ends_with(format!("runtime-{runtime}")))
-        })
+                    .is_some_and(|p| p.file_name().is_some_and(|n| n == id))
+        })?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(options.path()).ok()?).ok()?;
+    let binary = json["binary_name"].as_str().unwrap_or_default().to_string();
+    let root = std::path::Path::new(json["root"].as_str().unwrap_or_default());
+    // The shim runs the runtime with `--root <root>/<namespace>`: the bundle's namespace.
+    let namespace = options.path().parent()?.parent()?.file_name()?;
+    let state = root.join(namespace).join(id).exists() || root.join(id).exists();
+    Some((binary, state))
 }
