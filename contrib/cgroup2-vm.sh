@@ -32,7 +32,7 @@ DISK_SIZE=8G
 # AppArmor on, and Docker loads its default profile with it) and crun.
 PACKAGES=systemd,systemd-sysv,dbus,udev,kmod,apparmor,linux-image-amd64,docker.io,crun,protobuf-compiler,busybox-static,containernetworking-plugins,docker-registry,iproute2,iptables,python3,python3-venv,e2fsprogs,debootstrap,procps,ca-certificates
 # Bumped when the image's recipe changes, so a kept image of an older recipe is built anew.
-RECIPE=2
+RECIPE=3
 
 say() { printf 'cgroup2-vm: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -89,7 +89,8 @@ build_image() {
 		echo started >/mnt/results/started
 		sh /mnt/results/job.sh >/mnt/results/output.log 2>&1
 		echo $? >/mnt/results/rc
-		sync
+		# The results mount writes through (no cache); the disk is thrown away after the run.
+		poweroff -f
 	EOF
 	chmod 0755 "$root/usr/local/sbin/dockpod-vm-job"
 	cat >"$root/etc/systemd/system/dockpod-vm-job.service" <<-'EOF'
@@ -150,6 +151,14 @@ boot() {
 				return 0
 			fi
 			probe=0
+		fi
+		# The job's status is the run's end: a VM slow to power off is not waited for long.
+		if [ -s "$run/results/rc" ] && [ $deadline -gt $((SECONDS + 30)) ]; then
+			deadline=$((SECONDS + 30))
+		fi
+		if [ $SECONDS -ge $deadline ] && [ -s "$run/results/rc" ]; then
+			stop_vm
+			break
 		fi
 		if [ $SECONDS -ge $deadline ]; then
 			say "the VM ($accel) did not finish within ${VM_TIMEOUT}s; stopping it"
