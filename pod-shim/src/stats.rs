@@ -103,6 +103,27 @@ impl Cgroup {
         }
     }
 
+    /// Bytes read from and written to block devices, summed over the devices: cgroup v2's
+    /// `io.stat`, or v1's `blkio.throttle.io_service_bytes` (which counts direct I/O only:
+    /// v1 charges page-cache writeback to the root).
+    pub fn io_bytes(&self) -> Option<(u64, u64)> {
+        match self {
+            Cgroup::V2(_) => Some(parse_io_stat(&self.read("io", "io.stat")?)),
+            Cgroup::V1(_) => Some(parse_blkio_bytes(
+                &self.read("blkio", "blkio.throttle.io_service_bytes")?,
+            )),
+        }
+    }
+
+    /// Processes of the cgroup the OOM killer killed: `oom_kill` of v2's `memory.events`, or
+    /// of v1's `memory.oom_control` (Linux 4.13).
+    pub fn oom_kills(&self) -> Option<u64> {
+        match self {
+            Cgroup::V2(_) => keyed(&self.read("memory", "memory.events")?, "oom_kill"),
+            Cgroup::V1(_) => keyed(&self.read("memory", "memory.oom_control")?, "oom_kill"),
+        }
+    }
+
     /// The cgroup above this one (v2: the pod's, for a container whose parent the kubelet
     /// named). None on v1, where a pod's pressure cannot be read anyway.
     pub fn parent(&self) -> Option<Cgroup> {
@@ -194,6 +215,47 @@ pub fn parse_pressure(text: &str) -> Option<PsiStats> {
         }
     }
     (stats.some.is_some() || stats.full.is_some()).then_some(stats)
+}
+
+/// Read and written bytes of v2's `io.stat`: `8:0 rbytes=4096 wbytes=0 rios=1 ...` per device.
+pub fn parse_io_stat(text: &str) -> (u64, u64) {
+    let (mut read, mut written) = (0u64, 0u64);
+    for field in text.split_whitespace() {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match key {
+            "rbytes" => read = read.saturating_add(value),
+            "wbytes" => written = written.saturating_add(value),
+            _ => {}
+        }
+    }
+    (read, written)
+}
+
+/// Read and written bytes of v1's `blkio.throttle.io_service_bytes`: `8:0 Read 4096` per
+/// device and operation, and a `Total` line that is left out.
+pub fn parse_blkio_bytes(text: &str) -> (u64, u64) {
+    let (mut read, mut written) = (0u64, 0u64);
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_device), Some(op), Some(value)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match op {
+            "Read" => read = read.saturating_add(value),
+            "Write" => written = written.saturating_add(value),
+            _ => {}
+        }
+    }
+    (read, written)
 }
 
 /// The value of `key` in a `key value` per line file (memory.stat, cpu.stat).
@@ -430,6 +492,37 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_bytes_and_oom_kills_from_v1_and_v2_files() {
+        let io = "8:0 rbytes=4096 wbytes=8388608 rios=1 wios=8 dbytes=0 dios=0\n253:0 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n";
+        assert_eq!(parse_io_stat(io), (4196, 8_388_608));
+        assert_eq!(parse_io_stat(""), (0, 0));
+        let blkio = "8:0 Read 4096\n8:0 Write 8388608\n8:0 Sync 8392704\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 8392704\nTotal 8392704\n";
+        assert_eq!(parse_blkio_bytes(blkio), (4096, 8_388_608));
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("io.stat"), io).expect("write");
+        std::fs::write(
+            dir.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\noom_group_kill 0\n",
+        )
+        .expect("write");
+        let v2 = Cgroup::V2(dir.path().to_path_buf());
+        assert_eq!(v2.io_bytes(), Some((4196, 8_388_608)));
+        assert_eq!(v2.oom_kills(), Some(2));
+        std::fs::write(dir.path().join("blkio.throttle.io_service_bytes"), blkio).expect("write");
+        std::fs::write(
+            dir.path().join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        .expect("write");
+        let v1 = Cgroup::V1(HashMap::from([
+            ("blkio".to_string(), dir.path().to_path_buf()),
+            ("memory".to_string(), dir.path().to_path_buf()),
+        ]));
+        assert_eq!(v1.io_bytes(), Some((4096, 8_388_608)));
+        assert_eq!(v1.oom_kills(), Some(1));
+    }
 
     #[test]
     fn pressure_files_give_psi_in_nanoseconds_and_v1_gives_none() {

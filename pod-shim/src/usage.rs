@@ -296,11 +296,23 @@ impl Usage {
                 );
                 values.extend(v(&mem.rss_bytes).map(|x| m::MEMORY_RSS.value(now, &labels, x)));
             }
-            let processes = self
-                .targets()
-                .get(&attributes.id)
-                .and_then(|t| t.cgroup.processes());
-            values.extend(processes.map(|x| m::PROCESSES.value(now, &labels, x)));
+            let cgroup = self.targets().get(&attributes.id).map(|t| t.cgroup.clone());
+            if let Some(cgroup) = cgroup {
+                values.extend(
+                    cgroup
+                        .processes()
+                        .map(|x| m::PROCESSES.value(now, &labels, x)),
+                );
+                if let Some((read, written)) = cgroup.io_bytes() {
+                    values.push(m::FS_READS.value(now, &labels, read));
+                    values.push(m::FS_WRITES.value(now, &labels, written));
+                }
+                values.extend(
+                    cgroup
+                        .oom_kills()
+                        .map(|x| m::OOM_EVENTS.value(now, &labels, x)),
+                );
+            }
             container_metrics.push(ContainerMetrics {
                 container_id: attributes.id.clone(),
                 metrics: values,

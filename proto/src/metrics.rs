@@ -47,6 +47,24 @@ pub const PROCESSES: Spec = Spec {
     counter: false,
     labels: CONTAINER,
 };
+pub const FS_READS: Spec = Spec {
+    name: "container_fs_reads_bytes_total",
+    help: "Cumulative count of bytes read from block devices (io.stat, or blkio on cgroup v1)",
+    counter: true,
+    labels: CONTAINER,
+};
+pub const FS_WRITES: Spec = Spec {
+    name: "container_fs_writes_bytes_total",
+    help: "Cumulative count of bytes written to block devices (io.stat, or blkio on cgroup v1)",
+    counter: true,
+    labels: CONTAINER,
+};
+pub const OOM_EVENTS: Spec = Spec {
+    name: "container_oom_events_total",
+    help: "Count of processes of the container killed by the OOM killer",
+    counter: true,
+    labels: CONTAINER,
+};
 pub const NETWORK_RX: Spec = Spec {
     name: "container_network_receive_bytes_total",
     help: "Cumulative count of bytes received",
@@ -72,12 +90,15 @@ pub const NETWORK_TX_ERRORS: Spec = Spec {
     labels: INTERFACE,
 };
 
-pub const ALL: [&Spec; 9] = [
+pub const ALL: [&Spec; 12] = [
     &CPU_USAGE,
     &MEMORY_USAGE,
     &MEMORY_WORKING_SET,
     &MEMORY_RSS,
     &PROCESSES,
+    &FS_READS,
+    &FS_WRITES,
+    &OOM_EVENTS,
     &NETWORK_RX,
     &NETWORK_TX,
     &NETWORK_RX_ERRORS,

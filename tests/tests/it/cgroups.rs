@@ -139,3 +139,101 @@ async fn pods_live_in_the_cgroup_parent_the_kubelet_names() {
     assert_eq!(pod.io.is_some(), v2_with_psi);
     remove_pod(&mut rt, &id).await;
 }
+
+/// The metric of `name` for container `id` in the pod's metrics, if reported.
+async fn container_metric(
+    rt: &mut dockpod_proto::cri::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+    name: &str,
+) -> Option<u64> {
+    let pods = rt
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    pods.iter()
+        .flat_map(|p| &p.container_metrics)
+        .filter(|c| c.container_id == id)
+        .flat_map(|c| &c.metrics)
+        .find(|m| m.name == name)
+        .and_then(|m| m.value.as_ref().map(|v| v.value))
+}
+
+/// Block I/O (io.stat, or blkio on v1) and the OOM killer's kills (memory.events, or
+/// memory.oom_control on v1) reach the pod's metrics, as cAdvisor names them.
+#[tokio::test]
+async fn block_io_and_oom_kills_reach_the_pod_metrics() {
+    let front = Front::start(&[]).await;
+    let mut rt = front.runtime();
+    let logs = tempfile::tempdir().expect("logs");
+    let data = tempfile::tempdir().expect("a host directory to write to");
+    let config = pod_config("iooom", logs.path());
+    let id = run_pod(&mut rt, &config).await;
+    // Direct I/O, which every hierarchy charges to the writer (v1 charges page-cache
+    // writeback to the root).
+    let mut writer = container_config(
+        "writer",
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/data/file bs=1M count=8 oflag=direct && exec sleep 3600",
+        ],
+    );
+    writer.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: data.path().display().to_string(),
+        ..Default::default()
+    }];
+    let writer = run_container(&mut rt, &id, &config, writer).await;
+    // A child over the limit is killed; the container's shell lives on.
+    let mut hog = container_config(
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "head -c 134217728 /dev/zero | tail; exec sleep 3600",
+        ],
+    );
+    hog.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let hog = run_container(&mut rt, &id, &config, hog).await;
+    // cgroup v2 counts every byte (io.stat); v1's blkio counters stay 0 on kernels that
+    // keep them only for throttled devices, as these machines' do.
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let least = if v2 { 8 << 20 } else { 0 };
+    let written = wait_until("the writer's bytes in its metrics", SECS, || {
+        let mut rt = rt.clone();
+        let writer = writer.clone();
+        async move {
+            container_metric(&mut rt, &writer, "container_fs_writes_bytes_total")
+                .await
+                .filter(|w| *w >= least)
+        }
+    })
+    .await;
+    assert!(written >= least);
+    let kills = wait_until("an OOM kill in the hog's metrics", SECS, || {
+        let mut rt = rt.clone();
+        let hog = hog.clone();
+        async move {
+            container_metric(&mut rt, &hog, "container_oom_events_total")
+                .await
+                .filter(|k| *k >= 1)
+        }
+    })
+    .await;
+    assert!(kills >= 1);
+    assert_eq!(
+        container_metric(&mut rt, &writer, "container_oom_events_total").await,
+        Some(0)
+    );
+    remove_pod(&mut rt, &id).await;
+}
