@@ -134,12 +134,17 @@ fn frame(channel: u8, data: &[u8], base64: bool) -> Message {
 /// The channel and data of a client message, if it is one.
 fn unframe(message: Message, base64: bool) -> Option<(u8, Bytes)> {
     match message {
-        Message::Binary(b) if !b.is_empty() => Some((b[0], b.slice(1..))),
-        Message::Text(t) if base64 && !t.is_empty() => {
-            let s = t.as_str();
-            let channel = s.as_bytes()[0].checked_sub(b'0')?;
+        Message::Binary(b) => {
+            let (&channel, _) = b.split_first()?;
+            Some((channel, b.slice(1..)))
+        }
+        // Bytes, not characters: a first character of several bytes is no channel digit,
+        // and slicing the text after it would panic (and end the pod's shim).
+        Message::Text(t) if base64 => {
+            let (&digit, rest) = t.as_bytes().split_first()?;
+            let channel = digit.checked_sub(b'0')?;
             let data = base64::engine::general_purpose::STANDARD
-                .decode(&s[1..])
+                .decode(rest)
                 .ok()?;
             Some((channel, Bytes::from(data)))
         }
@@ -407,5 +412,14 @@ mod tests {
         assert_eq!(unframe(m, true), Some((2, Bytes::from_static(b"hello"))));
         assert_eq!(unframe(Message::binary(Vec::new()), false), None);
         assert_eq!(unframe(Message::text("x!!"), true), None);
+    }
+
+    #[test]
+    fn a_text_frame_whose_first_character_is_several_bytes_is_no_message() {
+        // "éAAAA" killed the shim once: `&s[1..]` inside a two-byte character.
+        for text in ["éAAAA", "é", "€", "0é", "\u{10348}AAAA", ""] {
+            assert_eq!(unframe(Message::text(text), true), None, "{text:?}");
+        }
+        assert_eq!(unframe(Message::text("0"), true), Some((0, Bytes::new())));
     }
 }

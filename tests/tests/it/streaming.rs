@@ -1066,3 +1066,56 @@ async fn a_connection_that_never_reads_holds_up_neither_its_neighbour_nor_pings(
     conn.close().await;
     remove_pod(&mut rt, &id).await;
 }
+
+/// A base64 WebSocket text frame whose first character is two bytes long ("éAAAA") once
+/// killed the pod's shim, and every session of the pod with it. It is no message: the shim
+/// lives on and the same session goes on.
+#[tokio::test]
+async fn a_multibyte_first_character_on_base64_websocket_kills_nothing() {
+    use futures_util::{SinkExt, StreamExt};
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let (id, c) = pod_with_container(&mut rt, "ws-utf8", logs.path()).await;
+    let shim = shim_pid(&mut rt, &id).await;
+    let url = exec_url(
+        &mut rt,
+        &c,
+        &["sh", "-c", "head -n 1; echo done"],
+        true,
+        false,
+    )
+    .await;
+    let (mut socket, chosen) = ws::connect(&url, &["base64.channel.k8s.io"])
+        .await
+        .expect("websocket upgrade");
+    assert_eq!(chosen, "base64.channel.k8s.io");
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text("éAAAA"))
+        .await
+        .expect("send the hostile frame");
+    socket
+        .send(ws::frame(0, b"line\n", true))
+        .await
+        .expect("send stdin");
+    let mut out = Vec::new();
+    while let Some(Ok(message)) = socket.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = &message {
+            if let Some(data) = t.as_str().strip_prefix('1') {
+                use base64::Engine as _;
+                out.extend(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .expect("base64 stdout"),
+                );
+            }
+        }
+        if String::from_utf8_lossy(&out).contains("done") {
+            break;
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "line\ndone\n");
+    assert!(dockpod_tests::procs::alive(shim), "the pod's shim died");
+    assert_eq!(shim_pid(&mut rt, &id).await, shim);
+    remove_pod(&mut rt, &id).await;
+}
