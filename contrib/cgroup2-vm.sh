@@ -182,7 +182,8 @@ run_job() {
 	local run
 	run="$(mktemp -d "${TMPDIR:-/tmp}/dockpod-cgroup2-vm.XXXXXX")"
 	mkdir -p "$run/results"
-	trap 'stop_vm; rm -f "$run/disk.qcow2"' EXIT
+	# Expanded now: `run` is this function's, gone when the trap runs at the script's end.
+	trap "stop_vm; rm -f '$run/disk.qcow2'" EXIT
 	{
 		echo "set -e"
 		echo "cd '$repo'"
@@ -212,7 +213,12 @@ run_job() {
 	[ -s "$run/results/rc" ] || die "the job did not finish; see $run"
 	local rc
 	rc="$(cat "$run/results/rc")"
-	say "job exit status $rc (run folder $run)"
+	if [ "$rc" = 0 ]; then
+		rm -rf "$run"
+		say "job exit status 0"
+	else
+		say "job exit status $rc (console and results kept in $run)"
+	fi
 	return "$rc"
 }
 
