@@ -405,8 +405,8 @@ fn stop_signal(value: i32) -> Result<Option<String>> {
 
 /// The CDI devices (`CDI_devices`, fully qualified `vendor/class=name`) as one Docker device
 /// request of driver `cdi`, which the daemon resolves through its CDI specs. A daemon with
-/// CDI off would ignore nothing silently but fail at start with a vague error, and one
-/// older than API 1.46 cannot tell: both are refused here, naming the devices.
+/// CDI off has no such driver, and one older than API 1.46 cannot say whether it has: the
+/// container is refused here, naming the devices, before Docker is asked anything.
 fn cdi_devices(ctx: &Context, config: &ContainerConfig) -> Result<Option<Vec<DeviceRequest>>> {
     if config.cdi_devices.is_empty() {
         return Ok(None);
