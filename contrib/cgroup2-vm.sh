@@ -29,10 +29,11 @@ KVM_PROBE="${KVM_PROBE:-20}"
 DISK_SIZE=8G
 # What contrib/setup.sh wants (so it installs nothing inside), the kernel and init, D-Bus (the
 # systemd cgroup driver talks to systemd through it), AppArmor's parser (Debian's kernel has
-# AppArmor on, and Docker loads its default profile with it) and crun.
-PACKAGES=systemd,systemd-sysv,dbus,udev,kmod,apparmor,linux-image-amd64,docker.io,crun,protobuf-compiler,busybox-static,containernetworking-plugins,docker-registry,iproute2,iptables,python3,python3-venv,e2fsprogs,debootstrap,procps,ca-certificates
+# AppArmor on, and Docker loads its default profile with it), crun, and git (a test compares
+# `--version` with the tree's commit).
+PACKAGES=systemd,systemd-sysv,dbus,udev,kmod,apparmor,git,linux-image-amd64,docker.io,crun,protobuf-compiler,busybox-static,containernetworking-plugins,docker-registry,iproute2,iptables,python3,python3-venv,e2fsprogs,debootstrap,procps,ca-certificates
 # Bumped when the image's recipe changes, so a kept image of an older recipe is built anew.
-RECIPE=3
+RECIPE=4
 
 say() { printf 'cgroup2-vm: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
