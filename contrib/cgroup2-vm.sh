@@ -33,7 +33,7 @@ DISK_SIZE=8G
 # `--version` with the tree's commit).
 PACKAGES=systemd,systemd-sysv,dbus,udev,kmod,apparmor,git,linux-image-amd64,docker.io,crun,protobuf-compiler,busybox-static,containernetworking-plugins,docker-registry,iproute2,iptables,python3,python3-venv,e2fsprogs,debootstrap,procps,ca-certificates
 # Bumped when the image's recipe changes, so a kept image of an older recipe is built anew.
-RECIPE=4
+RECIPE=5
 
 say() { printf 'cgroup2-vm: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -79,6 +79,12 @@ build_image() {
 		  "runtimes": {"crun": {"path": "/usr/bin/crun"}}
 		}
 	EOF
+	# udev gives every new link a persistent MAC of its own (systemd's default
+	# MACAddressPolicy), racing CNI's bridge plugin, whose CHECK then finds the veth's MAC
+	# changed: nodes turn it off, as here.
+	mkdir -p "$root/etc/systemd/network"
+	printf '[Match]\nOriginalName=*\n\n[Link]\nMACAddressPolicy=none\n' \
+		>"$root/etc/systemd/network/99-default.link"
 	# The run: the tree and the results folder from the host, the job the host wrote, then
 	# power off whatever happened.
 	cat >"$root/usr/local/sbin/dockpod-vm-job" <<-'EOF'

@@ -319,8 +319,9 @@ async fn oom_killed_container_reports_oomkilled_137() {
     // The hog waits a moment first: a process killed within Docker's start (measured on
     // Docker 26 under load: FinishedAt before StartedAt) dies before containerd watches its
     // cgroup, so Docker reports exit 137 with neither its OOMKilled flag nor an `oom` event,
-    // and no runtime on Docker can tell that exit from a SIGKILL.
-    let mut config = container_config("hog", &["sh", "-c", "sleep 1; tail /dev/zero"]);
+    // and no runtime on Docker can tell that exit from a SIGKILL. Five seconds cover a start
+    // in the cgroup v2 VM under QEMU's TCG, where one second did not always.
+    let mut config = container_config("hog", &["sh", "-c", "sleep 5; tail /dev/zero"]);
     config.linux = Some(LinuxContainerConfig {
         resources: Some(LinuxContainerResources {
             memory_limit_in_bytes: 16 << 20,
