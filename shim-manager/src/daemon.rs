@@ -77,6 +77,17 @@ pub fn cgroup_driver(info: &bollard::models::SystemInfo) -> String {
         .unwrap_or_else(|| "cgroupfs".into())
 }
 
+/// The names of Docker's OCI runtimes from its `info`, sorted.
+pub fn runtimes(info: &bollard::models::SystemInfo) -> Vec<String> {
+    let mut names: Vec<String> = info
+        .runtimes
+        .iter()
+        .flat_map(|r| r.keys().cloned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[derive(Clone, Debug)]
 enum State {
     /// Not answered yet.
@@ -267,15 +278,7 @@ impl Engine {
             default_bridge: bridge
                 .map(|net| net.id.unwrap_or_default())
                 .map_err(|e| e.to_string()),
-            runtimes: {
-                let mut names: Vec<String> = info
-                    .runtimes
-                    .iter()
-                    .flat_map(|r| r.keys().cloned())
-                    .collect();
-                names.sort();
-                names
-            },
+            runtimes: runtimes(&info),
             default_runtime: info.default_runtime.clone().unwrap_or_default(),
         })
     }

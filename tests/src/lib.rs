@@ -63,3 +63,15 @@ where
     .join()
     .expect("cleanup thread panicked")
 }
+
+/// Whether this host runs cgroup v2 alone (a unified hierarchy at /sys/fs/cgroup), as the
+/// cgroup v2 VM does and these machines' v1 hybrids do not.
+pub fn cgroup_v2() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Whether the kernel reports pressure stall information on a cgroup v2 host, which the
+/// stats then carry.
+pub fn cgroup_v2_with_psi() -> bool {
+    cgroup_v2() && std::path::Path::new("/proc/pressure/cpu").exists()
+}

@@ -173,12 +173,7 @@ async fn docker_checks(
 
 /// The engine's OCI runtimes: the RuntimeClass handlers a pod may name.
 fn runtimes(info: &bollard::models::SystemInfo) -> Check {
-    let mut names: Vec<&str> = info
-        .runtimes
-        .iter()
-        .flat_map(|r| r.keys().map(String::as_str))
-        .collect();
-    names.sort_unstable();
+    let names = crate::daemon::runtimes(info);
     let default = info.default_runtime.as_deref().unwrap_or("runc");
     Check::new(
         "runtimes",

@@ -133,8 +133,7 @@ async fn pods_live_in_the_cgroup_parent_the_kubelet_names() {
         .expect("linux stats");
     assert!(pod.memory.is_some() && pod.cpu.is_some());
     // The pod's own pressure comes from its cgroup, on a kernel that has it.
-    let v2_with_psi = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-        && std::path::Path::new("/proc/pressure/cpu").exists();
+    let v2_with_psi = dockpod_tests::cgroup_v2_with_psi();
     assert_eq!(pod.cpu.and_then(|c| c.psi).is_some(), v2_with_psi);
     assert_eq!(pod.io.is_some(), v2_with_psi);
     remove_pod(&mut rt, &id).await;
@@ -207,7 +206,7 @@ async fn block_io_and_oom_kills_reach_the_pod_metrics() {
     let hog = run_container(&mut rt, &id, &config, hog).await;
     // cgroup v2 counts every byte (io.stat); v1's blkio counters stay 0 on kernels that
     // keep them only for throttled devices, as these machines' do.
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v2 = dockpod_tests::cgroup_v2();
     let least = if v2 { 8 << 20 } else { 0 };
     let written = wait_until("the writer's bytes in its metrics", SECS, || {
         let mut rt = rt.clone();

@@ -92,7 +92,7 @@ async fn every_check_passes_on_a_host_set_up_by_contrib_setup() {
         .await
         .expect("docker info");
     // Today's kubelets refuse cgroup v1 (KEP-5573): a v1 host is warned of.
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v2 = dockpod_tests::cgroup_v2();
     let cgroups = if v2 { "OK" } else { "WARN" };
     assert_eq!(report.verdict("cgroups"), cgroups, "{}", report.out);
     let (_, runtimes) = report.line("runtimes");
@@ -256,7 +256,7 @@ async fn the_kubelets_cgroup_driver_is_compared_with_dockers() {
     .expect("write");
     let path = config.display().to_string();
     let report = doctor(&flags(dir.path(), &net, &["--kubelet-config", &path]));
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v2 = dockpod_tests::cgroup_v2();
     let expected = if v2 { "OK" } else { "FAIL" };
     assert_eq!(report.verdict("cgroups"), expected, "{}", report.out);
 }

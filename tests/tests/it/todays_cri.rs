@@ -586,8 +586,7 @@ async fn stats_carry_pressure_only_on_cgroup_v2() {
         container_config("app", &["sleep", "3600"]),
     )
     .await;
-    let v2_with_psi = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-        && std::path::Path::new("/proc/pressure/cpu").exists();
+    let v2_with_psi = dockpod_tests::cgroup_v2_with_psi();
     let stats = rt
         .container_stats(ContainerStatsRequest {
             container_id: id.clone(),
