@@ -59,6 +59,25 @@ pub fn container_config(name: &str, cmd: &[&str]) -> ContainerConfig {
     }
 }
 
+/// A running pod of the test's own, with the log directory it keeps until dropped.
+pub struct Pod {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    _logs: tempfile::TempDir,
+}
+
+/// Runs a pod named after `name` (see `pod_config`) with a log directory of its own.
+pub async fn pod(rt: &mut RuntimeServiceClient<Channel>, name: &str) -> Pod {
+    let logs = tempfile::tempdir().expect("log dir");
+    let config = pod_config(name, logs.path());
+    let id = run_pod(rt, &config).await;
+    Pod {
+        id,
+        config,
+        _logs: logs,
+    }
+}
+
 pub async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandboxConfig) -> String {
     rt.run_pod_sandbox(RunPodSandboxRequest {
         config: Some(config.clone()),

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::cri::*;
 use dockpod_proto::labels;
 use dockpod_tests::cri::*;
@@ -12,27 +11,9 @@ use dockpod_tests::docker::{docker, image_id, instance_containers, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
 use futures_util::StreamExt;
-use tonic::transport::Channel;
 use tonic::Code;
 
 const SECS: Duration = Duration::from_secs(30);
-
-struct Pod {
-    id: String,
-    config: PodSandboxConfig,
-    _logs: tempfile::TempDir,
-}
-
-async fn pod(rt: &mut RuntimeServiceClient<Channel>, name: &str) -> Pod {
-    let logs = tempfile::tempdir().expect("log dir");
-    let config = pod_config(name, logs.path());
-    let id = run_pod(rt, &config).await;
-    Pod {
-        id,
-        config,
-        _logs: logs,
-    }
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim().to_string()

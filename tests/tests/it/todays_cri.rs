@@ -5,35 +5,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::cri::*;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{api_version, docker, image_id, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use futures_util::StreamExt;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// Generous: a stop by the container's own signal takes well under a second; a stop that fell
 /// back to SIGKILL after the grace period would take `GRACE`.
 const GRACE: i64 = 60;
-
-struct Pod {
-    id: String,
-    config: PodSandboxConfig,
-    _logs: tempfile::TempDir,
-}
-
-async fn pod(rt: &mut RuntimeServiceClient<Channel>, name: &str) -> Pod {
-    let logs = tempfile::tempdir().expect("log dir");
-    let config = pod_config(name, logs.path());
-    let id = run_pod(rt, &config).await;
-    Pod {
-        id,
-        config,
-        _logs: logs,
-    }
-}
 
 async fn inspect(id: &str) -> bollard::models::ContainerInspectResponse {
     docker()
