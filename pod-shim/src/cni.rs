@@ -12,6 +12,7 @@
 //! Written here rather than taken from a crate: the Rust CNI crates are plugin-side (rscni,
 //! cni-plugin) or an early runtime without caching or validation (rust-cni), and the runtime
 //! side is one process invocation per plugin with JSON in and out.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -584,8 +585,8 @@ fn capability_args(config: &PodSandboxConfig, pod_cidr: &str) -> Result<Map<Stri
                 "containerPort": pm.container_port,
                 "protocol": protocol,
             });
-            if !pm.host_ip.is_empty() {
-                m["hostIP"] = Value::String(pm.host_ip.clone());
+            if let (false, Some(m)) = (pm.host_ip.is_empty(), m.as_object_mut()) {
+                m.insert("hostIP".into(), Value::String(pm.host_ip.clone()));
             }
             m
         })
@@ -735,6 +736,7 @@ fn version_at_least(v: &str, min: (u32, u32, u32)) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use dockpod_proto::cri::{DnsConfig, PortMapping};

@@ -1,5 +1,6 @@
 //! The shim's Docker Engine client: the calls the pod needs, with errors that name the object,
 //! and Docker's container state reduced to the pod model's `Observed`.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -230,6 +231,7 @@ pub fn now_ns() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -9,6 +9,7 @@
 //! reached. On resume the file the checkpoint names is found again (at the log path, or renamed
 //! beside it when the shim died between the kubelet's rename and its ReopenContainerLog) and its
 //! tail is laid over the checkpoint.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -312,6 +313,7 @@ fn tail_keys(tail: &[u8], cut: bool) -> impl Iterator<Item = Key> + '_ {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

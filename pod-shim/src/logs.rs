@@ -9,6 +9,7 @@
 //! the oldest of them on, skipping what is already written, so no line is lost or written
 //! twice. `ReopenContainerLog` closes the file and opens a fresh one at the same path (after
 //! the kubelet renamed the old one).
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 mod json_file;
 
@@ -253,7 +254,8 @@ impl Copy {
         let Some(space) = entry.iter().position(|b| *b == b' ') else {
             return Ok(());
         };
-        let (ts, content) = (&entry[..space], &entry[space + 1..]);
+        let (ts, content) = dockpod_proto::wire::split(entry, space);
+        let content = content.get(1..).unwrap_or_default();
         let ts = std::str::from_utf8(ts).unwrap_or_default();
         let key = (parse_time(ts), stream == "stderr");
         self.write(key, ts, stream, content)
@@ -501,7 +503,10 @@ impl Console {
             let limit = body + MAX_RECORD;
             // A line that ends within one record is handed on whole; one that ends later (or
             // only in a later message of Docker's) is cut at the record's size first.
-            let within = &self.0[body..self.0.len().min(limit + 1)];
+            let within = self
+                .0
+                .get(body..self.0.len().min(limit + 1))
+                .unwrap_or_default();
             if let Some(end) = within.iter().position(|b| *b == b'\n') {
                 let entry: Vec<u8> = self.0.drain(..=body + end).collect();
                 each(&entry)?;
@@ -543,7 +548,8 @@ fn header_end(bytes: &[u8]) -> Option<usize> {
 /// Whether `bytes` begin with a message's header: Docker's timestamp and a space.
 fn starts_with_timestamp(bytes: &[u8]) -> bool {
     header_end(bytes).is_some_and(|space| {
-        std::str::from_utf8(&bytes[..space]).is_ok_and(|ts| docker_time(ts).is_some())
+        let ts = bytes.get(..space).unwrap_or_default();
+        std::str::from_utf8(ts).is_ok_and(|ts| docker_time(ts).is_some())
     })
 }
 
@@ -575,6 +581,7 @@ pub fn write_records(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -22,6 +22,7 @@
 //! which every call from the front to a shim would pay. It indexes its input without bounds
 //! checks in places, so `well_formed` walks each block's structure first (integers and string
 //! lengths within the block) and a block that fails it closes the connection, as h2 would.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::io;
 use std::pin::Pin;
@@ -30,6 +31,8 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::{Connected, UdsConnectInfo};
+
+use crate::wire;
 
 /// What the client's connection starts with, before its first frame.
 const PREFACE_LEN: usize = 24;
@@ -141,8 +144,9 @@ impl Rewriter {
                 }
                 Stage::Preface(left) => {
                     let n = left.min(input.len());
-                    out.extend_from_slice(&input[..n]);
-                    input = &input[n..];
+                    let (now, rest) = wire::split(input, n);
+                    out.extend_from_slice(now);
+                    input = rest;
                     self.stage = match left - n {
                         0 => Stage::Head,
                         left => Stage::Preface(left),
@@ -150,8 +154,9 @@ impl Rewriter {
                 }
                 Stage::Pass(left) => {
                     let n = left.min(input.len());
-                    out.extend_from_slice(&input[..n]);
-                    input = &input[n..];
+                    let (now, rest) = wire::split(input, n);
+                    out.extend_from_slice(now);
+                    input = rest;
                     self.stage = match left - n {
                         0 => Stage::Head,
                         left => Stage::Pass(left),
@@ -159,8 +164,9 @@ impl Rewriter {
                 }
                 Stage::Head => {
                     let n = (FRAME_HEAD - self.partial.len()).min(input.len());
-                    self.partial.extend_from_slice(&input[..n]);
-                    input = &input[n..];
+                    let (now, rest) = wire::split(input, n);
+                    self.partial.extend_from_slice(now);
+                    input = rest;
                     if self.partial.len() == FRAME_HEAD {
                         let head: [u8; FRAME_HEAD] = take_head(&mut self.partial);
                         self.frame_head(head, out)?;
@@ -168,8 +174,9 @@ impl Rewriter {
                 }
                 Stage::Collect { len, .. } => {
                     let n = (len - self.partial.len()).min(input.len());
-                    self.partial.extend_from_slice(&input[..n]);
-                    input = &input[n..];
+                    let (now, rest) = wire::split(input, n);
+                    self.partial.extend_from_slice(now);
+                    input = rest;
                     if self.partial.len() == len {
                         self.header_payload(out)?;
                     }
@@ -240,9 +247,9 @@ impl Rewriter {
             }
             let mut priority = None;
             if flags & PRIORITY != 0 {
-                let p = body.get(..5).ok_or(AuthorityError::Malformed)?;
-                priority = Some([p[0], p[1], p[2], p[3], p[4]]);
-                body = &body[5..];
+                let (p, rest) = body.split_at_checked(5).ok_or(AuthorityError::Malformed)?;
+                priority = Some(wire::array(p, 0).ok_or(AuthorityError::Malformed)?);
+                body = rest;
             }
             let end = body
                 .len()
@@ -252,7 +259,7 @@ impl Rewriter {
                 stream,
                 end_stream: flags & END_STREAM != 0,
                 priority,
-                fragment: body[..end].to_vec(),
+                fragment: body.get(..end).unwrap_or_default().to_vec(),
             });
         } else if let Some(block) = self.block.as_mut() {
             if block.stream != stream {
@@ -372,7 +379,7 @@ pub fn well_formed(block: &[u8]) -> bool {
             b if b & 0x20 != 0 => (5, false), // table size update
             _ => (4, true),                   // literal, not indexed or never indexed
         };
-        let Some((index, n)) = integer(&block[at..], prefix) else {
+        let Some((index, n)) = block.get(at..).and_then(|rest| integer(rest, prefix)) else {
             return false;
         };
         at += n;
@@ -411,8 +418,7 @@ fn integer(buf: &[u8], prefix: u8) -> Option<(usize, usize)> {
 }
 
 fn take_head(partial: &mut Vec<u8>) -> [u8; FRAME_HEAD] {
-    let mut head = [0u8; FRAME_HEAD];
-    head.copy_from_slice(&partial[..FRAME_HEAD]);
+    let head = wire::array(partial, 0).unwrap_or([0; FRAME_HEAD]);
     partial.clear();
     head
 }
@@ -486,7 +492,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFixed<S> {
         loop {
             if this.taken < this.out.len() {
                 let n = buf.remaining().min(this.out.len() - this.taken);
-                buf.put_slice(&this.out[this.taken..this.taken + n]);
+                buf.put_slice(this.out.get(this.taken..this.taken + n).unwrap_or_default());
                 this.taken += n;
                 if this.taken == this.out.len() {
                     this.out.clear();
@@ -563,6 +569,7 @@ pub fn incoming(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

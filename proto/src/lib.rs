@@ -26,6 +26,7 @@ pub mod shim_log;
 pub mod sockets;
 pub mod streaming;
 pub mod validate;
+pub mod wire;
 
 /// Generated `dockpod.shim.v1` messages, client and server.
 pub mod shim {

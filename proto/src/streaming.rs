@@ -3,6 +3,7 @@
 //! accepted connection from the front to the pod's shim: the socket itself travels as a file
 //! descriptor (`SCM_RIGHTS`) over the shim's streaming socket, with the bytes the front already
 //! read, so that the front is out of the data path and a session outlives it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -23,7 +24,7 @@ const OTHER_VERSION: u8 = b'v';
 const HAND_OVER_MAGIC: [u8; 3] = *b"DPH";
 pub const HAND_OVER_VERSION: u8 = 1;
 /// Mark, version, then the head's length.
-const PREAMBLE: usize = 4 + 4;
+pub const PREAMBLE: usize = 4 + 4;
 
 /// The kinds of session, as they appear first in the URL path (`/<kind>/<token>`).
 pub const KINDS: [&str; 3] = ["exec", "attach", "portforward"];
@@ -41,7 +42,7 @@ pub fn new_token(shim_id: &str) -> io::Result<String> {
 /// The shim a well-formed token belongs to.
 pub fn token_shim(token: &str) -> Option<&str> {
     let valid = token.len() == 48 && token.bytes().all(|b| b.is_ascii_hexdigit());
-    valid.then(|| &token[..16])
+    token.get(..16).filter(|_| valid)
 }
 
 /// `(kind, token)` of a streaming request path such as `/exec/<token>?command=...`.
@@ -69,12 +70,8 @@ pub fn hand_over(socket: &Path, conn: RawFd, read: &[u8]) -> io::Result<()> {
     let mut shim = UnixStream::connect(socket)?;
     shim.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let len = u32::try_from(read.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request head too long"))?
-        .to_be_bytes();
-    let mut preamble = [0u8; PREAMBLE];
-    preamble[..3].copy_from_slice(&HAND_OVER_MAGIC);
-    preamble[3] = HAND_OVER_VERSION;
-    preamble[4..].copy_from_slice(&len);
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request head too long"))?;
+    let preamble = preamble(len);
     let fds = [conn];
     let iov = [IoSlice::new(&preamble), IoSlice::new(read)];
     let cmsg = [ControlMessage::ScmRights(&fds)];
@@ -86,7 +83,7 @@ pub fn hand_over(socket: &Path, conn: RawFd, read: &[u8]) -> io::Result<()> {
         let mut rest = Vec::with_capacity(total - sent);
         rest.extend_from_slice(&preamble);
         rest.extend_from_slice(read);
-        shim.write_all(&rest[sent..])?;
+        shim.write_all(rest.get(sent..).unwrap_or_default())?;
     }
     let mut answer = [0u8; 1];
     shim.read_exact(&mut answer)?;
@@ -130,35 +127,66 @@ pub fn receive(shim: &mut UnixStream) -> io::Result<(OwnedFd, Vec<u8>)> {
     };
     let fd = fd.ok_or_else(|| io::Error::other("no connection came with the hand-over"))?;
     let mut have = got;
-    while have < PREAMBLE {
-        let n = shim.read(&mut buf[have..PREAMBLE])?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+    read_up_to(shim, &mut buf, &mut have, PREAMBLE)?;
+    let preamble: [u8; PREAMBLE] = crate::wire::array(&buf, 0).unwrap_or_default();
+    let len = match parse_preamble(&preamble) {
+        Ok(len) => len,
+        Err(e) => {
+            if e.kind() == io::ErrorKind::InvalidData {
+                // The front learns why; the connection goes back to it with the refusal.
+                let _ = shim.write_all(&[OTHER_VERSION]);
+            }
+            return Err(e);
         }
-        have += n;
-    }
-    if buf[..3] != HAND_OVER_MAGIC || buf[3] != HAND_OVER_VERSION {
-        // The front learns why; the connection goes back to it with the refusal.
-        let _ = shim.write_all(&[OTHER_VERSION]);
-        return Err(io::Error::other(format!(
-            "a hand-over framed as {:?}, not as version {HAND_OVER_VERSION}",
-            &buf[..4]
-        )));
-    }
-    let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-    if len > MAX_HEAD {
-        return Err(io::Error::other("handed-over head too long"));
-    }
-    while have < PREAMBLE + len {
-        let n = shim.read(&mut buf[have..PREAMBLE + len])?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        have += n;
-    }
+    };
+    read_up_to(shim, &mut buf, &mut have, PREAMBLE + len)?;
     buf.truncate(PREAMBLE + len);
     buf.drain(..PREAMBLE);
     Ok((fd, buf))
+}
+
+/// What opens a hand-over of a head of `len` bytes.
+pub fn preamble(len: u32) -> [u8; PREAMBLE] {
+    let [m0, m1, m2] = HAND_OVER_MAGIC;
+    let [l0, l1, l2, l3] = len.to_be_bytes();
+    [m0, m1, m2, HAND_OVER_VERSION, l0, l1, l2, l3]
+}
+
+/// The head's length a hand-over's preamble announces: refused (`InvalidData`) when framed as
+/// another version, and past `MAX_HEAD`.
+pub fn parse_preamble(preamble: &[u8; PREAMBLE]) -> io::Result<usize> {
+    let (mark, len) = preamble.split_at(4);
+    if mark.get(..3) != Some(&HAND_OVER_MAGIC[..]) || mark.get(3) != Some(&HAND_OVER_VERSION) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a hand-over framed as {mark:?}, not as version {HAND_OVER_VERSION}"),
+        ));
+    }
+    let len = crate::wire::array(len, 0).map_or(usize::MAX, |b| u32::from_be_bytes(b) as usize);
+    if len > MAX_HEAD {
+        return Err(io::Error::other("handed-over head too long"));
+    }
+    Ok(len)
+}
+
+/// Reads from `shim` into `buf` until `have` reaches `want` (at most `buf`'s length).
+fn read_up_to(
+    shim: &mut UnixStream,
+    buf: &mut [u8],
+    have: &mut usize,
+    want: usize,
+) -> io::Result<()> {
+    while *have < want {
+        let Some(space) = buf.get_mut(*have..want) else {
+            return Err(io::Error::other("a hand-over longer than its buffer"));
+        };
+        let n = shim.read(space)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        *have += n;
+    }
+    Ok(())
 }
 
 /// Tells the front the connection is the shim's now.
@@ -176,6 +204,7 @@ fn owned_fd(raw: RawFd) -> OwnedFd {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -14,6 +14,7 @@
 //! (`fs.inotify.max_user_instances`), which a node with more containers than that uses up.
 //! A reader that gets none looks at the file again after a pause instead, as Docker's own
 //! log reader falls back to polling: doubling from 250 ms to 2 s while nothing changes.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -336,10 +337,10 @@ impl JsonLog {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let mut data = &chunk[..n];
+            let mut data = chunk.get(..n).unwrap_or_default();
             while let Some(end) = data.iter().position(|b| *b == b'\n') {
-                let (line, rest) = (&data[..end], &data[end + 1..]);
-                data = rest;
+                let (line, rest) = dockpod_proto::wire::split(data, end);
+                data = rest.get(1..).unwrap_or_default();
                 if std::mem::take(&mut self.skipping) {
                     continue;
                 }
@@ -390,6 +391,7 @@ pub fn parse(line: &[u8]) -> Option<Entry<'_>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::io::Write;

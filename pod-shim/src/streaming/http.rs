@@ -1,5 +1,6 @@
 //! The one HTTP request a streaming connection starts with: its head parsed (httparse), the
 //! upgrade it asks for, and the plain answers (101, 400, 403, 404) written back.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -112,6 +113,7 @@ pub async fn switching<W: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! What a client sends on one stream of a session, between the session's reader and the
 //! stream's consumer, whichever protocol carried it. The buffer is bounded, per stream and per
-//! session, by bytes: the reader hands data over without waiting while there is room, so a
+//! session, by what it costs in memory: each message's bytes and a floor per message (its
+//! queue slot and allocation), so a million one-byte frames weigh what they occupy. The
+//! reader hands data over without waiting while there is room, so a
 //! consumer that stalls (a port-forward target that stops reading, an exec whose stdin is
 //! full) holds up nothing else of the session until the bounds are reached.
 //!
@@ -8,6 +10,7 @@
 //! contract, and the stream is reset; one without (WebSocket, or a SPDY peer that ignores
 //! windows as moby/spdystream does) makes the reader wait for the consumers, which holds the
 //! client back through TCP rather than drop what it sent.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,19 +23,49 @@ use tokio::sync::{mpsc, Notify};
 pub const STREAM_BUFFER: usize = 1024 * 1024;
 /// Bytes a whole session may hold that its consumers have not taken yet.
 pub const SESSION_BUFFER: usize = 4 * 1024 * 1024;
+/// What one queued message costs beyond its bytes: the channel's slot, the `Bytes` handle and
+/// its shared allocation's header and rounding.
+pub const MESSAGE_COST: usize = 128;
 
-/// Received bytes not yet taken by their consumers, for a whole session.
+/// What a message of `len` bytes is charged.
+pub fn cost(len: usize) -> usize {
+    len.saturating_add(MESSAGE_COST)
+}
+
+/// What queued messages cost, for consumers that have not taken them yet.
+#[derive(Default)]
+struct Held(AtomicUsize);
+
+impl Held {
+    fn add(&self, len: usize) {
+        self.0.fetch_add(cost(len), Ordering::AcqRel);
+    }
+
+    fn sub(&self, len: usize, messages: usize) {
+        let cost = len.saturating_add(messages.saturating_mul(MESSAGE_COST));
+        self.0.fetch_sub(cost, Ordering::AcqRel);
+    }
+
+    /// Whether a message of `len` bytes fits under `bound`; any fits in an empty buffer, so
+    /// the largest message a session accepts is never refused for its own cost.
+    fn fits(&self, len: usize, bound: usize) -> bool {
+        let held = self.0.load(Ordering::Acquire);
+        held == 0 || held.saturating_add(cost(len)) <= bound
+    }
+}
+
+/// Received data not yet taken by their consumers, for a whole session.
 #[derive(Default)]
 pub struct Inflow {
-    buffered: AtomicUsize,
+    held: Held,
     /// Signalled whenever a consumer takes data, for a reader waiting for room.
     drained: Notify,
 }
 
-/// Received bytes not yet taken on one stream.
+/// Received data not yet taken on one stream.
 #[derive(Default)]
 struct StreamInflow {
-    buffered: AtomicUsize,
+    held: Held,
 }
 
 /// Whether the reader may hand `len` more bytes to a stream's consumer now.
@@ -75,10 +108,11 @@ pub struct Feeder {
 }
 
 impl Feeder {
+    /// Whether a message of `len` bytes may be queued now. A peer that keeps windows cannot
+    /// reach the bounds in bytes; one that reaches them in small frames within its windows
+    /// costs what an overrun costs, and is answered as one.
     pub fn admit(&self, len: usize, peer_keeps_windows: bool) -> Admit {
-        let held = self.share.buffered.load(Ordering::Acquire);
-        let total = self.inflow.buffered.load(Ordering::Acquire);
-        if held + len <= STREAM_BUFFER && total + len <= SESSION_BUFFER {
+        if self.share.held.fits(len, STREAM_BUFFER) && self.inflow.held.fits(len, SESSION_BUFFER) {
             Admit::Now
         } else if peer_keeps_windows {
             Admit::Overrun
@@ -98,13 +132,13 @@ impl Feeder {
     /// Hands `bytes` to the consumer; false (and nothing held) once the consumer is gone.
     pub fn push(&self, bytes: Bytes) -> bool {
         let len = bytes.len();
-        self.share.buffered.fetch_add(len, Ordering::AcqRel);
-        self.inflow.buffered.fetch_add(len, Ordering::AcqRel);
+        self.share.held.add(len);
+        self.inflow.held.add(len);
         if self.tx.send(bytes).is_ok() {
             return true;
         }
-        self.share.buffered.fetch_sub(len, Ordering::AcqRel);
-        self.inflow.buffered.fetch_sub(len, Ordering::AcqRel);
+        self.share.held.sub(len, 1);
+        self.inflow.held.sub(len, 1);
         false
     }
 }
@@ -121,13 +155,13 @@ impl Inbound {
     /// The next bytes; None at the client's end of the stream.
     pub async fn recv(&mut self) -> Option<Bytes> {
         let bytes = self.rx.recv().await?;
-        self.release(bytes.len(), true);
+        self.release(bytes.len(), 1, true);
         Some(bytes)
     }
 
-    fn release(&self, len: usize, taken: bool) {
-        self.share.buffered.fetch_sub(len, Ordering::AcqRel);
-        self.inflow.buffered.fetch_sub(len, Ordering::AcqRel);
+    fn release(&self, len: usize, messages: usize, taken: bool) {
+        self.share.held.sub(len, messages);
+        self.inflow.held.sub(len, messages);
         self.inflow.drained.notify_one();
         if let Some(on_take) = &self.on_take {
             on_take(len, taken);
@@ -139,17 +173,19 @@ impl Drop for Inbound {
     fn drop(&mut self) {
         // What the reader pushes after this fails there and is never counted.
         self.rx.close();
-        let mut held = 0;
+        let (mut held, mut messages) = (0, 0);
         while let Ok(bytes) = self.rx.try_recv() {
             held += bytes.len();
+            messages += 1;
         }
-        if held > 0 {
-            self.release(held, false);
+        if messages > 0 {
+            self.release(held, messages, false);
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -158,7 +194,7 @@ mod tests {
         let inflow = Arc::new(Inflow::default());
         let (slow, slow_rx) = open(&inflow, None);
         let (other, _other_rx) = open(&inflow, None);
-        assert!(slow.push(Bytes::from(vec![0; STREAM_BUFFER])));
+        assert!(slow.push(Bytes::from(vec![0; STREAM_BUFFER - MESSAGE_COST])));
         assert_eq!(slow.admit(1, true), Admit::Overrun);
         assert_eq!(slow.admit(1, false), Admit::Wait);
         // Another stream is not held up by the slow one, until the session's bound.
@@ -166,16 +202,16 @@ mod tests {
         let mut fillers = Vec::new();
         while fillers.len() < SESSION_BUFFER / STREAM_BUFFER - 1 {
             let (filler, filler_rx) = open(&inflow, None);
-            assert!(filler.push(Bytes::from(vec![0; STREAM_BUFFER])));
+            assert!(filler.push(Bytes::from(vec![0; STREAM_BUFFER - MESSAGE_COST])));
             fillers.push((filler, filler_rx));
         }
         assert_eq!(other.admit(1, false), Admit::Wait);
         // A consumer that is dropped gives back all it held, and takes no more.
         drop(slow_rx);
-        assert_eq!(other.admit(STREAM_BUFFER, false), Admit::Now);
+        assert_eq!(other.admit(STREAM_BUFFER - MESSAGE_COST, false), Admit::Now);
         assert!(!slow.push(Bytes::from_static(b"late")));
         // Full again; a consumer taking data makes room, and a waiting reader goes on.
-        assert!(other.push(Bytes::from(vec![0; STREAM_BUFFER])));
+        assert!(other.push(Bytes::from(vec![0; STREAM_BUFFER - MESSAGE_COST])));
         let (late, _late_rx) = open(&inflow, None);
         assert_eq!(late.admit(1, false), Admit::Wait);
         let waiter = tokio::spawn(async move { late.room(1).await });
@@ -184,5 +220,26 @@ mod tests {
             .await
             .expect("the reader was let go")
             .expect("join");
+    }
+
+    #[tokio::test]
+    async fn tiny_messages_are_charged_what_they_occupy() {
+        let inflow = Arc::new(Inflow::default());
+        let (feeder, mut rx) = open(&inflow, None);
+        let mut queued = 0;
+        while feeder.admit(1, false) == Admit::Now {
+            assert!(feeder.push(Bytes::from_static(b"x")));
+            queued += 1;
+        }
+        // By bytes alone a million would fit; by cost, the bound's worth of slots.
+        assert_eq!(queued, STREAM_BUFFER / cost(1));
+        assert_eq!(feeder.admit(1, true), Admit::Overrun);
+        // Taking one makes room for one.
+        assert!(rx.recv().await.is_some());
+        assert_eq!(feeder.admit(1, false), Admit::Now);
+        // A message of the largest size still fits in an empty buffer.
+        drop(rx);
+        let (big, _big_rx) = open(&inflow, None);
+        assert_eq!(big.admit(STREAM_BUFFER, true), Admit::Now);
     }
 }

@@ -3,6 +3,7 @@
 //! shim's streaming socket; from there this module owns it: it checks the token, negotiates
 //! SPDY/3.1 or WebSocket and the Kubernetes subprotocol, and runs the session against Docker
 //! or the pod's network namespace. The front can go away meanwhile.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 pub mod activity;
 pub mod http;
@@ -160,7 +161,7 @@ async fn serve(streaming: Arc<Streaming>, client: TcpStream, head: Vec<u8>) {
             return;
         }
     };
-    let io = Prefixed::new(head[len..].to_vec(), client);
+    let io = Prefixed::new(head.get(len..).unwrap_or_default().to_vec(), client);
     if request.upgrades_to("websocket") {
         websocket::serve(&streaming, io, &request, pending, permit).await;
     } else if request.upgrades_to("spdy/3.1") {
@@ -194,13 +195,13 @@ async fn serve_spdy(
     permit: OwnedSemaphorePermit,
 ) {
     let offered = request.header_values("x-stream-protocol-version");
-    let supported: &[&str] = match pending {
-        Pending::PortForward(_) => &[PORT_FORWARD],
-        _ => &SPDY_REMOTE,
-    };
     // A client that offers nothing speaks the first version of its protocol.
+    let (supported, first): (&[&str], &str) = match pending {
+        Pending::PortForward(_) => (&[PORT_FORWARD], PORT_FORWARD),
+        _ => (&SPDY_REMOTE, "channel.k8s.io"),
+    };
     let protocol = if offered.is_empty() {
-        supported[supported.len() - 1]
+        first
     } else {
         match negotiate(&offered, supported) {
             Some(p) => p,
@@ -451,6 +452,7 @@ async fn forward_pair(pod: &Pod, error: spdy::Stream, mut data: spdy::Stream) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

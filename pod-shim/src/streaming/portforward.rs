@@ -1,6 +1,7 @@
 //! Port-forward connections into the pod: a TCP connection to a port on the pod's loopback
 //! (IPv4, else IPv6), made from a thread that has entered the pod's network namespace
 //! (`setns`; no socat or nsenter), then relayed to the client's stream in both directions.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -84,7 +85,7 @@ pub async fn relay(tcp: TcpStream, mut from_client: Inbound, to_client: mpsc::Se
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     if to_client
-                        .send(Bytes::copy_from_slice(&buf[..n]))
+                        .send(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()))
                         .await
                         .is_err()
                     {
@@ -98,6 +99,7 @@ pub async fn relay(tcp: TcpStream, mut from_client: Inbound, to_client: mpsc::Se
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! A connection with bytes already read from it put back in front: the front reads the request
 //! head, and a client may have sent more right behind it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::io;
 use std::pin::Pin;
@@ -32,7 +33,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         if self.at < self.prefix.len() {
             let n = buf.remaining().min(self.prefix.len() - self.at);
             let at = self.at;
-            buf.put_slice(&self.prefix[at..at + n]);
+            buf.put_slice(self.prefix.get(at..at + n).unwrap_or_default());
             self.at += n;
             if self.at == self.prefix.len() {
                 self.prefix = Vec::new();
@@ -63,6 +64,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;

@@ -3,6 +3,7 @@
 //! command (or attaches to the container) and reports how it ended. When the client goes away
 //! first, an exec'd process is killed (Docker's API cannot stop an exec; its PID can be);
 //! an attach simply detaches.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use bollard::container::LogOutput;
 use bollard::query_parameters::{AttachContainerOptions, ResizeContainerTTYOptions};
@@ -314,6 +315,7 @@ pub fn status_text(outcome: &Outcome) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

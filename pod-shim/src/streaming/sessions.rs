@@ -1,6 +1,7 @@
 //! Pending streaming sessions: what an Exec, Attach or PortForward call asked for, under a
 //! single-use, unguessable token that expires if unused, and the cap on sessions running at
 //! once.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -142,6 +143,7 @@ impl Sessions {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1,9 +1,13 @@
 //! Streaming over WebSocket (tokio-tungstenite), as newer Kubernetes clients speak it:
 //! remote command on `v5.channel.k8s.io`, `v4.channel.k8s.io`, `channel.k8s.io` (each message
-//! a channel byte and data) and `base64.channel.k8s.io` (text: a channel digit and base64);
-//! port-forward on channels (`portforward.k8s.io`, `v4.channel.k8s.io`: per port a data and
-//! an error channel, each opened by the port number) or as SPDY tunnelled in binary messages
-//! (`SPDY/3.1+portforward.k8s.io`).
+//! a channel byte and data), `v4.base64.channel.k8s.io` and `base64.channel.k8s.io` (text: a
+//! channel digit and base64), the set the kubelet's own streaming server accepts; port-forward
+//! on channels (`portforward.k8s.io`, `v4.channel.k8s.io`, `v4.base64.channel.k8s.io`: per
+//! port a data and an error channel, each opened by the port number) or as SPDY tunnelled in
+//! binary messages (`SPDY/3.1+portforward.k8s.io`).
+//!
+//! Everything here reads what a client sends: no indexing or slicing that can panic.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,10 +34,11 @@ const V5: &str = "v5.channel.k8s.io";
 const V4: &str = "v4.channel.k8s.io";
 const V1: &str = "channel.k8s.io";
 const BASE64: &str = "base64.channel.k8s.io";
+const V4_BASE64: &str = "v4.base64.channel.k8s.io";
 const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 const PORT_FORWARD: &str = "portforward.k8s.io";
-const WS_REMOTE: [&str; 4] = [V5, V4, V1, BASE64];
-const WS_PORT_FORWARD: [&str; 4] = [SPDY_TUNNEL, PORT_FORWARD, V4, V1];
+const WS_REMOTE: [&str; 5] = [V5, V4, V4_BASE64, V1, BASE64];
+const WS_PORT_FORWARD: [&str; 5] = [SPDY_TUNNEL, PORT_FORWARD, V4, V4_BASE64, V1];
 /// v5's message that closes one of the client's channels: `[CLOSE, channel]`.
 const CLOSE: u8 = 255;
 /// Largest WebSocket message accepted.
@@ -111,16 +116,26 @@ pub async fn serve(
                 .filter_map(|p| u16::try_from(*p).ok())
                 .collect();
         }
-        ws_port_forward(streaming, ws, ports).await
+        ws_port_forward(streaming, ws, ports, is_base64(protocol)).await
     }
     drop(permit);
 }
 
-/// One message on a channel, in the protocol's encoding.
-fn frame(channel: u8, data: &[u8], base64: bool) -> Message {
+/// Whether a subprotocol carries its channels as text (a digit and base64).
+pub fn is_base64(protocol: &str) -> bool {
+    protocol == BASE64 || protocol == V4_BASE64
+}
+
+/// Channels a text (base64) message can name: its first character is `'0'` plus the channel,
+/// as Kubernetes' wsstream writes it, and must be ASCII to be one byte.
+pub const TEXT_CHANNELS: u8 = 128 - b'0';
+
+/// One message on a channel, in the protocol's encoding (in text, a channel below
+/// `TEXT_CHANNELS`; callers name no other).
+pub fn frame(channel: u8, data: &[u8], base64: bool) -> Message {
     if base64 {
         let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
-        text.push(char::from(b'0' + channel));
+        text.push(char::from(b'0' + channel.min(TEXT_CHANNELS - 1)));
         text.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
         Message::text(text)
     } else {
@@ -132,7 +147,7 @@ fn frame(channel: u8, data: &[u8], base64: bool) -> Message {
 }
 
 /// The channel and data of a client message, if it is one.
-fn unframe(message: Message, base64: bool) -> Option<(u8, Bytes)> {
+pub fn unframe(message: Message, base64: bool) -> Option<(u8, Bytes)> {
     match message {
         Message::Binary(b) => {
             let (&channel, _) = b.split_first()?;
@@ -142,7 +157,7 @@ fn unframe(message: Message, base64: bool) -> Option<(u8, Bytes)> {
         // and slicing the text after it would panic (and end the pod's shim).
         Message::Text(t) if base64 => {
             let (&digit, rest) = t.as_bytes().split_first()?;
-            let channel = digit.checked_sub(b'0')?;
+            let channel = digit.checked_sub(b'0').filter(|_| digit.is_ascii())?;
             let data = base64::engine::general_purpose::STANDARD
                 .decode(rest)
                 .ok()?;
@@ -218,7 +233,7 @@ where
         stderr: want_stderr,
         tty,
     } = streams;
-    let base64 = protocol == BASE64;
+    let base64 = is_base64(protocol);
     let activity = Activity::new();
     let (out, mut incoming, writer) = split(ws, activity.clone());
     let (closed_tx, closed) = watch::channel(false);
@@ -300,16 +315,17 @@ where
 /// Port-forward on channels: for port `i` of `ports`, data on channel `2i` and errors on
 /// channel `2i+1`, each opened with the port number (two bytes, little-endian); one
 /// connection per port for the whole session.
-async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
+async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>, base64: bool) {
+    let most = if base64 { TEXT_CHANNELS / 2 } else { 64 };
     let activity = Activity::new();
     let (out, mut incoming, writer) = split(ws, activity.clone());
     let inflow = Arc::new(Inflow::default());
     let mut to_pod: HashMap<u8, Feeder> = HashMap::new();
     let mut relays = tokio::task::JoinSet::new();
-    for (i, port) in ports.iter().copied().enumerate().take(64) {
+    for (i, port) in ports.iter().copied().enumerate().take(usize::from(most)) {
         let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
         for channel in [data, error] {
-            let _ = out.send(frame(channel, &port.to_le_bytes(), false)).await;
+            let _ = out.send(frame(channel, &port.to_le_bytes(), base64)).await;
         }
         let (feeder, from_client) = inbound::open(&inflow, None);
         to_pod.insert(data, feeder);
@@ -327,7 +343,7 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
                     let (to_client, mut rx) = mpsc::channel::<Bytes>(8);
                     let forward = async {
                         while let Some(bytes) = rx.recv().await {
-                            if out.send(frame(data, &bytes, false)).await.is_err() {
+                            if out.send(frame(data, &bytes, base64)).await.is_err() {
                                 break;
                             }
                         }
@@ -338,14 +354,14 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>) {
                     );
                 }
                 Err(message) => {
-                    let _ = out.send(frame(error, message.as_bytes(), false)).await;
+                    let _ = out.send(frame(error, message.as_bytes(), base64)).await;
                 }
             }
         });
     }
     let idle = streaming.idle_timeout;
     while let Some(message) = next_message(&mut incoming, &activity, idle).await {
-        if let Some((channel, data)) = unframe(message, false) {
+        if let Some((channel, data)) = unframe(message, base64) {
             if let Some(feeder) = to_pod.get(&channel) {
                 if !feed(feeder, data).await {
                     to_pod.remove(&channel);
@@ -383,7 +399,8 @@ fn tunnel(ws: Ws) -> tokio::io::DuplexStream {
                 match read.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                        let read = buf.get(..n).unwrap_or_default().to_vec();
+                        if sink.send(Message::binary(read)).await.is_err() {
                             break;
                         }
                     }
@@ -400,6 +417,7 @@ fn tunnel(ws: Ws) -> tokio::io::DuplexStream {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -421,5 +439,23 @@ mod tests {
             assert_eq!(unframe(Message::text(text), true), None, "{text:?}");
         }
         assert_eq!(unframe(Message::text("0"), true), Some((0, Bytes::new())));
+    }
+
+    #[test]
+    fn text_channels_are_what_wsstream_writes_and_round_trip() {
+        // wsstream writes '0' + channel: port-forward's channels past 9 are ':', ';' and on.
+        assert_eq!(
+            unframe(Message::text(":aGk="), true),
+            Some((10, Bytes::from_static(b"hi")))
+        );
+        for channel in 0..TEXT_CHANNELS {
+            let m = frame(channel, b"data", true);
+            assert_eq!(
+                unframe(m, true),
+                Some((channel, Bytes::from_static(b"data")))
+            );
+        }
+        assert_eq!(unframe(Message::text("/AAAA"), true), None, "below '0'");
+        assert_eq!(unframe(Message::text("0!!!!"), true), None, "not base64");
     }
 }

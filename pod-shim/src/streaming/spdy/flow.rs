@@ -12,6 +12,7 @@
 //! Sending: this side honours the peer's windows once the peer shows it keeps them (it sent
 //! SETTINGS or WINDOW_UPDATE). A sender that waited for window from spdystream would stall
 //! after 64 KiB, since it never sends any.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::{HashMap, VecDeque};
 
@@ -83,6 +84,7 @@ impl Windows {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

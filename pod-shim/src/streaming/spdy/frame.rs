@@ -1,7 +1,9 @@
 //! SPDY/3.1 frames: the wire constants, reading a frame off a connection, building the frames
 //! this side sends, and parsing a control frame's payload into what it says. Everything but
 //! `read_frame` is pure, so it is tested (and fuzzed) without a connection.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
+use dockpod_proto::wire;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub const SYN_STREAM: u16 = 1;
@@ -24,6 +26,8 @@ pub const GOAWAY_PROTOCOL_ERROR: u32 = 1;
 const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
 /// Largest frame payload accepted (SPDY's length field allows 16 MiB).
 const MAX_FRAME: usize = 1024 * 1024;
+/// How much of a frame's payload is allocated before its bytes have arrived.
+const READ_STEP: usize = 64 * 1024;
 /// Settings read from one SETTINGS frame; the protocol defines eight.
 const MAX_SETTINGS: usize = 64;
 
@@ -134,8 +138,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
     let len = match head {
         Head::Control { len, .. } | Head::Data { len, .. } => len,
     };
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await?;
+    // Grown as the bytes arrive, so a head that announces a megabyte costs little until the
+    // megabyte comes; the buffer ends exactly as long as the payload (it is queued as is).
+    let mut payload = Vec::with_capacity(len.min(READ_STEP));
+    while payload.len() < len {
+        let start = payload.len();
+        payload.resize(start + (len - start).min(READ_STEP), 0);
+        r.read_exact(payload.get_mut(start..).unwrap_or_default())
+            .await?;
+    }
+    payload.shrink_to_fit();
     Ok(Some(match head {
         Head::Control { kind, flags, .. } => Frame::Control {
             kind,
@@ -151,8 +163,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>
 }
 
 pub(super) fn be32(b: &[u8], at: usize) -> Result<u32, SpdyError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    wire::array(b, at)
+        .map(u32::from_be_bytes)
         .ok_or_else(|| protocol("control frame too short"))
 }
 
@@ -224,6 +236,7 @@ impl<'a> Control<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 pub(super) mod tests {
     use super::super::header::{HeaderDecoder, Headers};
     use super::*;

@@ -1,5 +1,6 @@
 //! SPDY/3 header blocks: name/value pairs compressed with zlib and the SPDY/3 dictionary, one
 //! compression context per direction for the whole connection.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::sync::LazyLock;
 
@@ -140,7 +141,7 @@ impl HeaderDecoder {
                 Err(e) => return Err(protocol(format!("header block: {e}"))),
             };
             let used = (self.inflate.total_in() - before_in) as usize;
-            input = &input[used..];
+            input = input.get(used..).unwrap_or_default();
             let produced = self.inflate.total_out() - before_out;
             if matches!(status, Status::StreamEnd) || (input.is_empty() && produced == 0) {
                 break;
@@ -161,11 +162,10 @@ impl HeaderDecoder {
 fn parse_header_block(b: &[u8]) -> Result<Headers, SpdyError> {
     let mut at = 0usize;
     let take_u32 = |at: &mut usize| -> Result<u32, SpdyError> {
-        let s = b
-            .get(*at..*at + 4)
-            .ok_or_else(|| protocol("truncated header block"))?;
+        let s =
+            dockpod_proto::wire::array(b, *at).ok_or_else(|| protocol("truncated header block"))?;
         *at += 4;
-        Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        Ok(u32::from_be_bytes(s))
     };
     let count = take_u32(&mut at)? as usize;
     if count > MAX_HEADERS {
@@ -224,7 +224,8 @@ impl HeaderEncoder {
             {
                 break;
             }
-            input = &input[(self.deflate.total_in() - before) as usize..];
+            let used = (self.deflate.total_in() - before) as usize;
+            input = input.get(used..).unwrap_or_default();
             if input.is_empty() && out.len() < out.capacity() {
                 break;
             }
@@ -234,6 +235,7 @@ impl HeaderEncoder {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -4,6 +4,7 @@
 //!
 //! Written here: the Rust SPDY crates are client-only or unmaintained, and the subset the
 //! Kubernetes protocols use is small.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 mod flow;
 mod frame;

@@ -1,6 +1,7 @@
 //! A served SPDY session: a reader task that takes frames in and never waits on any one
 //! stream's consumer (see `flow`), a writer task that sends replies, data and control frames
 //! in order, and the end of the session in the reference server's order.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -338,7 +339,7 @@ impl Reader {
                 Admit::Now => {}
                 Admit::Wait => feeder.room(len).await,
                 Admit::Overrun => {
-                    tracing::debug!(stream, "SPDY peer overran its window");
+                    tracing::debug!(stream, "SPDY peer overran its window or its buffer");
                     self.sender.reset_stream(stream, FLOW_CONTROL_ERROR);
                     self.open.remove(&stream);
                     self.sender.grant(0, len);
@@ -574,6 +575,7 @@ async fn flush_pending<W: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::super::super::inbound::STREAM_BUFFER;
     use super::super::frame::{GOAWAY, RST_STREAM, SETTINGS, SYN_STREAM, WINDOW_UPDATE};
