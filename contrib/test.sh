@@ -2,23 +2,27 @@
 # The whole test suite, as CI runs it, as root on a machine contrib/setup.sh has set up:
 #   1. every test of the workspace on the default dockerd (Debian 12's docker.io, 20.10,
 #      API 1.41);
-#   2. the Debian package, built and installed into a fresh Debian 12 root, checked, removed
+#   2. every fuzz target of fuzz/ (contrib/fuzz.sh) for FUZZ_SECONDS each on the committed
+#      seeds: a crash, hang or memory blow-up fails the run;
+#   3. the Debian package, built and installed into a fresh Debian 12 root, checked, removed
 #      and purged (contrib/package-test.sh);
-#   3. for each newer engine of contrib/engines.sh (Debian 13's docker.io 26.x, API 1.45;
+#   4. for each newer engine of contrib/engines.sh (Debian 13's docker.io 26.x, API 1.45;
 #      unstable's 28.x, API 1.51): brings it up, builds the test images on it, runs the
 #      integration tests (tests/it) against it through DOCKPOD_TEST_DOCKER_ENDPOINT, and
 #      stops it again;
-#   4. the integration tests that cgroups touch on a cgroup v2 node with the systemd driver,
+#   5. the integration tests that cgroups touch on a cgroup v2 node with the systemd driver,
 #      the node today's kubelets demand: a Debian 12 VM (contrib/cgroup2-vm.sh), one test at a
 #      time (QEMU's TCG is slow here).
 # Environment: ENGINES (default "trixie sid"; empty for the default dockerd only);
-# CGROUP2_TESTS: the tests of step 4 (default: those cgroups touch; "all" for the whole
+# FUZZ_SECONDS (default 30; 0 leaves step 2 out);
+# CGROUP2_TESTS: the tests of step 5 (default: those cgroups touch; "all" for the whole
 # integration suite, about 30 minutes here; empty to leave the step out).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 ENGINES="${ENGINES-trixie sid}"
+FUZZ_SECONDS="${FUZZ_SECONDS-30}"
 # Stats, resources, OOM kills, top, doctor, the kubelet's cgroup parents, PSI, RuntimeClass
 # (crun runs on v2), the systemd unit's restart, and a whole pod with CNI.
 CGROUP2_DEFAULT="cgroups:: stats::container_stats_follow_what_the_container_does
@@ -39,6 +43,11 @@ say() { printf 'test: %s\n' "$*" >&2; }
 cd "$repo"
 say "the whole suite on the default dockerd"
 cargo test --release --workspace
+
+if [ "$FUZZ_SECONDS" != 0 ]; then
+	say "every fuzz target for ${FUZZ_SECONDS}s"
+	bash "$here/fuzz.sh" "$FUZZ_SECONDS"
+fi
 
 say "the Debian package in a fresh Debian 12 root"
 bash "$here/package-test.sh"

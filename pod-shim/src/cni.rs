@@ -521,17 +521,21 @@ fn read_attachment(path: &Path) -> Result<Option<Attachment>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
     };
-    let damaged = |e: String| Error::Network(format!("damaged CNI record {}: {e}", path.display()));
-    let value: Value = serde_json::from_slice(&data).map_err(|e| damaged(e.to_string()))?;
-    let mut attachment = if value.get("config").is_some() {
-        let entry: LibcniEntry =
-            serde_json::from_value(value).map_err(|e| damaged(e.to_string()))?;
-        Attachment::from_libcni(entry).map_err(|e| damaged(e.to_string()))?
-    } else {
-        serde_json::from_value::<Attachment>(value).map_err(|e| damaged(e.to_string()))?
-    };
+    let mut attachment = parse_attachment(&data)
+        .map_err(|e| Error::Network(format!("damaged CNI record {}: {e}", path.display())))?;
     attachment.file = path.to_path_buf();
     Ok(Some(attachment))
+}
+
+/// An attachment record's bytes, in dockpod's format or libcni's.
+pub fn parse_attachment(data: &[u8]) -> std::result::Result<Attachment, String> {
+    let value: Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    if value.get("config").is_some() {
+        let entry: LibcniEntry = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        Attachment::from_libcni(entry).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_value::<Attachment>(value).map_err(|e| e.to_string())
+    }
 }
 
 fn plugin_type(plugin: &Value) -> Result<&str> {
@@ -646,7 +650,7 @@ fn bandwidth(annotations: &HashMap<String, String>, key: &str) -> Result<Option<
 }
 
 /// A Kubernetes quantity (`1.5M`, `100Ki`, `2000`) as a whole number, rounded up.
-fn parse_quantity(s: &str) -> Option<u64> {
+pub fn parse_quantity(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -675,7 +679,7 @@ fn parse_quantity(s: &str) -> Option<u64> {
 }
 
 /// IPs of a result of any CNI version: `ips` (0.3.0 on) or `ip4`/`ip6` (0.1 and 0.2).
-fn result_ips(result: &Value) -> Vec<String> {
+pub fn result_ips(result: &Value) -> Vec<String> {
     let mut addresses: Vec<&str> = Vec::new();
     if let Some(ips) = result.get("ips").and_then(Value::as_array) {
         addresses.extend(
@@ -702,17 +706,21 @@ fn result_ips(result: &Value) -> Vec<String> {
     ips.into_iter().map(|ip| ip.to_string()).collect()
 }
 
+/// Characters of a plugin's own words kept in an error (its `msg`, `details` or stderr).
+pub const PLUGIN_WORDS: usize = 2000;
+
 /// The message of a failed plugin: its error JSON (`code`, `msg`, `details`) when it printed
-/// one, else what it wrote to stderr.
-fn plugin_error(plugin: &str, command: &str, stdout: &[u8], stderr: &[u8]) -> String {
+/// one, else what it wrote to stderr; each part cut at `PLUGIN_WORDS` characters.
+pub fn plugin_error(plugin: &str, command: &str, stdout: &[u8], stderr: &[u8]) -> String {
     if let Ok(err) = serde_json::from_slice::<Value>(stdout) {
         if let Some(msg) = err.get("msg").and_then(Value::as_str) {
             let code = err.get("code").and_then(Value::as_u64).unwrap_or(0);
+            let msg: String = msg.chars().take(PLUGIN_WORDS).collect();
             let details = err
                 .get("details")
                 .and_then(Value::as_str)
                 .filter(|d| !d.is_empty())
-                .map(|d| format!(": {d}"))
+                .map(|d| format!(": {}", d.chars().take(PLUGIN_WORDS).collect::<String>()))
                 .unwrap_or_default();
             return format!("CNI plugin {plugin} {command} failed (code {code}): {msg}{details}");
         }
@@ -720,12 +728,12 @@ fn plugin_error(plugin: &str, command: &str, stdout: &[u8], stderr: &[u8]) -> St
     let text = String::from_utf8_lossy(if stderr.is_empty() { stdout } else { stderr });
     format!(
         "CNI plugin {plugin} {command} failed: {}",
-        text.trim().chars().take(2000).collect::<String>()
+        text.trim().chars().take(PLUGIN_WORDS).collect::<String>()
     )
 }
 
 /// Whether CNI version `v` (`a.b.c`) is at least `min`.
-fn version_at_least(v: &str, min: (u32, u32, u32)) -> bool {
+pub fn version_at_least(v: &str, min: (u32, u32, u32)) -> bool {
     let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let parsed = (
         parts.next().unwrap_or(0),
@@ -862,6 +870,25 @@ mod tests {
             entry["result"] = result;
         }
         entry
+    }
+
+    #[test]
+    fn a_record_read_writes_back_to_the_same_record() {
+        // Found by the `cni` fuzz target: a float in a record came back one ULP off.
+        let list = json!({"cniVersion": "1.0.0", "name": "net", "plugins": [{"type": "bridge"}]});
+        let mut entry = libcni_entry("net", "sb1", &list, None);
+        entry["capabilityArgs"]["portMappings"][0]["hostPort"] = json!(8.08e36);
+        let read = parse_attachment(entry.to_string().as_bytes()).expect("a libcni record");
+        let again = parse_attachment(&serde_json::to_vec(&read).expect("written"))
+            .expect("dockpod's record");
+        assert_eq!(
+            serde_json::to_value(&read).expect("value"),
+            serde_json::to_value(&again).expect("value")
+        );
+        assert_eq!(
+            read.capability_args["portMappings"][0]["hostPort"],
+            json!(8.08e36)
+        );
     }
 
     #[tokio::test]

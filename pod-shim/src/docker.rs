@@ -214,11 +214,12 @@ pub fn docker_time(s: &str) -> Option<std::time::SystemTime> {
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 time from Docker; Docker's zero time
-/// (`0001-01-01T00:00:00Z`) and anything unparsable are 0.
+/// (`0001-01-01T00:00:00Z`), anything unparsable and anything past what 64 bits of
+/// nanoseconds hold (the year 2262) are 0.
 pub fn parse_time(s: &str) -> i64 {
     docker_time(s)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i64)
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
         .unwrap_or(0)
 }
 
@@ -240,5 +241,9 @@ mod tests {
         assert_eq!(parse_time("0001-01-01T00:00:00Z"), 0);
         assert_eq!(parse_time("1970-01-01T00:00:01.000000005Z"), 1_000_000_005);
         assert_eq!(parse_time("garbage"), 0);
+        // Past 2262 the nanoseconds overflow 64 bits: no time rather than a wrapped one.
+        assert_eq!(parse_time("2263-01-01T00:00:00Z"), 0);
+        assert_eq!(parse_time("9999-12-31T23:59:59.999999999Z"), 0);
+        assert!(parse_time("2262-01-01T00:00:00Z") > 0);
     }
 }

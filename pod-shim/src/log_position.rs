@@ -300,7 +300,7 @@ fn read_tail(path: &Path) -> io::Result<(Vec<u8>, bool)> {
 
 /// The keys of the records in a file's tail, in file order; with `cut`, the first line may be
 /// a fragment and is left out.
-fn tail_keys(tail: &[u8], cut: bool) -> impl Iterator<Item = Key> + '_ {
+pub fn tail_keys(tail: &[u8], cut: bool) -> impl Iterator<Item = Key> + '_ {
     tail.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .skip(usize::from(cut))

@@ -11,7 +11,7 @@
 //! the kubelet renamed the old one).
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
-mod json_file;
+pub mod json_file;
 
 use std::fmt::Display;
 use std::io::Write;
@@ -489,13 +489,17 @@ async fn follow_api(
 /// follows ends there, and the next piece is that message. A piece cut inside a message
 /// (an engine with a larger buffer) goes on with the timestamp the message began with.
 #[derive(Default)]
-struct Console(Vec<u8>);
+pub struct Console(Vec<u8>);
 
 /// Where a timestamp's space must come by: Docker's are about 30 bytes.
-const TIMESTAMP_MAX: usize = 64;
+pub const TIMESTAMP_MAX: usize = 64;
 
 impl Console {
-    fn push(&mut self, message: &[u8], mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn push(
+        &mut self,
+        message: &[u8],
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         self.0.extend_from_slice(message);
         loop {
             let header = header_end(&self.0);
@@ -532,7 +536,7 @@ impl Console {
     }
 
     /// Hands on what is left at the end of the stream.
-    fn finish(self, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn finish(self, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         if self.0.is_empty() {
             return Ok(());
         }

@@ -20,8 +20,11 @@
 //! The HPACK codec is `httlib-hpack`: its table-driven Huffman decoder takes under a
 //! microsecond for a tonic request's block, where `loona-hpack` (bit by bit) took 20 µs,
 //! which every call from the front to a shim would pay. It indexes its input without bounds
-//! checks in places, so `well_formed` walks each block's structure first (integers and string
+//! checks in places, so `fields` walks each block's structure first (integers and string
 //! lengths within the block) and a block that fails it closes the connection, as h2 would.
+//! Each field is then decoded on its own, which keeps the decoder's per-field copying of its
+//! input linear, and the decoded list is bounded (`MAX_HEADER_LIST`) as it grows: one byte
+//! of HPACK can name a table entry of kilobytes, so a block's decoded size is no bound.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::io;
@@ -48,7 +51,10 @@ const PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16 * 1024;
 /// Largest header block accepted (compressed, HEADERS and CONTINUATIONs together). A block is
 /// held whole until it ends; gRPC's own servers refuse more than 16 KiB of headers.
-const MAX_BLOCK: usize = 256 * 1024;
+pub const MAX_BLOCK: usize = 256 * 1024;
+/// Largest decoded header list (RFC 7541's size: name, value and 32 per field) a block may
+/// expand to; far above any gRPC request, far below memory that matters.
+pub const MAX_HEADER_LIST: usize = 1024 * 1024;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
 /// What a request without a usable authority is served as.
@@ -67,6 +73,8 @@ pub enum AuthorityError {
     Malformed,
     #[error("a header block that does not decode: {0}")]
     Hpack(String),
+    #[error("a header block that decodes to over {MAX_HEADER_LIST} bytes")]
+    ListTooLarge,
 }
 
 impl From<AuthorityError> for io::Error {
@@ -289,16 +297,27 @@ impl Rewriter {
     /// (h2's HPACK context then follows the client's own, from the first block on, which is
     /// why only the first block can decide). Any other connection has every block rewritten.
     fn emit(&mut self, block: Block, out: &mut Vec<u8>) -> Result<(), AuthorityError> {
-        if !well_formed(&block.fragment) {
+        let Some(ranges) = fields(&block.fragment) else {
             return Err(AuthorityError::Hpack("malformed".into()));
-        }
+        };
         let first = !std::mem::replace(&mut self.seen_block, true);
-        let original = first.then(|| block.fragment.clone());
-        let mut fields = Vec::new();
-        let mut input = block.fragment;
-        self.decoder
-            .decode(&mut input, &mut fields)
-            .map_err(|e| AuthorityError::Hpack(format!("{e:?}")))?;
+        let mut fields: HeaderList = Vec::new();
+        let mut size = 0usize;
+        for range in ranges {
+            let mut input = block.fragment.get(range).unwrap_or_default().to_vec();
+            let mut one = Vec::with_capacity(1);
+            self.decoder
+                .decode_exact(&mut input, &mut one)
+                .map_err(|e| AuthorityError::Hpack(format!("{e:?}")))?;
+            for (name, value, _) in &one {
+                size = size.saturating_add(name.len() + value.len() + 32);
+            }
+            if size > MAX_HEADER_LIST {
+                return Err(AuthorityError::ListTooLarge);
+            }
+            fields.append(&mut one);
+        }
+        let original = first.then_some(block.fragment);
         let is_request = fields.iter().any(|(n, _, _)| n == b":method");
         if repair(&mut fields) {
             self.rewritten += 1;
@@ -313,7 +332,7 @@ impl Rewriter {
             self.stage = Stage::Through;
             return Ok(());
         }
-        let mut encoded = Vec::with_capacity(input.capacity());
+        let mut encoded = Vec::with_capacity(size.min(MAX_FRAME));
         for (name, value, decoded) in fields {
             // The client's choices are kept: what it indexed is indexed, what it marked as
             // never to be indexed stays so; Huffman coding is left out (a local socket).
@@ -371,33 +390,38 @@ fn write_block(
 /// Whether an HPACK block is made of whole field representations (RFC 7541 section 6):
 /// every integer ends within four bytes and within the block, every string fits in it.
 pub fn well_formed(block: &[u8]) -> bool {
+    fields(block).is_some()
+}
+
+/// Where each field representation of an HPACK block lies (a table size update counts as
+/// one), if the block is well formed.
+fn fields(block: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut ranges = Vec::new();
     let mut at = 0;
     while let Some(&first) = block.get(at) {
+        let start = at;
         let (prefix, literal) = match first {
             b if b & 0x80 != 0 => (7, false), // indexed
             b if b & 0x40 != 0 => (6, true),  // literal, indexed
             b if b & 0x20 != 0 => (5, false), // table size update
             _ => (4, true),                   // literal, not indexed or never indexed
         };
-        let Some((index, n)) = block.get(at..).and_then(|rest| integer(rest, prefix)) else {
-            return false;
-        };
+        let (index, n) = block.get(at..).and_then(|rest| integer(rest, prefix))?;
         at += n;
         if literal {
             let strings = if index == 0 { 2 } else { 1 };
             for _ in 0..strings {
-                let Some((len, n)) = block.get(at..).and_then(|rest| integer(rest, 7)) else {
-                    return false;
-                };
+                let (len, n) = block.get(at..).and_then(|rest| integer(rest, 7))?;
                 at += n;
                 if block.len() - at < len {
-                    return false;
+                    return None;
                 }
                 at += len;
             }
         }
+        ranges.push(start..at);
     }
-    true
+    Some(ranges)
 }
 
 /// An HPACK integer with a `prefix`-bit prefix at the start of `buf`: its value and length.
@@ -756,5 +780,27 @@ mod tests {
         let mut bytes = PREFACE.to_vec();
         write_frame(&mut bytes, HEADERS, PADDED | END_HEADERS, 1, &[9, 1]);
         assert!(Rewriter::default().push(&bytes, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_block_that_expands_past_the_bound_closes_the_connection() {
+        // One literal of 4000 bytes indexed, then 300 one-byte references to it: a block of
+        // 4 KiB that decodes to 1.2 MB.
+        let mut block = vec![0x40, 1, b'x', 0x7f, 0xa1, 0x1e];
+        block.extend(std::iter::repeat_n(b'v', 4000));
+        block.extend(std::iter::repeat_n(0x80 | 62, 300));
+        let mut bytes = PREFACE.to_vec();
+        write_frame(&mut bytes, HEADERS, END_HEADERS, 1, &block);
+        let mut out = Vec::new();
+        let result = Rewriter::default().push(&bytes, &mut out);
+        assert!(
+            matches!(result, Err(AuthorityError::ListTooLarge)),
+            "{result:?}"
+        );
+        // Fewer references stay under it and pass.
+        block.truncate(block.len() - 100);
+        let mut bytes = PREFACE.to_vec();
+        write_frame(&mut bytes, HEADERS, END_HEADERS, 1, &block);
+        assert!(Rewriter::default().push(&bytes, &mut Vec::new()).is_ok());
     }
 }

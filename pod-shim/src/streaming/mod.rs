@@ -178,7 +178,7 @@ async fn serve(streaming: Arc<Streaming>, client: TcpStream, head: Vec<u8>) {
 }
 
 /// The first protocol the client offers that this side speaks (the Kubernetes rule).
-fn negotiate<'a>(offered: &[String], supported: &[&'a str]) -> Option<&'a str> {
+pub fn negotiate<'a>(offered: &[String], supported: &[&'a str]) -> Option<&'a str> {
     offered.iter().find_map(|o| {
         supported
             .iter()

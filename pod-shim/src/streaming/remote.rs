@@ -231,6 +231,9 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
+/// Bytes of an unfinished resize message held for its rest; a real one is about 30.
+pub const RESIZE_PENDING: usize = 4096;
+
 /// Decodes the resize stream: JSON objects, one after another, possibly cut anywhere.
 #[derive(Default)]
 pub struct ResizeDecoder {
@@ -270,10 +273,11 @@ impl ResizeDecoder {
             }
         }
         self.buf.drain(..consumed);
-        // A client cannot make this grow without bound.
-        if self.buf.len() > 4096 {
+        // A client cannot make this grow without bound, nor keep a large message's room.
+        if self.buf.len() > RESIZE_PENDING {
             self.buf.clear();
         }
+        self.buf.shrink_to(RESIZE_PENDING);
         sizes
     }
 }

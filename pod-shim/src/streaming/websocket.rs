@@ -42,7 +42,7 @@ const WS_PORT_FORWARD: [&str; 5] = [SPDY_TUNNEL, PORT_FORWARD, V4, V4_BASE64, V1
 /// v5's message that closes one of the client's channels: `[CLOSE, channel]`.
 const CLOSE: u8 = 255;
 /// Largest WebSocket message accepted.
-const MAX_MESSAGE: usize = 1024 * 1024;
+pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 type Ws = WebSocketStream<Prefixed<TcpStream>>;
 
@@ -86,10 +86,7 @@ pub async fn serve(
     if http::switching(&mut io, &headers).await.is_err() {
         return;
     }
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
     let protocol = protocol.unwrap_or(V1);
     if let Some(streams) = pending.streams() {
         let engine = streaming.pod.engine.clone();
@@ -119,6 +116,13 @@ pub async fn serve(
         ws_port_forward(streaming, ws, ports, is_base64(protocol)).await
     }
     drop(permit);
+}
+
+/// How a session's WebSocket reads what the client sends: nothing past `MAX_MESSAGE`.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 /// Whether a subprotocol carries its channels as text (a digit and base64).

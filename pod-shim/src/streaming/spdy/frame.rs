@@ -25,7 +25,7 @@ pub const GOAWAY_OK: u32 = 0;
 pub const GOAWAY_PROTOCOL_ERROR: u32 = 1;
 const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
 /// Largest frame payload accepted (SPDY's length field allows 16 MiB).
-const MAX_FRAME: usize = 1024 * 1024;
+pub const MAX_FRAME: usize = 1024 * 1024;
 /// How much of a frame's payload is allocated before its bytes have arrived.
 const READ_STEP: usize = 64 * 1024;
 /// Settings read from one SETTINGS frame; the protocol defines eight.

@@ -9,9 +9,9 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use super::frame::{protocol, SpdyError};
 
 /// Largest decompressed header block accepted.
-const MAX_HEADER_BLOCK: usize = 64 * 1024;
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// Headers accepted in one block.
-const MAX_HEADERS: usize = 1024;
+pub const MAX_HEADERS: usize = 1024;
 
 /// The SPDY/3 header dictionary: the specification's length-prefixed words, then its tail.
 pub static DICTIONARY: LazyLock<Vec<u8>> = LazyLock::new(|| {

@@ -15,8 +15,10 @@ pub use flow::INITIAL_WINDOW;
 pub use frame::{
     control_frame, data_header, goaway_frame, parse_head, read_frame, reset_frame, window_frame,
     Control, Frame, Head, SpdyError, CANCEL, FLAG_FIN, FLOW_CONTROL_ERROR, GOAWAY, GOAWAY_OK,
-    GOAWAY_PROTOCOL_ERROR, HEADERS, PING, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS,
-    SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
+    GOAWAY_PROTOCOL_ERROR, HEADERS, MAX_FRAME, PING, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM,
+    SETTINGS, SYN_REPLY, SYN_STREAM, WINDOW_UPDATE,
 };
-pub use header::{HeaderDecoder, HeaderEncoder, Headers, DICTIONARY};
+pub use header::{
+    HeaderDecoder, HeaderEncoder, Headers, DICTIONARY, MAX_HEADERS, MAX_HEADER_BLOCK,
+};
 pub use session::{serve, Sender, Session, Stream, MAX_DATA};

@@ -1,0 +1,51 @@
+//! The request head a streaming client opens with, as the front reads it and the shim parses
+//! it: the head's end, the request line and headers, the session path and its token, query
+//! parameters (ports, commands), upgrade and subprotocol headers and their negotiation.
+//!
+//! Promises checked: the parsed head lies within the bytes; a path accepted names a known
+//! kind and a well-formed token whose shim prefix is its first 16 hex digits; negotiation
+//! picks only what this side speaks.
+#![no_main]
+
+use dockpod_proto::streaming::{self, KINDS, MAX_HEAD};
+use libfuzzer_sys::fuzz_target;
+use pod_shim::streaming::{http, negotiate};
+
+const SPOKEN: [&str; 4] = [
+    "v5.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "SPDY/3.1+portforward.k8s.io",
+    "portforward.k8s.io",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let data = &data[..data.len().min(MAX_HEAD)];
+    if let Some(end) = streaming::head_end(data) {
+        assert!(end <= data.len() && data[..end].ends_with(b"\r\n\r\n"));
+    }
+    let Ok((request, len)) = http::parse(data) else {
+        return;
+    };
+    assert!(len <= data.len());
+    if let Some((kind, token)) = streaming::parse_path(&request.path) {
+        assert!(KINDS.contains(&kind));
+        let shim = streaming::token_shim(token).expect("an accepted path has a valid token");
+        assert!(token.starts_with(shim) && shim.len() == 16);
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    for name in ["command", "ports", "stdin", "tty", "container"] {
+        for value in request.query(name) {
+            assert!(!value.contains('&'));
+        }
+    }
+    let _ = request.upgrades_to("websocket");
+    let _ = request.header("sec-websocket-key");
+    for header in ["sec-websocket-protocol", "x-stream-protocol-version"] {
+        let offered = request.header_values(header);
+        assert!(offered.iter().all(|o| !o.is_empty() && !o.contains(',')));
+        if let Some(chosen) = negotiate(&offered, &SPOKEN) {
+            assert!(SPOKEN.contains(&chosen));
+            assert!(offered.iter().any(|o| o.eq_ignore_ascii_case(chosen)));
+        }
+    }
+});
