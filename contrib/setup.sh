@@ -10,8 +10,8 @@
 #      localhost/dockpod/pause:1 and the tool image localhost/dockpod/busybox:1;
 #   4. builds the release binaries (target/release/shim-manager, target/release/pod-shim) and
 #      installs cargo-deb (pinned), which `contrib/package.sh` builds the Debian package with;
-#   5. installs the real third-party clients the tests drive (Python grpcio and grpcio-tools
-#      from PyPI, pinned) into a virtual environment, target/test-python;
+#   5. installs the real third-party clients the tests drive (Python grpcio and grpcio-tools,
+#      and websocket-client, from PyPI, pinned) into a virtual environment, target/test-python;
 #   6. raises fs.inotify.max_user_instances to INOTIFY_INSTANCES (8192) where it is lower: a
 #      pod shim follows each container's json-file log with an inotify instance of its own,
 #      and Debian's 128 run out past about 125 containers (a shim then polls the file).
@@ -28,8 +28,10 @@ TOOL_IMAGE=localhost/dockpod/busybox:1
 INOTIFY_INSTANCES=8192
 PACKAGES=(docker.io crun protobuf-compiler busybox-static containernetworking-plugins docker-registry iproute2 iptables python3 python3-venv e2fsprogs debootstrap systemd)
 CARGO_DEB_VERSION=3.8.0
-# The tests' Python CRI client: grpcio since 1.57 sends a unix socket's path as :authority.
-PYTHON_CLIENTS=(grpcio==1.85.1 grpcio-tools==1.85.1)
+# The tests' Python CRI client (grpcio since 1.57 sends a unix socket's path as :authority),
+# and a real WebSocket client for the streaming tests that send what the project's own
+# framing never would.
+PYTHON_CLIENTS=(grpcio==1.85.1 grpcio-tools==1.85.1 websocket-client==1.9.2)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

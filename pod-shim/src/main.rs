@@ -28,9 +28,8 @@ fn main() -> ExitCode {
     }
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Held until the shim exits: dropping it flushes the lines still queued.
-    let (writer, _log_flush) =
-        pod_shim::own_log::OwnLog::new(config.state_dir.join(dockpod_proto::layout::SHIM_LOG))
-            .non_blocking();
+    let own_log = config.state_dir.join(dockpod_proto::layout::SHIM_LOG);
+    let (writer, _log_flush) = pod_shim::own_log::OwnLog::new(own_log.clone()).non_blocking();
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -39,6 +38,7 @@ fn main() -> ExitCode {
         pod_shim::config::LogFormat::Text => fmt.init(),
         pod_shim::config::LogFormat::Json => fmt.json().init(),
     }
+    dockpod_proto::panics::install(Some(own_log));
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

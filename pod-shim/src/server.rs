@@ -54,6 +54,7 @@ impl Shim for ShimService {
             containers_running: record.running_containers() as u32,
             containers_total: record.containers.len() as u32,
             restarts: record.restarts(),
+            panics: dockpod_proto::panics::count(),
             streaming_sessions: self.streaming.sessions.open() as u32,
             sandbox_starting: self.pod.sandbox_starting(),
             tasks: tokio::runtime::Handle::current()

@@ -54,6 +54,16 @@ pub fn parse_path(path: &str) -> Option<(&str, &str)> {
     (KINDS.contains(&kind) && token_shim(token).is_some()).then_some((kind, token))
 }
 
+/// The path of a request head's request line (`METHOD SP path SP version`), as the front
+/// reads it to route the connection.
+pub fn request_path(head: &[u8]) -> Option<String> {
+    let line = head.split(|b| *b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split(' ');
+    let _method = parts.next()?;
+    parts.next().map(str::to_string)
+}
+
 /// A shim's streaming socket, beside its gRPC socket.
 pub fn shim_stream_socket(run_dir: &Path, shim_id: &str) -> PathBuf {
     crate::layout::shim_socket_dir(run_dir).join(format!("{shim_id}.stream.sock"))
@@ -226,6 +236,11 @@ mod tests {
         );
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(
+            request_path(b"POST /exec/abc HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("/exec/abc")
+        );
+        assert_eq!(request_path(b"\xff\xfe"), None);
     }
 
     #[test]

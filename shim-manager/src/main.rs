@@ -104,6 +104,7 @@ fn init_tracing(level: &str, format: LogFormat) {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
+    dockpod_proto::panics::install(None);
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {

@@ -1,7 +1,9 @@
 //! The front's Prometheus metrics (prometheus-client), served in the text format on
 //! `--metrics-bind-addr`: latency and errors of every CRI method, latency of the front's own
 //! Docker API calls, the calls it makes to pod shims (by method), the number of pod shims,
-//! shim restarts, and each shim's RSS and PSS (read from /proc at scrape time).
+//! shim restarts, each shim's RSS and PSS (read from /proc at scrape time), and the panics
+//! that ended one streaming session or connection (`dockpod_panics_total`: the front's own,
+//! and each shim's as of its last Info answer, which the liveness probe asks for).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +54,21 @@ struct Shim {
     sandbox: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PanicSource {
+    process: String,
+    shim: String,
+    sandbox: String,
+}
+
+fn shim_source(shim_id: &str, sandbox_id: &str) -> PanicSource {
+    PanicSource {
+        process: "pod-shim".into(),
+        shim: shim_id.to_string(),
+        sandbox: sandbox_id.to_string(),
+    }
+}
+
 type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -69,6 +86,9 @@ pub struct Metrics {
     shim_restarts: Counter,
     shim_rss: Family<Shim, Gauge>,
     shim_pss: Family<Shim, Gauge>,
+    panics: Family<PanicSource, Counter>,
+    /// Each shim's sandbox and panic count as it last reported them, by shim ID.
+    shim_panics_seen: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
 }
 
 /// The process's metrics.
@@ -88,6 +108,7 @@ impl Metrics {
         let shim_restarts = Counter::default();
         let shim_rss = Family::<Shim, Gauge>::default();
         let shim_pss = Family::<Shim, Gauge>::default();
+        let panics = Family::<PanicSource, Counter>::default();
         registry.register(
             "cri_request_duration_seconds",
             "Latency of CRI calls by method",
@@ -124,6 +145,12 @@ impl Metrics {
             "Proportional set size (PSS) of each pod shim",
             shim_pss.clone(),
         );
+        registry.register(
+            "panics",
+            "Panics that ended one streaming session or connection, not the process: the \
+             front's (process=\"front\") and each pod shim's",
+            panics.clone(),
+        );
         Metrics {
             registry,
             cri_latency,
@@ -134,7 +161,50 @@ impl Metrics {
             shim_restarts,
             shim_rss,
             shim_pss,
+            panics,
+            shim_panics_seen: Default::default(),
         }
+    }
+
+    /// Records a shim's panic count from its Info answer. A count below the last one is a
+    /// new shim process counting from zero.
+    pub fn shim_panics(&self, shim_id: &str, sandbox_id: &str, reported: u64) {
+        let mut seen = self
+            .shim_panics_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let last = seen
+            .insert(shim_id.to_string(), (sandbox_id.to_string(), reported))
+            .map_or(0, |(_, n)| n);
+        let new = if reported >= last {
+            reported - last
+        } else {
+            reported
+        };
+        self.panics
+            .get_or_create(&shim_source(shim_id, sandbox_id))
+            .inc_by(new);
+    }
+
+    /// The front's own count, and the shims' series kept only for shims that still exist.
+    fn render_panics(&self, shims: &[ShimProcess]) {
+        let front = self.panics.get_or_create(&PanicSource {
+            process: "front".into(),
+            shim: String::new(),
+            sandbox: String::new(),
+        });
+        front.inc_by(dockpod_proto::panics::count().saturating_sub(front.get()));
+        let mut seen = self
+            .shim_panics_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        seen.retain(|id, (sandbox, _)| {
+            let exists = shims.iter().any(|s| &s.shim_id == id);
+            if !exists {
+                self.panics.remove(&shim_source(id, sandbox));
+            }
+            exists
+        });
     }
 
     fn observe_cri(&self, method: &str, took: Duration, code: Option<&str>) {
@@ -169,6 +239,7 @@ impl Metrics {
     /// The metrics in Prometheus' text format, with the shims' figures read now.
     pub fn render(&self, shims: Vec<ShimProcess>) -> String {
         self.shims.set(shims.len() as i64);
+        self.render_panics(&shims);
         self.shim_rss.clear();
         self.shim_pss.clear();
         for shim in shims {

@@ -2,6 +2,7 @@
 //! only the HTTP request head (bounded in size and time), takes the pod's shim from the URL's
 //! token, and hands the connection itself over to that shim's streaming socket. From then on
 //! the front is out of the data path: killing or restarting it leaves the session running.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dockpod_proto::streaming::{
-    hand_over, head_end, parse_path, shim_stream_socket, token_shim, MAX_HEAD,
+    hand_over, head_end, parse_path, request_path, shim_stream_socket, token_shim, MAX_HEAD,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,7 +53,8 @@ pub async fn start(addr: SocketAddr, run_dir: PathBuf) -> std::io::Result<String
                 }
             };
             let run_dir = run_dir.clone();
-            tokio::spawn(async move {
+            // A bug in one connection's handling ends that connection alone.
+            dockpod_proto::panics::spawn(async move {
                 handle(conn, peer, &run_dir).await;
                 drop(permit);
             });
@@ -115,7 +117,7 @@ async fn read_head(conn: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
         if n == 0 {
             return Err("400 Bad Request");
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
         if head_end(&buf).is_some() {
             return Ok(buf);
         }
@@ -123,15 +125,6 @@ async fn read_head(conn: &mut TcpStream) -> Result<Vec<u8>, &'static str> {
             return Err("431 Request Header Fields Too Large");
         }
     }
-}
-
-/// The path of the request line (`METHOD SP path SP version`).
-fn request_path(head: &[u8]) -> Option<String> {
-    let line = head.split(|b| *b == b'\r').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split(' ');
-    let _method = parts.next()?;
-    parts.next().map(str::to_string)
 }
 
 async fn respond(conn: &mut TcpStream, status: &str) {
@@ -142,18 +135,4 @@ async fn respond(conn: &mut TcpStream, status: &str) {
     );
     let _ = conn.write_all(response.as_bytes()).await;
     let _ = conn.shutdown().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_line_path() {
-        assert_eq!(
-            request_path(b"POST /exec/abc HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
-            Some("/exec/abc")
-        );
-        assert_eq!(request_path(b"\xff\xfe"), None);
-    }
 }

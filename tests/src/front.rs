@@ -27,6 +27,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Front {
     dir: tempfile::TempDir,
     args: Vec<String>,
+    /// Variables set on every front process (and so on the shims it starts).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Where in the log the current process's output starts.
     log_start: u64,
@@ -39,6 +41,18 @@ impl Front {
     /// Starts a front with the default flags plus `extra` and waits until it answers.
     pub async fn start(extra: &[&str]) -> Front {
         let mut front = Front::new(extra);
+        front.spawn();
+        front.wait_ready().await;
+        front
+    }
+
+    /// Starts a front as `start` does, with `env` set on its processes (failpoints, say).
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Front {
+        let mut front = Front::new(extra);
+        front.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         front.spawn();
         front.wait_ready().await;
         front
@@ -66,6 +80,7 @@ impl Front {
         Front {
             dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             child: None,
             log_start: 0,
             activation: None,
@@ -136,6 +151,7 @@ impl Front {
             .arg("--docker-endpoint")
             .arg(crate::docker::endpoint())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         cmd

@@ -116,7 +116,8 @@ pub fn listen(
                     continue;
                 }
                 let streaming = streaming.clone();
-                runtime.spawn(async move {
+                // A session's bug ends that session alone (see `dockpod_proto::panics`).
+                dockpod_proto::panics::spawn_session(&runtime, async move {
                     match TcpStream::from_std(client) {
                         Ok(client) => serve(streaming.clone(), client, head).await,
                         Err(e) => tracing::warn!(error = %e, "a handed-over connection"),
@@ -288,7 +289,7 @@ where
         let stream = streams.get(name)?;
         let out = stream.out.clone();
         let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-        forwarders.push(tokio::spawn(async move {
+        forwarders.push(dockpod_proto::panics::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if !out.send(bytes).await {
                     break;
@@ -302,7 +303,7 @@ where
     let resize = streams.get_mut("resize").map(|s| {
         let data = s.take_data();
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
+        dockpod_proto::panics::spawn(async move {
             let mut decoder = ResizeDecoder::default();
             let Some(mut data) = data else { return };
             while let Some(bytes) = data.recv().await {
@@ -401,7 +402,9 @@ async fn spdy_port_forward(streaming: &Streaming, mut session: spdy::Session) {
         if matches!(halves.get(&request), Some((Some(_), Some(_)))) {
             if let Some((Some(error), Some(data))) = halves.remove(&request) {
                 let pod = streaming.pod.clone();
-                connections.spawn(async move { forward_pair(&pod, error, data).await });
+                connections.spawn(dockpod_proto::panics::Isolated::new(async move {
+                    forward_pair(&pod, error, data).await
+                }));
             }
         }
         while connections.try_join_next().is_some() {}

@@ -40,6 +40,7 @@ pub async fn connect(target: &Target, port: u16) -> io::Result<TcpStream> {
     std::thread::Builder::new()
         .name("port-forward".into())
         .spawn(move || {
+            dockpod_proto::panics::isolate_thread();
             let _ = tx.send(connect_blocking(&target, port));
         })?;
     let stream = rx

@@ -51,6 +51,12 @@ pub enum Outcome {
 
 /// Runs an exec or attach session; a port-forward is no remote command.
 pub async fn run(engine: &Engine, pending: &Pending, io: Io) -> Outcome {
+    use dockpod_proto::failpoints::{armed, STREAM_SESSION_PANIC};
+    if let Pending::Exec(req) = pending {
+        if req.cmd == ["dockpod-failpoint", "panic"] && armed(STREAM_SESSION_PANIC) {
+            panic!("failpoint {STREAM_SESSION_PANIC}");
+        }
+    }
     match pending {
         Pending::Exec(req) => exec(engine, req, io).await,
         Pending::Attach(req) => attach(engine, req, io).await,

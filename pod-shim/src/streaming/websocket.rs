@@ -183,7 +183,7 @@ fn split(
 ) {
     let (mut sink, stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
+    let writer = dockpod_proto::panics::spawn(async move {
         while let Some(message) = rx.recv().await {
             activity.touch();
             let closing = matches!(message, Message::Close(_));
@@ -198,15 +198,25 @@ fn split(
 
 /// The next message from the client, or None when the connection is over or nothing went
 /// either way for `idle`. Pings are answered by tungstenite as it reads, so a reader that
-/// keeps reading keeps them answered.
+/// keeps reading keeps them answered. A client that breaks the protocol (a message past
+/// `MAX_MESSAGE`, a malformed frame, text that is not UTF-8) is told why in a Close frame
+/// sent on `out`, as RFC 6455 asks, before its session ends.
 async fn next_message(
     incoming: &mut futures_util::stream::SplitStream<Ws>,
     activity: &Activity,
     idle: Duration,
+    out: &mpsc::Sender<Message>,
 ) -> Option<Message> {
     tokio::select! {
         message = incoming.next() => match message {
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => None,
+            Some(Ok(Message::Close(_))) | None => None,
+            Some(Err(e)) => {
+                if let Some(close) = refusal(&e) {
+                    tracing::info!(error = %e, "closing a WebSocket session that broke the protocol");
+                    let _ = out.send(Message::Close(Some(close))).await;
+                }
+                None
+            }
             Some(Ok(message)) => {
                 activity.touch();
                 Some(message)
@@ -217,6 +227,22 @@ async fn next_message(
             None
         }
     }
+}
+
+/// The Close frame that tells a client why its bytes ended the session, for errors of its
+/// making (not for a connection that just went away).
+fn refusal(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error;
+    let code = match e {
+        Error::Capacity(_) => CloseCode::Size,
+        Error::Utf8(_) => CloseCode::Invalid,
+        Error::Protocol(_) => CloseCode::Protocol,
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: e.to_string().chars().take(100).collect::<String>().into(),
+    })
 }
 
 /// Hands `data` to a channel's consumer, waiting while its buffer is full (WebSocket has no
@@ -245,10 +271,11 @@ where
     let (stdin_feeder, stdin_rx) = inbound::open(&inflow, None);
     let (resize_tx, resize_rx) = mpsc::channel(4);
     let v5 = protocol == V5;
-    let reader = tokio::spawn(async move {
+    let refusals = out.clone();
+    let reader = dockpod_proto::panics::spawn(async move {
         let mut stdin = Some(stdin_feeder);
         let mut sizes = ResizeDecoder::default();
-        while let Some(message) = next_message(&mut incoming, &activity, idle).await {
+        while let Some(message) = next_message(&mut incoming, &activity, idle, &refusals).await {
             let Some((channel, data)) = unframe(message, base64) else {
                 continue;
             };
@@ -275,7 +302,7 @@ where
     let mut output = |channel: u8| {
         let (tx, mut rx) = mpsc::channel::<Bytes>(8);
         let out = out.clone();
-        forwarders.push(tokio::spawn(async move {
+        forwarders.push(dockpod_proto::panics::spawn(async move {
             while let Some(bytes) = rx.recv().await {
                 if out.send(frame(channel, &bytes, base64)).await.is_err() {
                     break;
@@ -296,7 +323,7 @@ where
         for f in forwarders {
             let _ = f.await;
         }
-        let status = if protocol == V4 || v5 {
+        let status = if protocol == V4 || protocol == V4_BASE64 || v5 {
             remote::status_json(&outcome)
         } else {
             remote::status_text(&outcome)
@@ -335,7 +362,7 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>, base64:
         to_pod.insert(data, feeder);
         let out = out.clone();
         let pod = streaming.pod.clone();
-        relays.spawn(async move {
+        relays.spawn(dockpod_proto::panics::Isolated::new(async move {
             let connected = match super::port_target(&pod).await {
                 Ok(target) => super::portforward::connect(&target, port)
                     .await
@@ -361,10 +388,10 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>, base64:
                     let _ = out.send(frame(error, message.as_bytes(), base64)).await;
                 }
             }
-        });
+        }));
     }
     let idle = streaming.idle_timeout;
-    while let Some(message) = next_message(&mut incoming, &activity, idle).await {
+    while let Some(message) = next_message(&mut incoming, &activity, idle, &out).await {
         if let Some((channel, data)) = unframe(message, base64) {
             if let Some(feeder) = to_pod.get(&channel) {
                 if !feed(feeder, data).await {
@@ -384,7 +411,7 @@ async fn ws_port_forward(streaming: &Streaming, ws: Ws, ports: Vec<u16>, base64:
 fn tunnel(ws: Ws) -> tokio::io::DuplexStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
+    dockpod_proto::panics::spawn(async move {
         let (mut sink, mut stream) = ws.split();
         let (mut read, mut write) = tokio::io::split(ours);
         let inbound = async {

@@ -78,6 +78,17 @@ impl Exec {
             .unwrap_or_else(|e| panic!("the client reports an error, not an exit code: {e}"))
     }
 
+    /// Asserts a pre-v4 session (`channel.k8s.io`, `base64.channel.k8s.io`) reported exactly
+    /// `code` as the kubelet's server writes it there: nothing for 0, else the text its
+    /// clients show.
+    pub fn assert_exit_text(&self, code: i64) {
+        let expected = match code {
+            0 => String::new(),
+            code => format!("command terminated with non-zero exit code: exit status {code}"),
+        };
+        assert_eq!(self.status_text(), expected);
+    }
+
     /// Asserts the session reported exactly `code`, with the whole status a v4 server sends:
     /// `Success` for 0; for anything else `Failure` with reason `NonZeroExitCode` and one
     /// `ExitCode` cause naming the code.

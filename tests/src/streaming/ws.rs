@@ -81,7 +81,7 @@ pub async fn exec(url: &str, protocol: &str, input: Option<&[u8]>) -> Exec {
         .await
         .unwrap_or_else(|e| panic!("websocket upgrade refused: {e}"));
     assert_eq!(chosen, protocol);
-    let base64 = protocol.starts_with("base64");
+    let base64 = protocol.contains("base64");
     if let Some(input) = input {
         ws.send(frame(0, input, base64)).await.expect("send stdin");
         if protocol == "v5.channel.k8s.io" {

@@ -11,6 +11,7 @@ mod cut;
 mod disk;
 mod docker_requests;
 mod doctor;
+mod hostile;
 mod images;
 mod logs;
 mod network;

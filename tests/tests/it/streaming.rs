@@ -51,7 +51,7 @@ async fn spdy_exec_carries_stdin_eof_output_streams_and_the_exit_code() {
 
 /// Every exit code reaches the client exactly, through clients as strict as the Kubernetes
 /// ones: over SPDY (reading stops at GOAWAY, as in client-go's spdystream) and over
-/// WebSocket (v5 and v4), with and without stdin, and with a TTY.
+/// WebSocket (v5, v4 and the base64 ones), with and without stdin, and with a TTY.
 #[tokio::test]
 async fn every_exit_code_reaches_strict_clients_over_spdy_and_websocket() {
     let front = Front::start(&[]).await;
@@ -61,12 +61,15 @@ async fn every_exit_code_reaches_strict_clients_over_spdy_and_websocket() {
     for code in [0i64, 1, 7, 255] {
         let with_stdin = format!("cat; echo err >&2; exit {code}");
         let without = format!("echo out; echo err >&2; exit {code}");
-        let cases: [(&str, &str, Option<&[u8]>); 5] = [
+        let cases: [(&str, &str, Option<&[u8]>); 8] = [
             ("spdy", &with_stdin, Some(b"in\n")),
             ("v5.channel.k8s.io", &with_stdin, Some(b"in\n")),
             ("spdy", &without, None),
             ("v5.channel.k8s.io", &without, None),
             ("v4.channel.k8s.io", &without, None),
+            ("v4.base64.channel.k8s.io", &without, None),
+            ("channel.k8s.io", &without, None),
+            ("base64.channel.k8s.io", &without, None),
         ];
         for (transport, script, input) in cases {
             let what = format!("{transport}, exit {code}, stdin {}", input.is_some());
@@ -88,7 +91,12 @@ async fn every_exit_code_reaches_strict_clients_over_spdy_and_websocket() {
             let expected = if input.is_some() { "in\n" } else { "out\n" };
             assert_eq!(out.stdout(), expected, "{what}");
             assert_eq!(out.stderr(), "err\n", "{what}");
-            out.assert_exit(code);
+            if transport.starts_with("v") || transport == "spdy" {
+                assert!(!out.status.is_empty(), "{what}: no status");
+                out.assert_exit(code);
+            } else {
+                out.assert_exit_text(code);
+            }
         }
 
         // A TTY: the shell reads its exit from the terminal.

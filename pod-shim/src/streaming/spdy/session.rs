@@ -223,10 +223,11 @@ where
         peer_keeps_windows: false,
         session_window_raised: false,
     };
-    let mut reader = tokio::spawn(reader.run(read));
-    let mut writer = tokio::spawn(write_loop(write, data_rx, control_rx, activity.clone()));
+    let mut reader = dockpod_proto::panics::spawn(reader.run(read));
+    let mut writer =
+        dockpod_proto::panics::spawn(write_loop(write, data_rx, control_rx, activity.clone()));
     let control = sender.clone();
-    let done = tokio::spawn(async move {
+    let done = dockpod_proto::panics::spawn(async move {
         let mut writer_done = false;
         let mut flush = true;
         tokio::select! {
