@@ -34,6 +34,26 @@ pub fn list_dir(dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The Python of the virtual environment `contrib/setup.sh` installs the tests' real clients
+/// into (grpcio, websocket-client).
+pub fn python() -> std::path::PathBuf {
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-python/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run contrib/setup.sh, which installs the tests' Python clients",
+        python.display()
+    );
+    python
+}
+
+/// One of the tests' Python scripts (`tests/python/<name>`).
+pub fn python_script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
 /// A name no other test (in this or a concurrent test process) uses: lowercase, so it is also
 /// a valid image repository component.
 pub fn unique(prefix: &str) -> String {

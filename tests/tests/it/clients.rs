@@ -5,7 +5,7 @@
 //! before kubernetes/kubernetes#123463 did; grpc-java; grpcurl -unix), on the CRI socket and on
 //! a shim's socket.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use dockpod_proto::cri::*;
@@ -14,21 +14,10 @@ use dockpod_tests::front::Front;
 use dockpod_tests::h2raw;
 use prost::Message;
 
-/// The virtual environment `contrib/setup.sh` installs the Python clients into.
-fn python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-python/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run contrib/setup.sh, which installs the tests' Python clients",
-        python.display()
-    );
-    python
-}
-
 /// Runs `tests/python/cri_client.py` against `socket`; what it printed, as JSON.
 fn grpcio(socket: &Path, scenario: &str, args: serde_json::Value) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/cri_client.py");
-    let out = Command::new(python())
+    let script = dockpod_tests::python_script("cri_client.py");
+    let out = Command::new(dockpod_tests::python())
         .arg(script)
         .arg(UPSTREAM_PROTO)
         .arg(socket)

@@ -4,7 +4,7 @@
 //! session that panics inside the shim. Each time the pod's shim keeps its PID and is never
 //! restarted, a session opened before goes on working, and the bad session alone ends.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,16 +29,6 @@ const WS_PROTOCOLS: [&str; 5] = [
     "channel.k8s.io",
     "base64.channel.k8s.io",
 ];
-
-fn python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-python/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run contrib/setup.sh",
-        python.display()
-    );
-    python
-}
 
 /// A pod whose container sleeps, and its shim's PID.
 async fn pod(front: &Front, rt: &mut Rt, name: &str, logs: &Path) -> (String, String, u32) {
@@ -103,9 +93,9 @@ async fn malformed_websocket_messages_on_every_subprotocol_end_only_their_sessio
     let mut bystander = Bystander::open(&mut rt, &c).await;
     for protocol in WS_PROTOCOLS {
         let url = exec_url(&mut rt, &c, &["cat"], true, false).await;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/ws_hostile.py");
+        let script = dockpod_tests::python_script("ws_hostile.py");
         let out = tokio::task::spawn_blocking(move || {
-            Command::new(python())
+            Command::new(dockpod_tests::python())
                 .arg(script)
                 .args([&url, protocol])
                 .output()
