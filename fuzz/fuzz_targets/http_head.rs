@@ -1,5 +1,6 @@
-//! The request head a streaming client opens with, as the front reads it and the shim parses
-//! it: the head's end, the request line and headers, the session path and its token, query
+//! The request head a streaming client opens with, as the front reads it (its end, the
+//! request line's path it routes by) and the shim parses it: the request line and headers,
+//! the session path and its token, query
 //! parameters (ports, commands), upgrade and subprotocol headers and their negotiation.
 //!
 //! Promises checked: the parsed head lies within the bytes; a path accepted names a known
@@ -22,6 +23,10 @@ fuzz_target!(|data: &[u8]| {
     let data = &data[..data.len().min(MAX_HEAD)];
     if let Some(end) = streaming::head_end(data) {
         assert!(end <= data.len() && data[..end].ends_with(b"\r\n\r\n"));
+    }
+    if let Some(path) = streaming::request_path(data) {
+        assert!(!path.contains(' ') && !path.contains('\r'));
+        let _ = streaming::parse_path(&path);
     }
     let Ok((request, len)) = http::parse(data) else {
         return;

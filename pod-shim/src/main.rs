@@ -15,6 +15,7 @@ use pod_shim::state::Store;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    pod_shim::memory::single_arena();
     let config = ShimConfig::parse();
     if config.daemonize {
         match detach() {
