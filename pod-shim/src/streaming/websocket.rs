@@ -241,7 +241,14 @@ fn refusal(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseFrame> {
     };
     Some(CloseFrame {
         code,
-        reason: e.to_string().chars().take(100).collect::<String>().into(),
+        // A Close frame's reason has room for 123 bytes.
+        reason: e
+            .to_string()
+            .chars()
+            .filter(char::is_ascii)
+            .take(120)
+            .collect::<String>()
+            .into(),
     })
 }
 
