@@ -14,6 +14,10 @@ pub fn single_arena() {
     // SAFETY: mallopt only sets a glibc tunable; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        // Fixed thresholds: glibc's dynamic ones grow after the first large buffer is freed
+        // (a Docker answer of a few hundred KiB), and from then on keep that much heap.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
     }
 }
 
