@@ -28,10 +28,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     let (mut front, mut shim) = UnixStream::pair().expect("socket pair");
-    let first = usize::from(first_len)
-        .min(bytes.len())
-        .max(1)
-        .min(bytes.len());
+    let first = usize::from(first_len).max(1).min(bytes.len());
     let (opening, rest) = bytes.split_at(first);
     let passed = [front.as_raw_fd()];
     let rights = [ControlMessage::ScmRights(&passed)];

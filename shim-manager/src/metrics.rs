@@ -61,14 +61,6 @@ struct PanicSource {
     sandbox: String,
 }
 
-fn shim_source(shim_id: &str, sandbox_id: &str) -> PanicSource {
-    PanicSource {
-        process: "pod-shim".into(),
-        shim: shim_id.to_string(),
-        sandbox: sandbox_id.to_string(),
-    }
-}
-
 type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -87,8 +79,8 @@ pub struct Metrics {
     shim_rss: Family<Shim, Gauge>,
     shim_pss: Family<Shim, Gauge>,
     panics: Family<PanicSource, Counter>,
-    /// Each shim's sandbox and panic count as it last reported them, by shim ID.
-    shim_panics_seen: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
+    /// Each shim's panic count as it last reported it, by shim ID.
+    shim_panics_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// The process's metrics.
@@ -166,45 +158,39 @@ impl Metrics {
         }
     }
 
-    /// Records a shim's panic count from its Info answer. A count below the last one is a
-    /// new shim process counting from zero.
-    pub fn shim_panics(&self, shim_id: &str, sandbox_id: &str, reported: u64) {
-        let mut seen = self
-            .shim_panics_seen
+    /// Records a shim's panic count from its Info answer.
+    pub fn shim_panics(&self, shim_id: &str, reported: u64) {
+        self.shim_panics_seen
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let last = seen
-            .insert(shim_id.to_string(), (sandbox_id.to_string(), reported))
-            .map_or(0, |(_, n)| n);
-        let new = if reported >= last {
-            reported - last
-        } else {
-            reported
-        };
-        self.panics
-            .get_or_create(&shim_source(shim_id, sandbox_id))
-            .inc_by(new);
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shim_id.to_string(), reported);
     }
 
-    /// The front's own count, and the shims' series kept only for shims that still exist.
+    /// Every series set from the processes' own counts: the front's, and each shim's that
+    /// still exists as it last reported it (a shim started again counts from zero, which
+    /// Prometheus reads as a counter reset).
     fn render_panics(&self, shims: &[ShimProcess]) {
-        let front = self.panics.get_or_create(&PanicSource {
-            process: "front".into(),
-            shim: String::new(),
-            sandbox: String::new(),
-        });
-        front.inc_by(dockpod_proto::panics::count().saturating_sub(front.get()));
+        self.panics.clear();
+        let source = |process: &str, shim: &str, sandbox: &str| PanicSource {
+            process: process.into(),
+            shim: shim.into(),
+            sandbox: sandbox.into(),
+        };
+        self.panics
+            .get_or_create(&source("front", "", ""))
+            .inc_by(dockpod_proto::panics::count());
         let mut seen = self
             .shim_panics_seen
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        seen.retain(|id, (sandbox, _)| {
-            let exists = shims.iter().any(|s| &s.shim_id == id);
-            if !exists {
-                self.panics.remove(&shim_source(id, sandbox));
+        seen.retain(|id, _| shims.iter().any(|s| &s.shim_id == id));
+        for shim in shims {
+            if let Some(reported) = seen.get(&shim.shim_id) {
+                self.panics
+                    .get_or_create(&source("pod-shim", &shim.shim_id, &shim.sandbox_id))
+                    .inc_by(*reported);
             }
-            exists
-        });
+        }
     }
 
     fn observe_cri(&self, method: &str, took: Duration, code: Option<&str>) {

@@ -54,9 +54,7 @@ impl ShimHandle {
                 )
             })?
             .map(tonic::Response::into_inner)
-            .inspect(|info| {
-                crate::metrics::global().shim_panics(&self.shim_id, &self.sandbox_id, info.panics)
-            })
+            .inspect(|info| crate::metrics::global().shim_panics(&self.shim_id, info.panics))
             .map_err(|e| format!("shim {}: {}", self.shim_id, e.message()))
     }
 

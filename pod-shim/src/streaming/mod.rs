@@ -34,12 +34,14 @@ use sessions::{Pending, Refused, Sessions, Streams};
 /// How long a client has to open the streams of a session.
 const STREAMS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The first remote-command subprotocol, what a client that offers none speaks.
+const SPDY_REMOTE_FIRST: &str = "channel.k8s.io";
 /// Remote-command subprotocols over SPDY, best first.
 const SPDY_REMOTE: [&str; 4] = [
     "v4.channel.k8s.io",
     "v3.channel.k8s.io",
     "v2.channel.k8s.io",
-    "channel.k8s.io",
+    SPDY_REMOTE_FIRST,
 ];
 const PORT_FORWARD: &str = "portforward.k8s.io";
 
@@ -199,7 +201,7 @@ async fn serve_spdy(
     // A client that offers nothing speaks the first version of its protocol.
     let (supported, first): (&[&str], &str) = match pending {
         Pending::PortForward(_) => (&[PORT_FORWARD], PORT_FORWARD),
-        _ => (&SPDY_REMOTE, "channel.k8s.io"),
+        _ => (&SPDY_REMOTE, SPDY_REMOTE_FIRST),
     };
     let protocol = if offered.is_empty() {
         first
