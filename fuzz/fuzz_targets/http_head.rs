@@ -1,11 +1,13 @@
 //! The request head a streaming client opens with, as the front reads it (its end, the
 //! request line's path it routes by) and the shim parses it: the request line and headers,
 //! the session path and its token, query
-//! parameters (ports, commands), upgrade and subprotocol headers and their negotiation.
+//! parameters (ports, commands), upgrade and subprotocol headers and their negotiation; and the
+//! front's reading of a gRPC client's `grpc-timeout` header.
 //!
 //! Promises checked: the parsed head lies within the bytes; a path accepted names a known
 //! kind and a well-formed token whose shim prefix is its first 16 hex digits; negotiation
-//! picks only what this side speaks.
+//! picks only what this side speaks; a timeout accepted is at most 8 digits and a unit, and
+//! never longer than 99999999 hours.
 #![no_main]
 
 use dockpod_proto::streaming::{self, KINDS, MAX_HEAD};
@@ -21,6 +23,10 @@ const SPOKEN: [&str; 4] = [
 
 fuzz_target!(|data: &[u8]| {
     let data = &data[..data.len().min(MAX_HEAD)];
+    if let Some(timeout) = shim_manager::deadline::parse_timeout(data) {
+        assert!(data.len() <= 9);
+        assert!(timeout <= std::time::Duration::from_secs(99_999_999 * 3600));
+    }
     if let Some(end) = streaming::head_end(data) {
         assert!(end <= data.len() && data[..end].ends_with(b"\r\n\r\n"));
     }

@@ -244,8 +244,8 @@ pub async fn record(
     Ok(record)
 }
 
-/// One of the pod's containers, as its name, labels and Docker's inspection describe it; its
-/// state is filled in by the shim's first look at Docker. The pod's name, namespace and UID
+/// One of the pod's containers, as its name, labels and Docker's inspection describe it, in
+/// the state that inspection found. The pod's name, namespace and UID
 /// are added to its labels from the name where cri-dockerd's caller set none, as dockpod
 /// labels every container of its own (clients such as crictl show the pod from them).
 fn container(inspect: &ContainerInspectResponse) -> ContainerRecord {
@@ -264,7 +264,7 @@ fn container(inspect: &ContainerInspectResponse) -> ContainerRecord {
         }
     }
     let docker_config = inspect.config.clone().unwrap_or_default();
-    ContainerRecord {
+    let mut record = ContainerRecord {
         id: inspect.id.clone().unwrap_or_default(),
         config: ContainerConfig {
             metadata: Some(ContainerMetadata {
@@ -294,7 +294,12 @@ fn container(inspect: &ContainerInspectResponse) -> ContainerRecord {
         state: ContainerState::ContainerCreated as i32,
         docker_log: true,
         ..Default::default()
-    }
+    };
+    // The state is Docker's, as this very inspection read it: a status answered before the
+    // shim's first refresh must not call a running container created (the kubelet would
+    // start it again).
+    record.observe(&crate::docker::observe(Some(inspect)));
+    record
 }
 
 /// The pod's own CNI attachment as libcni cached it for cri-dockerd (not its loopback one),
@@ -333,5 +338,39 @@ mod tests {
         assert!(Checkpoint::load(&path).is_err());
         std::fs::write(&path, b"{").expect("write");
         assert!(Checkpoint::load(&path).is_err());
+    }
+
+    #[test]
+    fn an_adopted_container_is_in_the_state_its_inspection_found() {
+        let inspect = |state: serde_json::Value| -> ContainerInspectResponse {
+            serde_json::from_value(serde_json::json!({
+                "Id": "abc",
+                "Name": "/k8s_app_web_shop_uid_0",
+                "State": state,
+                "Config": {"Labels": {}},
+            }))
+            .expect("inspection")
+        };
+        let running = container(&inspect(serde_json::json!({
+            "Running": true,
+            "StartedAt": "2026-12-06T04:17:36.651446221Z",
+            "FinishedAt": "0001-01-01T00:00:00Z",
+        })));
+        assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+        assert!(running.started_at > 0);
+        let exited = container(&inspect(serde_json::json!({
+            "Running": false,
+            "ExitCode": 3,
+            "StartedAt": "2026-12-06T04:17:36.651446221Z",
+            "FinishedAt": "2026-12-06T04:17:36.656240981Z",
+        })));
+        assert_eq!(exited.state, ContainerState::ContainerExited as i32);
+        assert_eq!(exited.exit_code, 3);
+        let created = container(&inspect(serde_json::json!({
+            "Running": false,
+            "StartedAt": "0001-01-01T00:00:00Z",
+            "FinishedAt": "0001-01-01T00:00:00Z",
+        })));
+        assert_eq!(created.state, ContainerState::ContainerCreated as i32);
     }
 }

@@ -110,11 +110,22 @@ impl Engine {
         Ok(created.id)
     }
 
+    /// Starts a container. A start whose OCI runtime lost its own init process before that
+    /// had set anything up is tried once more: nothing of the container ran, and runc's init
+    /// dies that way under load (seen on a loaded 2-core node with Docker 26), not because of
+    /// anything in the container's configuration, which the second try would fail on again.
     pub async fn start(&self, id: &str) -> Result<()> {
-        match self.docker.start_container(id, None).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_modified(&e) => Ok(()),
-            Err(e) => Err(Error::docker(format!("starting container {id}"))(e)),
+        let mut retried = false;
+        loop {
+            match self.docker.start_container(id, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_not_modified(&e) => return Ok(()),
+                Err(e) if !retried && runtime_init_lost(&e) => {
+                    tracing::warn!(container = %id, error = %e, "the OCI runtime lost its init before the container ran; starting once more");
+                    retried = true;
+                }
+                Err(e) => return Err(Error::docker(format!("starting container {id}"))(e)),
+            }
         }
     }
 
@@ -129,7 +140,13 @@ impl Engine {
         match self.docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
-            Err(e) => Err(Error::docker(format!("stopping container {id}"))(e)),
+            // Docker answers a stop of a container whose task containerd lost with a 500; what
+            // the caller asked for holds if Docker now has it stopped or not at all.
+            Err(e) => match self.inspect(id).await {
+                Ok(None) => Ok(()),
+                Ok(Some(c)) if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => Ok(()),
+                _ => Err(Error::docker(format!("stopping container {id}"))(e)),
+            },
         }
     }
 
@@ -143,7 +160,12 @@ impl Engine {
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if dockpod_proto::docker_errors::is_removed_already(&e) => Ok(()),
-            Err(e) => Err(Error::docker(format!("removing container {id}"))(e)),
+            // Docker's answer may be about a part of the container (its task, its layer) that
+            // went with it: the container's absence decides.
+            Err(e) => match self.inspect(id).await {
+                Ok(None) => Ok(()),
+                _ => Err(Error::docker(format!("removing container {id}"))(e)),
+            },
         }
     }
 
@@ -231,6 +253,19 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Docker's answer to a start whose runc init died before its preliminary setup (runc 1.1's
+/// and later phrasings: "waiting for init preliminary setup", "read init-p: connection reset
+/// by peer").
+fn runtime_init_lost(e: &bollard::errors::Error) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } => message.contains("init-p: connection reset by peer"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
@@ -245,5 +280,23 @@ mod tests {
         assert_eq!(parse_time("2263-01-01T00:00:00Z"), 0);
         assert_eq!(parse_time("9999-12-31T23:59:59.999999999Z"), 0);
         assert!(parse_time("2262-01-01T00:00:00Z") > 0);
+    }
+
+    #[test]
+    fn only_a_lost_runtime_init_is_started_again() {
+        let answer =
+            |status_code, message: &str| bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.into(),
+            };
+        assert!(runtime_init_lost(&answer(500, "failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: waiting for init preliminary setup: read init-p: connection reset by peer: unknown")));
+        assert!(!runtime_init_lost(&answer(
+            500,
+            "OCI runtime create failed: exec: \"nosuch\": executable file not found in $PATH"
+        )));
+        assert!(!runtime_init_lost(&answer(
+            404,
+            "read init-p: connection reset by peer"
+        )));
     }
 }

@@ -25,6 +25,12 @@ pub enum Error {
         #[source]
         source: DockerError,
     },
+    /// The Docker name this call needs is another pod's of this instance.
+    #[error("{message}")]
+    NameHeld {
+        message: String,
+        holder: dockpod_proto::name_holder::NameHolder,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -67,6 +73,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Network(_) => Code::Unknown,
+            Error::NameHeld { .. } => Code::AlreadyExists,
             // A full disk is the node's to fix, not a bug: said as such, with the path.
             Error::Io { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
@@ -87,6 +94,9 @@ impl From<dockpod_proto::validate::Invalid> for Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        Status::new(e.code(), e.to_string())
+        match e {
+            Error::NameHeld { message, holder } => holder.status(message),
+            e => Status::new(e.code(), e.to_string()),
+        }
     }
 }

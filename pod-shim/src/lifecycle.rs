@@ -49,6 +49,16 @@ const EXIT_EVENT_WAIT: Duration = Duration::from_millis(250);
 /// Events kept for a slow subscriber before it starts missing them.
 const EVENT_BUFFER: usize = 256;
 
+/// Who stands for a container whose name a create met (see `Pod::holder`).
+enum Holder {
+    /// Nobody: the container is an orphan to remove.
+    Nobody(String),
+    /// Another pod of this instance, whose sandbox it is.
+    Pod(dockpod_proto::name_holder::NameHolder),
+    /// Not this instance's, or this pod's own: Docker's conflict stands.
+    Unknown,
+}
+
 pub struct Pod {
     pub engine: Engine,
     pub instance: String,
@@ -167,12 +177,20 @@ impl Pod {
         runtime_handler: String,
     ) -> Result<String> {
         let _guard = self.ops.pod().await;
-        if !self.record().sandbox_id.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "shim {} already runs sandbox {}",
-                self.shim_id,
-                self.record().sandbox_id
-            )));
+        {
+            let r = self.record();
+            if !r.sandbox_id.is_empty() {
+                // Asked by the front for a retry whose first run made this pod: the same
+                // request is answered with it; any other is not this pod's.
+                if r.ready && r.config == config && r.runtime_handler == runtime_handler {
+                    tracing::info!(sandbox = %r.sandbox_id, "a retried RunPodSandbox: answering with the sandbox its first call made");
+                    return Ok(r.sandbox_id.clone());
+                }
+                return Err(Error::FailedPrecondition(format!(
+                    "shim {} runs sandbox {} of another request (or stopped)",
+                    self.shim_id, r.sandbox_id
+                )));
+            }
         }
         // The handler names one of the engine's runtimes: the front checked it against the
         // engine's list, and Docker refuses a name it does not have.
@@ -485,47 +503,73 @@ impl Pod {
         body: ContainerCreateBody,
     ) -> Result<String> {
         match self.engine.create(name, body.clone()).await {
-            Err(e) if e.is_conflict() => {
-                let Some(orphan) = self.orphan(name).await? else {
-                    return Err(e);
-                };
-                tracing::warn!(container = %orphan, name = %name, "removing a container no shim stands for (a cut create), then creating again");
-                self.engine.remove(&orphan).await?;
-                self.engine.create(name, body).await
-            }
+            Err(e) if e.is_conflict() => match self.holder(name).await? {
+                Holder::Nobody(orphan) => {
+                    tracing::warn!(container = %orphan, name = %name, "removing a container no shim stands for (a cut create), then creating again");
+                    self.engine.remove(&orphan).await?;
+                    self.engine.create(name, body).await
+                }
+                Holder::Pod(holder) => Err(Error::NameHeld {
+                    message: format!(
+                        "the name {name} is sandbox {} of pod shim {}",
+                        holder.sandbox_id, holder.shim_id
+                    ),
+                    holder,
+                }),
+                Holder::Unknown => Err(e),
+            },
             other => other,
         }
     }
 
-    /// The ID of container `name_or_id` if nothing stands for it: it carries this instance's
-    /// labels and either this shim's ID with no record holding it (a shim of this pod died
-    /// between Docker's create and its record), or the ID of a shim whose pod directory is
-    /// gone. The latter is a create Docker finished after its shim was killed and its pod
-    /// cleaned up: the clean-up listed the shim's containers before Docker had made this one,
-    /// and every later RunPodSandbox of the same pod and attempt meets its name.
-    async fn orphan(&self, name_or_id: &str) -> Result<Option<String>> {
+    /// Who stands for container `name_or_id`. Nobody, when it carries this instance's labels
+    /// and either this shim's ID with no record holding it (a shim of this pod died between
+    /// Docker's create and its record), or the ID of a shim whose pod directory is gone. The
+    /// latter is a create Docker finished after its shim was killed and its pod cleaned up:
+    /// the clean-up listed the shim's containers before Docker had made this one, and every
+    /// later RunPodSandbox of the same pod and attempt meets its name. Another pod, when it is
+    /// the sandbox of another shim of this instance whose pod directory is there: the front
+    /// asks that pod (a RunPodSandbox whose answer was lost made it).
+    async fn holder(&self, name_or_id: &str) -> Result<Holder> {
         let Some(inspect) = self.engine.inspect(name_or_id).await? else {
-            return Ok(None);
+            return Ok(Holder::Unknown);
         };
         let id = inspect.id.unwrap_or_default();
         let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
         let instance = labels.get(dockpod_proto::labels::INSTANCE);
         let shim = labels.get(dockpod_proto::labels::SHIM_ID);
-        let orphaned = match shim {
-            _ if id.is_empty() || instance != Some(&self.instance) => false,
+        let sandbox = labels
+            .get(dockpod_proto::labels::DOCKER_TYPE)
+            .map(String::as_str)
+            == Some(dockpod_proto::labels::TYPE_SANDBOX);
+        Ok(match shim {
+            _ if id.is_empty() || instance != Some(&self.instance) => Holder::Unknown,
             Some(shim) if *shim == self.shim_id => {
                 let r = self.record();
-                r.sandbox_id != id && !r.containers.contains_key(&id)
+                if r.sandbox_id != id && !r.containers.contains_key(&id) {
+                    Holder::Nobody(id)
+                } else {
+                    Holder::Unknown
+                }
             }
-            Some(shim) => self
-                .record
-                .store()
-                .dir()
-                .parent()
-                .is_some_and(|pods| dockpod_proto::layout::pod_is_gone(pods, shim)),
-            None => false,
-        };
-        Ok(orphaned.then_some(id))
+            Some(shim) => {
+                let gone = self
+                    .record
+                    .store()
+                    .dir()
+                    .parent()
+                    .is_some_and(|pods| dockpod_proto::layout::pod_is_gone(pods, shim));
+                match (gone, sandbox) {
+                    (true, _) => Holder::Nobody(id),
+                    (false, true) => Holder::Pod(dockpod_proto::name_holder::NameHolder {
+                        sandbox_id: id,
+                        shim_id: shim.clone(),
+                    }),
+                    (false, false) => Holder::Unknown,
+                }
+            }
+            None => Holder::Unknown,
+        })
     }
 
     /// Brings the record and Docker in step when the shim starts (see
@@ -649,6 +693,9 @@ impl Pod {
             dockpod_proto::validate::log_file(&pod_config.log_directory, &config.log_path)?
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
+        if let Some(id) = self.retried_create(&config, &image_id).await? {
+            return Ok(id);
+        }
         let id = self.create_named(&name, body).await?;
         let ticket = self.inspections.ticket();
         let inspected = self.engine.inspect(&id).await.ok().flatten();
@@ -683,6 +730,48 @@ impl Pod {
         self.emit(&id, ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, name = %name, "container created");
         Ok(id)
+    }
+
+    /// A CreateContainer for a name and attempt this pod holds already is a retry whose first
+    /// answer was lost (its caller gave up, or a front or shim died before it answered): the
+    /// container that call made is the answer when it is the one this request describes and
+    /// has not exited. Any other (another configuration, another image, exited) is removed,
+    /// and the caller creates afresh. Either way Docker's name conflict never reaches the
+    /// caller.
+    async fn retried_create(
+        &self,
+        config: &ContainerConfig,
+        image_id: &str,
+    ) -> Result<Option<String>> {
+        let meta = config.metadata.clone().unwrap_or_default();
+        let earlier = self
+            .record()
+            .containers
+            .values()
+            .find(|c| {
+                c.config
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
+            })
+            .map(|c| {
+                let same = c.config == *config
+                    && c.image_id == image_id
+                    && c.state != ContainerState::ContainerExited as i32;
+                (c.id.clone(), same)
+            });
+        match earlier {
+            None => Ok(None),
+            Some((id, true)) => {
+                tracing::info!(container = %id, "a retried CreateContainer: answering with the container its first call made");
+                Ok(Some(id))
+            }
+            Some((id, false)) => {
+                tracing::warn!(container = %id, "a CreateContainer for the name and attempt of another container: removing that one first");
+                self.remove_container(&id).await?;
+                Ok(None)
+            }
+        }
     }
 
     fn logs(&self) -> MutexGuard<'_, HashMap<String, Follower>> {
@@ -773,6 +862,13 @@ impl Pod {
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let id = self.require(id)?;
         let _guard = self.ops.container(&id).await;
+        let log_path = match self.record().containers.get(&id) {
+            Some(c) if !c.log_path.is_empty() && !c.docker_log => Some(c.log_path.clone()),
+            _ => None,
+        };
+        if let Some(path) = log_path {
+            crate::logs::create_file(path.into()).await?;
+        }
         self.engine.start(&id).await?;
         self.follow_log(&id);
         self.refresh_container(&id).await
@@ -865,11 +961,16 @@ impl Pod {
     ) -> Result<(ContainerStatus, HashMap<String, String>)> {
         let id = self.require(id)?;
         // From the last inspection: Docker's events keep it current. Only a container not
-        // inspected since this shim started is read now.
+        // inspected since this shim started is read now, and answered once what that read
+        // found is reported: a respawned or adopting shim's record may predate it.
         let kept = self.inspections.get(&id);
         let inspect = match kept {
             Some(inspect) => Some(inspect),
-            None => self.reinspect(&id).await?.map(Arc::new),
+            None => {
+                let read = self.reinspect(&id).await?.map(Arc::new);
+                self.record.container_settled(&id).await;
+                read
+            }
         };
         let status = self
             .record

@@ -32,6 +32,32 @@ use json_file::JsonLog;
 /// Longest content of one record; longer lines become `P` records ending in an `F` record.
 pub const MAX_RECORD: usize = 16 * 1024;
 
+/// Makes the CRI log file (and its directory) if it is not there yet, on the blocking pool.
+/// StartContainer does before Docker starts the container, as containerd opens it before it
+/// starts the task: the kubelet and `kubectl logs` read the path once the start has answered,
+/// however long the follower takes to write the first line.
+pub async fn create_file(path: PathBuf) -> Result<()> {
+    let shown = path.display().to_string();
+    let created = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&path)
+            .map(drop)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    created.map_err(Error::io(format!("creating log file {shown}")))
+}
+
 /// A running follower of one container's log; dropping it stops the follower.
 pub struct Follower {
     handle: LogHandle,

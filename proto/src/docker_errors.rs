@@ -63,7 +63,10 @@ pub fn code(e: &Error) -> Code {
 }
 
 /// The phrasings of dockerd (20.10 and later) and the registry API for missing or refused
-/// credentials and for an image that does not exist.
+/// credentials and for an image that does not exist. A bare "not found" is not one of them:
+/// dockerd answers 500 with it for failures of its own (containerd's "task ... not found"
+/// while it kills a container), and reporting those as NotFound tells a caller that retries a
+/// removal that the thing is gone when it is not.
 fn registry_code(message: &str) -> Code {
     let m = message.to_ascii_lowercase();
     if m.contains("unauthorized")
@@ -72,7 +75,6 @@ fn registry_code(message: &str) -> Code {
     {
         Code::Unauthenticated
     } else if m.contains("manifest unknown")
-        || m.contains("not found")
         || m.contains("repository does not exist")
         || m.contains("name unknown")
     {
@@ -106,6 +108,10 @@ mod tests {
             "Head \"http://127.0.0.1:5000/v2/x/manifests/1\": no basic auth credentials",
         );
         assert_eq!(code(&refused), Code::Unauthenticated);
+        let missing = answer(500, "repository 127.0.0.1:5000/x not found: name unknown");
+        assert_eq!(code(&missing), Code::NotFound);
+        let internal = answer(500, "Cannot kill container: c: task c not found: not found");
+        assert_eq!(code(&internal), Code::Internal);
         assert!(is_not_found(&answer(404, "")));
         assert!(is_not_modified(&answer(304, "")));
     }

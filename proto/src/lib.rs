@@ -19,6 +19,7 @@ pub mod labels;
 pub mod layout;
 pub mod listing;
 pub mod metrics;
+pub mod name_holder;
 pub mod owner;
 pub mod panics;
 pub mod pod_state;

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod cri;
 pub mod daemon;
+pub mod deadline;
 pub mod docker;
 pub mod error;
 pub mod events;

@@ -146,6 +146,7 @@ pub async fn run(
     let serve = tonic::transport::Server::builder()
         .max_concurrent_streams(dockpod_proto::MAX_CONCURRENT_STREAMS)
         .layer(crate::metrics::CriLayer)
+        .layer(crate::deadline::DeadlineLayer)
         .add_service(
             RuntimeServiceServer::new(runtime)
                 .max_decoding_message_size(MAX_MESSAGE)

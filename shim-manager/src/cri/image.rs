@@ -272,7 +272,13 @@ impl ImageApi {
         {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::docker(format!("removing image {reference:?}"))(e)),
+            // Removals of one image at once: Docker answers the ones that lose the race with
+            // a 500 ("unrecognized image ID") or a 409. What they asked for holds if the
+            // reference is gone now.
+            Err(e) => match self.inspect(reference).await {
+                Ok(None) => Ok(()),
+                _ => Err(Error::docker(format!("removing image {reference:?}"))(e)),
+            },
         }
     }
 

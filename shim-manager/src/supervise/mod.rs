@@ -14,6 +14,7 @@
 
 mod liveness;
 pub mod registry;
+mod settling;
 mod startup;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use dockpod_proto::cri::{ContainerEventResponse, RemovePodSandboxRequest, RunPod
 use dockpod_proto::layout;
 use dockpod_proto::manager::shim_upgrade::Outcome;
 use dockpod_proto::manager::ShimUpgrade;
+use dockpod_proto::name_holder::NameHolder;
 use dockpod_proto::pod_state::PodSummary;
 use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
@@ -32,18 +34,25 @@ use crate::shim::ShimHandle;
 use crate::spawn::{Spawner, EXIT_TIMEOUT};
 use liveness::{Liveness, PodLocks};
 use registry::Registry;
+use settling::Settling;
 
 /// How often a live shim whose event stream ended is probed and subscribed to again.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
 /// First and longest pause between attempts to start a pod's shim again.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How many times one RunPodSandbox meets its Docker name held by another pod (and asks that
+/// pod, removes it, or waits for start-up to decide it) before it gives up: each round
+/// clears one holder, and a name is held by one container at a time.
+const NAME_HOLDER_ROUNDS: usize = 3;
 
 pub struct Supervisor {
     registry: Registry,
     spawner: Spawner,
     events: Events,
     locks: PodLocks,
+    /// Pods start-up is still deciding the fate of.
+    settling: Arc<Settling>,
     /// How long a live shim may leave the liveness probe unanswered before it is replaced.
     liveness_timeout: Option<Duration>,
 }
@@ -55,6 +64,7 @@ impl Supervisor {
             spawner,
             events: Events::default(),
             locks: PodLocks::default(),
+            settling: Arc::default(),
             liveness_timeout,
         })
     }
@@ -79,7 +89,53 @@ impl Supervisor {
 
     /// RunPodSandbox: a new shim for the pod `display` (namespace/name) is handed the request;
     /// on success it serves the pod from now on, on failure nothing of it is left.
+    ///
+    /// A request whose Docker name another pod of this instance holds is a retry whose first
+    /// answer was lost (a front or shim killed between Docker's create and the answer), or a
+    /// request for a pod that was stopped or made otherwise. The pod holding the name is asked
+    /// (after start-up has decided its fate, if it still does): it answers the same request
+    /// with its own sandbox, as if the first call had been answered; any other request has it
+    /// removed, and this one runs afresh. Docker's name conflict never reaches the caller.
     pub async fn run_pod(
+        self: &Arc<Self>,
+        display: &str,
+        req: RunPodSandboxRequest,
+    ) -> Result<String, Status> {
+        let mut round = 1;
+        loop {
+            let status = match self.run_pod_once(display, req.clone()).await {
+                Ok(id) => return Ok(id),
+                Err(status) => status,
+            };
+            let Some(holder) = NameHolder::of(&status) else {
+                return Err(status);
+            };
+            if round == NAME_HOLDER_ROUNDS {
+                return Err(Status::already_exists(status.message().to_string()));
+            }
+            round += 1;
+            self.settling.decided(&holder.shim_id).await;
+            // Not indexed once decided: given up, its containers deleted; the next round's
+            // create finds the name free.
+            let Some(pod) = self.registry.pod(&holder.sandbox_id) else {
+                continue;
+            };
+            match pod.runtime().run_pod_sandbox(req.clone()).await {
+                Ok(answer) => {
+                    let id = answer.into_inner().pod_sandbox_id;
+                    tracing::info!(sandbox = %id, "RunPodSandbox answered with the pod an earlier run of it made");
+                    return Ok(id);
+                }
+                Err(refused) if refused.code() == tonic::Code::FailedPrecondition => {
+                    tracing::warn!(sandbox = %holder.sandbox_id, reason = %refused.message(), "the pod holding this RunPodSandbox's name is not what it asks for; removing it first");
+                    self.remove_pod(&holder.sandbox_id).await?;
+                }
+                Err(unreachable) => return Err(unreachable),
+            }
+        }
+    }
+
+    async fn run_pod_once(
         self: &Arc<Self>,
         display: &str,
         req: RunPodSandboxRequest,

@@ -68,7 +68,11 @@ impl Supervisor {
             if pod_dir.join(layout::ABANDONED_FILE).exists() {
                 // Given up by a front that died before the clean-up was through.
                 let supervisor = self.clone();
-                tokio::spawn(async move { supervisor.finish_abandoning(shim_id, pod_dir).await });
+                let deciding = self.settling.begin(&shim_id);
+                tokio::spawn(async move {
+                    supervisor.finish_abandoning(shim_id, pod_dir).await;
+                    drop(deciding);
+                });
                 continue;
             }
             let summary = match PodSummary::load(&pod_dir) {
@@ -76,7 +80,11 @@ impl Supervisor {
                 Ok(_) => {
                     // A RunPodSandbox the previous front started and did not see to its end.
                     let pods = self.clone();
-                    tokio::spawn(async move { pods.settle_unfinished(shim_id, pod_dir).await });
+                    let deciding = self.settling.begin(&shim_id);
+                    tokio::spawn(async move {
+                        pods.settle_unfinished(shim_id, pod_dir).await;
+                        drop(deciding);
+                    });
                     continue;
                 }
                 Err(e) => {
