@@ -2,7 +2,9 @@
 //! on every event that can change its state. Each (re)subscription starts with a full re-read
 //! and asks Docker to replay events since just before it, so an exit that happened while no
 //! one was listening (shim restart, dockerd restart) is still recorded with Docker's own exit
-//! code and times.
+//! code and times. Each event's read runs on its own, so a container whose last log lines
+//! are slow to drain (an exit waits up to 10 s for them) delays no other container's exit;
+//! reads of one container that overlap are ordered by `Pod`'s inspection tickets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ const ACTIONS: &[&str] = &["create", "start", "die", "oom", "destroy", "restart"
 
 pub async fn watch(pod: Arc<Pod>) {
     let mut delay = Duration::from_millis(100);
+    // The reads under way, owned here: reaped as they finish, so the set holds only those.
+    let mut reads = tokio::task::JoinSet::new();
     loop {
         let since = now_ns();
         if let Err(e) = pod.resync().await {
@@ -59,19 +63,12 @@ pub async fn watch(pod: Arc<Pod>) {
             match event {
                 Ok(event) => {
                     delay = Duration::from_millis(100);
+                    while reads.try_join_next().is_some() {}
                     let Some(id) = event.actor.and_then(|a| a.id) else {
                         continue;
                     };
-                    let result = if id == pod.record().sandbox_id {
-                        pod.refresh_sandbox().await
-                    } else if event.action.as_deref() == Some("oom") {
-                        pod.oom_reported(&id).await
-                    } else {
-                        pod.refresh_container(&id).await
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, container = %id, "refreshing after an event");
-                    }
+                    let oom = event.action.as_deref() == Some("oom");
+                    reads.spawn(read_after_event(pod.clone(), id, oom));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "docker event stream failed; reconnecting");
@@ -81,5 +78,19 @@ pub async fn watch(pod: Arc<Pod>) {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Re-reads what one event is about: the sandbox, or a container (recording an `oom` first).
+async fn read_after_event(pod: Arc<Pod>, id: String, oom: bool) {
+    let result = if id == pod.record().sandbox_id {
+        pod.refresh_sandbox().await
+    } else if oom {
+        pod.oom_reported(&id).await
+    } else {
+        pod.refresh_container(&id).await
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, container = %id, "refreshing after an event");
     }
 }

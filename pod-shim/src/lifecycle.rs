@@ -326,18 +326,56 @@ impl Pod {
                 r.containers.keys().cloned().collect::<Vec<_>>(),
             )
         };
-        for id in &ids {
+        let mut removed = Vec::with_capacity(ids.len());
+        let outcome = self.remove_everything(&sandbox, &ids, &mut removed).await;
+        if let Err(e) = outcome {
+            // The containers removed so far are saved gone before they are announced; the
+            // retry removes the rest.
+            if !removed.is_empty() {
+                if let Err(save) = self.persist().await {
+                    tracing::warn!(error = %save, "saving a removal cut by an error");
+                    return Err(e);
+                }
+            }
+            for id in &removed {
+                self.emit(id, ContainerEventType::ContainerDeletedEvent);
+            }
+            return Err(e);
+        }
+        // Announced once the removal is on disk (a shim killed before that comes back with
+        // the containers still recorded, and removes them again), and before the shim stops
+        // serving: its event streams deliver what was sent first.
+        for id in &removed {
+            self.emit(id, ContainerEventType::ContainerDeletedEvent);
+        }
+        if !sandbox.is_empty() {
+            self.emit(&sandbox, ContainerEventType::ContainerDeletedEvent);
+        }
+        tracing::info!(sandbox = %sandbox, "pod removed; shim exiting");
+        self.removed.notify_one();
+        Ok(())
+    }
+
+    /// RemovePodSandbox's effects, in order: every container (each named in `removed` once
+    /// Docker removed it and the record forgot it), the network, the sandbox, the record.
+    async fn remove_everything(
+        &self,
+        sandbox: &str,
+        ids: &[String],
+        removed: &mut Vec<String>,
+    ) -> Result<()> {
+        for id in ids {
             self.engine.remove(id).await?;
             self.logs().remove(id);
             self.inspections.remove(id);
             if let Some(c) = self.record().containers.remove(id) {
                 remove_docker_log_link(&c);
             }
-            self.emit(id, ContainerEventType::ContainerDeletedEvent);
+            removed.push(id.clone());
         }
         self.teardown_network().await?;
         if !sandbox.is_empty() {
-            self.engine.remove(&sandbox).await?;
+            self.engine.remove(sandbox).await?;
         }
         self.record().ready = false;
         let checkpoint = self.record().cri_dockerd_checkpoint.clone();
@@ -349,14 +387,7 @@ impl Pod {
                 }
             }
         }
-        self.record.remove().await?;
-        if !sandbox.is_empty() {
-            // Before the shim stops serving: its event streams deliver what was sent first.
-            self.emit(&sandbox, ContainerEventType::ContainerDeletedEvent);
-        }
-        tracing::info!(sandbox = %sandbox, "pod removed; shim exiting");
-        self.removed.notify_one();
-        Ok(())
+        self.record.remove().await
     }
 
     /// Refreshes the sandbox's readiness from Docker.

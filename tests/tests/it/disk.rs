@@ -235,3 +235,82 @@ fn shim_dir(root: &std::path::Path) -> String {
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs[0].clone()
 }
+
+/// One container whose last log lines cannot reach their stalled disk does not hold up the
+/// exit of another: the exit of the container on the healthy disk is reported while the
+/// other's, which waits for its log to drain, is not yet.
+#[tokio::test]
+async fn an_exit_waiting_on_its_log_delays_no_other_exit() {
+    let disk = LoopFs::new(64);
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    // The slow container's log directory is on the disk that will stall.
+    std::os::unix::fs::symlink(disk.path(), logs.path().join("slow")).expect("symlink");
+    let mut rt = front.runtime();
+    let pod = pod_config("drain", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let chatty = "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.01; done";
+    let slow = run_container(
+        &mut rt,
+        &id,
+        &pod,
+        container_config("slow", &["sh", "-c", chatty]),
+    )
+    .await;
+    let quick = run_container(
+        &mut rt,
+        &id,
+        &pod,
+        container_config("quick", &["sleep", "3600"]),
+    )
+    .await;
+    let slow_log = disk.path().join("0.log");
+    dockpod_tests::wait::wait_until("the slow container's first lines", SECS, || {
+        let started = std::fs::metadata(&slow_log).is_ok_and(|m| m.len() > 0);
+        async move { started.then_some(()) }
+    })
+    .await;
+
+    let frozen = disk.freeze();
+    let docker = dockpod_tests::docker::docker().await;
+    // The slow container dies first, so its exit is the first event the shim reads.
+    docker
+        .kill_container(
+            &slow,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("kill the slow container");
+    dockpod_tests::wait::wait_until("the slow container's exit in Docker", SECS, || {
+        let docker = docker.clone();
+        let slow = slow.clone();
+        async move {
+            let running = docker
+                .inspect_container(&slow, None)
+                .await
+                .ok()?
+                .state?
+                .running?;
+            (!running).then_some(())
+        }
+    })
+    .await;
+    docker
+        .kill_container(
+            &quick,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("kill the quick container");
+    // The slow exit waits (up to 10 s) for lines its disk cannot take; the quick one is read
+    // and reported meanwhile.
+    wait_exited(&rt, &quick, SECS).await;
+    assert_eq!(
+        status(&mut rt, &slow).await.state,
+        ContainerState::ContainerRunning as i32,
+        "the slow exit was recorded first: the quick exit waited for it"
+    );
+    drop(frozen);
+    wait_exited(&rt, &slow, SECS).await;
+    remove_pod(&mut rt, &id).await;
+}
