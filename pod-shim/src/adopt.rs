@@ -302,6 +302,33 @@ fn container(inspect: &ContainerInspectResponse) -> ContainerRecord {
     record
 }
 
+/// An adopted container's log path is cri-dockerd's symlink to Docker's log, which goes with
+/// the container as cri-dockerd would remove it; a real file there is the kubelet's.
+pub fn remove_docker_log_link(c: &ContainerRecord) {
+    if !c.docker_log || c.log_path.is_empty() {
+        return;
+    }
+    let path = std::path::Path::new(&c.log_path);
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(error = %e, path = %path.display(), "removing a container's log symlink");
+        }
+    }
+}
+
+/// Removes an adopted pod's cri-dockerd checkpoint (if it had one) with the pod: cri-dockerd
+/// would otherwise list a pod that no longer exists.
+pub fn remove_checkpoint(checkpoint: &str) {
+    if checkpoint.is_empty() {
+        return;
+    }
+    if let Err(e) = std::fs::remove_file(checkpoint) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, path = %checkpoint, "removing cri-dockerd's checkpoint");
+        }
+    }
+}
+
 /// The pod's own CNI attachment as libcni cached it for cri-dockerd (not its loopback one),
 /// so that its DEL can run when the pod is removed and its IPs be reported.
 async fn pod_attachment(cni: &Cni, sandbox_id: &str) -> Result<Option<Attachment>> {

@@ -1,19 +1,34 @@
-//! The shim's Docker Engine client: the calls the pod needs, with errors that name the object,
-//! and Docker's container state reduced to the pod model's `Observed`.
+//! The shim's one gateway to Docker Engine: the calls the pod needs, typed, each mapping
+//! Docker's errors (with the object named) in one place; and Docker's container state reduced
+//! to the pod model's `Observed`. Nothing else in the shim holds a Docker client.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary};
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ContainerUpdateBody,
+    EventMessage, ExecInspectResponse, ImageInspect,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, EventsOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, ResizeContainerTTYOptions, StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use dockpod_proto::engine_api::ApiVersion;
+use futures_util::{Stream, StreamExt};
 
 use crate::error::{is_not_found, is_not_modified, Error, Result};
 use crate::pod::{Observed, Phase};
+
+/// An attached exec's or container's output, as Docker sends it.
+pub type OutputStream = std::pin::Pin<
+    Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+/// An attached exec's or container's stdin.
+pub type InputSink = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
 /// Longest a single Docker request may take; stop calls add their grace period.
 const REQUEST_TIMEOUT: u64 = 120;
@@ -91,8 +106,122 @@ impl Engine {
         Ok(info.cdi_spec_dirs.is_some_and(|dirs| !dirs.is_empty()))
     }
 
-    pub fn api(&self) -> &Docker {
-        &self.docker
+    /// An image, `None` when Docker has none by that name or ID.
+    pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInspect>> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(Some(image)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
+        }
+    }
+
+    /// Sets a container's resources.
+    pub async fn update(&self, id: &str, body: ContainerUpdateBody) -> Result<()> {
+        self.docker
+            .update_container(id, body)
+            .await
+            .map(drop)
+            .map_err(Error::docker(format!(
+                "updating resources of container {id}"
+            )))
+    }
+
+    /// Docker's events from `options.since` on, as they come; after an item's error the
+    /// caller subscribes again.
+    pub fn events(
+        &self,
+        options: EventsOptions,
+    ) -> impl Stream<Item = Result<EventMessage>> + use<> {
+        self.docker
+            .events(Some(options))
+            .map(|item| item.map_err(Error::docker("reading Docker's events")))
+    }
+
+    /// A container's log through Docker's logs API.
+    pub fn logs(
+        &self,
+        container: &str,
+        options: LogsOptions,
+    ) -> impl Stream<Item = Result<LogOutput>> + use<> {
+        let context = format!("reading the log of container {container}");
+        self.docker
+            .logs(container, Some(options))
+            .map(move |item| item.map_err(Error::docker(context.clone())))
+    }
+
+    /// Creates an exec in `container`; its ID.
+    pub async fn create_exec(
+        &self,
+        container: &str,
+        options: CreateExecOptions<String>,
+    ) -> Result<String> {
+        self.docker
+            .create_exec(container, options)
+            .await
+            .map(|created| created.id)
+            .map_err(Error::docker(format!(
+                "creating exec in container {container}"
+            )))
+    }
+
+    /// Starts exec `id` attached: its output and its input.
+    pub async fn start_exec(&self, id: &str, tty: bool) -> Result<(OutputStream, InputSink)> {
+        let options = StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        match self
+            .docker
+            .start_exec(id, Some(options))
+            .await
+            .map_err(Error::docker(format!("starting exec {id}")))?
+        {
+            StartExecResults::Attached { output, input } => Ok((output, input)),
+            StartExecResults::Detached => Err(Error::FailedPrecondition(format!(
+                "exec {id} did not attach"
+            ))),
+        }
+    }
+
+    pub async fn inspect_exec(&self, id: &str) -> Result<ExecInspectResponse> {
+        self.docker
+            .inspect_exec(id)
+            .await
+            .map_err(Error::docker(format!("inspecting exec {id}")))
+    }
+
+    pub async fn resize_exec(&self, id: &str, height: u16, width: u16) -> Result<()> {
+        self.docker
+            .resize_exec(id, ResizeExecOptions { height, width })
+            .await
+            .map_err(Error::docker(format!("resizing the terminal of exec {id}")))
+    }
+
+    /// Attaches to a container's main process.
+    pub async fn attach(
+        &self,
+        container: &str,
+        options: AttachContainerOptions,
+    ) -> Result<(OutputStream, InputSink)> {
+        self.docker
+            .attach_container(container, Some(options))
+            .await
+            .map(|attached| (attached.output, attached.input))
+            .map_err(Error::docker(format!("attaching to container {container}")))
+    }
+
+    pub async fn resize_tty(&self, container: &str, height: u16, width: u16) -> Result<()> {
+        let options = ResizeContainerTTYOptions {
+            h: i32::from(height),
+            w: i32::from(width),
+        };
+        self.docker
+            .resize_container_tty(container, options)
+            .await
+            .map_err(Error::docker(format!(
+                "resizing the terminal of container {container}"
+            )))
     }
 
     pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String> {

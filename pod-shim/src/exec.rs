@@ -4,15 +4,14 @@
 //! the exec's inspect data, pinned with a pidfd) only while that PID is still this exec's.
 //! ExecSync collects the output, each stream capped at 16 MiB.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
-use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWrite;
+use bollard::exec::CreateExecOptions;
+use futures_util::StreamExt;
 
 use crate::docker::Engine;
+pub use crate::docker::{InputSink, OutputStream};
 use crate::error::{Error, Result};
 
 /// Most bytes kept of each of stdout and stderr.
@@ -33,12 +32,6 @@ pub struct Attach {
     pub tty: bool,
 }
 
-/// The exec's output, as Docker sends it.
-pub type OutputStream =
-    Pin<Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>>;
-/// The exec's stdin.
-pub type InputSink = Pin<Box<dyn AsyncWrite + Send>>;
-
 /// A started exec.
 pub struct Exec {
     engine: Engine,
@@ -56,8 +49,7 @@ impl Exec {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec command is empty".into()));
         }
-        let docker = engine.api();
-        let created = docker
+        let id = engine
             .create_exec(
                 container,
                 CreateExecOptions {
@@ -70,33 +62,13 @@ impl Exec {
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(Error::docker(format!(
-                "creating exec in container {container}"
-            )))?;
+            .await?;
         let exec = Exec {
             engine: engine.clone(),
-            id: created.id,
+            id,
         };
-        let started = docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: attach.tty,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(Error::docker(format!(
-                "starting exec in container {container}"
-            )))?;
-        match started {
-            StartExecResults::Attached { output, input } => Ok((exec, output, input)),
-            StartExecResults::Detached => Err(Error::FailedPrecondition(format!(
-                "exec in container {container} did not attach"
-            ))),
-        }
+        let (output, input) = engine.start_exec(&exec.id, attach.tty).await?;
+        Ok((exec, output, input))
     }
 
     /// The exit code of the exec, once its output has ended. Docker can end the output
@@ -106,12 +78,7 @@ impl Exec {
         let deadline = tokio::time::Instant::now() + EXIT_RECORD_TIMEOUT;
         let mut delay = Duration::from_millis(2);
         loop {
-            let inspect = self
-                .engine
-                .api()
-                .inspect_exec(&self.id)
-                .await
-                .map_err(Error::docker(format!("inspecting exec {}", self.id)))?;
+            let inspect = self.engine.inspect_exec(&self.id).await?;
             if inspect.running == Some(false) {
                 return inspect.exit_code.ok_or_else(|| {
                     Error::FailedPrecondition(format!(
@@ -137,7 +104,7 @@ impl Exec {
     /// reused by another process after the exec ended is never signalled.
     pub async fn kill(&self) {
         let running_pid = || async {
-            match self.engine.api().inspect_exec(&self.id).await {
+            match self.engine.inspect_exec(&self.id).await {
                 Ok(inspect) => inspect
                     .running
                     .filter(|r| *r)
@@ -165,8 +132,7 @@ impl Exec {
 
     /// Resizes the exec's terminal.
     pub async fn resize(&self, height: u16, width: u16) {
-        let options = ResizeExecOptions { height, width };
-        if let Err(e) = self.engine.api().resize_exec(&self.id, options).await {
+        if let Err(e) = self.engine.resize_exec(&self.id, height, width).await {
             tracing::debug!(error = %e, "resizing an exec's terminal");
         }
     }

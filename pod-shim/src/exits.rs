@@ -39,7 +39,7 @@ pub async fn watch(pod: Arc<Pod>) {
         ]);
         // An adopted pod's first containers lack dockpod's labels: it hears every container's
         // events and keeps those of its own (the refreshes below ignore the rest).
-        if !pod.record().adopted {
+        if !pod.view().adopted {
             filters.insert(
                 "label".to_string(),
                 vec![format!(
@@ -58,7 +58,7 @@ pub async fn watch(pod: Arc<Pod>) {
             until: None,
             filters: Some(filters),
         };
-        let mut events = pod.engine.api().events(Some(options));
+        let mut events = std::pin::pin!(pod.engine.events(options));
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
@@ -83,7 +83,7 @@ pub async fn watch(pod: Arc<Pod>) {
 
 /// Re-reads what one event is about: the sandbox, or a container (recording an `oom` first).
 async fn read_after_event(pod: Arc<Pod>, id: String, oom: bool) {
-    let result = if id == pod.record().sandbox_id {
+    let result = if id == pod.view().sandbox_id {
         pod.refresh_sandbox().await
     } else if oom {
         pod.oom_reported(&id).await

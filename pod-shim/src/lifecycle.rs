@@ -5,8 +5,10 @@
 //! stops a pod's containers in parallel and may kill one (grace 0) while its stop with a grace
 //! period runs. The record's own lock is never held across a Docker call, and saves of the
 //! record are serialised so that no older snapshot is written after a newer one. The record
-//! and its saving (`record`), the pod's network side (`network`) and its event bus
-//! (`events`) live in modules of their own.
+//! and its saving (`record`), the pod's network side (`network`), its event bus (`events`)
+//! and the recovery from a shim killed inside a call (`recovery`) live in modules of their
+//! own; the log followers are `logs::Followers`, the cri-dockerd leftovers `adopt`'s. Callers
+//! outside the lifecycle read the record through `view`; only the lifecycle writes it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,12 +28,13 @@ mod events;
 mod inspections;
 mod network;
 mod record;
+mod recovery;
 
 use crate::docker::{now_ns, observe, Engine};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::locks::OpLocks;
-use crate::logs::{Follower, LogHandle};
+use crate::logs::{Followers, LogHandle};
 use crate::pod::{ContainerRecord, Intent, PodRecord};
 use crate::spec::{self, Context};
 use crate::state::Store;
@@ -49,14 +52,15 @@ const EXIT_EVENT_WAIT: Duration = Duration::from_millis(250);
 /// Events kept for a slow subscriber before it starts missing them.
 const EVENT_BUFFER: usize = 256;
 
-/// Who stands for a container whose name a create met (see `Pod::holder`).
-enum Holder {
-    /// Nobody: the container is an orphan to remove.
-    Nobody(String),
-    /// Another pod of this instance, whose sandbox it is.
-    Pod(dockpod_proto::name_holder::NameHolder),
-    /// Not this instance's, or this pod's own: Docker's conflict stands.
-    Unknown,
+/// A read-only look at the pod's record, holding its lock: keep it for no longer than a read.
+pub struct RecordView<'a>(MutexGuard<'a, PodRecord>);
+
+impl std::ops::Deref for RecordView<'_> {
+    type Target = PodRecord;
+
+    fn deref(&self) -> &PodRecord {
+        &self.0
+    }
 }
 
 pub struct Pod {
@@ -74,7 +78,7 @@ pub struct Pod {
     /// Events from before anyone subscribed (a restarted shim's first look at Docker finds
     /// exits no one has heard of yet), kept for the first subscriber: the front.
     unheard: Mutex<Option<Vec<ContainerEventResponse>>>,
-    logs: Mutex<HashMap<String, Follower>>,
+    logs: Followers,
     last_network_check: Mutex<Option<network::NetworkCheck>>,
     /// Each container's last inspection, refreshed whenever Docker's events (or a call of
     /// this shim) make it read the container again: ContainerStatus answers from it without
@@ -112,7 +116,7 @@ impl Pod {
             starting: std::sync::atomic::AtomicBool::new(false),
             events,
             unheard: Mutex::new(Some(Vec::new())),
-            logs: Mutex::new(HashMap::new()),
+            logs: Followers::default(),
             last_network_check: Mutex::new(None),
             inspections: inspections::Inspections::default(),
             observed: Notify::new(),
@@ -121,9 +125,15 @@ impl Pod {
         }
     }
 
-    /// The record; a poisoned lock still holds the last consistent record, so it is used.
-    pub fn record(&self) -> MutexGuard<'_, PodRecord> {
+    /// The record, to change: the lifecycle's alone. A poisoned lock still holds the last
+    /// consistent record, so it is used.
+    fn record(&self) -> MutexGuard<'_, PodRecord> {
         self.record.lock()
+    }
+
+    /// The record as it stands, to read: what callers outside the lifecycle get.
+    pub fn view(&self) -> RecordView<'_> {
+        RecordView(self.record.lock())
     }
 
     pub fn snapshot(&self) -> PodRecord {
@@ -201,10 +211,9 @@ impl Pod {
         let (name, body) = spec::sandbox(&ctx, &config, &self.sandbox_image)?;
         if self
             .engine
-            .api()
             .inspect_image(&self.sandbox_image)
-            .await
-            .is_err()
+            .await?
+            .is_none()
         {
             return Err(Error::NotFound(format!(
                 "sandbox image {} is not present (contrib/setup.sh builds the default one)",
@@ -366,10 +375,10 @@ impl Pod {
     ) -> Result<()> {
         for id in ids {
             self.engine.remove(id).await?;
-            self.logs().remove(id);
+            self.logs.stop(id);
             self.inspections.remove(id);
             if let Some(c) = self.record().containers.remove(id) {
-                remove_docker_log_link(&c);
+                crate::adopt::remove_docker_log_link(&c);
             }
             removed.push(id.clone());
         }
@@ -379,14 +388,7 @@ impl Pod {
         }
         self.record().ready = false;
         let checkpoint = self.record().cri_dockerd_checkpoint.clone();
-        if !checkpoint.is_empty() {
-            // cri-dockerd would otherwise list a pod that no longer exists.
-            if let Err(e) = std::fs::remove_file(&checkpoint) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, path = %checkpoint, "removing cri-dockerd's checkpoint");
-                }
-            }
-        }
+        crate::adopt::remove_checkpoint(&checkpoint);
         self.record.remove().await
     }
 
@@ -528,161 +530,6 @@ impl Pod {
         self.persist().await
     }
 
-    async fn create_or_replace_orphan(
-        &self,
-        name: &str,
-        body: ContainerCreateBody,
-    ) -> Result<String> {
-        match self.engine.create(name, body.clone()).await {
-            Err(e) if e.is_conflict() => match self.holder(name).await? {
-                Holder::Nobody(orphan) => {
-                    tracing::warn!(container = %orphan, name = %name, "removing a container no shim stands for (a cut create), then creating again");
-                    self.engine.remove(&orphan).await?;
-                    self.engine.create(name, body).await
-                }
-                Holder::Pod(holder) => Err(Error::NameHeld {
-                    message: format!(
-                        "the name {name} is sandbox {} of pod shim {}",
-                        holder.sandbox_id, holder.shim_id
-                    ),
-                    holder,
-                }),
-                Holder::Unknown => Err(e),
-            },
-            other => other,
-        }
-    }
-
-    /// Who stands for container `name_or_id`. Nobody, when it carries this instance's labels
-    /// and either this shim's ID with no record holding it (a shim of this pod died between
-    /// Docker's create and its record), or the ID of a shim whose pod directory is gone. The
-    /// latter is a create Docker finished after its shim was killed and its pod cleaned up:
-    /// the clean-up listed the shim's containers before Docker had made this one, and every
-    /// later RunPodSandbox of the same pod and attempt meets its name. Another pod, when it is
-    /// the sandbox of another shim of this instance whose pod directory is there: the front
-    /// asks that pod (a RunPodSandbox whose answer was lost made it).
-    async fn holder(&self, name_or_id: &str) -> Result<Holder> {
-        let Some(inspect) = self.engine.inspect(name_or_id).await? else {
-            return Ok(Holder::Unknown);
-        };
-        let id = inspect.id.unwrap_or_default();
-        let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
-        let instance = labels.get(dockpod_proto::labels::INSTANCE);
-        let shim = labels.get(dockpod_proto::labels::SHIM_ID);
-        let sandbox = labels
-            .get(dockpod_proto::labels::DOCKER_TYPE)
-            .map(String::as_str)
-            == Some(dockpod_proto::labels::TYPE_SANDBOX);
-        Ok(match shim {
-            _ if id.is_empty() || instance != Some(&self.instance) => Holder::Unknown,
-            Some(shim) if *shim == self.shim_id => {
-                let r = self.record();
-                if r.sandbox_id != id && !r.containers.contains_key(&id) {
-                    Holder::Nobody(id)
-                } else {
-                    Holder::Unknown
-                }
-            }
-            Some(shim) => {
-                let gone = self
-                    .record
-                    .store()
-                    .dir()
-                    .parent()
-                    .is_some_and(|pods| dockpod_proto::layout::pod_is_gone(pods, shim));
-                match (gone, sandbox) {
-                    (true, _) => Holder::Nobody(id),
-                    (false, true) => Holder::Pod(dockpod_proto::name_holder::NameHolder {
-                        sandbox_id: id,
-                        shim_id: shim.clone(),
-                    }),
-                    (false, false) => Holder::Unknown,
-                }
-            }
-            None => Holder::Unknown,
-        })
-    }
-
-    /// Brings the record and Docker in step when the shim starts (see
-    /// `PodRecord::reconcile`): removes every container of this shim that no record holds
-    /// (a create cut between Docker and the record, named by its intent when it got that
-    /// far), finishes removals that were cut, and settles every intent. It holds the pod
-    /// lock, so no operation of this shim is between Docker and the record meanwhile.
-    pub async fn reconcile(&self) -> Result<()> {
-        let _guard = self.ops.pod().await;
-        let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
-        let labelled: Vec<(String, String)> = self
-            .engine
-            .list_labelled(&[label])
-            .await?
-            .into_iter()
-            .filter_map(|c| {
-                let name = c
-                    .names
-                    .and_then(|n| n.into_iter().next())
-                    .unwrap_or_default();
-                Some((c.id?, name.trim_start_matches('/').to_string()))
-            })
-            .collect();
-        let plan = self.record().reconcile(&labelled);
-        for orphan in &plan.orphans {
-            if plan.cut_creates.contains(orphan) {
-                tracing::warn!(container = %orphan, "removing the container of a create that was cut before it was recorded");
-            } else {
-                tracing::warn!(container = %orphan, "removing a container of this pod that no record holds");
-            }
-            self.engine.remove(orphan).await?;
-        }
-        for id in &plan.unfinished_removals {
-            tracing::warn!(container = %id, "finishing a removal that was cut");
-            self.engine.remove(id).await?;
-            self.forget_container(id).await?;
-        }
-        let settled = {
-            let mut r = self.record();
-            let had = !r.intents.is_empty();
-            r.intents.clear();
-            had
-        };
-        if settled {
-            self.persist().await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes what a RunPodSandbox of this pod that never completed left: the network
-    /// attachments recorded in the pod's directory (recorded before the first plugin ran, so
-    /// a shim killed inside ADD leaves one), then every container labelled with this shim.
-    pub async fn abandon(&self) -> Result<()> {
-        let _guard = self.ops.pod().await;
-        // A failed network deletion does not keep the containers: a sandbox container left
-        // behind would take its name from every retry of the kubelet's RunPodSandbox. The
-        // first failure is reported once everything else was tried.
-        let mut failed = None;
-        if let Some(cni) = &self.cni {
-            for attachment in cni.recorded().await? {
-                let netns = self.sandbox_netns(&attachment.container_id).await;
-                match cni.del(&attachment, &netns).await {
-                    Ok(()) => {
-                        tracing::info!(sandbox = %attachment.container_id, network = %attachment.network_name, "deleted the network of an abandoned sandbox")
-                    }
-                    Err(e) => {
-                        tracing::error!(sandbox = %attachment.container_id, error = %e, "deleting the network of an abandoned sandbox");
-                        failed.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        let label = format!("{}={}", dockpod_proto::labels::SHIM_ID, self.shim_id);
-        for summary in self.engine.list_labelled(&[label]).await? {
-            if let Some(id) = summary.id {
-                self.engine.remove(&id).await?;
-                tracing::info!(container = %id, "removed a container of an abandoned sandbox");
-            }
-        }
-        failed.map_or(Ok(()), Err)
-    }
-
     pub async fn create_container(
         &self,
         sandbox_id: &str,
@@ -706,14 +553,13 @@ impl Pod {
         if image.is_empty() {
             return Err(Error::InvalidArgument("container image is empty".into()));
         }
-        let image_id = match self.engine.api().inspect_image(&image).await {
-            Ok(i) => i.id.unwrap_or_default(),
-            Err(e) if crate::error::is_not_found(&e) => {
+        let image_id = match self.engine.inspect_image(&image).await? {
+            Some(i) => i.id.unwrap_or_default(),
+            None => {
                 return Err(Error::NotFound(format!(
                     "image {image:?} not found; pull it first"
                 )))
             }
-            Err(e) => return Err(Error::docker(format!("inspecting image {image:?}"))(e)),
         };
         let mut ctx = self.ctx();
         if !config.cdi_devices.is_empty() {
@@ -805,10 +651,6 @@ impl Pod {
         }
     }
 
-    fn logs(&self) -> MutexGuard<'_, HashMap<String, Follower>> {
-        self.logs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Starts writing the container's CRI log file, unless that already happens or it has no
     /// log path.
     fn follow_log(&self, id: &str) {
@@ -816,16 +658,12 @@ impl Pod {
             Some(c) if !c.log_path.is_empty() && !c.docker_log => c.log_path.clone(),
             _ => return,
         };
-        let mut logs = self.logs();
-        if !logs.contains_key(id) {
-            let follower = Follower::start(
-                self.engine.clone(),
-                id.to_string(),
-                path.into(),
-                self.record.store().log_checkpoint(id),
-            );
-            logs.insert(id.to_string(), follower);
-        }
+        self.logs.follow(
+            &self.engine,
+            id,
+            path.into(),
+            self.record.store().log_checkpoint(id),
+        );
     }
 
     /// Before an exit is recorded, lets the log follower write the container's last lines, so
@@ -837,11 +675,11 @@ impl Pod {
         ) {
             return;
         }
-        let Some(log) = self.logs().get(id).map(Follower::handle) else {
+        let Some(log) = self.logs.handle(id) else {
             return;
         };
         if log.wait_done(LOG_DRAIN_TIMEOUT).await {
-            self.logs().remove(id);
+            self.logs.stop(id);
             if let Some(c) = self.record().containers.get_mut(id) {
                 c.log_complete = true;
             }
@@ -862,13 +700,13 @@ impl Pod {
             // Docker rotates its own log file; the kubelet's path is a symlink to it.
             return Ok(());
         }
-        if !self.logs().contains_key(&id) {
+        if !self.logs.follows(&id) {
             // A restarted shim serves before its first look at every container has started
             // their followers; this running container's follower starts now (it resumes from
             // its checkpoint, which also finds the file the kubelet just renamed).
             self.follow_log(&id);
         }
-        let log: Option<LogHandle> = self.logs().get(&id).map(Follower::handle);
+        let log: Option<LogHandle> = self.logs.handle(&id);
         match log {
             Some(log) => log.reopen().await,
             None => Err(Error::FailedPrecondition(format!(
@@ -962,7 +800,7 @@ impl Pod {
     /// After Docker removed container `id`: its follower, position and record go, and the
     /// removal intent with them, in one save.
     async fn forget_container(&self, id: &str) -> Result<()> {
-        self.logs().remove(id);
+        self.logs.stop(id);
         self.inspections.remove(id);
         let forgotten = {
             let mut r = self.record();
@@ -974,7 +812,7 @@ impl Pod {
         let unlinked = tokio::task::spawn_blocking(move || {
             store.remove_log_checkpoint(&container);
             if let Some(c) = forgotten {
-                remove_docker_log_link(&c);
+                crate::adopt::remove_docker_log_link(&c);
             }
         });
         if let Err(e) = unlinked.await {
@@ -1084,14 +922,7 @@ impl Pod {
             cpuset_mems: host.cpuset_mems,
             ..Default::default()
         };
-        self.engine
-            .api()
-            .update_container(id, body)
-            .await
-            .map_err(Error::docker(format!(
-                "updating resources of container {id}"
-            )))?;
-        Ok(())
+        self.engine.update(id, body).await
     }
 
     /// The Docker ID of a running container of this pod, for exec.
@@ -1134,18 +965,4 @@ fn process_user(pid: i64) -> Option<ContainerUser> {
             supplemental_groups: field("Groups:"),
         }),
     })
-}
-
-/// An adopted container's log path is cri-dockerd's symlink to Docker's log, which goes with
-/// the container as cri-dockerd would remove it; a real file there is the kubelet's.
-fn remove_docker_log_link(c: &ContainerRecord) {
-    if !c.docker_log || c.log_path.is_empty() {
-        return;
-    }
-    let path = std::path::Path::new(&c.log_path);
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        if let Err(e) = std::fs::remove_file(path) {
-            tracing::warn!(error = %e, path = %path.display(), "removing a container's log symlink");
-        }
-    }
 }

@@ -13,6 +13,7 @@
 
 pub mod json_file;
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,39 @@ pub async fn create_file(path: PathBuf) -> Result<()> {
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     created.map_err(Error::io(format!("creating log file {shown}")))
+}
+
+/// The log followers of one pod's containers: at most one per container, each stopped when
+/// it is taken out (or the pod's shim ends).
+#[derive(Default)]
+pub struct Followers(Mutex<HashMap<String, Follower>>);
+
+impl Followers {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Follower>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts following `container`'s log into `path`, unless it is followed already.
+    pub fn follow(&self, engine: &Engine, container: &str, path: PathBuf, checkpoint: PathBuf) {
+        let mut map = self.map();
+        if !map.contains_key(container) {
+            let follower = Follower::start(engine.clone(), container.to_string(), path, checkpoint);
+            map.insert(container.to_string(), follower);
+        }
+    }
+
+    pub fn follows(&self, container: &str) -> bool {
+        self.map().contains_key(container)
+    }
+
+    pub fn handle(&self, container: &str) -> Option<LogHandle> {
+        self.map().get(container).map(Follower::handle)
+    }
+
+    /// Stops following `container`'s log.
+    pub fn stop(&self, container: &str) {
+        self.map().remove(container);
+    }
 }
 
 /// A running follower of one container's log; dropping it stops the follower.
@@ -456,7 +490,7 @@ async fn follow_api(
             since: (since_ns / 1_000_000_000) as i32,
             ..Default::default()
         };
-        let mut stream = engine.api().logs(container, Some(options));
+        let mut stream = std::pin::pin!(engine.logs(container, options));
         let mut console = Console::default();
         loop {
             // A rotation is served even while output keeps coming.
@@ -477,9 +511,7 @@ async fn follow_api(
                 }
             };
             let Some(item) = item else { break };
-            let output = item.map_err(Error::docker(format!(
-                "reading the log of container {container}"
-            )))?;
+            let output = item?;
             let full = {
                 let mut c = lock(copy);
                 match output {

@@ -121,7 +121,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             sessions: pod_shim::streaming::sessions::Sessions::new(&config.shim_id),
             idle_timeout: std::time::Duration::from_secs(config.stream_idle_timeout.max(1)),
         });
-        let stream_socket = socket.with_file_name(format!("{}.stream.sock", config.shim_id));
+        let stream_socket = dockpod_proto::layout::stream_socket_beside(&socket, &config.shim_id);
         pod_shim::streaming::listen(
             &stream_socket,
             streaming.clone(),
@@ -134,7 +134,7 @@ fn run(config: ShimConfig) -> anyhow::Result<()> {
             format!("{}\n", std::process::id()).as_bytes(),
             0o600,
         )?;
-        let sandbox = pod.record().sandbox_id.clone();
+        let sandbox = pod.view().sandbox_id.clone();
         if !sandbox.is_empty() {
             let _ = pod_shim::title::show_sandbox(&sandbox);
         }

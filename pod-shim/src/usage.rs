@@ -70,7 +70,7 @@ impl Usage {
     /// Forgets what was kept for containers the pod no longer has: the maps hold at most one
     /// entry per container of the record and the sandbox.
     fn prune(&self, pod: &Pod) {
-        let record = pod.record();
+        let record = pod.view();
         let kept = |id: &str| id == record.sandbox_id || record.containers.contains_key(id);
         let mut targets = self.targets();
         if targets.keys().all(|id| kept(id)) {

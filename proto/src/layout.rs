@@ -14,6 +14,17 @@ pub fn shim_socket(run_dir: &Path, shim_id: &str) -> PathBuf {
     shim_socket_dir(run_dir).join(format!("{shim_id}.sock"))
 }
 
+/// A shim's streaming socket, beside its gRPC socket (`stream_socket_beside`).
+pub fn shim_stream_socket(run_dir: &Path, shim_id: &str) -> PathBuf {
+    stream_socket_beside(&shim_socket(run_dir, shim_id), shim_id)
+}
+
+/// The streaming socket of shim `shim_id` whose gRPC socket is `socket`: the one place its
+/// name is made, for the shim that binds it and the front that connects to it.
+pub fn stream_socket_beside(socket: &Path, shim_id: &str) -> PathBuf {
+    socket.with_file_name(format!("{shim_id}.stream.sock"))
+}
+
 /// The CNI plugins' VERSION answers, shared by the node's shims (pod-shim's `cni::versions`).
 pub fn cni_versions_dir(root_dir: &Path) -> PathBuf {
     root_dir.join("cni-versions")

@@ -8,7 +8,7 @@
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
@@ -64,10 +64,7 @@ pub fn request_path(head: &[u8]) -> Option<String> {
     parts.next().map(str::to_string)
 }
 
-/// A shim's streaming socket, beside its gRPC socket.
-pub fn shim_stream_socket(run_dir: &Path, shim_id: &str) -> PathBuf {
-    crate::layout::shim_socket_dir(run_dir).join(format!("{shim_id}.stream.sock"))
-}
+pub use crate::layout::shim_stream_socket;
 
 /// Where an HTTP head ends (`\r\n\r\n`), if it does within `buf`.
 pub fn head_end(buf: &[u8]) -> Option<usize> {

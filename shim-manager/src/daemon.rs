@@ -7,17 +7,34 @@
 //! The watcher holds Docker's event stream open (daemon events only: a trickle), so a dockerd
 //! that stops or restarts ends the stream, and its facts are read again from the daemon that
 //! answers next (an upgraded engine has a new version and API).
+//!
+//! It reaches dockerd through a `Connection` (the front's `docker::Engine`), never the
+//! engine itself: the engine holds this module's state, not the other way round.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{EventsOptions, InspectNetworkOptions};
-use bollard::ClientVersion;
+use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
 
-use crate::docker::{Engine, MIN_API};
 use crate::error::{Error, Result};
+
+/// Oldest Engine API dockpod is written against (Docker 20.10).
+pub const MIN_API: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// What the watcher needs of the front's connection to dockerd.
+pub trait Connection: Clone + Send + Sync + 'static {
+    fn endpoint(&self) -> &str;
+    /// The API client; `Unavailable` while dockerd's socket does not exist.
+    fn client(&self) -> Result<Docker>;
+    /// Lowers the client's API version to the daemon's when the daemon is older.
+    fn negotiate(&self) -> impl std::future::Future<Output = Result<ClientVersion>> + Send;
+}
 
 /// How long a `Status` may report dockerd up on the strength of an earlier answer: the
 /// kubelet asks every few seconds, and a hung daemon (one that keeps its socket open) is only
@@ -167,15 +184,15 @@ impl Daemon {
     }
 }
 
-impl Engine {
+impl Daemon {
     /// Whether dockerd answers: from the watcher's knowledge when it is recent, else by a
     /// ping. Err says why not.
-    pub async fn confirm_up(&self) -> Result<()> {
-        let daemon = self.daemon();
+    pub async fn confirm_up(&self, connection: &impl Connection) -> Result<()> {
+        let daemon = self;
         if daemon.known().is_some() && daemon.recently_confirmed() {
             return Ok(());
         }
-        let api = self.api()?;
+        let api = connection.client()?;
         match tokio::time::timeout(PING_TIMEOUT, crate::metrics::docker("ping", api.ping())).await {
             Ok(Ok(_)) => {
                 daemon.confirm();
@@ -186,24 +203,24 @@ impl Engine {
             }
             Ok(Err(e)) => Err(Error::Unavailable(format!(
                 "dockerd at {} does not answer: {e}",
-                self.endpoint()
+                connection.endpoint()
             ))),
             Err(_) => Err(Error::Unavailable(format!(
                 "dockerd at {} did not answer a ping within {PING_TIMEOUT:?}",
-                self.endpoint()
+                connection.endpoint()
             ))),
         }
     }
 
     /// Keeps the daemon's facts for as long as the front runs: reads them, follows Docker's
     /// event stream until the connection ends, reads them again.
-    pub fn watch_daemon(&self) -> tokio::task::JoinHandle<()> {
-        let engine = self.clone();
+    pub fn watch(self: &Arc<Self>, engine: impl Connection) -> tokio::task::JoinHandle<()> {
+        let daemon = self.clone();
         tokio::spawn(async move {
             let mut delay = FIRST_RETRY;
             let mut failures = 0u32;
             loop {
-                match engine.read_facts().await {
+                match read_facts(&engine).await {
                     Ok(facts) => {
                         if (facts.api.major_version, facts.api.minor_version)
                             < (MIN_API.major_version, MIN_API.minor_version)
@@ -212,14 +229,11 @@ impl Engine {
                         } else {
                             tracing::info!(api = %facts.api, version = %facts.version, endpoint = %engine.endpoint(), "connected to dockerd");
                         }
-                        engine.daemon().confirm();
-                        engine
-                            .daemon()
-                            .state
-                            .send_replace(State::Up(Arc::new(facts)));
+                        daemon.confirm();
+                        daemon.state.send_replace(State::Up(Arc::new(facts)));
                         failures = 0;
                         let followed = Instant::now();
-                        engine.follow_until_disconnected().await;
+                        follow_until_disconnected(&engine).await;
                         // A stream that ends as soon as it opens (something between the
                         // front and dockerd that does not stream) must not turn this into a
                         // loop of requests.
@@ -236,7 +250,7 @@ impl Engine {
                             tracing::warn!(error = %e, "dockerd is not answering");
                         }
                         failures += 1;
-                        engine.daemon().state.send_modify(|state| {
+                        daemon.state.send_modify(|state| {
                             let last = match state {
                                 State::Up(facts) | State::Down(_, Some(facts)) => {
                                     Some(facts.clone())
@@ -245,7 +259,6 @@ impl Engine {
                             };
                             *state = State::Down(e.to_string(), last);
                         });
-                        let daemon = engine.daemon();
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = daemon.retry_now.notified() => {}
@@ -256,54 +269,54 @@ impl Engine {
             }
         })
     }
+}
 
-    async fn read_facts(&self) -> Result<Facts> {
-        let api = self.negotiate().await?;
-        let docker = self.api()?;
-        let version = crate::metrics::docker("version", docker.version())
-            .await
-            .map_err(Error::docker("reading docker's version"))?;
-        let info = crate::metrics::docker("info", docker.info())
-            .await
-            .map_err(Error::docker("reading docker info"))?;
-        let bridge = crate::metrics::docker(
-            "inspect_network",
-            docker.inspect_network("bridge", None::<InspectNetworkOptions>),
-        )
-        .await;
-        Ok(Facts {
-            version: version.version.unwrap_or_default(),
-            api,
-            cgroup_driver: cgroup_driver(&info),
-            default_bridge: bridge
-                .map(|net| net.id.unwrap_or_default())
-                .map_err(|e| e.to_string()),
-            runtimes: runtimes(&info),
-            default_runtime: info.default_runtime.clone().unwrap_or_default(),
-        })
-    }
+async fn read_facts(engine: &impl Connection) -> Result<Facts> {
+    let api = engine.negotiate().await?;
+    let docker = engine.client()?;
+    let version = crate::metrics::docker("version", docker.version())
+        .await
+        .map_err(Error::docker("reading docker's version"))?;
+    let info = crate::metrics::docker("info", docker.info())
+        .await
+        .map_err(Error::docker("reading docker info"))?;
+    let bridge = crate::metrics::docker(
+        "inspect_network",
+        docker.inspect_network("bridge", None::<InspectNetworkOptions>),
+    )
+    .await;
+    Ok(Facts {
+        version: version.version.unwrap_or_default(),
+        api,
+        cgroup_driver: cgroup_driver(&info),
+        default_bridge: bridge
+            .map(|net| net.id.unwrap_or_default())
+            .map_err(|e| e.to_string()),
+        runtimes: runtimes(&info),
+        default_runtime: info.default_runtime.clone().unwrap_or_default(),
+    })
+}
 
-    /// Returns when Docker's event stream ends (dockerd stopped, or the connection broke) or
-    /// the daemon reports a change of its own (a configuration reload).
-    async fn follow_until_disconnected(&self) {
-        let Ok(docker) = self.api() else {
-            return;
-        };
-        let options = EventsOptions {
-            filters: Some(
-                [("type".to_string(), vec!["daemon".to_string()])]
-                    .into_iter()
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        let mut events = docker.events(Some(options));
-        match events.next().await {
-            Some(Ok(event)) => {
-                tracing::info!(action = ?event.action, "dockerd reported a change; reading its facts again");
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "the connection to dockerd ended"),
-            None => tracing::warn!("the connection to dockerd ended"),
+/// Returns when Docker's event stream ends (dockerd stopped, or the connection broke) or
+/// the daemon reports a change of its own (a configuration reload).
+async fn follow_until_disconnected(engine: &impl Connection) {
+    let Ok(docker) = engine.client() else {
+        return;
+    };
+    let options = EventsOptions {
+        filters: Some(
+            [("type".to_string(), vec!["daemon".to_string()])]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut events = docker.events(Some(options));
+    match events.next().await {
+        Some(Ok(event)) => {
+            tracing::info!(action = ?event.action, "dockerd reported a change; reading its facts again");
         }
+        Some(Err(e)) => tracing::warn!(error = %e, "the connection to dockerd ended"),
+        None => tracing::warn!("the connection to dockerd ended"),
     }
 }

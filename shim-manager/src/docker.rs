@@ -1,20 +1,28 @@
-//! The front's connection to Docker Engine: connecting to the configured endpoint and
-//! negotiating the API version (Debian's dockerd speaks 1.41; newer engines more). What the
-//! front knows of the daemon itself is kept in `daemon`.
+//! The front's one gateway to Docker Engine: connecting to the configured endpoint,
+//! negotiating the API version (Debian's dockerd speaks 1.41; newer engines more), and the
+//! calls the front makes, typed, each timed in the metrics and mapping Docker's errors in one
+//! place. What the front knows of the daemon itself is kept in `daemon`, which reaches it
+//! through this engine as a `daemon::Connection`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::{ClientVersion, Docker};
-
-use crate::daemon::{Daemon, Facts};
-use crate::error::{Error, Result};
-
-/// Oldest Engine API dockpod is written against (Docker 20.10).
-pub const MIN_API: ClientVersion = ClientVersion {
-    major_version: 1,
-    minor_version: 41,
+use bollard::auth::DockerCredentials;
+use bollard::models::{
+    ContainerInspectResponse, ImageInspect, ImageSummary, SystemInfo, SystemVersion,
 };
+use bollard::query_parameters::{
+    CreateImageOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
+};
+use bollard::{ClientVersion, Docker};
+use futures_util::StreamExt;
+
+use crate::daemon::{Connection, Daemon, Facts};
+use crate::error::{Error, Result};
+use dockpod_proto::docker_errors::is_not_found;
+
+pub use crate::daemon::MIN_API;
 
 /// How long a request to Docker may take. Pulls stream progress and are bounded by the
 /// kubelet's own deadline instead, so this only catches a daemon that stopped answering.
@@ -50,7 +58,7 @@ impl Engine {
     }
 
     /// The API client; `Unavailable` while dockerd's socket does not exist.
-    pub fn api(&self) -> Result<Docker> {
+    fn client(&self) -> Result<Docker> {
         let mut client = self
             .client
             .lock()
@@ -84,7 +92,7 @@ impl Engine {
     /// engine share the negotiated version.
     pub async fn negotiate(&self) -> Result<ClientVersion> {
         let negotiated = self
-            .api()?
+            .client()?
             .negotiate_version()
             .await
             .map_err(Error::docker(format!(
@@ -94,8 +102,14 @@ impl Engine {
         Ok(negotiated.client_version())
     }
 
-    pub(crate) fn daemon(&self) -> &Daemon {
-        &self.daemon
+    /// Whether dockerd answers (see `Daemon::confirm_up`).
+    pub async fn confirm_up(&self) -> Result<()> {
+        self.daemon.confirm_up(self).await
+    }
+
+    /// Keeps the daemon's facts for as long as the front runs (see `Daemon::watch`).
+    pub fn watch_daemon(&self) -> tokio::task::JoinHandle<()> {
+        self.daemon.watch(self.clone())
     }
 
     /// The facts of the daemon that answers now (see `daemon`); `Unavailable` while none does.
@@ -116,7 +130,7 @@ impl Engine {
     ) -> Result<Vec<bollard::models::ContainerSummary>> {
         let filters =
             std::collections::HashMap::from([("label".to_string(), vec![label.to_string()])]);
-        self.api()?
+        self.client()?
             .list_containers(Some(bollard::query_parameters::ListContainersOptions {
                 all: true,
                 filters: Some(filters),
@@ -126,5 +140,123 @@ impl Engine {
             .map_err(Error::docker(format!(
                 "listing containers labelled {label}"
             )))
+    }
+
+    /// A container, `None` when Docker has none by that name or ID.
+    pub async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
+        let docker = self.client()?;
+        match crate::metrics::docker("inspect", docker.inspect_container(id, None)).await {
+            Ok(inspect) => Ok(Some(inspect)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::docker(format!("inspecting container {id}"))(e)),
+        }
+    }
+
+    /// Removes a container, running or not, with its anonymous volumes. Gone already, or
+    /// going for another request, is fine.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        match self.client()?.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if dockpod_proto::docker_errors::is_removed_already(&e) => Ok(()),
+            Err(e) => Err(Error::docker(format!("removing container {id}"))(e)),
+        }
+    }
+
+    /// An image, `None` when Docker has none by that name or ID.
+    pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInspect>> {
+        let docker = self.client()?;
+        match crate::metrics::docker("inspect_image", docker.inspect_image(name)).await {
+            Ok(image) => Ok(Some(image)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
+        }
+    }
+
+    /// Images, those whose reference matches `reference` when given.
+    pub async fn list_images(&self, reference: Option<&str>) -> Result<Vec<ImageSummary>> {
+        let options = ListImagesOptions {
+            filters: reference
+                .map(|name| HashMap::from([("reference".to_string(), vec![name.to_string()])])),
+            ..Default::default()
+        };
+        let docker = self.client()?;
+        crate::metrics::docker("list_images", docker.list_images(Some(options)))
+            .await
+            .map_err(Error::docker("listing images"))
+    }
+
+    /// Pulls `from_image` at `tag` (a tag, or a digest), to its end.
+    pub async fn pull(
+        &self,
+        from_image: &str,
+        tag: &str,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<()> {
+        let options = CreateImageOptions {
+            from_image: Some(from_image.to_string()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let mut progress = self
+            .client()?
+            .create_image(Some(options), None, credentials);
+        while let Some(step) = progress.next().await {
+            step.map_err(Error::docker(format!("pulling image {from_image}:{tag}")))?;
+        }
+        Ok(())
+    }
+
+    /// Removes one image reference (or, by ID, an image without references); gone already
+    /// is fine.
+    pub async fn remove_image(&self, reference: &str) -> Result<()> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        let docker = self.client()?;
+        match crate::metrics::docker(
+            "remove_image",
+            docker.remove_image(reference, Some(options), None),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::docker(format!("removing image {reference:?}"))(e)),
+        }
+    }
+
+    pub async fn info(&self) -> Result<SystemInfo> {
+        let docker = self.client()?;
+        crate::metrics::docker("info", docker.info())
+            .await
+            .map_err(Error::docker("reading docker info"))
+    }
+
+    pub async fn version(&self) -> Result<SystemVersion> {
+        let docker = self.client()?;
+        crate::metrics::docker("version", docker.version())
+            .await
+            .map_err(Error::docker("reading docker's version"))
+    }
+}
+
+impl Connection for Engine {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn client(&self) -> Result<Docker> {
+        Engine::client(self)
+    }
+
+    async fn negotiate(&self) -> Result<ClientVersion> {
+        Engine::negotiate(self).await
     }
 }

@@ -21,6 +21,9 @@ use crate::supervise::Supervisor;
 
 /// How long one shim may take to answer its part of a node-wide list.
 const LIST_DEADLINE: Duration = Duration::from_millis(500);
+/// How long CreateContainer waits for its container to be indexed from the shim's event
+/// (which the shim sends before it answers, so it is there at once but for a loaded front).
+const INDEX_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Router {
     pub supervisor: Arc<Supervisor>,
@@ -111,7 +114,16 @@ impl Router {
             .await?
             .into_inner()
             .container_id;
-        self.supervisor.index_container(&id, &shim.sandbox_id);
+        // The shim announced the create before it answered; once the supervisor has indexed
+        // it, the caller's next call finds the container without asking Docker.
+        if !self
+            .supervisor
+            .registry()
+            .await_container(&id, INDEX_WAIT)
+            .await
+        {
+            tracing::debug!(container = %id, "created container not indexed yet; calls find it through Docker meanwhile");
+        }
         Ok(id)
     }
 
@@ -132,12 +144,8 @@ impl Router {
         if let Some(found) = self.container(id)? {
             return Ok(Some(found));
         }
-        let api = self.engine.api().map_err(Status::from)?;
-        let inspect = match crate::metrics::docker("inspect", api.inspect_container(id, None)).await
-        {
-            Ok(inspect) => inspect,
-            Err(e) if dockpod_proto::docker_errors::is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(Error::docker(format!("inspecting container {id}"))(e).into()),
+        let Some(inspect) = self.engine.inspect_container(id).await? else {
+            return Ok(None);
         };
         let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
         let Some(sandbox) = labels.get(dockpod_proto::labels::SANDBOX_ID) else {
@@ -146,7 +154,6 @@ impl Router {
         let (Some(cid), Some(shim)) = (inspect.id, self.supervisor.registry().pod(sandbox)) else {
             return Ok(None);
         };
-        self.supervisor.index_container(&cid, &shim.sandbox_id);
         Ok(Some((cid, shim)))
     }
 
@@ -172,7 +179,6 @@ impl Router {
                 container_id: id.clone(),
             })
             .await?;
-        self.supervisor.forget_container(&id);
         Ok(())
     }
 

@@ -177,16 +177,14 @@ fn warn_if_sandbox_image_missing(engine: &Engine, image: &str) {
     let engine = engine.clone();
     let image = image.to_string();
     tokio::spawn(async move {
-        let inspected = match engine.api() {
-            Ok(api) => api
-                .inspect_image(&image)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = inspected {
-            tracing::warn!(%image, error = %e, "sandbox image is not available locally; contrib/setup.sh builds the default one");
+        match engine.inspect_image(&image).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(%image, "sandbox image is not available locally; contrib/setup.sh builds the default one")
+            }
+            Err(e) => {
+                tracing::warn!(%image, error = %e, "cannot tell whether the sandbox image is available locally")
+            }
         }
     });
 }

@@ -13,11 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::query_parameters::RemoveContainerOptions;
 use dockpod_proto::{labels, layout};
 
 use crate::docker::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Removes strays now and then every `interval`, for as long as the runtime runs.
 pub fn spawn(engine: Engine, instance: String, root_dir: PathBuf, interval: Duration) {
@@ -55,7 +54,7 @@ pub async fn sweep(engine: &Engine, instance: &str, root_dir: &Path) -> Result<V
             .map(String::as_str)
             .unwrap_or_default();
         tracing::warn!(container = %id, shim = %shim_id, name, "removing a container no pod holds (a create Docker finished after its pod was given up)");
-        match remove(engine, &id).await {
+        match engine.remove_container(&id).await {
             Ok(()) => removed.push(id),
             Err(e) => {
                 tracing::warn!(container = %id, error = %e, "removing a stray container; trying again next round")
@@ -63,19 +62,4 @@ pub async fn sweep(engine: &Engine, instance: &str, root_dir: &Path) -> Result<V
         }
     }
     Ok(removed)
-}
-
-/// Removes a container, running or not, with its anonymous volumes. Gone already, or going
-/// for another request, is fine.
-async fn remove(engine: &Engine, id: &str) -> Result<()> {
-    let options = RemoveContainerOptions {
-        force: true,
-        v: true,
-        link: false,
-    };
-    match engine.api()?.remove_container(id, Some(options)).await {
-        Ok(()) => Ok(()),
-        Err(e) if dockpod_proto::docker_errors::is_removed_already(&e) => Ok(()),
-        Err(e) => Err(Error::docker(format!("removing stray container {id}"))(e)),
-    }
 }

@@ -423,7 +423,7 @@ async fn forward_pair(pod: &Pod, error: spdy::Stream, mut data: spdy::Stream) {
             Ok(target) => portforward::connect(&target, port).await.map_err(|e| {
                 format!(
                     "error forwarding port {port} to pod {}: {e}",
-                    pod.record().sandbox_id
+                    pod.view().sandbox_id
                 )
             }),
             Err(e) => Err(e),

@@ -6,7 +6,7 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 use bollard::container::LogOutput;
-use bollard::query_parameters::{AttachContainerOptions, ResizeContainerTTYOptions};
+use bollard::query_parameters::AttachContainerOptions;
 use bytes::Bytes;
 use dockpod_proto::cri::{AttachRequest, ExecRequest};
 use futures_util::StreamExt;
@@ -113,13 +113,9 @@ pub async fn attach(engine: &Engine, req: &AttachRequest, io: Io) -> Outcome {
         logs: false,
         detach_keys: None,
     };
-    let attached = engine
-        .api()
-        .attach_container(&req.container_id, Some(options))
-        .await;
-    let results = match attached {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(format!("attaching: {e}")),
+    let (output, input) = match engine.attach(&req.container_id, options).await {
+        Ok(attached) => attached,
+        Err(e) => return Outcome::Failed(e.to_string()),
     };
     let resize = {
         let engine = engine.clone();
@@ -128,17 +124,13 @@ pub async fn attach(engine: &Engine, req: &AttachRequest, io: Io) -> Outcome {
             let engine = engine.clone();
             let id = id.clone();
             async move {
-                let options = ResizeContainerTTYOptions {
-                    h: i32::from(size.height),
-                    w: i32::from(size.width),
-                };
-                if let Err(e) = engine.api().resize_container_tty(&id, options).await {
+                if let Err(e) = engine.resize_tty(&id, size.height, size.width).await {
                     tracing::debug!(error = %e, "resizing a container's terminal");
                 }
             }
         }
     };
-    match pump(results.output, results.input, io, resize).await {
+    match pump(output, input, io, resize).await {
         Pumped::Ended => Outcome::Success,
         Pumped::ClientGone => Outcome::ClientGone,
         Pumped::Failed(e) => Outcome::Failed(e),

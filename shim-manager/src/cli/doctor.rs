@@ -92,12 +92,14 @@ async fn docker_checks(
     let answer = async {
         let engine = Engine::connect(endpoint).map_err(|e| e.to_string())?;
         let negotiated = engine.negotiate().await.map_err(|e| e.to_string())?;
-        let api = engine.api().map_err(|e| e.to_string())?;
-        let version = api.version().await.map_err(|e| e.to_string())?;
-        let info = api.info().await.map_err(|e| e.to_string())?;
-        let image = api.inspect_image(&config.pod_infra_container_image).await;
+        let version = engine.version().await.map_err(|e| e.to_string())?;
+        let info = engine.info().await.map_err(|e| e.to_string())?;
+        let image = engine
+            .inspect_image(&config.pod_infra_container_image)
+            .await
+            .map_err(|e| e.to_string())?;
         let negotiated = ApiVersion::new(negotiated.major_version, negotiated.minor_version);
-        Ok::<_, String>((negotiated, version, info, image.is_ok()))
+        Ok::<_, String>((negotiated, version, info, image.is_some()))
     };
     let (negotiated, version, info, image_present) =
         match tokio::time::timeout(DOCKER_WAIT, answer).await {

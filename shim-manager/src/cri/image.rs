@@ -7,7 +7,6 @@ use std::sync::Mutex;
 
 use bollard::auth::DockerCredentials;
 use bollard::models::{ImageInspect, ImageSummary};
-use bollard::query_parameters::{CreateImageOptions, ListImagesOptions, RemoveImageOptions};
 use dockpod_proto::cri::image_service_server::ImageService;
 use dockpod_proto::cri::{
     AuthConfig, FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest,
@@ -23,7 +22,6 @@ use crate::docker::Engine;
 use crate::error::{Error, Result};
 use crate::image_ref::ImageName;
 use crate::imagefs::UsageCache;
-use dockpod_proto::docker_errors::is_not_found;
 
 /// Images inspected at once when a list meets images it has not seen (one inspect each, for
 /// the USER of every image).
@@ -60,12 +58,7 @@ impl ImageApi {
 
     /// Inspects `name`; `None` when Docker has no such image.
     async fn inspect(&self, name: &str) -> Result<Option<ImageInspect>> {
-        let api = self.engine.api()?;
-        match crate::metrics::docker("inspect_image", api.inspect_image(name)).await {
-            Ok(image) => Ok(Some(image)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
-        }
+        self.engine.inspect_image(name).await
     }
 
     /// Whether the image with this ID and these references is the sandbox image.
@@ -89,16 +82,7 @@ impl ImageApi {
             );
             return Ok(vec![to_cri_image(image, pinned)]);
         }
-        let filters = filter_name
-            .map(|name| HashMap::from([("reference".to_string(), vec![name.to_string()])]));
-        let options = ListImagesOptions {
-            filters,
-            ..Default::default()
-        };
-        let api = self.engine.api()?;
-        let summaries = crate::metrics::docker("list_images", api.list_images(Some(options)))
-            .await
-            .map_err(Error::docker("listing images"))?;
+        let summaries = self.engine.list_images(filter_name).await?;
         let users = self.users_of(&summaries, filter.is_none()).await?;
         Ok(summaries
             .into_iter()
@@ -182,18 +166,7 @@ impl ImageApi {
             )));
         };
         let credentials = auth.map(|a| credentials(a, &from_image)).transpose()?;
-        let options = CreateImageOptions {
-            from_image: Some(from_image.clone()),
-            tag: Some(tag.clone()),
-            ..Default::default()
-        };
-        let mut progress = self
-            .engine
-            .api()?
-            .create_image(Some(options), None, credentials);
-        while let Some(step) = progress.next().await {
-            step.map_err(Error::docker(format!("pulling image {:?}", spec.image)))?;
-        }
+        self.engine.pull(&from_image, &tag, credentials).await?;
         let pulled = if tag.contains(':') {
             format!("{from_image}@{tag}")
         } else {
@@ -258,35 +231,20 @@ impl ImageApi {
     }
 
     async fn remove_reference(&self, reference: &str) -> Result<()> {
-        let options = RemoveImageOptions {
-            force: false,
-            noprune: false,
-            ..Default::default()
-        };
-        let api = self.engine.api()?;
-        match crate::metrics::docker(
-            "remove_image",
-            api.remove_image(reference, Some(options), None),
-        )
-        .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
+        match self.engine.remove_image(reference).await {
+            Ok(()) => Ok(()),
             // Removals of one image at once: Docker answers the ones that lose the race with
             // a 500 ("unrecognized image ID") or a 409. What they asked for holds if the
             // reference is gone now.
             Err(e) => match self.inspect(reference).await {
                 Ok(None) => Ok(()),
-                _ => Err(Error::docker(format!("removing image {reference:?}"))(e)),
+                _ => Err(e),
             },
         }
     }
 
     async fn fs_info(&self) -> Result<ImageFsInfoResponse> {
-        let api = self.engine.api()?;
-        let info = crate::metrics::docker("info", api.info())
-            .await
-            .map_err(Error::docker("reading docker info"))?;
+        let info = self.engine.info().await?;
         let root = info
             .docker_root_dir
             .unwrap_or_else(|| "/var/lib/docker".into());

@@ -20,7 +20,9 @@ mod startup;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dockpod_proto::cri::{ContainerEventResponse, RemovePodSandboxRequest, RunPodSandboxRequest};
+use dockpod_proto::cri::{
+    ContainerEventResponse, ContainerEventType, RemovePodSandboxRequest, RunPodSandboxRequest,
+};
 use dockpod_proto::layout;
 use dockpod_proto::manager::shim_upgrade::Outcome;
 use dockpod_proto::manager::ShimUpgrade;
@@ -185,14 +187,45 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Indexes a container a shim reported (created, or found from Docker's labels).
-    pub fn index_container(&self, container_id: &str, sandbox_id: &str) {
-        self.registry.insert_container(container_id, sandbox_id);
+    /// Keeps the container index in step with what `shim` announces: a container it created
+    /// is indexed under its pod, one it deleted forgotten. Only while `shim` is its pod's
+    /// current shim: a create that ends after its pod's removal indexes nothing.
+    fn index(&self, shim: &Arc<ShimHandle>, event: &ContainerEventResponse) {
+        if event.container_id.is_empty() || event.container_id == shim.sandbox_id {
+            return;
+        }
+        match ContainerEventType::try_from(event.container_event_type) {
+            Ok(ContainerEventType::ContainerCreatedEvent) if self.is_current(shim) => {
+                self.registry
+                    .insert_container(&event.container_id, &shim.sandbox_id);
+            }
+            Ok(ContainerEventType::ContainerDeletedEvent) => {
+                self.registry.remove_container(&event.container_id);
+            }
+            _ => {}
+        }
     }
 
-    /// Forgets a container its shim removed.
-    pub fn forget_container(&self, container_id: &str) {
-        self.registry.remove_container(container_id);
+    /// After a gap in `shim`'s events (its stream ended, or a new shim took over): the
+    /// pod's containers as the shim lists them (from its record) replace the index's, so a
+    /// create or removal announced while no one listened is not missed. Subscribed first, so
+    /// nothing announced after the list is lost either.
+    async fn reindex(&self, shim: &Arc<ShimHandle>) {
+        let listed = match shim
+            .runtime()
+            .list_containers(dockpod_proto::cri::ListContainersRequest::default())
+            .await
+        {
+            Ok(answer) => answer.into_inner().containers,
+            Err(e) => {
+                tracing::debug!(sandbox = %shim.sandbox_id, error = %e.message(), "listing a shim's containers to index them");
+                return;
+            }
+        };
+        if self.is_current(shim) {
+            let ids: Vec<String> = listed.into_iter().map(|c| c.id).collect();
+            self.registry.replace_containers(&shim.sandbox_id, &ids);
+        }
     }
 
     /// Starts supervising `shim`: its events are forwarded from the moment this returns, and
@@ -229,7 +262,10 @@ impl Supervisor {
                 Some(events) => loop {
                     tokio::select! {
                         item = events.next() => match item {
-                            Some(Ok(event)) => self.events.publish(event),
+                            Some(Ok(event)) => {
+                                self.index(&shim, &event);
+                                self.events.publish(event);
+                            }
                             Some(Err(status)) => {
                                 tracing::debug!(sandbox = %shim.sandbox_id, error = %status.message(), "shim event stream failed");
                                 break;
@@ -259,6 +295,9 @@ impl Supervisor {
                 // shim fails this until it moves again, at one attempt per tick, and is
                 // replaced once it has not answered for the liveness bound.
                 stream = subscribe_shim(&shim).await.ok();
+                if stream.is_some() {
+                    self.reindex(&shim).await;
+                }
                 continue;
             }
             if shim.alive() {
@@ -273,6 +312,9 @@ impl Supervisor {
                 Some(new) => {
                     shim = new;
                     stream = subscribe_shim(&shim).await.ok();
+                    if stream.is_some() {
+                        self.reindex(&shim).await;
+                    }
                 }
                 None => return,
             }
