@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::cni::{Attachment, Cni, CRI_DOCKERD_LOOPBACK};
 use crate::docker::{now_ns, parse_time, Engine};
 use crate::error::{Error, Result};
-use crate::pod::{ContainerRecord, PodRecord};
+use dockpod_proto::pod_record::{ContainerRecord, PodRecord};
 
 /// cri-dockerd's sandbox checkpoint (`<root>/sandbox/<sandbox id>`), schema `v1`. Its
 /// checksum is a hash of Go's printed form of the data and is not checked: the file is only

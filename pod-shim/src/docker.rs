@@ -21,7 +21,7 @@ use dockpod_proto::engine_api::ApiVersion;
 use futures_util::{Stream, StreamExt};
 
 use crate::error::{is_not_found, is_not_modified, Error, Result};
-use crate::pod::{Observed, Phase};
+use dockpod_proto::pod_record::{Observed, Phase};
 
 /// An attached exec's or container's output, as Docker sends it.
 pub type OutputStream = std::pin::Pin<

@@ -19,7 +19,6 @@ pub mod log_position;
 pub mod logs;
 pub mod memory;
 pub mod own_log;
-pub mod pod;
 pub mod server;
 pub mod spec;
 pub mod state;

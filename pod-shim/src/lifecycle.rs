@@ -35,9 +35,9 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::locks::OpLocks;
 use crate::logs::{Followers, LogHandle};
-use crate::pod::{ContainerRecord, Intent, PodRecord};
 use crate::spec::{self, Context};
 use crate::state::Store;
+use dockpod_proto::pod_record::{ContainerRecord, Intent, PodRecord};
 use network::add_hosts_entry;
 pub use network::{pod_ips, NetworkCheck};
 
@@ -668,10 +668,10 @@ impl Pod {
 
     /// Before an exit is recorded, lets the log follower write the container's last lines, so
     /// that whoever reads "exited" finds the whole log in the file.
-    async fn settle_log(&self, id: &str, seen: &crate::pod::Observed) {
+    async fn settle_log(&self, id: &str, seen: &dockpod_proto::pod_record::Observed) {
         if !matches!(
             seen.phase,
-            crate::pod::Phase::Exited | crate::pod::Phase::Gone
+            dockpod_proto::pod_record::Phase::Exited | dockpod_proto::pod_record::Phase::Gone
         ) {
             return;
         }
@@ -902,7 +902,7 @@ impl Pod {
         if let Some(r) = &resources {
             self.docker_update(sandbox_id, r).await?;
         }
-        self.record().sandbox_resources = Some(crate::pod::SandboxResources {
+        self.record().sandbox_resources = Some(dockpod_proto::pod_record::SandboxResources {
             overhead,
             resources,
         });

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use dockpod_proto::pod_record::PodRecord;
 use pod_shim::config::ShimConfig;
 use pod_shim::daemon::{detach, Role};
 use pod_shim::lifecycle::Pod;
-use pod_shim::pod::PodRecord;
 use pod_shim::state::Store;
 use tracing_subscriber::EnvFilter;
 

@@ -7,7 +7,7 @@ use dockpod_proto::files::atomic_write;
 use dockpod_proto::layout::STATE_FILE;
 
 use crate::error::{Error, Result};
-use crate::pod::PodRecord;
+use dockpod_proto::pod_record::PodRecord;
 
 #[derive(Clone)]
 pub struct Store {
@@ -79,8 +79,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::ContainerRecord;
     use dockpod_proto::cri::{PodSandboxConfig, PodSandboxMetadata};
+    use dockpod_proto::pod_record::ContainerRecord;
     use dockpod_proto::pod_state::PodSummary;
 
     /// The front indexes pods from this file when it starts: what it reads must match what

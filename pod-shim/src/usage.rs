@@ -16,8 +16,8 @@ use dockpod_proto::cri::{
 use crate::docker::now_ns;
 use crate::error::{Error, Result};
 use crate::lifecycle::Pod;
-use crate::pod::ContainerRecord;
 use crate::stats::{self, Cgroup, Memory, Sampler};
+use dockpod_proto::pod_record::ContainerRecord;
 
 /// Where one container's figures are read from.
 #[derive(Clone)]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod name_holder;
 pub mod owner;
 pub mod panics;
+pub mod pod_record;
 pub mod pod_state;
 pub mod process;
 pub mod procfs;

@@ -1,14 +1,11 @@
 //! A pod as the CRI's lists show it (ListPodSandbox's sandbox, ListContainers' containers),
 //! by one set of rules for the shim, which answers from its record, and the front, which
-//! answers from the record's state file without asking the shim. Unknown fields of the file
-//! are ignored, so the shim's record can grow without the front following.
-
-use std::collections::BTreeMap;
+//! answers from the record's state file (the same `PodRecord`) without asking the shim.
 
 use crate::cri::{
     Container, ContainerConfig, ImageSpec, PodSandbox, PodSandboxConfig, PodSandboxState,
 };
-use serde::Deserialize;
+use crate::pod_record::PodRecord;
 
 /// The sandbox item of a pod.
 pub fn sandbox_item(
@@ -67,27 +64,6 @@ pub fn image_spec(config: &ContainerConfig, image_id: &str) -> ImageSpec {
     }
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct Record {
-    sandbox_id: String,
-    config: PodSandboxConfig,
-    runtime_handler: String,
-    created_at: i64,
-    ready: bool,
-    containers: BTreeMap<String, Entry>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct Entry {
-    id: String,
-    config: ContainerConfig,
-    image_id: String,
-    state: i32,
-    created_at: i64,
-}
-
 /// What a pod's state file lists.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodListing {
@@ -99,33 +75,17 @@ impl PodListing {
     /// `None` for a pod without a sandbox yet (a RunPodSandbox that has not ended lists
     /// nothing, as its shim's own list does).
     pub fn parse(bytes: &[u8]) -> Result<Option<PodListing>, serde_json::Error> {
-        let r: Record = serde_json::from_slice(bytes)?;
+        let r: PodRecord = serde_json::from_slice(bytes)?;
         if r.sandbox_id.is_empty() {
             return Ok(None);
         }
-        let containers = r
-            .containers
-            .values()
-            .map(|c| {
-                container_item(
-                    &c.id,
-                    &r.sandbox_id,
-                    &c.config,
-                    &c.image_id,
-                    c.state,
-                    c.created_at,
-                )
-            })
-            .collect();
         Ok(Some(PodListing {
-            pod: sandbox_item(
-                &r.sandbox_id,
-                &r.config,
-                r.ready,
-                r.created_at,
-                &r.runtime_handler,
-            ),
-            containers,
+            pod: r.to_cri(),
+            containers: r
+                .containers
+                .values()
+                .map(|c| c.to_cri(&r.sandbox_id))
+                .collect(),
         }))
     }
 }

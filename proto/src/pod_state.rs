@@ -1,32 +1,11 @@
 //! The part of a pod's state file (written by its shim, `layout::STATE_FILE`) that the front
 //! reads when it starts: enough to index the pod and to start a new shim for it without
-//! asking the old one, which may be gone or stuck. Unknown fields are ignored, so the shim's
-//! record can grow without the front following.
+//! asking the old one, which may be gone or stuck. The file is read as the shim's own
+//! `PodRecord`.
 
 use std::path::Path;
 
-use serde::Deserialize;
-
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-struct Record {
-    sandbox_id: String,
-    config: Config,
-    containers: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-struct Config {
-    metadata: Option<Metadata>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-struct Metadata {
-    name: String,
-    namespace: String,
-}
+use crate::pod_record::PodRecord;
 
 /// A pod as its state file describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +18,10 @@ pub struct PodSummary {
 
 impl PodSummary {
     pub fn parse(bytes: &[u8]) -> Result<PodSummary, serde_json::Error> {
-        let record: Record = serde_json::from_slice(bytes)?;
-        let meta = record.config.metadata.unwrap_or_default();
+        let record: PodRecord = serde_json::from_slice(bytes)?;
         Ok(PodSummary {
+            display: record.display_name(),
             sandbox_id: record.sandbox_id,
-            display: format!("{}/{}", meta.namespace, meta.name),
             container_ids: record.containers.into_keys().collect(),
         })
     }

@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use super::{Pod, EVENT_BUFFER};
 use crate::docker::now_ns;
 use crate::error::Result;
-use crate::pod::ContainerRecord;
+use dockpod_proto::pod_record::ContainerRecord;
 
 impl Pod {
     /// A subscription to the pod's events; the first one also gets the events sent before it.

@@ -21,8 +21,8 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::{Error, Result};
-use crate::pod::{ContainerRecord, PodRecord};
 use crate::state::Store;
+use dockpod_proto::pod_record::{ContainerRecord, PodRecord};
 
 pub(super) struct Record {
     current: Mutex<PodRecord>,

@@ -1,18 +1,23 @@
-//! The pod as the shim knows it: the sandbox and its containers, persisted as one record, and
-//! the pure rules that turn what Docker reports into CRI states, statuses and events. Nothing
-//! here talks to Docker, so it is tested without one.
+//! The pod as its shim knows it: the sandbox and its containers, persisted as one record (the
+//! pod's state file, `layout::STATE_FILE`), and the pure rules that turn what Docker reports
+//! into CRI states, statuses and events. The one schema of that file: the shim writes it, the
+//! front reads it (`pod_state`, `listing`) through this same type. Nothing here talks to
+//! Docker, so it is tested without one.
 
 use std::collections::BTreeMap;
 
-use dockpod_proto::cri::{
+use crate::cri::{
     Container, ContainerConfig, ContainerEventType, ContainerResources, ContainerState,
     ContainerStatus, LinuxContainerResources, LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox,
     PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
 };
 use serde::{Deserialize, Serialize};
 
-/// Everything the shim persists about its pod.
+/// Everything the shim persists about its pod. Every field may be missing (a record of an
+/// older shim reads, its new fields empty) and unknown fields are ignored (an older front
+/// reads a newer shim's record).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PodRecord {
     pub shim_id: String,
     /// Docker ID of the sandbox container; empty until it is created.
@@ -155,6 +160,7 @@ impl PodRecord {
 
 /// One application container of the pod.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ContainerRecord {
     pub id: String,
     pub config: ContainerConfig,
@@ -279,7 +285,7 @@ impl ContainerRecord {
     }
 
     pub fn to_cri(&self, sandbox_id: &str) -> Container {
-        dockpod_proto::listing::container_item(
+        crate::listing::container_item(
             &self.id,
             sandbox_id,
             &self.config,
@@ -298,10 +304,7 @@ impl ContainerRecord {
             started_at: self.started_at,
             finished_at: self.finished_at,
             exit_code: self.exit_code,
-            image: Some(dockpod_proto::listing::image_spec(
-                &self.config,
-                &self.image_id,
-            )),
+            image: Some(crate::listing::image_spec(&self.config, &self.image_id)),
             image_ref: self.image_id.clone(),
             image_id: self.image_id.clone(),
             reason: self.reason.clone(),
@@ -341,7 +344,7 @@ impl PodRecord {
     }
 
     pub fn to_cri(&self) -> PodSandbox {
-        dockpod_proto::listing::sandbox_item(
+        crate::listing::sandbox_item(
             &self.sandbox_id,
             &self.config,
             self.ready,
@@ -435,7 +438,7 @@ mod tests {
     fn restarts_count_the_newest_attempt_of_each_container_name() {
         let container = |name: &str, attempt: u32| ContainerRecord {
             config: ContainerConfig {
-                metadata: Some(dockpod_proto::cri::ContainerMetadata {
+                metadata: Some(crate::cri::ContainerMetadata {
                     name: name.into(),
                     attempt,
                 }),
@@ -457,11 +460,11 @@ mod tests {
     #[test]
     fn the_front_lists_from_the_saved_record_what_the_shim_lists() {
         let mut config = ContainerConfig {
-            metadata: Some(dockpod_proto::cri::ContainerMetadata {
+            metadata: Some(crate::cri::ContainerMetadata {
                 name: "app".into(),
                 attempt: 2,
             }),
-            image: Some(dockpod_proto::cri::ImageSpec {
+            image: Some(crate::cri::ImageSpec {
                 image: "busybox".into(),
                 ..Default::default()
             }),
@@ -486,7 +489,7 @@ mod tests {
         pod.config.labels.insert("app".into(), "web".into());
         pod.containers.insert("c1".into(), container);
         let saved = serde_json::to_vec(&pod).expect("serialise");
-        let listed = dockpod_proto::listing::PodListing::parse(&saved)
+        let listed = crate::listing::PodListing::parse(&saved)
             .expect("parse")
             .expect("a sandbox");
         assert_eq!(listed.pod, pod.to_cri());
