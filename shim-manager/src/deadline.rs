@@ -123,44 +123,31 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_passed_deadline_answers_deadline_exceeded_and_others_pass_through() {
+    /// The answer to a request with `grpc-timeout: timeout` of a service that answers
+    /// `body` after `delay`.
+    async fn answer(delay: Duration, timeout: &str) -> http::Response<String> {
         use tower::{Layer, Service, ServiceExt};
-        let slow = tower::service_fn(|_: http::Request<()>| async {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok::<_, std::convert::Infallible>(http::Response::new(String::from("late")))
-        });
-        let mut svc = DeadlineLayer.layer(slow);
-        let req = http::Request::builder()
-            .header(HEADER, "1m")
-            .body(())
-            .expect("request");
-        let answer = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req)
-            .await
-            .expect("answer");
-        assert_eq!(
-            answer.headers().get("grpc-status").map(|v| v.as_bytes()),
-            Some(&b"4"[..])
-        );
-        let fast = tower::service_fn(|_: http::Request<()>| async {
+        let inner = tower::service_fn(move |_: http::Request<()>| async move {
+            tokio::time::sleep(delay).await;
             Ok::<_, std::convert::Infallible>(http::Response::new(String::from("done")))
         });
-        let mut svc = DeadlineLayer.layer(fast);
+        let mut svc = DeadlineLayer.layer(inner);
         let req = http::Request::builder()
-            .header(HEADER, "10S")
+            .header(HEADER, timeout)
             .body(())
             .expect("request");
-        let answer = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req)
-            .await
-            .expect("answer");
-        assert_eq!(answer.into_body(), "done");
+        let ready = svc.ready().await.expect("ready");
+        ready.call(req).await.expect("answer")
+    }
+
+    #[tokio::test]
+    async fn a_passed_deadline_answers_deadline_exceeded_and_others_pass_through() {
+        let late = answer(Duration::from_secs(60), "1m").await;
+        assert_eq!(
+            late.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"4"[..])
+        );
+        let in_time = answer(Duration::ZERO, "10S").await;
+        assert_eq!(in_time.into_body(), "done");
     }
 }

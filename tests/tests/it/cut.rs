@@ -262,6 +262,71 @@ async fn a_removal_cut_by_a_shim_crash_is_finished_by_the_next_shim() {
     remove_pod(&mut rt.clone(), &id).await;
 }
 
+/// RunPodSandbox cut by the death of both its front and its shim after Docker made the
+/// sandbox: the kubelet's retry, to the next front, succeeds with one sandbox in Docker, also
+/// when it arrives while that front is still deleting what the cut run left.
+#[tokio::test]
+async fn a_run_pod_sandbox_cut_by_a_front_and_shim_kill_succeeds_when_retried() {
+    let proxy = DockerProxy::start();
+    let mut front = front_through(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let rt = front.runtime();
+    let pod = pod_config("cut-both", logs.path());
+
+    let answer = Gate::new();
+    proxy.once(
+        "POST",
+        "/containers/create",
+        Fault::HoldAnswer(answer.clone()),
+    );
+    let call = run_pod_in_background(&rt, &pod);
+    docker_holds(&front, 1).await;
+    for shim in front.shim_pids() {
+        kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill the shim");
+    }
+    front.kill().await;
+    answer.open();
+    assert!(call.await.expect("join").is_err(), "its front died");
+    // The next front gives the cut run's pod up; its deletion of the sandbox is held.
+    let deletion = Gate::new();
+    proxy.once("DELETE", "/containers/*", Fault::Hold(deletion.clone()));
+    front.restart().await;
+
+    let retry = run_pod_in_background(&front.runtime(), &pod);
+    // The retry's own create met the name while the deletion was held.
+    wait_until(
+        "the retry's create and the held deletion at Docker",
+        SECS,
+        || {
+            let seen = proxy.seen();
+            let count = |method: &str, path: &dyn Fn(&str) -> bool| {
+                seen.iter()
+                    .filter(|s| s.method == method && path(&s.path))
+                    .count()
+            };
+            let creates = count("POST", &|p| p == "/containers/create");
+            let deletions = count("DELETE", &|p| p.starts_with("/containers/"));
+            async move { (creates == 2 && deletions == 1).then_some(()) }
+        },
+    )
+    .await;
+    deletion.open();
+    let sandbox = retry
+        .await
+        .expect("join")
+        .expect("the retry")
+        .into_inner()
+        .pod_sandbox_id;
+    let mut rt = front.runtime();
+    assert_eq!(
+        pod_ids(rt.clone(), Default::default()).await,
+        vec![sandbox.clone()]
+    );
+    assert_docker_holds(&front, vec![sandbox.clone()]).await;
+    remove_pod(&mut rt, &sandbox).await;
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+}
+
 #[tokio::test]
 async fn run_pod_sandbox_cut_by_a_shim_crash_succeeds_when_retried() {
     let proxy = DockerProxy::start();

@@ -13,8 +13,6 @@ use dockpod_tests::docker::{derive_image, docker, instance_containers, ImageRefs
 use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
 use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tonic::Code;
 
 /// Bound on waits for what the front does by itself (a shim's exit, a restart's settling);
@@ -96,76 +94,6 @@ async fn a_run_pod_sandbox_sent_again_gets_the_pod_its_first_run_made() {
     assert_ne!(fresh, replaced);
     assert_docker_holds(&front, vec![fresh.clone()]).await;
     remove_pod(&mut rt, &fresh).await;
-    assert_docker_holds(&front, vec![]).await;
-}
-
-/// RunPodSandbox cut by the death of both its front and its shim after Docker made the
-/// sandbox: the kubelet's retry, to the next front, succeeds with one sandbox in Docker, also
-/// when it arrives while that front is still deleting what the cut run left.
-#[tokio::test]
-async fn a_run_pod_sandbox_cut_by_a_front_and_shim_kill_succeeds_when_retried() {
-    let proxy = DockerProxy::start();
-    let mut front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
-    let logs = tempfile::tempdir().expect("logs");
-    let rt = front.runtime();
-    let pod = pod_config("cut-both", logs.path());
-
-    let answer = Gate::new();
-    proxy.once(
-        "POST",
-        "/containers/create",
-        Fault::HoldAnswer(answer.clone()),
-    );
-    let call = tokio::spawn({
-        let (mut rt, pod) = (rt.clone(), pod.clone());
-        async move { try_run_pod(&mut rt, &pod).await }
-    });
-    wait_until("the sandbox made in Docker", SECS, || {
-        let instance = front.instance_id();
-        async move { (instance_containers(&instance).await.len() == 1).then_some(()) }
-    })
-    .await;
-    for shim in front.shim_pids() {
-        kill(Pid::from_raw(shim as i32), Signal::SIGKILL).expect("kill the shim");
-    }
-    front.kill().await;
-    answer.open();
-    assert!(call.await.expect("join").is_err(), "its front died");
-    // The next front gives the cut run's pod up; its deletion of the sandbox is held.
-    let deletion = Gate::new();
-    proxy.once("DELETE", "/containers/*", Fault::Hold(deletion.clone()));
-    front.restart().await;
-
-    let retry = tokio::spawn({
-        let (mut rt, pod) = (front.runtime(), pod.clone());
-        async move { try_run_pod(&mut rt, &pod).await }
-    });
-    // The retry's own create met the name while the deletion was held.
-    wait_until(
-        "the retry's create and the held deletion at Docker",
-        SECS,
-        || {
-            let seen = proxy.seen();
-            let count = |method: &str, path: &dyn Fn(&str) -> bool| {
-                seen.iter()
-                    .filter(|s| s.method == method && path(&s.path))
-                    .count()
-            };
-            let creates = count("POST", &|p| p == "/containers/create");
-            let deletions = count("DELETE", &|p| p.starts_with("/containers/"));
-            async move { (creates == 2 && deletions == 1).then_some(()) }
-        },
-    )
-    .await;
-    deletion.open();
-    let sandbox = retry.await.expect("join").expect("the retry");
-    let mut rt = front.runtime();
-    assert_eq!(
-        pod_ids(rt.clone(), Default::default()).await,
-        vec![sandbox.clone()]
-    );
-    assert_docker_holds(&front, vec![sandbox.clone()]).await;
-    remove_pod(&mut rt, &sandbox).await;
     assert_docker_holds(&front, vec![]).await;
 }
 
