@@ -21,7 +21,7 @@ use crate::lifecycle::Pod;
 pub struct ShimRuntime {
     pub pod: Arc<Pod>,
     pub streaming: Arc<crate::streaming::Streaming>,
-    pub usage: Arc<crate::usage::Usage>,
+    pub usage: Arc<crate::cri_stats::Usage>,
     /// Mutating calls that answer an ID (RunPodSandbox, CreateContainer), by what makes two
     /// calls the same operation.
     pub making: Flights<String>,

@@ -189,7 +189,7 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// disk holds up this container's log and nothing else of the shim. The lock is held by one
 /// step at a time: the follower awaits each step before it takes the next, and its own
 /// accesses on the shim's thread touch only memory.
-struct Copy {
+struct LogCopy {
     target: LogTarget,
     position: Position,
     file: Option<LogFile>,
@@ -197,16 +197,16 @@ struct Copy {
     replay: Replay,
 }
 
-type SharedCopy = Arc<Mutex<Copy>>;
+type SharedCopy = Arc<Mutex<LogCopy>>;
 
-fn lock(copy: &SharedCopy) -> MutexGuard<'_, Copy> {
+fn lock(copy: &SharedCopy) -> MutexGuard<'_, LogCopy> {
     copy.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs one step of disk work on the copy, on the blocking pool.
 async fn off_thread<R: Send + 'static>(
     copy: &SharedCopy,
-    step: impl FnOnce(&mut Copy) -> R + Send + 'static,
+    step: impl FnOnce(&mut LogCopy) -> R + Send + 'static,
 ) -> Result<R> {
     let copy = copy.clone();
     tokio::task::spawn_blocking(move || step(&mut lock(&copy)))
@@ -214,9 +214,9 @@ async fn off_thread<R: Send + 'static>(
         .map_err(|e| Error::io("copying the container's log")(std::io::Error::other(e)))
 }
 
-impl Copy {
-    fn new(target: LogTarget) -> Copy {
-        Copy {
+impl LogCopy {
+    fn new(target: LogTarget) -> LogCopy {
+        LogCopy {
             target,
             position: Position::default(),
             file: None,
@@ -325,7 +325,7 @@ impl Copy {
 
 /// Finishes the current file and continues in a fresh one at the log path.
 async fn reopen(copy: &SharedCopy) -> Result<()> {
-    off_thread(copy, Copy::reopen).await?
+    off_thread(copy, LogCopy::reopen).await?
 }
 
 /// What reaches a follower from outside: ReopenContainerLog's requests, and the news that the
@@ -347,8 +347,8 @@ async fn follow_until_stopped(
     mut signals: Signals,
 ) {
     let path = target.path().to_path_buf();
-    let copy = Arc::new(Mutex::new(Copy::new(target)));
-    if let Err(e) = off_thread(&copy, Copy::resume)
+    let copy = Arc::new(Mutex::new(LogCopy::new(target)));
+    if let Err(e) = off_thread(&copy, LogCopy::resume)
         .await
         .and_then(|resumed| resumed)
     {
@@ -473,7 +473,7 @@ async fn follow_api(
     copy: &SharedCopy,
     signals: &mut Signals,
 ) -> Result<()> {
-    off_thread(copy, Copy::open).await??;
+    off_thread(copy, LogCopy::open).await??;
     // Docker may end a follow stream at the container's exit before it has delivered the last
     // entries; a second, non-following read from the oldest remembered entry picks them up.
     for follow in [true, false] {
@@ -500,7 +500,7 @@ async fn follow_api(
             let item = match futures_util::FutureExt::now_or_never(stream.next()) {
                 Some(item) => item,
                 None => {
-                    off_thread(copy, Copy::write_out).await??;
+                    off_thread(copy, LogCopy::write_out).await??;
                     tokio::select! {
                         item = stream.next() => item,
                         Some(reply) = signals.reopen.recv() => {
@@ -525,14 +525,14 @@ async fn follow_api(
                 c.full()
             };
             if full {
-                off_thread(copy, Copy::write_out).await??;
+                off_thread(copy, LogCopy::write_out).await??;
             }
         }
         let mut c = lock(copy);
         console.finish(|entry| c.entry("stdout", entry))?;
         drop(c);
     }
-    off_thread(copy, Copy::write_out).await?
+    off_thread(copy, LogCopy::write_out).await?
 }
 
 /// A TTY container's output through the logs API: one byte stream, cut anywhere, with

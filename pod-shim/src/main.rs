@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use dockpod_proto::pod_record::PodRecord;
 use pod_shim::config::ShimConfig;
-use pod_shim::daemon::{detach, Role};
+use pod_shim::detach::{detach, Role};
 use pod_shim::lifecycle::Pod;
 use pod_shim::state::Store;
 use tracing_subscriber::EnvFilter;

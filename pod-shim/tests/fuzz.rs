@@ -163,9 +163,9 @@ proptest! {
 
     #[test]
     fn cgroup_files_parse_without_panics(text in "\\PC{0,400}") {
-        let _ = pod_shim::stats::parse_pressure(&text);
-        let (read, written) = pod_shim::stats::parse_io_stat(&text);
+        let _ = pod_shim::kernel_stats::parse_pressure(&text);
+        let (read, written) = pod_shim::kernel_stats::parse_io_stat(&text);
         let _ = read.saturating_add(written);
-        let _ = pod_shim::stats::parse_blkio_bytes(&text);
+        let _ = pod_shim::kernel_stats::parse_blkio_bytes(&text);
     }
 }

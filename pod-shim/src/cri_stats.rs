@@ -1,5 +1,5 @@
 //! The CRI's stats calls for this pod: per container (ContainerStats, ListContainerStats) and
-//! for the whole pod (PodSandboxStats, with its network and every container), from `stats`.
+//! for the whole pod (PodSandboxStats, with its network and every container), from `kernel_stats`.
 //! Which cgroup and writable layer a container has is looked up in Docker once per container
 //! start, not on every call.
 
@@ -15,8 +15,8 @@ use dockpod_proto::cri::{
 
 use crate::docker::now_ns;
 use crate::error::{Error, Result};
+use crate::kernel_stats::{self, Cgroup, Memory, Sampler};
 use crate::lifecycle::Pod;
-use crate::stats::{self, Cgroup, Memory, Sampler};
 use dockpod_proto::pod_record::ContainerRecord;
 
 /// Where one container's figures are read from.
@@ -213,7 +213,9 @@ impl Usage {
                 ..memory.cri(now)
             }),
             io: pod_cgroup.as_ref().and_then(|g| io_usage(g, now)),
-            network: sandbox.as_ref().and_then(|s| stats::network(s.pid, now)),
+            network: sandbox
+                .as_ref()
+                .and_then(|s| kernel_stats::network(s.pid, now)),
             process: Some(dockpod_proto::cri::ProcessUsage {
                 timestamp: now,
                 process_count: Some(dockpod_proto::cri::UInt64Value { value: processes }),
