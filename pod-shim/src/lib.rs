@@ -21,6 +21,7 @@ pub mod log_position;
 pub mod logs;
 pub mod memory;
 pub mod own_log;
+pub mod run;
 pub mod server;
 pub mod spec;
 pub mod state;

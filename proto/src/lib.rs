@@ -29,6 +29,7 @@ pub mod procfs;
 pub mod shim_log;
 pub mod sockets;
 pub mod streaming;
+pub mod tasks;
 pub mod validate;
 pub mod wire;
 

@@ -214,9 +214,9 @@ impl Daemon {
 
     /// Keeps the daemon's facts for as long as the front runs: reads them, follows Docker's
     /// event stream until the connection ends, reads them again.
-    pub fn watch(self: &Arc<Self>, engine: impl Connection) -> tokio::task::JoinHandle<()> {
+    pub fn watch(self: &Arc<Self>, engine: impl Connection, tasks: &dockpod_proto::tasks::Tasks) {
         let daemon = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut delay = FIRST_RETRY;
             let mut failures = 0u32;
             loop {
@@ -267,7 +267,7 @@ impl Daemon {
                     }
                 }
             }
-        })
+        });
     }
 }
 

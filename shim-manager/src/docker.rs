@@ -107,9 +107,9 @@ impl Engine {
         self.daemon.confirm_up(self).await
     }
 
-    /// Keeps the daemon's facts for as long as the front runs (see `Daemon::watch`).
-    pub fn watch_daemon(&self) -> tokio::task::JoinHandle<()> {
-        self.daemon.watch(self.clone())
+    /// Keeps the daemon's facts until `tasks` stop (see `Daemon::watch`).
+    pub fn watch_daemon(&self, tasks: &dockpod_proto::tasks::Tasks) {
+        self.daemon.watch(self.clone(), tasks)
     }
 
     /// The facts of the daemon that answers now (see `daemon`); `Unavailable` while none does.

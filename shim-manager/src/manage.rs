@@ -33,7 +33,7 @@ impl Manager for ManagerApi {
         tracing::info!(force, "upgrading every pod's shim");
         // The upgrade runs to its end even if the operator's client goes away: stopping
         // half-way would leave nothing wrong, but finishing is what was asked.
-        tokio::spawn(async move {
+        self.supervisor.tasks().spawn(async move {
             let mut shims = supervisor.registry().pods();
             shims.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
             for shim in shims {

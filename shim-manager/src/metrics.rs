@@ -351,11 +351,15 @@ where
 }
 
 /// Serves `GET /metrics` on `addr`; returns the bound address.
-pub async fn serve(addr: SocketAddr, shims: ShimLister) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    shims: ShimLister,
+    tasks: &dockpod_proto::tasks::Tasks,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "serving Prometheus metrics on /metrics");
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let mut conn = match listener.accept().await {
                 Ok((conn, _)) => conn,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use dockpod_proto::cri::image_service_server::ImageServiceServer;
 use dockpod_proto::cri::runtime_service_server::RuntimeServiceServer;
 use dockpod_proto::files::{atomic_write, ensure_dir};
+use dockpod_proto::tasks::Tasks;
 use tokio::net::UnixListener;
 
 use crate::config::ServeConfig;
@@ -26,6 +27,9 @@ use crate::supervise::Supervisor;
 use dockpod_proto::MAX_MESSAGE;
 /// How long in-flight calls may take to finish once shutdown has begun.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the front's own tasks (shim watchers, the daemon watcher, the sweeper, the
+/// streaming and metrics listeners) may take to end once cancelled, after serving ended.
+const TASKS_JOIN_LIMIT: Duration = Duration::from_secs(5);
 const PID_FILE: &str = "shim-manager.pid";
 
 /// Serves the CRI on `listener` until `shutdown` completes, then stops accepting, lets
@@ -41,9 +45,13 @@ pub async fn run(
         config.run_directory.display()
     )))?;
     let pid_file = PidFile::write(&config.run_directory)?;
+    // Every long-lived task of the front, stopped and joined once serving ends (and cancelled
+    // if this returns early).
+    let tasks = Tasks::default();
+    let _cancel = tasks.cancel_on_drop();
     let engine = Engine::connect(&config.docker_endpoint)?;
-    engine.watch_daemon();
-    warn_if_sandbox_image_missing(&engine, &config.pod_infra_container_image);
+    engine.watch_daemon(&tasks);
+    warn_if_sandbox_image_missing(&engine, &config.pod_infra_container_image, &tasks);
 
     let network = Network {
         plugin: config.network_plugin,
@@ -67,6 +75,7 @@ pub async fn run(
         },
         (config.shim_liveness_timeout > 0)
             .then(|| Duration::from_secs(config.shim_liveness_timeout)),
+        tasks.clone(),
     );
     supervisor.adopt_state();
     if config.adopt_cri_dockerd {
@@ -87,7 +96,7 @@ pub async fn run(
                 })
                 .collect()
         });
-        crate::metrics::serve(addr, shims)
+        crate::metrics::serve(addr, shims, &tasks)
             .await
             .map_err(Error::io(format!("binding the metrics server on {addr}")))?;
     }
@@ -97,15 +106,19 @@ pub async fn run(
             root.instance_id().to_string(),
             config.root_directory.clone(),
             Duration::from_secs(config.stray_sweep_interval),
+            &tasks,
         );
     }
-    let stream_base =
-        crate::streaming::start(config.streaming_bind_addr, config.run_directory.clone())
-            .await
-            .map_err(Error::io(format!(
-                "binding the streaming server on {}",
-                config.streaming_bind_addr
-            )))?;
+    let stream_base = crate::streaming::start(
+        config.streaming_bind_addr,
+        config.run_directory.clone(),
+        &tasks,
+    )
+    .await
+    .map_err(Error::io(format!(
+        "binding the streaming server on {}",
+        config.streaming_bind_addr
+    )))?;
     let manager = crate::manage::ManagerApi {
         supervisor: supervisor.clone(),
     };
@@ -169,14 +182,15 @@ pub async fn run(
         served = serve => served.map_err(|e| Error::io("serving CRI")(std::io::Error::other(e)))?,
         () = drain_deadline => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; exiting anyway"),
     }
+    tasks.stop(TASKS_JOIN_LIMIT).await;
     drop(pid_file);
     Ok(())
 }
 
-fn warn_if_sandbox_image_missing(engine: &Engine, image: &str) {
+fn warn_if_sandbox_image_missing(engine: &Engine, image: &str, tasks: &Tasks) {
     let engine = engine.clone();
     let image = image.to_string();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         match engine.inspect_image(&image).await {
             Ok(Some(_)) => {}
             Ok(None) => {

@@ -18,9 +18,15 @@ use dockpod_proto::{labels, layout};
 use crate::docker::Engine;
 use crate::error::Result;
 
-/// Removes strays now and then every `interval`, for as long as the runtime runs.
-pub fn spawn(engine: Engine, instance: String, root_dir: PathBuf, interval: Duration) {
-    tokio::spawn(async move {
+/// Removes strays now and then every `interval`, until `tasks` stop.
+pub fn spawn(
+    engine: Engine,
+    instance: String,
+    root_dir: PathBuf,
+    interval: Duration,
+    tasks: &dockpod_proto::tasks::Tasks,
+) {
+    tasks.spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

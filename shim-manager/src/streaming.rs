@@ -24,7 +24,11 @@ const MAX_HANDSHAKES: usize = 256;
 
 /// Binds the listener and serves it in the background; returns the base URL
 /// (`http://host:port`) that streaming URLs start with.
-pub async fn start(addr: SocketAddr, run_dir: PathBuf) -> std::io::Result<String> {
+pub async fn start(
+    addr: SocketAddr,
+    run_dir: PathBuf,
+    tasks: &dockpod_proto::tasks::Tasks,
+) -> std::io::Result<String> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     // A wildcard bind still needs an address the kubelet can reach in the URL.
@@ -37,7 +41,7 @@ pub async fn start(addr: SocketAddr, run_dir: PathBuf) -> std::io::Result<String
     let base = format!("http://{host}:{}", local.port());
     tracing::info!(%base, "streaming server listening");
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             let Ok(permit) = handshakes.clone().acquire_owned().await else {
                 return;

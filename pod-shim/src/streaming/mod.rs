@@ -68,24 +68,57 @@ impl Streaming {
     }
 }
 
+/// The thread that takes handed-over connections; dropping this ends it (its blocked
+/// `accept` is woken by a shutdown of the listening socket) and waits for it.
+pub struct HandOvers {
+    listener: Arc<UnixListener>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HandOvers {
+    fn drop(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: shutdown(2) on a descriptor this struct keeps open (the listener is shared
+        // with the thread and closed only when both let go); it touches no memory.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if rc != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "stopping the hand-over thread");
+            return;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Binds the shim's streaming socket (0600) and accepts handed-over connections on a thread
-/// of its own (the hand-over is a blocking `recvmsg`); each one is served on `runtime`.
+/// of its own (the hand-over is a blocking `recvmsg`); each one is served on `runtime`. The
+/// thread runs until the returned `HandOvers` is dropped.
 pub fn listen(
     socket: &Path,
     streaming: Arc<Streaming>,
     runtime: tokio::runtime::Handle,
-) -> std::io::Result<()> {
+) -> std::io::Result<HandOvers> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_file(socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let listener = UnixListener::bind(socket)?;
+    let listener = Arc::new(UnixListener::bind(socket)?);
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::Builder::new()
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (accepting, stop) = (listener.clone(), stopping.clone());
+    let thread = std::thread::Builder::new()
         .name("stream-handover".into())
         .spawn(move || {
-            for conn in listener.incoming() {
+            for conn in accepting.incoming() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 let mut conn = match conn {
                     Ok(c) => c,
                     Err(e) => {
@@ -130,7 +163,11 @@ pub fn listen(
                 });
             }
         })?;
-    Ok(())
+    Ok(HandOvers {
+        listener,
+        stopping,
+        thread: Some(thread),
+    })
 }
 
 /// Serves one client connection whose request head is `head`.

@@ -55,18 +55,25 @@ pub struct Supervisor {
     locks: PodLocks,
     /// Pods start-up is still deciding the fate of.
     settling: Arc<Settling>,
+    /// The supervisor's tasks (one per shim, start-up's), stopped with the front.
+    tasks: dockpod_proto::tasks::Tasks,
     /// How long a live shim may leave the liveness probe unanswered before it is replaced.
     liveness_timeout: Option<Duration>,
 }
 
 impl Supervisor {
-    pub fn new(spawner: Spawner, liveness_timeout: Option<Duration>) -> Arc<Supervisor> {
+    pub fn new(
+        spawner: Spawner,
+        liveness_timeout: Option<Duration>,
+        tasks: dockpod_proto::tasks::Tasks,
+    ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             registry: Registry::default(),
             spawner,
             events: Events::default(),
             locks: PodLocks::default(),
             settling: Arc::default(),
+            tasks,
             liveness_timeout,
         })
     }
@@ -74,6 +81,11 @@ impl Supervisor {
     /// The index of pods and containers, to read.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The front's long-lived tasks.
+    pub fn tasks(&self) -> &dockpod_proto::tasks::Tasks {
+        &self.tasks
     }
 
     /// The container events of every shim, merged.
@@ -239,7 +251,8 @@ impl Supervisor {
             }
         };
         let supervisor = self.clone();
-        tokio::spawn(async move { supervisor.watch(shim, stream).await });
+        self.tasks
+            .spawn(async move { supervisor.watch(shim, stream).await });
     }
 
     /// Whether `shim` is still the shim its pod is served by (not removed, not replaced).

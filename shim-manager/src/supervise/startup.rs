@@ -69,7 +69,7 @@ impl Supervisor {
                 // Given up by a front that died before the clean-up was through.
                 let supervisor = self.clone();
                 let deciding = self.settling.begin(&shim_id);
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     supervisor.finish_abandoning(shim_id, pod_dir).await;
                     drop(deciding);
                 });
@@ -81,7 +81,7 @@ impl Supervisor {
                     // A RunPodSandbox the previous front started and did not see to its end.
                     let pods = self.clone();
                     let deciding = self.settling.begin(&shim_id);
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         pods.settle_unfinished(shim_id, pod_dir).await;
                         drop(deciding);
                     });
@@ -113,7 +113,7 @@ impl Supervisor {
             self.registry.insert_pod(shim.clone());
             tracing::info!(sandbox = %shim.sandbox_id, pid, "indexed pod");
             let pods = self.clone();
-            tokio::spawn(async move { pods.take_over(shim).await });
+            self.tasks.spawn(async move { pods.take_over(shim).await });
         }
     }
 
