@@ -31,7 +31,10 @@ pub async fn adopt_cri_dockerd(
     let adoptions = foreign.into_iter().map(|(sandbox, pod)| {
         let checkpoint = cri_dockerd_root.join("sandbox").join(&sandbox);
         async move {
-            match supervisor.adopt_foreign(&sandbox, &pod, &checkpoint).await {
+            match supervisor
+                .adopt_cri_dockerd_pod(&sandbox, &pod, &checkpoint)
+                .await
+            {
                 Ok(()) => tracing::info!(%sandbox, %pod, "adopted cri-dockerd pod"),
                 Err(e) => tracing::error!(%sandbox, %pod, error = %e, "adopting cri-dockerd pod"),
             }

@@ -77,7 +77,7 @@ pub async fn run(
             .then(|| Duration::from_secs(config.shim_liveness_timeout)),
         tasks.clone(),
     );
-    supervisor.adopt_state();
+    supervisor.resume_pods();
     if config.adopt_cri_dockerd {
         crate::adopt::adopt_cri_dockerd(&supervisor, &engine, &config.cri_dockerd_root_directory)
             .await;

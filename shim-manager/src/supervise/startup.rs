@@ -44,7 +44,7 @@ impl Supervisor {
     /// Indexes every pod under the root directory from its state file and supervises its
     /// shim: a live one is checked for its protocol revision (and replaced if it speaks
     /// another), a gone one is started again. Returns without waiting for any shim.
-    pub fn adopt_state(self: &Arc<Self>) {
+    pub fn resume_pods(self: &Arc<Self>) {
         self.remove_stray_sockets();
         let pods_dir = layout::pods_dir(&self.spawner.root_dir);
         let entries = match std::fs::read_dir(&pods_dir) {
@@ -229,7 +229,7 @@ impl Supervisor {
 
     /// Serves a pod cri-dockerd created: a shim started with `--adopt` builds the pod's
     /// record from Docker and the checkpoint, and its containers are indexed from its answer.
-    pub async fn adopt_foreign(
+    pub async fn adopt_cri_dockerd_pod(
         self: &Arc<Self>,
         sandbox: &str,
         display: &str,
