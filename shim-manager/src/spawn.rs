@@ -293,11 +293,21 @@ impl Spawner {
 /// Kills every process started as a serving shim of `shim_id` (found by its command line, so
 /// also one that has not written its PID file yet) and waits for each to exit.
 async fn kill_shim_processes(shim_id: &str) {
-    for pid in dockpod_proto::pod_state::shim_processes(shim_id) {
-        if let Ok(process) = ProcessHandle::open(pid) {
-            let _ = process.kill();
-            process.wait_exited(EXIT_TIMEOUT).await;
+    // One look at /proc can miss a process of the shim that is between fork and exec, or in
+    // the middle of an exec (its command line then reads empty): the look is repeated, a few
+    // milliseconds apart, until two in a row find none.
+    let deadline = tokio::time::Instant::now() + EXIT_TIMEOUT;
+    let mut quiet = 0;
+    while quiet < 2 && tokio::time::Instant::now() < deadline {
+        let found = dockpod_proto::pod_state::shim_processes(shim_id);
+        quiet = if found.is_empty() { quiet + 1 } else { 0 };
+        for pid in found {
+            if let Ok(process) = ProcessHandle::open(pid) {
+                let _ = process.kill();
+                process.wait_exited(EXIT_TIMEOUT).await;
+            }
         }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
