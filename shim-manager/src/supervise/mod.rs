@@ -1,8 +1,8 @@
 //! The supervisor: the one owner of which shim serves which pod. It alone writes the
 //! registry, and every change of a pod's shim (start for RunPodSandbox, adoption of a
 //! cri-dockerd pod, restart after a death, replacement on `upgrade-shims` or a protocol
-//! change, retirement on RemovePodSandbox) happens under that pod's lock, so a task that wakes to a dead shim
-//! first checks that the shim is still its pod's current one.
+//! change, retirement on RemovePodSandbox) happens under that pod's lock, so a task that
+//! wakes to a dead shim first checks that the shim is still its pod's current one.
 //!
 //! Each shim has a supervising task that forwards its container events and watches the
 //! process through a pidfd (so a reused PID cannot hide a dead shim): when a shim dies, the
