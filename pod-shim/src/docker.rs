@@ -21,6 +21,7 @@ use dockpod_proto::engine_api::ApiVersion;
 use futures_util::{Stream, StreamExt};
 
 use crate::error::{is_not_found, is_not_modified, Error, Result};
+use dockpod_proto::docker_errors::optional;
 use dockpod_proto::pod_record::{Observed, Phase};
 
 /// An attached exec's or container's output, as Docker sends it.
@@ -108,11 +109,8 @@ impl Engine {
 
     /// An image, `None` when Docker has none by that name or ID.
     pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInspect>> {
-        match self.docker.inspect_image(name).await {
-            Ok(image) => Ok(Some(image)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
-        }
+        optional(self.docker.inspect_image(name).await)
+            .map_err(Error::docker(format!("inspecting image {name:?}")))
     }
 
     /// Sets a container's resources.
@@ -300,11 +298,8 @@ impl Engine {
 
     /// Inspects a container; `None` when Docker no longer has it.
     pub async fn inspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
-        match self.docker.inspect_container(id, None).await {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Error::docker(format!("inspecting container {id}"))(e)),
-        }
+        optional(self.docker.inspect_container(id, None).await)
+            .map_err(Error::docker(format!("inspecting container {id}")))
     }
 
     /// Containers (running or not) carrying every label of `labels` (`key=value`).

@@ -37,7 +37,9 @@ use crate::locks::OpLocks;
 use crate::logs::{Followers, LogHandle};
 use crate::spec::{self, Context};
 use crate::state::Store;
-use dockpod_proto::pod_record::{ContainerRecord, Intent, PodRecord};
+use dockpod_proto::pod_record::{
+    ContainerRecord, Intent, Observed, Phase, PodRecord, SandboxResources,
+};
 use network::add_hosts_entry;
 pub use network::{pod_ips, NetworkCheck};
 
@@ -337,26 +339,20 @@ impl Pod {
         };
         let mut removed = Vec::with_capacity(ids.len());
         let outcome = self.remove_everything(&sandbox, &ids, &mut removed).await;
-        if let Err(e) = outcome {
-            // The containers removed so far are saved gone before they are announced; the
-            // retry removes the rest.
-            if !removed.is_empty() {
-                if let Err(save) = self.persist().await {
-                    tracing::warn!(error = %save, "saving a removal cut by an error");
-                    return Err(e);
-                }
+        // Containers are announced gone once that is on disk (a shim killed before comes back
+        // with them still recorded, and removes them again): by the removal of the record, or,
+        // when an error cut the removal, by a save of what it removed (the retry does the rest).
+        if outcome.is_err() && !removed.is_empty() {
+            if let Err(save) = self.persist().await {
+                tracing::warn!(error = %save, "saving a removal cut by an error");
+                return outcome;
             }
-            for id in &removed {
-                self.emit(id, ContainerEventType::ContainerDeletedEvent);
-            }
-            return Err(e);
         }
-        // Announced once the removal is on disk (a shim killed before that comes back with
-        // the containers still recorded, and removes them again), and before the shim stops
-        // serving: its event streams deliver what was sent first.
+        // Before the shim stops serving: its event streams deliver what was sent first.
         for id in &removed {
             self.emit(id, ContainerEventType::ContainerDeletedEvent);
         }
+        outcome?;
         if !sandbox.is_empty() {
             self.emit(&sandbox, ContainerEventType::ContainerDeletedEvent);
         }
@@ -654,9 +650,8 @@ impl Pod {
     /// Starts writing the container's CRI log file, unless that already happens or it has no
     /// log path.
     fn follow_log(&self, id: &str) {
-        let path = match self.record().containers.get(id) {
-            Some(c) if !c.log_path.is_empty() && !c.docker_log => c.log_path.clone(),
-            _ => return,
+        let Some(path) = self.written_log(id) else {
+            return;
         };
         self.logs.follow(
             &self.engine,
@@ -666,13 +661,20 @@ impl Pod {
         );
     }
 
+    /// The CRI log path of container `id` when this shim writes it: it has one, and it is not
+    /// an adopted container's link to Docker's own file.
+    fn written_log(&self, id: &str) -> Option<String> {
+        self.record()
+            .containers
+            .get(id)
+            .filter(|c| !c.log_path.is_empty() && !c.docker_log)
+            .map(|c| c.log_path.clone())
+    }
+
     /// Before an exit is recorded, lets the log follower write the container's last lines, so
     /// that whoever reads "exited" finds the whole log in the file.
-    async fn settle_log(&self, id: &str, seen: &dockpod_proto::pod_record::Observed) {
-        if !matches!(
-            seen.phase,
-            dockpod_proto::pod_record::Phase::Exited | dockpod_proto::pod_record::Phase::Gone
-        ) {
+    async fn settle_log(&self, id: &str, seen: &Observed) {
+        if !matches!(seen.phase, Phase::Exited | Phase::Gone) {
             return;
         }
         let Some(log) = self.logs.handle(id) else {
@@ -731,11 +733,7 @@ impl Pod {
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let id = self.require(id)?;
         let _guard = self.ops.container(&id).await;
-        let log_path = match self.record().containers.get(&id) {
-            Some(c) if !c.log_path.is_empty() && !c.docker_log => Some(c.log_path.clone()),
-            _ => None,
-        };
-        if let Some(path) = log_path {
+        if let Some(path) = self.written_log(&id) {
             crate::logs::create_file(path.into()).await?;
         }
         self.engine.start(&id).await?;
@@ -902,7 +900,7 @@ impl Pod {
         if let Some(r) = &resources {
             self.docker_update(sandbox_id, r).await?;
         }
-        self.record().sandbox_resources = Some(dockpod_proto::pod_record::SandboxResources {
+        self.record().sandbox_resources = Some(SandboxResources {
             overhead,
             resources,
         });

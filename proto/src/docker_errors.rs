@@ -18,6 +18,16 @@ pub fn is_not_found(e: &Error) -> bool {
     status(e) == Some(404)
 }
 
+/// An answer about one object, with Docker's "no such object" as `None`: the shape of every
+/// inspect whose caller treats absence as an answer, not a failure.
+pub fn optional<T>(answer: Result<T, Error>) -> Result<Option<T>, Error> {
+    match answer {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A container removal that failed only because the container is gone already, or because
 /// Docker is removing it for another request (it answers 409 then).
 pub fn is_removed_already(e: &Error) -> bool {
@@ -113,6 +123,9 @@ mod tests {
         let internal = answer(500, "Cannot kill container: c: task c not found: not found");
         assert_eq!(code(&internal), Code::Internal);
         assert!(is_not_found(&answer(404, "")));
+        assert_eq!(optional(Ok::<_, Error>(1)).ok(), Some(Some(1)));
+        assert_eq!(optional::<u8>(Err(answer(404, "no such"))).ok(), Some(None));
+        assert!(optional::<u8>(Err(answer(500, "m"))).is_err());
         assert!(is_not_modified(&answer(304, "")));
     }
 

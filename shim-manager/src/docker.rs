@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 
 use crate::daemon::{Connection, Daemon, Facts};
 use crate::error::{Error, Result};
-use dockpod_proto::docker_errors::is_not_found;
+use dockpod_proto::docker_errors::{is_not_found, optional};
 
 pub use crate::daemon::MIN_API;
 
@@ -145,11 +145,8 @@ impl Engine {
     /// A container, `None` when Docker has none by that name or ID.
     pub async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInspectResponse>> {
         let docker = self.client()?;
-        match crate::metrics::docker("inspect", docker.inspect_container(id, None)).await {
-            Ok(inspect) => Ok(Some(inspect)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Error::docker(format!("inspecting container {id}"))(e)),
-        }
+        optional(crate::metrics::docker("inspect", docker.inspect_container(id, None)).await)
+            .map_err(Error::docker(format!("inspecting container {id}")))
     }
 
     /// Removes a container, running or not, with its anonymous volumes. Gone already, or
@@ -170,11 +167,8 @@ impl Engine {
     /// An image, `None` when Docker has none by that name or ID.
     pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInspect>> {
         let docker = self.client()?;
-        match crate::metrics::docker("inspect_image", docker.inspect_image(name)).await {
-            Ok(image) => Ok(Some(image)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Error::docker(format!("inspecting image {name:?}"))(e)),
-        }
+        optional(crate::metrics::docker("inspect_image", docker.inspect_image(name)).await)
+            .map_err(Error::docker(format!("inspecting image {name:?}")))
     }
 
     /// Images, those whose reference matches `reference` when given.

@@ -218,10 +218,20 @@ impl Supervisor {
         }
     }
 
-    /// After a gap in `shim`'s events (its stream ended, or a new shim took over): the
-    /// pod's containers as the shim lists them (from its record) replace the index's, so a
-    /// create or removal announced while no one listened is not missed. Subscribed first, so
-    /// nothing announced after the list is lost either.
+    /// Follows `shim`'s events again after a gap in them (its stream ended, or a new shim
+    /// took over), and indexes its containers as it lists them: a create or removal
+    /// announced while no one listened is not missed.
+    async fn resubscribe(
+        &self,
+        shim: &Arc<ShimHandle>,
+    ) -> Option<Streaming<ContainerEventResponse>> {
+        let stream = subscribe_shim(shim).await.ok()?;
+        self.reindex(shim).await;
+        Some(stream)
+    }
+
+    /// The pod's containers as `shim` lists them (from its record) replace the index's.
+    /// Called once subscribed, so nothing announced after the list is lost.
     async fn reindex(&self, shim: &Arc<ShimHandle>) {
         let listed = match shim
             .runtime()
@@ -307,10 +317,7 @@ impl Supervisor {
                 // A live shim whose stream ended (or never started): subscribe again. A stuck
                 // shim fails this until it moves again, at one attempt per tick, and is
                 // replaced once it has not answered for the liveness bound.
-                stream = subscribe_shim(&shim).await.ok();
-                if stream.is_some() {
-                    self.reindex(&shim).await;
-                }
+                stream = self.resubscribe(&shim).await;
                 continue;
             }
             if shim.alive() {
@@ -324,10 +331,7 @@ impl Supervisor {
             match self.recover(&shim).await {
                 Some(new) => {
                     shim = new;
-                    stream = subscribe_shim(&shim).await.ok();
-                    if stream.is_some() {
-                        self.reindex(&shim).await;
-                    }
+                    stream = self.resubscribe(&shim).await;
                 }
                 None => return,
             }
