@@ -95,6 +95,16 @@ for u in dockpod.service dockpod.socket; do
 	[ "$state" = disabled ] || fail "$u is $state after install, not disabled"
 done
 if compgen -G "$root/etc/systemd/system/*/dockpod.*" >/dev/null; then fail "the install enabled a unit"; fi
+# The README's `systemctl enable --now dockpod.socket dockpod.service`, offline: both units
+# enable (their [Install] sections are sound), and disable again for the steps below.
+systemctl --root="$root" enable dockpod.socket dockpod.service >/dev/null 2>&1 ||
+	fail "systemctl enable dockpod.socket dockpod.service failed"
+for u in dockpod.service dockpod.socket; do
+	state="$(systemctl --root="$root" is-enabled "$u" 2>/dev/null || true)"
+	[ "$state" = enabled ] || fail "$u is $state after systemctl enable"
+done
+systemctl --root="$root" disable dockpod.socket dockpod.service >/dev/null 2>&1 ||
+	fail "systemctl disable dockpod.socket dockpod.service failed"
 
 commit="$(git -C "$repo" rev-parse --short=12 HEAD)"
 cri="$(cat "$repo/target/cri-api/VERSION")"

@@ -206,7 +206,7 @@ pub async fn record(
         Some(cni) if !host_network => pod_attachment(cni, sandbox_id).await?,
         _ => None,
     };
-    let mut ips = crate::lifecycle::pod_ips(&sandbox);
+    let mut ips = crate::docker::pod_ips(&sandbox);
     if ips.is_empty() {
         ips = attachment.as_ref().map(Attachment::ips).unwrap_or_default();
     }

@@ -390,6 +390,30 @@ fn runtime_init_lost(e: &bollard::errors::Error) -> bool {
     }
 }
 
+/// Pod IPs from Docker's network settings, IPv4 first (the kubelet's primary), then IPv6.
+pub fn pod_ips(inspect: &bollard::models::ContainerInspectResponse) -> Vec<String> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let networks = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    for endpoint in networks.into_iter().flat_map(|n| n.values()) {
+        if let Some(ip) = endpoint.ip_address.as_ref().filter(|s| !s.is_empty()) {
+            v4.push(ip.clone());
+        }
+        if let Some(ip) = endpoint
+            .global_ipv6_address
+            .as_ref()
+            .filter(|s| !s.is_empty())
+        {
+            v6.push(ip.clone());
+        }
+    }
+    v4.extend(v6);
+    v4
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {

@@ -112,7 +112,7 @@ mod tests {
 
     /// A newer cri-api brings fields and calls that dockpod would drop unread, which is how a
     /// pod comes to run differently from its spec. Each one must be decided (honoured on
-    /// Docker or refused by name, with the table in the README) before it is listed in
+    /// Docker or refused by name, with the table in docs/cri.md) before it is listed in
     /// `cri-fields.txt`; `DOCKPOD_WRITE_CRI_FIELDS=1` writes the list anew once it is.
     #[test]
     fn every_field_of_the_cri_is_one_dockpod_has_decided_on() {

@@ -2,67 +2,8 @@
 //! by one set of rules for the shim, which answers from its record, and the front, which
 //! answers from the record's state file (the same `PodRecord`) without asking the shim.
 
-use crate::cri::{
-    Container, ContainerConfig, ImageSpec, PodSandbox, PodSandboxConfig, PodSandboxState,
-};
+use crate::cri::{Container, PodSandbox};
 use crate::pod_record::PodRecord;
-
-/// The sandbox item of a pod.
-pub fn sandbox_item(
-    id: &str,
-    config: &PodSandboxConfig,
-    ready: bool,
-    created_at: i64,
-    runtime_handler: &str,
-) -> PodSandbox {
-    let state = if ready {
-        PodSandboxState::SandboxReady
-    } else {
-        PodSandboxState::SandboxNotready
-    };
-    PodSandbox {
-        id: id.to_string(),
-        metadata: config.metadata.clone(),
-        state: state as i32,
-        created_at,
-        labels: config.labels.clone(),
-        annotations: config.annotations.clone(),
-        runtime_handler: runtime_handler.to_string(),
-    }
-}
-
-/// The item of one container of pod `sandbox_id`; its image is the one the request named.
-pub fn container_item(
-    id: &str,
-    sandbox_id: &str,
-    config: &ContainerConfig,
-    image_id: &str,
-    state: i32,
-    created_at: i64,
-) -> Container {
-    Container {
-        id: id.to_string(),
-        pod_sandbox_id: sandbox_id.to_string(),
-        metadata: config.metadata.clone(),
-        image: Some(image_spec(config, image_id)),
-        image_ref: image_id.to_string(),
-        image_id: image_id.to_string(),
-        state,
-        created_at,
-        labels: config.labels.clone(),
-        annotations: config.annotations.clone(),
-    }
-}
-
-/// The image a container runs, as the request named it, with `image_ref` the image's ID: the
-/// identifier PullImage answered and ImageStatus and ListImages give, whatever registry or
-/// tag the request named it by.
-pub fn image_spec(config: &ContainerConfig, image_id: &str) -> ImageSpec {
-    ImageSpec {
-        image_ref: image_id.to_string(),
-        ..config.image.clone().unwrap_or_default()
-    }
-}
 
 /// What a pod's state file lists.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +34,8 @@ impl PodListing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cri::{ContainerConfig, ContainerState, PodSandboxConfig, PodSandboxState};
+    use crate::pod_record::ContainerRecord;
 
     #[test]
     fn a_state_file_lists_its_sandbox_and_containers() {
@@ -143,5 +86,44 @@ mod tests {
             None
         );
         assert!(PodListing::parse(b"{not json").is_err());
+    }
+
+    #[test]
+    fn the_front_lists_from_the_saved_record_what_the_shim_lists() {
+        let mut config = ContainerConfig {
+            metadata: Some(crate::cri::ContainerMetadata {
+                name: "app".into(),
+                attempt: 2,
+            }),
+            image: Some(crate::cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        config.labels.insert("tier".into(), "x".into());
+        let container = ContainerRecord {
+            id: "c1".into(),
+            config,
+            image_id: "sha256:1".into(),
+            state: ContainerState::ContainerExited as i32,
+            created_at: 7,
+            ..Default::default()
+        };
+        let mut pod = PodRecord {
+            shim_id: "s".into(),
+            sandbox_id: "sb".into(),
+            created_at: 5,
+            ready: true,
+            ..Default::default()
+        };
+        pod.config.labels.insert("app".into(), "web".into());
+        pod.containers.insert("c1".into(), container);
+        let saved = serde_json::to_vec(&pod).expect("serialise");
+        let listed = PodListing::parse(&saved)
+            .expect("parse")
+            .expect("a sandbox");
+        assert_eq!(listed.pod, pod.to_cri());
+        assert_eq!(listed.containers, vec![pod.containers["c1"].to_cri("sb")]);
     }
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use crate::cri::{
     Container, ContainerConfig, ContainerEventType, ContainerResources, ContainerState,
-    ContainerStatus, LinuxContainerResources, LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox,
-    PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+    ContainerStatus, ImageSpec, LinuxContainerResources, LinuxPodSandboxStatus, Namespace, PodIp,
+    PodSandbox, PodSandboxConfig, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -285,7 +285,7 @@ impl ContainerRecord {
     }
 
     pub fn to_cri(&self, sandbox_id: &str) -> Container {
-        crate::listing::container_item(
+        container_item(
             &self.id,
             sandbox_id,
             &self.config,
@@ -304,7 +304,7 @@ impl ContainerRecord {
             started_at: self.started_at,
             finished_at: self.finished_at,
             exit_code: self.exit_code,
-            image: Some(crate::listing::image_spec(&self.config, &self.image_id)),
+            image: Some(image_spec(&self.config, &self.image_id)),
             image_ref: self.image_id.clone(),
             image_id: self.image_id.clone(),
             reason: self.reason.clone(),
@@ -344,7 +344,7 @@ impl PodRecord {
     }
 
     pub fn to_cri(&self) -> PodSandbox {
-        crate::listing::sandbox_item(
+        sandbox_item(
             &self.sandbox_id,
             &self.config,
             self.ready,
@@ -430,6 +430,63 @@ impl PodRecord {
     }
 }
 
+/// The sandbox item of a pod.
+fn sandbox_item(
+    id: &str,
+    config: &PodSandboxConfig,
+    ready: bool,
+    created_at: i64,
+    runtime_handler: &str,
+) -> PodSandbox {
+    let state = if ready {
+        PodSandboxState::SandboxReady
+    } else {
+        PodSandboxState::SandboxNotready
+    };
+    PodSandbox {
+        id: id.to_string(),
+        metadata: config.metadata.clone(),
+        state: state as i32,
+        created_at,
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        runtime_handler: runtime_handler.to_string(),
+    }
+}
+
+/// The item of one container of pod `sandbox_id`; its image is the one the request named.
+fn container_item(
+    id: &str,
+    sandbox_id: &str,
+    config: &ContainerConfig,
+    image_id: &str,
+    state: i32,
+    created_at: i64,
+) -> Container {
+    Container {
+        id: id.to_string(),
+        pod_sandbox_id: sandbox_id.to_string(),
+        metadata: config.metadata.clone(),
+        image: Some(image_spec(config, image_id)),
+        image_ref: image_id.to_string(),
+        image_id: image_id.to_string(),
+        state,
+        created_at,
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+    }
+}
+
+/// The image a container runs, as the request named it, with `image_ref` the image's ID: the
+/// identifier PullImage answered and ImageStatus and ListImages give, whatever registry or
+/// tag the request named it by.
+fn image_spec(config: &ContainerConfig, image_id: &str) -> ImageSpec {
+    ImageSpec {
+        image_ref: image_id.to_string(),
+        ..config.image.clone().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,45 +512,6 @@ mod tests {
         assert_eq!(pod.restarts(), 2);
         pod.containers.insert("d".into(), container("side", 3));
         assert_eq!(pod.restarts(), 5);
-    }
-
-    #[test]
-    fn the_front_lists_from_the_saved_record_what_the_shim_lists() {
-        let mut config = ContainerConfig {
-            metadata: Some(crate::cri::ContainerMetadata {
-                name: "app".into(),
-                attempt: 2,
-            }),
-            image: Some(crate::cri::ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        config.labels.insert("tier".into(), "x".into());
-        let container = ContainerRecord {
-            id: "c1".into(),
-            config,
-            image_id: "sha256:1".into(),
-            state: ContainerState::ContainerExited as i32,
-            created_at: 7,
-            ..Default::default()
-        };
-        let mut pod = PodRecord {
-            shim_id: "s".into(),
-            sandbox_id: "sb".into(),
-            created_at: 5,
-            ready: true,
-            ..Default::default()
-        };
-        pod.config.labels.insert("app".into(), "web".into());
-        pod.containers.insert("c1".into(), container);
-        let saved = serde_json::to_vec(&pod).expect("serialise");
-        let listed = crate::listing::PodListing::parse(&saved)
-            .expect("parse")
-            .expect("a sandbox");
-        assert_eq!(listed.pod, pod.to_cri());
-        assert_eq!(listed.containers, vec![pod.containers["c1"].to_cri("sb")]);
     }
 
     fn seen(phase: Phase, exit_code: i32, oom: bool) -> Observed {

@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bollard::models::{SystemInfo, SystemVersion};
 use bollard::query_parameters::{EventsOptions, InspectNetworkOptions};
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
@@ -34,6 +35,8 @@ pub trait Connection: Clone + Send + Sync + 'static {
     fn client(&self) -> Result<Docker>;
     /// Lowers the client's API version to the daemon's when the daemon is older.
     fn negotiate(&self) -> impl std::future::Future<Output = Result<ClientVersion>> + Send;
+    fn version(&self) -> impl std::future::Future<Output = Result<SystemVersion>> + Send;
+    fn info(&self) -> impl std::future::Future<Output = Result<SystemInfo>> + Send;
 }
 
 /// How long a `Status` may report dockerd up on the strength of an earlier answer: the
@@ -273,13 +276,9 @@ impl Daemon {
 
 async fn read_facts(engine: &impl Connection) -> Result<Facts> {
     let api = engine.negotiate().await?;
+    let version = engine.version().await?;
+    let info = engine.info().await?;
     let docker = engine.client()?;
-    let version = crate::metrics::docker("version", docker.version())
-        .await
-        .map_err(Error::docker("reading docker's version"))?;
-    let info = crate::metrics::docker("info", docker.info())
-        .await
-        .map_err(Error::docker("reading docker info"))?;
     let bridge = crate::metrics::docker(
         "inspect_network",
         docker.inspect_network("bridge", None::<InspectNetworkOptions>),

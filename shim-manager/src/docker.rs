@@ -160,7 +160,12 @@ impl Engine {
         match self.client()?.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if dockpod_proto::docker_errors::is_removed_already(&e) => Ok(()),
-            Err(e) => Err(Error::docker(format!("removing container {id}"))(e)),
+            // As the shim's engine: an error about a part of the container (its task, its
+            // layer) that went with it is decided by the container's absence.
+            Err(e) => match self.inspect_container(id).await {
+                Ok(None) => Ok(()),
+                _ => Err(Error::docker(format!("removing container {id}"))(e)),
+            },
         }
     }
 
@@ -252,5 +257,13 @@ impl Connection for Engine {
 
     async fn negotiate(&self) -> Result<ClientVersion> {
         Engine::negotiate(self).await
+    }
+
+    async fn version(&self) -> Result<SystemVersion> {
+        Engine::version(self).await
+    }
+
+    async fn info(&self) -> Result<SystemInfo> {
+        Engine::info(self).await
     }
 }

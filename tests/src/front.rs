@@ -35,6 +35,8 @@ pub struct Front {
     /// The CRI socket, bound by the test and passed to every front process as systemd's
     /// socket activation passes it (see `start_activated`).
     activation: Option<UnixListener>,
+    /// A shell command line that starts the front (see `start_from_shell`).
+    shell: Option<String>,
 }
 
 impl Front {
@@ -70,6 +72,40 @@ impl Front {
         front
     }
 
+    /// Starts a front from a shell command line as an operator types it (a README's):
+    /// `shim-manager` is found on PATH (the binaries under test), a path ending in
+    /// `/shim-manager` is taken for them too, and every flag `start` would pass (with `extra`)
+    /// is given as its `DOCKPOD_*` variable instead, as `/etc/default/dockpod` gives them to the
+    /// service.
+    pub async fn start_from_shell(line: &str, extra: &[&str]) -> Front {
+        let mut front = Front::new(extra);
+        front.shell = Some(line.to_string());
+        front.spawn();
+        front.wait_ready().await;
+        front
+    }
+
+    /// The variables that point `shim-manager`'s client commands (ps, top, demo, ...) run
+    /// from a shell at this front, with PATH finding the binaries under test first.
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "DOCKPOD_CONTAINER_RUNTIME_ENDPOINT".into(),
+                format!("unix://{}", self.socket().display()),
+            ),
+            (
+                "DOCKPOD_RUN_DIRECTORY".into(),
+                self.run_dir().display().to_string(),
+            ),
+            (
+                "DOCKPOD_ROOT_DIRECTORY".into(),
+                self.root_dir().display().to_string(),
+            ),
+            ("DOCKPOD_DOCKER_ENDPOINT".into(), crate::docker::endpoint()),
+            ("PATH".into(), binaries_path()),
+        ]
+    }
+
     fn new(extra: &[&str]) -> Front {
         crate::reaper::reap_once();
         // Named after this test process, so a later run can tell it was left by a killed one.
@@ -84,6 +120,7 @@ impl Front {
             child: None,
             log_start: 0,
             activation: None,
+            shell: None,
         }
     }
 
@@ -136,21 +173,63 @@ impl Front {
     /// The command line for this front: default flags first, then the test's own, so a test
     /// can override any of them.
     pub fn command(&self) -> Command {
+        if let Some(line) = &self.shell {
+            return self.shell_command(line);
+        }
         let mut cmd = Command::new(binary("shim-manager"));
         cmd.arg("serve")
-            .arg("--container-runtime-endpoint")
-            .arg(format!("unix://{}", self.socket().display()))
-            .arg("--root-directory")
-            .arg(self.root_dir())
-            .arg("--run-directory")
-            .arg(self.run_dir())
-            .arg("--log-level")
-            .arg("debug")
-            .arg("--pod-shim-binary")
-            .arg(binary("pod-shim"))
-            .arg("--docker-endpoint")
-            .arg(crate::docker::endpoint())
-            .args(&self.args)
+            .args(self.serve_args())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// The flags of `serve`: the defaults first, then the test's own, so a test can override
+    /// any of them.
+    fn serve_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--container-runtime-endpoint".to_string(),
+            format!("unix://{}", self.socket().display()),
+            "--root-directory".into(),
+            self.root_dir().display().to_string(),
+            "--run-directory".into(),
+            self.run_dir().display().to_string(),
+            "--log-level".into(),
+            "debug".into(),
+            "--pod-shim-binary".into(),
+            binary("pod-shim").display().to_string(),
+            "--docker-endpoint".into(),
+            crate::docker::endpoint(),
+        ]
+        .into();
+        args.extend(self.args.iter().cloned());
+        args
+    }
+
+    /// `line` run by `sh`, with the flags of `command` as variables.
+    fn shell_command(&self, line: &str) -> Command {
+        let own = binary("shim-manager").display().to_string();
+        // The README's `target/release/shim-manager`: the binaries under test stand in.
+        let line = match line
+            .split_whitespace()
+            .find(|w| w.ends_with("/shim-manager"))
+        {
+            Some(path) => line.replacen(path, &own, 1),
+            None => line.to_string(),
+        };
+        let mut cmd = Command::new("sh");
+        // `exec`, so the front is the test's child and its signals reach it.
+        cmd.arg("-c").arg(format!("exec {line}"));
+        let args = self.serve_args();
+        let mut i = 0;
+        while let Some(flag) = args.get(i).and_then(|a| a.strip_prefix("--")) {
+            let value = args.get(i + 1).filter(|v| !v.starts_with("--"));
+            let var = format!("DOCKPOD_{}", flag.to_uppercase().replace('-', "_"));
+            cmd.env(var, value.map(String::as_str).unwrap_or("true"));
+            i += if value.is_some() { 2 } else { 1 };
+        }
+        cmd.env("PATH", binaries_path())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
@@ -423,6 +502,17 @@ fn inheritable(listener: &UnixListener, inherit: bool) {
         FdFlag::FD_CLOEXEC
     };
     fcntl(listener, FcntlArg::F_SETFD(flags)).expect("setting the socket's close-on-exec flag");
+}
+
+/// PATH with the directory of the binaries under test first.
+pub fn binaries_path() -> String {
+    let own = binary("shim-manager");
+    let dir = own.parent().unwrap_or(Path::new("/"));
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Whether `status` is a clean exit 0 (not a signal death).

@@ -13,6 +13,7 @@ pub mod docker_proxy;
 pub mod dockerd;
 pub mod front;
 pub mod h2raw;
+pub mod iptables;
 pub mod metrics;
 pub mod procs;
 pub mod reaper;

@@ -136,7 +136,7 @@ fn reap_cni() {
         }
         for pid in dead {
             eprintln!("reaper: removing NAT rules of a killed test run's CNI network");
-            crate::cni::delete_rules("nat", &[&format!("dockpod-test-{pid}-")]);
+            crate::iptables::delete_rules("nat", &[&format!("dockpod-test-{pid}-")]);
         }
     }
     let Ok(out) = std::process::Command::new("ip")

@@ -16,6 +16,8 @@ use crate::docker::Engine;
 const DOCKER_WAIT: Duration = Duration::from_secs(10);
 /// The kubelet's cgroup driver when its configuration names none.
 const KUBELET_DEFAULT_DRIVER: &str = "cgroupfs";
+/// The kubelet's runtime endpoint when its configuration names none (containerd's).
+const KUBELET_DEFAULT_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 /// The first Linux release with `pidfd_open`.
 const PIDFD_KERNEL: (u32, u32) = (5, 3);
 
@@ -59,6 +61,9 @@ pub async fn run(config: &ServeConfig, kubelet_config: Option<&Path>) -> Vec<Che
     checks.push(network(config));
     checks.push(capabilities());
     let kubelet = kubelet_config.and_then(|p| std::fs::read_to_string(p).ok());
+    if let Some(text) = &kubelet {
+        checks.push(kubelet_endpoints(text, &config.container_runtime_endpoint));
+    }
     checks.extend(kernel(
         &engine_api::kernel_release(),
         Path::new("/sys/fs/cgroup"),
@@ -251,6 +256,38 @@ fn cgroup_driver(docker: &str, kubelet_config: Option<&Path>) -> Check {
                 path.display()
             ),
         )
+    }
+}
+
+/// Whether the kubelet's configuration points its runtime (and image service, when it names
+/// one of its own) at this front's socket. The kubelet's default runtime is containerd's.
+fn kubelet_endpoints(kubelet: &str, ours: &str) -> Check {
+    let same =
+        |theirs: &str| theirs.trim_start_matches("unix://") == ours.trim_start_matches("unix://");
+    let runtime = kubelet_setting(kubelet, "containerRuntimeEndpoint")
+        .unwrap_or_else(|| KUBELET_DEFAULT_ENDPOINT.into());
+    let image = kubelet_setting(kubelet, "imageServiceEndpoint");
+    let wrong = if !same(&runtime) {
+        Some(("containerRuntimeEndpoint", runtime))
+    } else {
+        image
+            .filter(|i| !same(i))
+            .map(|i| ("imageServiceEndpoint", i))
+    };
+    match wrong {
+        None => Check::new(
+            "kubelet endpoint",
+            Verdict::Ok,
+            format!("the kubelet's runtime is {ours}"),
+        ),
+        Some((key, theirs)) => Check::new(
+            "kubelet endpoint",
+            Verdict::Fail,
+            format!(
+                "the kubelet's {key} is {theirs}, not this runtime: set {key}: {ours} in its \
+                 configuration (or leave imageServiceEndpoint out)"
+            ),
+        ),
     }
 }
 
@@ -512,6 +549,29 @@ mod tests {
         let nested =
             "kind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: false\n";
         assert_eq!(kubelet_cgroup_driver(nested), None);
+    }
+
+    #[test]
+    fn the_kubelets_endpoints_must_be_this_runtime() {
+        let ours = "unix:///run/dockpod/cri.sock";
+        let verdict = |kubelet: &str| kubelet_endpoints(kubelet, ours).verdict;
+        let shipped = include_str!("../../../contrib/kubelet-config.yaml");
+        assert_eq!(verdict(shipped), Verdict::Ok);
+        assert_eq!(
+            verdict("containerRuntimeEndpoint: /run/dockpod/cri.sock\n"),
+            Verdict::Ok
+        );
+        // None named: the kubelet's default is containerd's.
+        assert_eq!(verdict("kind: KubeletConfiguration\n"), Verdict::Fail);
+        let other_images = "containerRuntimeEndpoint: unix:///run/dockpod/cri.sock\n\
+                            imageServiceEndpoint: unix:///run/containerd/containerd.sock\n";
+        let check = kubelet_endpoints(other_images, ours);
+        assert_eq!(check.verdict, Verdict::Fail);
+        assert!(
+            check.detail.contains("imageServiceEndpoint"),
+            "{}",
+            check.detail
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod logs;
 mod network;
 mod pod_shim;
 mod pods;
+mod readme;
 mod retries;
 mod runtime_info;
 mod security;

@@ -447,7 +447,7 @@ async fn idle_shims_stay_within_the_memory_budget() {
             continue;
         }
         // PSS is what adds up over a node's pods (shared code counted once). The figure is
-        // bench-pods' (`BENCH_PODS`, README "Benchmark"); this guard, half a megabyte above
+        // bench-pods' (`BENCH_PODS`, docs/benchmarks.md); this guard, half a megabyte above
         // what is measured (1.84-2.03 MiB on a loaded 2-core machine), catches a shim that
         // starts to keep a megabyte more, not the noise of a few pages.
         assert!(

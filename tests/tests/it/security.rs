@@ -1,4 +1,4 @@
-//! What the README's Security section promises, checked on a running front: who may reach the
+//! What docs/design.md's Security section promises, checked on a running front: who may reach the
 //! CRI socket, the shims' sockets and the pods' state; that a silent client cannot hold a
 //! streaming connection; and that an oversized request is refused without harm.
 
