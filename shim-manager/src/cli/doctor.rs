@@ -265,7 +265,7 @@ fn kubelet_endpoints(kubelet: &str, ours: &str) -> Check {
     let same =
         |theirs: &str| theirs.trim_start_matches("unix://") == ours.trim_start_matches("unix://");
     let runtime = kubelet_setting(kubelet, "containerRuntimeEndpoint")
-        .unwrap_or_else(|| KUBELET_DEFAULT_ENDPOINT.into());
+        .unwrap_or_else(|| format!("{KUBELET_DEFAULT_ENDPOINT} (its default)"));
     let image = kubelet_setting(kubelet, "imageServiceEndpoint");
     let wrong = if !same(&runtime) {
         Some(("containerRuntimeEndpoint", runtime))
@@ -285,7 +285,7 @@ fn kubelet_endpoints(kubelet: &str, ours: &str) -> Check {
             Verdict::Fail,
             format!(
                 "the kubelet's {key} is {theirs}, not this runtime: set {key}: {ours} in its \
-                 configuration (or leave imageServiceEndpoint out)"
+                 configuration"
             ),
         ),
     }

@@ -240,12 +240,13 @@ async fn the_kubelets_cgroup_driver_is_compared_with_dockers() {
         std::fs::write(
             &config,
             // As a kubelet of today must be told to run on these cgroup v1 hosts at all.
-            format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: {driver}\nfailCgroupV1: false\n"),
+            format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix:///run/dockpod/cri.sock\ncgroupDriver: {driver}\nfailCgroupV1: false\n"),
         )
         .expect("write");
         let path = config.display().to_string();
         let report = doctor(&flags(dir.path(), &net, &["--kubelet-config", &path]));
         assert_eq!(report.verdict("cgroup driver"), verdict, "{}", report.out);
+        assert_eq!(report.verdict("kubelet endpoint"), "OK", "{}", report.out);
         assert_eq!(report.passed, verdict == "OK", "{}", report.out);
     }
     // Without it, a kubelet of 1.35 or later would not start on cgroup v1.
@@ -259,6 +260,9 @@ async fn the_kubelets_cgroup_driver_is_compared_with_dockers() {
     let v2 = dockpod_tests::cgroup_v2();
     let expected = if v2 { "OK" } else { "FAIL" };
     assert_eq!(report.verdict("cgroups"), expected, "{}", report.out);
+    // Nor would it talk to dockpod: its runtime by default is containerd's.
+    assert_eq!(report.verdict("kubelet endpoint"), "FAIL", "{}", report.out);
+    assert!(!report.passed, "{}", report.out);
 }
 
 #[tokio::test]
