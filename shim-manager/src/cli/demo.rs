@@ -60,7 +60,7 @@ pub async fn run(endpoint: &str, run_dir: &Path, image: &str) -> Result<(), Stri
     result?;
     removed?;
     println!(
-        "\nRemovePodSandbox {} -> done; its shim has exited",
+        "\nRemovePodSandbox {} -> done (its shim exits by itself)",
         &sandbox[..12.min(sandbox.len())]
     );
     Ok(())

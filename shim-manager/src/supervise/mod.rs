@@ -177,9 +177,13 @@ impl Supervisor {
         Ok(sandbox_id)
     }
 
-    /// RemovePodSandbox through the pod's current shim; once it has answered, the pod is
-    /// forgotten and its shim retired (it exits by itself; nothing of it may stay).
-    pub async fn remove_pod(&self, id: &str) -> Result<(), Status> {
+    /// RemovePodSandbox through the pod's current shim; once it has answered (the pod is gone
+    /// from Docker and its record from disk), the pod is forgotten and the call answered. The
+    /// shim exits by itself; retiring it (waiting for its exit, deleting its socket and pod
+    /// directory) goes on in the background, so the caller does not wait for a process's
+    /// end. A front that dies meanwhile leaves a pod directory without a record, which the
+    /// next front cleans up as it does any pod a dead front left.
+    pub async fn remove_pod(self: &Arc<Self>, id: &str) -> Result<(), Status> {
         let Some(shim) = self.registry.pod(id) else {
             return Ok(());
         };
@@ -195,7 +199,9 @@ impl Supervisor {
             })
             .await?;
         self.registry.remove_pod(&shim.sandbox_id);
-        self.spawner.retire(&shim).await;
+        let supervisor = self.clone();
+        self.tasks
+            .spawn(async move { supervisor.spawner.retire(&shim).await });
         Ok(())
     }
 
