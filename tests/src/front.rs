@@ -441,6 +441,36 @@ impl Front {
         eprintln!("the front's and shims' logs are kept in {}", kept.display());
     }
 
+    /// Waits until every removed pod's shim has been retired: no shim process, no shim
+    /// socket, no pod directory. RemovePodSandbox answers once the pod is gone from Docker
+    /// and its record; its shim exits, and the front deletes what is left of it, just after.
+    pub async fn wait_shims_retired(&self) {
+        // Generous: a shim's exit and its directory's removal take milliseconds; the bound
+        // only keeps a shim that never goes from hanging the test.
+        const RETIRE_TIMEOUT: Duration = Duration::from_secs(30);
+        let (sockets, pods) = (self.run_dir().join("shims"), self.root_dir().join("pods"));
+        let deadline = std::time::Instant::now() + RETIRE_TIMEOUT;
+        loop {
+            let left = (
+                self.shim_pids(),
+                crate::list_dir(&sockets),
+                crate::list_dir(&pods),
+            );
+            if left.0.is_empty() && left.1.is_empty() && left.2.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "removed pods' shims not retired within {RETIRE_TIMEOUT:?}: shims {:?}, \
+                 sockets {:?}, pod directories {:?}",
+                left.0,
+                left.1,
+                left.2
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn shim_pids(&self) -> Vec<u32> {
         let root = self.root_dir().display().to_string();
         crate::procs::find(|cmdline| {

@@ -389,15 +389,8 @@ async fn pods_churned_while_the_front_and_shims_are_killed_leave_docker_and_reco
         }
     })
     .await;
-    wait_until("no shim", SETTLE, || async {
-        front.shim_pids().is_empty().then_some(())
-    })
-    .await;
+    front.wait_shims_retired().await;
     eprintln!("churn: all removed after {:?}", settling.elapsed());
-    let sockets = dockpod_tests::list_dir(&front.run_dir().join("shims"));
-    assert!(sockets.is_empty(), "shim sockets left: {sockets:?}");
-    let states = dockpod_tests::list_dir(&front.root_dir().join("pods"));
-    assert!(states.is_empty(), "pod directories left: {states:?}");
     assert!(
         net.allocated().is_empty(),
         "addresses left: {:?}",

@@ -105,14 +105,7 @@ async fn a_hundred_pods_in_waves_leave_nothing_behind() {
         instance_containers(&instance).await.is_empty(),
         "Docker containers left"
     );
-    wait_until("every shim to exit", SECS, || async {
-        front.shim_pids().is_empty().then_some(())
-    })
-    .await;
-    let sockets = dockpod_tests::list_dir(&front.run_dir().join("shims"));
-    assert!(sockets.is_empty(), "shim sockets left: {sockets:?}");
-    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
-    assert!(pods.is_empty(), "pod state left: {pods:?}");
+    front.wait_shims_retired().await;
     assert!(
         net.allocated().is_empty(),
         "addresses left: {:?}",

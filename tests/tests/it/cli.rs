@@ -368,7 +368,7 @@ async fn demo_runs_a_pod_through_its_life() {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
     }
     assert!(instance_containers(&front.instance_id()).await.is_empty());
-    assert!(front.shim_pids().is_empty());
+    front.wait_shims_retired().await;
 }
 
 /// The shipped unit stops the front alone (systemd's `KillMode=process`): what systemd then

@@ -423,7 +423,7 @@ async fn a_failing_plugin_surfaces_its_error_and_setup_is_undone() {
     let left = net.iptables_rules();
     assert!(left.is_empty(), "iptables rules left: {left:?}");
     assert!(instance_containers(&front.instance_id()).await.is_empty());
-    assert!(front.shim_pids().is_empty(), "shim left running");
+    front.wait_shims_retired().await;
 }
 
 /// Lets a test plugin's ADD finish when dropped, so no plugin outlives a failed test.
@@ -535,7 +535,7 @@ elif command == "ADD":
     assert_eq!(net.allocated(), ips);
     remove_pod(&mut rt, &id).await;
     assert!(net.allocated().is_empty());
-    assert!(front.shim_pids().is_empty(), "shim left running");
+    front.wait_shims_retired().await;
 }
 
 #[tokio::test]

@@ -217,6 +217,7 @@ async fn pod_status_list_stop_and_remove() {
     .expect("stopping an unknown pod succeeds");
     remove_pod(&mut rt, &other).await;
     assert!(instance_containers(&front.instance_id()).await.is_empty());
+    front.wait_shims_retired().await;
     assert_eq!(
         std::fs::read_dir(front.root_dir().join("pods"))
             .expect("pods")
