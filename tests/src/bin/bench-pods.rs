@@ -6,15 +6,24 @@
 //! - ListPodSandbox and ListContainers latency with 10, 110 (the kubelet's default maximum)
 //!   and 250 pods, and the CPU the front and every shim use while a client relists once a
 //!   second, as the kubelet does;
+//! - bursts: 20 and 50 pods started at once (RunPodSandbox, CreateContainer, StartContainer
+//!   each, with CNI), then torn down at once, against the parallel floor (the same Docker
+//!   requests and CNI chains, all at once), alternating, median of the rounds' wall times,
+//!   and where the time goes (each phase's median inside the burst);
 //! - the memory of one idle pod shim (PSS and RSS, against the budget of 2 MiB and 6 MiB).
 //!
 //! Run: `cargo run --release -p dockpod-tests --bin bench-pods` (after `contrib/setup.sh`);
 //! `BENCH_PODS` sets the number of pods taken through their life (40 by default),
-//! `BENCH_LIST_PODS` the pod counts the lists are measured at (`10,110,250` by default).
-
-use std::time::{Duration, Instant};
+//! `BENCH_BURSTS` the burst sizes (`20,50`; empty for none) and `BENCH_BURST_ROUNDS` their
+//! rounds (3), `BENCH_LIST_PODS` the pod counts the lists are measured at (`10,110,250` by
+//! default). `BENCH_CONTENTION=1` runs a steady writer beside all of it: 4 MiB direct writes,
+//! each followed by `fdatasync`, on the filesystem of the state directories, as a node
+//! pulling images and writing logs does.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, StopContainerOptions};
@@ -300,8 +309,343 @@ fn row(what: &str, v: Vec<Duration>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let contention = std::env::var("BENCH_CONTENTION").is_ok_and(|v| v == "1");
+    let writer = contention.then(Writer::start);
     lifecycle().await;
+    bursts().await;
     lists_and_memory().await;
+    if let Some(writer) = writer {
+        writer.stop();
+    }
+}
+
+/// A steady disk writer beside the benchmark: 4 MiB written with O_DIRECT, then `fdatasync`,
+/// over and over, in /tmp (the filesystem of the fronts' state directories), until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    started: Instant,
+    thread: std::thread::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Writer {
+    fn start() -> Writer {
+        use std::io::{Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        const BLOCK: usize = 4 << 20;
+        // Kept within 256 MiB: the file is rewritten from its start.
+        const WRAP: u64 = 256 << 20;
+        let dir = tempfile::tempdir_in("/tmp").expect("writer dir");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(dir.path().join("load"))
+            .expect("the writer's file");
+        let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (halt, count) = (stop.clone(), written.clone());
+        let thread = std::thread::spawn(move || {
+            // O_DIRECT wants a page-aligned buffer: the aligned part of a larger one.
+            let backing = vec![0u8; BLOCK + 4096];
+            let offset = backing.as_ptr().align_offset(4096);
+            let buf = &backing[offset..offset + BLOCK];
+            let mut at = 0u64;
+            while !halt.load(Ordering::Relaxed) {
+                if at >= WRAP {
+                    file.rewind().expect("rewind");
+                    at = 0;
+                }
+                file.write_all(buf).expect("the writer's write");
+                file.sync_data().expect("the writer's fdatasync");
+                at += BLOCK as u64;
+                count.fetch_add(BLOCK as u64, Ordering::Relaxed);
+            }
+        });
+        println!("contention: a writer of 4 MiB direct writes + fdatasync runs beside every figure below");
+        Writer {
+            stop,
+            written,
+            started: Instant::now(),
+            thread,
+            _dir: dir,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        let mb = self.written.load(Ordering::Relaxed) as f64 / 1e6;
+        println!(
+            "contention: the writer wrote {mb:.0} MB at {:.1} MB/s",
+            mb / self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// A pod started at the floor: its sandbox, network and container.
+struct FloorPod {
+    sandbox: String,
+    netns: String,
+    added: serde_json::Value,
+    app: String,
+}
+
+/// The phases of a pod's start, in a burst.
+const PHASES: [&str; 3] = ["sandbox (+network)", "create", "start"];
+
+/// A pod started at the floor, with what each phase took.
+async fn floor_up(docker: Docker, net: Arc<CniNet>) -> (FloorPod, [Duration; 3]) {
+    let t = Instant::now();
+    let sandbox = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(dockpod_tests::unique("bench-burst-pod")),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(PAUSE_IMAGE.into()),
+                host_config: Some(HostConfig {
+                    network_mode: Some("none".into()),
+                    ipc_mode: Some("shareable".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("docker create sandbox")
+        .id;
+    docker
+        .start_container(&sandbox, None)
+        .await
+        .expect("docker start sandbox");
+    let pid = docker
+        .inspect_container(&sandbox, None)
+        .await
+        .expect("docker inspect sandbox")
+        .state
+        .and_then(|s| s.pid)
+        .expect("the sandbox's PID");
+    let netns = format!("/proc/{pid}/ns/net");
+    let (id, ns) = (sandbox.clone(), netns.clone());
+    // The plugins run as processes, as libcni runs them: off the runtime's threads.
+    let added = tokio::task::spawn_blocking(move || net.add_directly(&id, &ns))
+        .await
+        .expect("CNI ADD");
+    let sandboxed = t.elapsed();
+    let t = Instant::now();
+    let shared = format!("container:{sandbox}");
+    let app = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(dockpod_tests::unique("bench-burst-app")),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(TOOL_IMAGE.into()),
+                entrypoint: Some(vec!["sleep".into(), "3600".into()]),
+                host_config: Some(HostConfig {
+                    network_mode: Some(shared.clone()),
+                    ipc_mode: Some(shared.clone()),
+                    pid_mode: Some(shared),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("docker create")
+        .id;
+    let created = t.elapsed();
+    let t = Instant::now();
+    docker.start_container(&app, None).await.expect("docker start");
+    let pod = FloorPod {
+        sandbox,
+        netns,
+        added,
+        app,
+    };
+    (pod, [sandboxed, created, t.elapsed()])
+}
+
+/// A floor pod torn down: its container stopped and removed, its network deleted, its
+/// sandbox stopped and removed.
+async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) {
+    let stop = || {
+        Some(StopContainerOptions {
+            t: Some(STOP_TIMEOUT as i32),
+            ..Default::default()
+        })
+    };
+    docker.stop_container(&pod.app, stop()).await.expect("docker stop");
+    docker.remove_container(&pod.app, None).await.expect("docker rm");
+    let (id, ns, added) = (pod.sandbox.clone(), pod.netns, pod.added);
+    tokio::task::spawn_blocking(move || net.del_directly(&id, &ns, &added))
+        .await
+        .expect("CNI DEL");
+    docker
+        .stop_container(&pod.sandbox, stop())
+        .await
+        .expect("docker stop sandbox");
+    docker
+        .remove_container(&pod.sandbox, None)
+        .await
+        .expect("docker rm sandbox");
+}
+
+/// A pod started through dockpod, with what each call took: its sandbox and container IDs.
+async fn dockpod_up(
+    mut rt: RuntimeServiceClient<Channel>,
+    config: PodSandboxConfig,
+) -> ((String, String), [Duration; 3]) {
+    let t = Instant::now();
+    let pod = run_pod(&mut rt, &config).await;
+    let sandboxed = t.elapsed();
+    let t = Instant::now();
+    let app = container_config("app", &["sleep", "3600"]);
+    let c = create_container(&mut rt, &pod, &config, app)
+        .await
+        .expect("CreateContainer");
+    let created = t.elapsed();
+    let t = Instant::now();
+    start(&mut rt, &c).await;
+    ((pod, c), [sandboxed, created, t.elapsed()])
+}
+
+/// A dockpod pod torn down as the kubelet does: its container stopped and removed, then the
+/// sandbox stopped and removed.
+async fn dockpod_down(mut rt: RuntimeServiceClient<Channel>, (pod, c): (String, String)) {
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: STOP_TIMEOUT,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(RemoveContainerRequest { container_id: c })
+        .await
+        .expect("RemoveContainer");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+}
+
+/// What one burst took: the whole start and the whole teardown, and each start phase.
+#[derive(Default)]
+struct Burst {
+    up: Vec<Duration>,
+    down: Vec<Duration>,
+    phases: [Vec<Duration>; 3],
+}
+
+impl Burst {
+    fn record(&mut self, up: Duration, down: Duration, phases: Vec<[Duration; 3]>) {
+        self.up.push(up);
+        self.down.push(down);
+        for p in phases {
+            for (i, d) in p.into_iter().enumerate() {
+                self.phases[i].push(d);
+            }
+        }
+    }
+}
+
+/// `n` pods started at once and torn down at once, through dockpod and at the floor,
+/// alternating round by round.
+async fn bursts() {
+    let sizes: Vec<usize> = std::env::var("BENCH_BURSTS")
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| vec![20, 50]);
+    let rounds: usize = std::env::var("BENCH_BURST_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    if sizes.is_empty() || rounds == 0 {
+        return;
+    }
+    let net = Arc::new(CniNet::new());
+    let args = net.front_args();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--log-level", "warn"]);
+    let front = Front::start(&args).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let docker = docker().await;
+    let rt = front.runtime();
+    for n in sizes {
+        let (mut through, mut floor) = (Burst::default(), Burst::default());
+        for round in 0..rounds * 2 {
+            // Each goes first every other round.
+            if (round % 2 == 0) == (round / 2 % 2 == 0) {
+                let t = Instant::now();
+                let ups: Vec<_> = (0..n)
+                    .map(|i| {
+                        let config = pod_config(&format!("burst{n}-{i}"), logs.path());
+                        tokio::spawn(dockpod_up(rt.clone(), config))
+                    })
+                    .collect();
+                let mut pods = Vec::new();
+                let mut phases = Vec::new();
+                for up in ups {
+                    let (pod, p) = up.await.expect("a pod's start");
+                    pods.push(pod);
+                    phases.push(p);
+                }
+                let up = t.elapsed();
+                let t = Instant::now();
+                let downs: Vec<_> = pods
+                    .into_iter()
+                    .map(|pod| tokio::spawn(dockpod_down(rt.clone(), pod)))
+                    .collect();
+                for down in downs {
+                    down.await.expect("a pod's teardown");
+                }
+                through.record(up, t.elapsed(), phases);
+            } else {
+                let t = Instant::now();
+                let ups: Vec<_> = (0..n)
+                    .map(|_| tokio::spawn(floor_up(docker.clone(), net.clone())))
+                    .collect();
+                let mut pods = Vec::new();
+                let mut phases = Vec::new();
+                for up in ups {
+                    let (pod, p) = up.await.expect("a floor pod's start");
+                    pods.push(pod);
+                    phases.push(p);
+                }
+                let up = t.elapsed();
+                let t = Instant::now();
+                let downs: Vec<_> = pods
+                    .into_iter()
+                    .map(|pod| tokio::spawn(floor_down(docker.clone(), net.clone(), pod)))
+                    .collect();
+                for down in downs {
+                    down.await.expect("a floor pod's teardown");
+                }
+                floor.record(up, t.elapsed(), phases);
+            }
+        }
+        println!("a burst of {n} pods at once (CNI), {rounds} rounds each, alternating; medians");
+        println!("{:<32} {:>10} {:>10} {:>8}", "", "dockpod", "floor", "ratio");
+        let line = |what: &str, d: f64, f: f64| {
+            println!("{what:<32} {d:>7.0} ms {f:>7.0} ms {:>7.2}x", d / f);
+        };
+        line("start (whole burst)", median(&through.up), median(&floor.up));
+        line("teardown (whole burst)", median(&through.down), median(&floor.down));
+        for (i, phase) in PHASES.iter().enumerate() {
+            line(
+                &format!("  each pod's {phase}"),
+                median(&through.phases[i]),
+                median(&floor.phases[i]),
+            );
+        }
+    }
 }
 
 /// Both lists, timed; each must hold `pods` pods and as many containers.
@@ -336,6 +680,9 @@ async fn lists_and_memory() {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10, 110, 250]);
+    if counts.is_empty() {
+        return;
+    }
     let front = Front::start(&["--log-level", "warn"]).await;
     let logs = tempfile::tempdir().expect("log dir");
     let mut rt = front.runtime();
