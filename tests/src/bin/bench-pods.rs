@@ -343,7 +343,10 @@ impl Writer {
             .custom_flags(libc::O_DIRECT)
             .open(dir.path().join("load"))
             .expect("the writer's file");
-        let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (stop, written) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
         let (halt, count) = (stop.clone(), written.clone());
         let thread = std::thread::spawn(move || {
             // O_DIRECT wants a page-aligned buffer: the aligned part of a larger one.
@@ -459,7 +462,10 @@ async fn floor_up(docker: Docker, net: Arc<CniNet>) -> (FloorPod, [Duration; 3])
         .id;
     let created = t.elapsed();
     let t = Instant::now();
-    docker.start_container(&app, None).await.expect("docker start");
+    docker
+        .start_container(&app, None)
+        .await
+        .expect("docker start");
     let pod = FloorPod {
         sandbox,
         netns,
@@ -478,8 +484,14 @@ async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) {
             ..Default::default()
         })
     };
-    docker.stop_container(&pod.app, stop()).await.expect("docker stop");
-    docker.remove_container(&pod.app, None).await.expect("docker rm");
+    docker
+        .stop_container(&pod.app, stop())
+        .await
+        .expect("docker stop");
+    docker
+        .remove_container(&pod.app, None)
+        .await
+        .expect("docker rm");
     let (id, ns, added) = (pod.sandbox.clone(), pod.netns, pod.added);
     tokio::task::spawn_blocking(move || net.del_directly(&id, &ns, &added))
         .await
@@ -632,12 +644,23 @@ async fn bursts() {
             }
         }
         println!("a burst of {n} pods at once (CNI), {rounds} rounds each, alternating; medians");
-        println!("{:<32} {:>10} {:>10} {:>8}", "", "dockpod", "floor", "ratio");
+        println!(
+            "{:<32} {:>10} {:>10} {:>8}",
+            "", "dockpod", "floor", "ratio"
+        );
         let line = |what: &str, d: f64, f: f64| {
             println!("{what:<32} {d:>7.0} ms {f:>7.0} ms {:>7.2}x", d / f);
         };
-        line("start (whole burst)", median(&through.up), median(&floor.up));
-        line("teardown (whole burst)", median(&through.down), median(&floor.down));
+        line(
+            "start (whole burst)",
+            median(&through.up),
+            median(&floor.up),
+        );
+        line(
+            "teardown (whole burst)",
+            median(&through.down),
+            median(&floor.down),
+        );
         for (i, phase) in PHASES.iter().enumerate() {
             line(
                 &format!("  each pod's {phase}"),
