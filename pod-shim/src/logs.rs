@@ -209,6 +209,7 @@ async fn off_thread<R: Send + 'static>(
     step: impl FnOnce(&mut LogCopy) -> R + Send + 'static,
 ) -> Result<R> {
     let copy = copy.clone();
+    crate::memory::busy();
     tokio::task::spawn_blocking(move || step(&mut lock(&copy)))
         .await
         .map_err(|e| Error::io("copying the container's log")(std::io::Error::other(e)))

@@ -44,9 +44,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long an idle thread of the blocking pool lives.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn run(config: ShimConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The blocking pool's threads (disk work of the log copies, inotify closes) end a
+        // second after their last job instead of ten: an idle shim keeps no thread it does
+        // not need, nor its stack.
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()?;
     runtime.block_on(async move { pod_shim::run::run(config, terminated()).await })
 }

@@ -176,7 +176,7 @@ pub async fn run(
     tonic::transport::Server::builder()
         .max_concurrent_streams(dockpod_proto::MAX_CONCURRENT_STREAMS)
         .add_service(ShimServer::new(service))
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             RuntimeServiceServer::new(ShimRuntime {
                 pod,
                 streaming,
@@ -186,7 +186,12 @@ pub async fn run(
             })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
-        )
+            // The pod's calls are its work: what they leave is given back once it is quiet.
+            |request: Request<()>| {
+                crate::memory::busy();
+                Ok(request)
+            },
+        ))
         .serve_with_incoming_shutdown(dockpod_proto::authority::incoming(listener), stop)
         .await
 }

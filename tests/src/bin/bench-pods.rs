@@ -671,6 +671,47 @@ async fn bursts() {
     }
 }
 
+/// Every idle shim's memory and threads (its pod runs one container, and nothing has been
+/// asked of it for the CPU window): median and largest, beside the design's budget.
+fn shims_memory(shims: &[u32]) {
+    const MIB: f64 = 1048576.0;
+    let mut figures: Vec<[f64; 4]> = shims
+        .iter()
+        .filter_map(|pid| {
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            let field = |name: &str| -> Option<f64> {
+                let line = rollup.lines().find(|l| l.starts_with(name))?;
+                let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024.0 / MIB)
+            };
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count() as f64;
+            Some([
+                field("Rss:")?,
+                field("Pss:")?,
+                field("Anonymous:")?,
+                threads,
+            ])
+        })
+        .collect();
+    if figures.is_empty() {
+        return;
+    }
+    let stat = |i: usize, figures: &mut Vec<[f64; 4]>| {
+        figures.sort_by(|a, b| a[i].total_cmp(&b[i]));
+        (figures[figures.len() / 2][i], figures[figures.len() - 1][i])
+    };
+    let (rss, rss_max) = stat(0, &mut figures);
+    let (pss, pss_max) = stat(1, &mut figures);
+    let (anon, anon_max) = stat(2, &mut figures);
+    let (threads, threads_max) = stat(3, &mut figures);
+    println!(
+        "{} idle shims, median (largest): PSS {pss:.2} MiB ({pss_max:.2}), private anonymous \
+         {anon:.2} MiB ({anon_max:.2}) [budget 1 MiB each], RSS {rss:.2} MiB ({rss_max:.2}), \
+         threads {threads:.0} ({threads_max:.0})",
+        figures.len()
+    );
+}
+
 /// Both lists, timed; each must hold `pods` pods and as many containers.
 async fn list_both(rt: &mut RuntimeServiceClient<Channel>, pods: usize) -> (Duration, Duration) {
     let t = Instant::now();
@@ -751,6 +792,7 @@ async fn lists_and_memory() {
         );
         row(&format!("ListPodSandbox with {count} pods"), sandboxes);
         row(&format!("ListContainers with {count} pods"), containers);
+        shims_memory(&shims);
         println!(
             "CPU of the front and {} shims: {:.2} % of a core (front {:.2} %, shims {:.2} %)",
             shims.len(),
