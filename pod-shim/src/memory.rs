@@ -73,6 +73,7 @@ pub async fn settle() {
 
 /// Gives the kernel back this thread's stack pages more than `STACK_MARGIN` below the current
 /// frame: nothing lives there, and a page touched again is simply zero-filled anew.
+#[inline(never)]
 pub fn release_stack() {
     let here = 0u8;
     let sp = std::hint::black_box(&here) as *const u8 as usize;
@@ -136,6 +137,8 @@ mod tests {
     /// A deep call's pages are given back, and the thread goes on using its stack.
     #[test]
     fn the_stack_below_the_frames_in_use_is_given_back() {
+        // Not inlined: its frame must lie below the caller's once it has returned.
+        #[inline(never)]
         fn deep(n: usize) -> u8 {
             let buf = std::hint::black_box([n as u8; 256 * 1024]);
             buf[n % buf.len()]
