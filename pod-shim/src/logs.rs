@@ -175,7 +175,9 @@ impl Drop for Follower {
 
 /// The CRI log file and the records not yet in it. Records collect in memory and reach the
 /// file in large writes, made on the blocking pool; whoever adds records writes them out once
-/// `WRITE_BUFFER` is reached, so this holds at most that and one entry's records.
+/// `WRITE_BUFFER` is reached, so this holds at most that and one entry's records. The buffer
+/// is taken when records come and given back once they are written: a container that is
+/// silent most of the time costs its shim nothing for it.
 struct LogFile {
     file: std::fs::File,
     pending: Vec<u8>,
@@ -242,7 +244,7 @@ impl LogCopy {
             )))?;
             self.file = Some(LogFile {
                 file,
-                pending: Vec::with_capacity(WRITE_BUFFER),
+                pending: Vec::new(),
             });
         }
         Ok(())
@@ -274,6 +276,7 @@ impl LogCopy {
                 Err(e) => return Err(e),
             }
         }
+        f.pending = Vec::new();
         Ok(())
     }
 
@@ -305,6 +308,9 @@ impl LogCopy {
         let Some(f) = &mut self.file else {
             return Err(std::io::Error::other("the log file is not open"));
         };
+        if f.pending.capacity() == 0 {
+            f.pending.reserve(WRITE_BUFFER);
+        }
         write_records(&mut f.pending, ts, stream, content)?;
         self.position.record(key);
         Ok(())
