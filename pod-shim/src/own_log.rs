@@ -15,10 +15,8 @@ use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuar
 
 /// Bytes written between two looks at the file's size: what the log can pass its bound by.
 const CHECK_EVERY: u64 = 256 * 1024;
-/// Lines waiting for the writer thread: the queue's bound (a line is a few hundred bytes). The
-/// queue's slots are made, and touched, when the shim starts (32 bytes each): a shim logs a
-/// few lines per call, so 512 outlast any stall a pod's calls live through.
-const QUEUED_LINES: usize = 512;
+/// Lines waiting for the writer thread: the queue's bound (a line is a few hundred bytes).
+const QUEUED_LINES: usize = 2048;
 
 pub struct OwnLog {
     path: PathBuf,
