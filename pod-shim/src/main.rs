@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use pod_shim::config::ShimConfig;
 use pod_shim::detach::{detach, Role};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 fn main() -> ExitCode {
     pod_shim::memory::single_arena();
@@ -22,12 +22,15 @@ fn main() -> ExitCode {
             }
         }
     }
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // A level, not an EnvFilter's directives: the front passes its own level, and EnvFilter's
+    // parser is a regex engine that each shim's private memory would carry (its pointers are
+    // relocated at start: about 0.1 MiB per shim).
+    let level = config.log_level.parse().unwrap_or(LevelFilter::INFO);
     // Held until the shim exits: dropping it flushes the lines still queued.
     let own_log = config.state_dir.join(dockpod_proto::layout::SHIM_LOG);
     let (writer, _log_flush) = pod_shim::own_log::OwnLog::new(own_log.clone()).non_blocking();
     let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(writer)
         .with_ansi(false);
     match config.log_format {

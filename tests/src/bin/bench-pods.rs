@@ -137,51 +137,53 @@ async fn dockpod_pod(
     .expect("RemovePodSandbox");
 }
 
-/// The same pod's life with no runtime: Docker's requests through bollard, the CNI chain run
-/// directly.
-async fn floor_pod(docker: &Docker, net: &CniNet, times: &mut Times) {
-    let sandbox_name = dockpod_tests::unique("bench-floor-pod");
-    let sandbox = timed(times, CALLS[0], async {
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(sandbox_name.clone()),
+/// The floor's RunPodSandbox: the sandbox container created and started, and its network
+/// added by the CNI chain run directly (off the runtime's threads: libcni runs the plugins
+/// as processes). Its ID, network namespace and the chain's result.
+async fn floor_sandbox(docker: &Docker, net: &Arc<CniNet>) -> (String, String, serde_json::Value) {
+    let sandbox = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(dockpod_tests::unique("bench-floor-pod")),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(PAUSE_IMAGE.into()),
+                host_config: Some(HostConfig {
+                    network_mode: Some("none".into()),
+                    ipc_mode: Some("shareable".into()),
                     ..Default::default()
                 }),
-                ContainerCreateBody {
-                    image: Some(PAUSE_IMAGE.into()),
-                    host_config: Some(HostConfig {
-                        network_mode: Some("none".into()),
-                        ipc_mode: Some("shareable".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("docker create sandbox");
-        docker
-            .start_container(&created.id, None)
-            .await
-            .expect("docker start sandbox");
-        let pid = docker
-            .inspect_container(&created.id, None)
-            .await
-            .expect("docker inspect sandbox")
-            .state
-            .and_then(|s| s.pid)
-            .expect("the sandbox's PID");
-        let netns = format!("/proc/{pid}/ns/net");
-        let added = net.add_directly(&created.id, &netns);
-        (created.id, netns, added)
-    })
-    .await;
-    let (sandbox, netns, added) = sandbox;
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("docker create sandbox")
+        .id;
+    docker
+        .start_container(&sandbox, None)
+        .await
+        .expect("docker start sandbox");
+    let pid = docker
+        .inspect_container(&sandbox, None)
+        .await
+        .expect("docker inspect sandbox")
+        .state
+        .and_then(|s| s.pid)
+        .expect("the sandbox's PID");
+    let netns = format!("/proc/{pid}/ns/net");
+    let (id, ns, net) = (sandbox.clone(), netns.clone(), net.clone());
+    let added = tokio::task::spawn_blocking(move || net.add_directly(&id, &ns))
+        .await
+        .expect("CNI ADD");
+    (sandbox, netns, added)
+}
+
+/// The floor's CreateContainer: a container in the sandbox's namespaces.
+async fn floor_create(docker: &Docker, sandbox: &str) -> String {
     let shared = format!("container:{sandbox}");
-    let c = timed(
-        times,
-        CALLS[1],
-        docker.create_container(
+    docker
+        .create_container(
             Some(CreateContainerOptions {
                 name: Some(dockpod_tests::unique("bench-floor-app")),
                 ..Default::default()
@@ -197,11 +199,17 @@ async fn floor_pod(docker: &Docker, net: &CniNet, times: &mut Times) {
                 }),
                 ..Default::default()
             },
-        ),
-    )
-    .await
-    .expect("docker create")
-    .id;
+        )
+        .await
+        .expect("docker create")
+        .id
+}
+
+/// The same pod's life with no runtime: Docker's requests through bollard, the CNI chain run
+/// directly.
+async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, times: &mut Times) {
+    let (sandbox, netns, added) = timed(times, CALLS[0], floor_sandbox(docker, net)).await;
+    let c = timed(times, CALLS[1], floor_create(docker, &sandbox)).await;
     timed(times, CALLS[2], docker.start_container(&c, None))
         .await
         .expect("docker start");
@@ -240,20 +248,32 @@ fn median(v: &[Duration]) -> f64 {
     v.get(v.len() / 2).map_or(f64::NAN, |d| ms(*d))
 }
 
-/// Every call of a pod's life, through dockpod and at its floor.
-async fn lifecycle() {
-    let pods: usize = std::env::var("BENCH_PODS")
+/// A number from the environment; `default` when it is unset or no number.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(40);
-    if pods == 0 {
-        return;
-    }
-    let net = CniNet::new();
+        .unwrap_or(default)
+}
+
+/// A quiet front on a CNI network of its own (bridge with host-local, firewall, portmap),
+/// and the network, for the floor to run the same chain.
+async fn cni_front() -> (Arc<CniNet>, Front) {
+    let net = Arc::new(CniNet::new());
     let args = net.front_args();
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend(["--log-level", "warn"]);
     let front = Front::start(&args).await;
+    (net, front)
+}
+
+/// Every call of a pod's life, through dockpod and at its floor.
+async fn lifecycle() {
+    let pods = env_number("BENCH_PODS", 40);
+    if pods == 0 {
+        return;
+    }
+    let (net, front) = cni_front().await;
     let logs = tempfile::tempdir().expect("log dir");
     let docker = docker().await;
     let mut rt = front.runtime();
@@ -400,66 +420,10 @@ const PHASES: [&str; 3] = ["sandbox (+network)", "create", "start"];
 /// A pod started at the floor, with what each phase took.
 async fn floor_up(docker: Docker, net: Arc<CniNet>) -> (FloorPod, [Duration; 3]) {
     let t = Instant::now();
-    let sandbox = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(dockpod_tests::unique("bench-burst-pod")),
-                ..Default::default()
-            }),
-            ContainerCreateBody {
-                image: Some(PAUSE_IMAGE.into()),
-                host_config: Some(HostConfig {
-                    network_mode: Some("none".into()),
-                    ipc_mode: Some("shareable".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("docker create sandbox")
-        .id;
-    docker
-        .start_container(&sandbox, None)
-        .await
-        .expect("docker start sandbox");
-    let pid = docker
-        .inspect_container(&sandbox, None)
-        .await
-        .expect("docker inspect sandbox")
-        .state
-        .and_then(|s| s.pid)
-        .expect("the sandbox's PID");
-    let netns = format!("/proc/{pid}/ns/net");
-    let (id, ns) = (sandbox.clone(), netns.clone());
-    // The plugins run as processes, as libcni runs them: off the runtime's threads.
-    let added = tokio::task::spawn_blocking(move || net.add_directly(&id, &ns))
-        .await
-        .expect("CNI ADD");
+    let (sandbox, netns, added) = floor_sandbox(&docker, &net).await;
     let sandboxed = t.elapsed();
     let t = Instant::now();
-    let shared = format!("container:{sandbox}");
-    let app = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(dockpod_tests::unique("bench-burst-app")),
-                ..Default::default()
-            }),
-            ContainerCreateBody {
-                image: Some(TOOL_IMAGE.into()),
-                entrypoint: Some(vec!["sleep".into(), "3600".into()]),
-                host_config: Some(HostConfig {
-                    network_mode: Some(shared.clone()),
-                    ipc_mode: Some(shared.clone()),
-                    pid_mode: Some(shared),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("docker create")
-        .id;
+    let app = floor_create(&docker, &sandbox).await;
     let created = t.elapsed();
     let t = Instant::now();
     docker
@@ -569,24 +533,50 @@ impl Burst {
     }
 }
 
+/// One round of a burst: `n` pods started at once by `up` (each with its phases' times), then
+/// all torn down at once by `down`; the wall times go into `burst`.
+async fn burst_round<P, U, D>(
+    n: usize,
+    up: impl Fn(usize) -> U,
+    down: impl Fn(P) -> D,
+    burst: &mut Burst,
+) where
+    P: Send + 'static,
+    U: std::future::Future<Output = (P, [Duration; 3])> + Send + 'static,
+    D: std::future::Future<Output = ()> + Send + 'static,
+{
+    let t = Instant::now();
+    let ups: Vec<_> = (0..n).map(|i| tokio::spawn(up(i))).collect();
+    let mut pods = Vec::new();
+    let mut phases = Vec::new();
+    for started in ups {
+        let (pod, p) = started.await.expect("a pod's start");
+        pods.push(pod);
+        phases.push(p);
+    }
+    let started = t.elapsed();
+    let t = Instant::now();
+    let downs: Vec<_> = pods
+        .into_iter()
+        .map(|pod| tokio::spawn(down(pod)))
+        .collect();
+    for torn_down in downs {
+        torn_down.await.expect("a pod's teardown");
+    }
+    burst.record(started, t.elapsed(), phases);
+}
+
 /// `n` pods started at once and torn down at once, through dockpod and at the floor,
 /// alternating round by round.
 async fn bursts() {
     let sizes: Vec<usize> = std::env::var("BENCH_BURSTS")
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![20, 50]);
-    let rounds: usize = std::env::var("BENCH_BURST_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
+    let rounds = env_number("BENCH_BURST_ROUNDS", 3);
     if sizes.is_empty() || rounds == 0 {
         return;
     }
-    let net = Arc::new(CniNet::new());
-    let args = net.front_args();
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend(["--log-level", "warn"]);
-    let front = Front::start(&args).await;
+    let (net, front) = cni_front().await;
     let logs = tempfile::tempdir().expect("log dir");
     let docker = docker().await;
     let rt = front.runtime();
@@ -595,52 +585,16 @@ async fn bursts() {
         for round in 0..rounds * 2 {
             // Each goes first every other round.
             if (round % 2 == 0) == (round / 2 % 2 == 0) {
-                let t = Instant::now();
-                let ups: Vec<_> = (0..n)
-                    .map(|i| {
-                        let config = pod_config(&format!("burst{n}-{i}"), logs.path());
-                        tokio::spawn(dockpod_up(rt.clone(), config))
-                    })
-                    .collect();
-                let mut pods = Vec::new();
-                let mut phases = Vec::new();
-                for up in ups {
-                    let (pod, p) = up.await.expect("a pod's start");
-                    pods.push(pod);
-                    phases.push(p);
-                }
-                let up = t.elapsed();
-                let t = Instant::now();
-                let downs: Vec<_> = pods
-                    .into_iter()
-                    .map(|pod| tokio::spawn(dockpod_down(rt.clone(), pod)))
-                    .collect();
-                for down in downs {
-                    down.await.expect("a pod's teardown");
-                }
-                through.record(up, t.elapsed(), phases);
+                let up = |i| {
+                    let config = pod_config(&format!("burst{n}-{i}"), logs.path());
+                    dockpod_up(rt.clone(), config)
+                };
+                let down = |pod| dockpod_down(rt.clone(), pod);
+                burst_round(n, up, down, &mut through).await;
             } else {
-                let t = Instant::now();
-                let ups: Vec<_> = (0..n)
-                    .map(|_| tokio::spawn(floor_up(docker.clone(), net.clone())))
-                    .collect();
-                let mut pods = Vec::new();
-                let mut phases = Vec::new();
-                for up in ups {
-                    let (pod, p) = up.await.expect("a floor pod's start");
-                    pods.push(pod);
-                    phases.push(p);
-                }
-                let up = t.elapsed();
-                let t = Instant::now();
-                let downs: Vec<_> = pods
-                    .into_iter()
-                    .map(|pod| tokio::spawn(floor_down(docker.clone(), net.clone(), pod)))
-                    .collect();
-                for down in downs {
-                    down.await.expect("a floor pod's teardown");
-                }
-                floor.record(up, t.elapsed(), phases);
+                let up = |_| floor_up(docker.clone(), net.clone());
+                let down = |pod| floor_down(docker.clone(), net.clone(), pod);
+                burst_round(n, up, down, &mut floor).await;
             }
         }
         println!("a burst of {n} pods at once (CNI), {rounds} rounds each, alternating; medians");
