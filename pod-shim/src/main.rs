@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     }
     // A level, not an EnvFilter's directives: the front passes its own level, and EnvFilter's
     // parser is a regex engine that each shim's private memory would carry (its pointers are
-    // relocated at start: about 0.1 MiB per shim).
+    // relocated at start: 0.07 MiB per shim, measured).
     let level = config.log_level.parse().unwrap_or(LevelFilter::INFO);
     // Held until the shim exits: dropping it flushes the lines still queued.
     let own_log = config.state_dir.join(dockpod_proto::layout::SHIM_LOG);
