@@ -165,34 +165,18 @@ mod tests {
         );
     }
 
-    /// Resident KiB of the mapping that holds this thread's stack.
+    /// Resident KiB of the mapping that holds this thread's stack: its entry in smaps, found
+    /// by the start `mapping_start` reads from the maps.
     fn stack_resident_kib() -> usize {
         let here = 0u8;
         let sp = std::hint::black_box(&here) as *const u8 as usize;
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let start = mapping_start(&maps, sp).expect("the stack's mapping");
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some(range) = line.split_whitespace().next().filter(|r| r.contains('-')) {
-                if let Some((s, e)) = range.split_once('-') {
-                    if let (Ok(s), Ok(e)) =
-                        (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16))
-                    {
-                        inside = s <= sp && sp < e;
-                        continue;
-                    }
-                }
-            }
-            if inside {
-                if let Some(kib) = line.strip_prefix("Rss:") {
-                    return kib
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse()
-                        .unwrap_or(0);
-                }
-            }
-        }
-        0
+        smaps
+            .split_once(&format!("{start:x}-"))
+            .and_then(|(_, entry)| entry.lines().find_map(|l| l.strip_prefix("Rss:")))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("the stack's Rss in smaps")
     }
 }

@@ -30,9 +30,7 @@ pub fn binary(name: &str) -> PathBuf {
                 path.display()
             )
         });
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
+    let workspace = crate::workspace();
     // Each binary is built from the shared crate and its own: their sources, protocol files,
     // build scripts and manifests. Not their tests (a failing property test writes its
     // regressions beside them, which changes no binary).

@@ -48,6 +48,14 @@ pub fn python() -> std::path::PathBuf {
     python
 }
 
+/// The workspace's root: where README.md, contrib/ and each crate's sources are.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
 /// One of the tests' Python scripts (`tests/python/<name>`).
 pub fn python_script(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

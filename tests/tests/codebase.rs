@@ -15,13 +15,6 @@ const CRATES: &[&str] = &["proto/src", "shim-manager/src", "pod-shim/src", "test
 /// The README's length bound (issue 37): what a node operator needs, the rest lives in `docs/`.
 const README_MAX_LINES: usize = 250;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives in the workspace")
-        .to_path_buf()
-}
-
 /// Every `.rs` file under `dir`, with the top-level module it belongs to (`None` for the crate
 /// roots and binaries, which may use anything) and how deep below `src/` it sits.
 fn sources(dir: &Path) -> Vec<(PathBuf, Option<String>, usize)> {
@@ -149,7 +142,7 @@ fn module_graph(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
 
 #[test]
 fn no_crate_has_an_import_cycle_between_its_modules() {
-    let root = workspace();
+    let root = dockpod_tests::workspace();
     for krate in CRATES {
         let graph = module_graph(&root.join(krate));
         assert!(
@@ -188,7 +181,8 @@ fn the_cycle_check_finds_a_cycle() {
 
 #[test]
 fn the_readme_is_short_enough_to_read() {
-    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let readme =
+        std::fs::read_to_string(dockpod_tests::workspace().join("README.md")).expect("README.md");
     let lines = readme.lines().count();
     assert!(
         lines <= README_MAX_LINES,

@@ -62,16 +62,10 @@ const COMMANDS: &[(&str, Runner)] = &[
     ),
 ];
 
-fn workspace() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
 /// The commands of the README's `sh` blocks, each `&&` chain split, comments left out.
 fn readme_commands() -> Vec<String> {
-    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let readme =
+        std::fs::read_to_string(dockpod_tests::workspace().join("README.md")).expect("README.md");
     let mut commands = Vec::new();
     let mut in_block = false;
     for line in readme.lines() {
@@ -96,7 +90,7 @@ fn run(command: &str, env: &[(String, String)], pod: &str) -> (bool, String) {
     let out = Command::new("sh")
         .arg("-c")
         .arg(command.replace("<pod>", pod))
-        .current_dir(workspace())
+        .current_dir(dockpod_tests::workspace())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("running sh");
@@ -129,7 +123,7 @@ fn every_readme_command_has_a_runner() {
             "readme.rs runs `{command}`, which README.md no longer shows"
         );
         if let Runner::Script(script, line) = runner {
-            let text = std::fs::read_to_string(workspace().join(script))
+            let text = std::fs::read_to_string(dockpod_tests::workspace().join(script))
                 .unwrap_or_else(|e| panic!("{script}: {e}"));
             assert!(
                 text.contains(line),
