@@ -4,7 +4,8 @@
 //! one was listening (shim restart, dockerd restart) is still recorded with Docker's own exit
 //! code and times. Each event's read runs on its own, so a container whose last log lines
 //! are slow to drain (an exit waits up to 10 s for them) delays no other container's exit;
-//! reads of one container that overlap are ordered by `Pod`'s inspection tickets.
+//! reads of one container that overlap are ordered by `Pod`'s inspection tickets. OOM kills
+//! the kernel counts (`oom_kills`) are heard here too, as Docker's `oom` events are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,6 +79,18 @@ pub async fn watch(pod: Arc<Pod>) {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Reports each OOM kill the kernel counts in a container of this pod (see `oom_kills`) as
+/// Docker's `oom` event is reported: Docker on cgroup v2 does not always send one.
+pub async fn watch_oom_kills(pod: Arc<Pod>) {
+    let mut reads = tokio::task::JoinSet::new();
+    loop {
+        let id = pod.oom_kills.next().await;
+        while reads.try_join_next().is_some() {}
+        tracing::info!(container = %id, "the kernel counted an OOM kill");
+        reads.spawn(read_after_event(pod.clone(), id, true));
     }
 }
 

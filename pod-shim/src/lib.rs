@@ -20,6 +20,7 @@ pub mod locks;
 pub mod log_position;
 pub mod logs;
 pub mod memory;
+pub mod oom_kills;
 pub mod own_log;
 pub mod run;
 pub mod server;

@@ -35,9 +35,10 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::locks::OpLocks;
 use crate::logs::Followers;
+use crate::oom_kills::OomKills;
 use crate::spec::Context;
 use crate::state::Store;
-use dockpod_proto::pod_record::{ContainerRecord, Intent, PodRecord};
+use dockpod_proto::pod_record::{ContainerRecord, Intent, Phase, PodRecord};
 pub use network::NetworkCheck;
 
 /// Grace period for containers that StopPodSandbox stops (the kubelet normally stopped them
@@ -83,6 +84,8 @@ pub struct Pod {
     /// this shim) make it read the container again: ContainerStatus answers from it without
     /// asking Docker.
     inspections: inspections::Inspections,
+    /// The running containers' OOM kills as the kernel counts them (see `oom_kills`).
+    pub oom_kills: OomKills,
     /// Notified whenever a read of a container has been applied to the record.
     observed: Notify,
     /// Notified when the pod is removed and the shim should exit.
@@ -118,6 +121,7 @@ impl Pod {
             logs: Followers::default(),
             last_network_check: Mutex::new(None),
             inspections: inspections::Inspections::default(),
+            oom_kills: OomKills::default(),
             observed: Notify::new(),
             removed: Arc::new(Notify::new()),
             closing: tokio::sync::watch::channel(false).0,
@@ -195,6 +199,10 @@ impl Pod {
         let ticket = self.inspections.ticket();
         let inspect = self.engine.inspect(id).await?;
         let seen = observe(inspect.as_ref());
+        if seen.phase == Phase::Running {
+            let pid = inspect.as_ref().and_then(|i| i.state.as_ref()?.pid);
+            self.oom_kills.watch(id, pid.unwrap_or(0));
+        }
         self.settle_log(id, &seen).await;
         let events = {
             let mut r = self.record();

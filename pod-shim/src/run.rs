@@ -115,6 +115,7 @@ pub async fn run(
         let _ = crate::title::show_sandbox(&sandbox);
     }
     tasks.spawn(crate::exits::watch(pod.clone()));
+    tasks.spawn(crate::exits::watch_oom_kills(pod.clone()));
     tasks.spawn(crate::memory::settle());
     tasks.spawn({
         let pod = pod.clone();
