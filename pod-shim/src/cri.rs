@@ -433,8 +433,10 @@ impl RuntimeService for ShimRuntime {
         // carries on; the kubelet's relist covers what it missed.
         let closing = self.pod.closing.subscribe();
         let (early, receiver) = self.pod.subscribe();
-        let stream = tokio_stream::iter(early.into_iter().map(Ok))
-            .chain(dockpod_proto::closing_stream::until_closing(receiver, closing).map(Ok));
+        let stream = tokio_stream::iter(early.into_iter().map(Ok)).chain(
+            dockpod_proto::closing_stream::until_closing(receiver, closing)
+                .map(|event| Ok(Arc::unwrap_or_clone(event))),
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

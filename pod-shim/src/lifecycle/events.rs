@@ -2,6 +2,8 @@
 //! durably first and then announced to the pod's subscribers (the front's GetContainerEvents
 //! stream); events from before the first subscriber are kept for it.
 
+use std::sync::Arc;
+
 use dockpod_proto::cri::{ContainerEventResponse, ContainerEventType};
 use tokio::sync::broadcast;
 
@@ -16,7 +18,7 @@ impl Pod {
         &self,
     ) -> (
         Vec<ContainerEventResponse>,
-        broadcast::Receiver<ContainerEventResponse>,
+        broadcast::Receiver<Arc<ContainerEventResponse>>,
     ) {
         let mut unheard = self.unheard.lock().unwrap_or_else(|p| p.into_inner());
         // Taken under the same lock `emit` holds, so no event falls between the two.
@@ -43,7 +45,7 @@ impl Pod {
             Some(_) => {}
             // No subscriber now is fine: the front subscribes when it cares.
             None => {
-                let _ = self.events.send(event);
+                let _ = self.events.send(Arc::new(event));
             }
         }
     }

@@ -10,7 +10,9 @@
 //!   each, with CNI), then torn down at once, against the parallel floor (the same Docker
 //!   requests and CNI chains, all at once), alternating, median of the rounds' wall times,
 //!   and where the time goes (each phase's median inside the burst);
-//! - the memory of one idle pod shim (PSS and RSS, against the budget of 2 MiB and 6 MiB).
+//! - every idle shim's memory (PSS, private anonymous, RSS, threads) at each of those counts,
+//!   and again after a log burst (20 000 lines from every container at once) has passed,
+//!   against the budget of 1 MiB.
 //!
 //! Run: `cargo run --release -p dockpod-tests --bin bench-pods` (after `contrib/setup.sh`);
 //! `BENCH_PODS` sets the number of pods taken through their life (40 by default),
@@ -21,6 +23,7 @@
 //! pulling images and writing logs does.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -625,9 +628,9 @@ async fn bursts() {
     }
 }
 
-/// Every idle shim's memory and threads (its pod runs one container, and nothing has been
-/// asked of it for the CPU window): median and largest, beside the design's budget.
-fn shims_memory(shims: &[u32]) {
+/// Every shim's memory and threads (its pod runs one container, and nothing has been asked of
+/// it for a while: `when` says what came before): median and largest, beside the budget.
+fn shims_memory(shims: &[u32], when: &str) {
     const MIB: f64 = 1048576.0;
     let mut figures: Vec<[f64; 4]> = shims
         .iter()
@@ -659,11 +662,55 @@ fn shims_memory(shims: &[u32]) {
     let (anon, anon_max) = stat(2, &mut figures);
     let (threads, threads_max) = stat(3, &mut figures);
     println!(
-        "{} idle shims, median (largest): PSS {pss:.2} MiB ({pss_max:.2}), private anonymous \
+        "{} idle shims {when}, median (largest): PSS {pss:.2} MiB ({pss_max:.2}), private anonymous \
          {anon:.2} MiB ({anon_max:.2}) [budget 1 MiB each], RSS {rss:.2} MiB ({rss_max:.2}), \
          threads {threads:.0} ({threads_max:.0})",
         figures.len()
     );
+}
+
+/// Every container writes `BURST_LINES` lines to its log at once (an exec writing to the
+/// stdout of the container's process, PID 1 in its own PID namespace, which Docker logs); returns once every line is in each CRI log and
+/// the shims have been left alone for longer than the time after which they give back memory.
+async fn log_burst(rt: &RuntimeServiceClient<Channel>, containers: &[(String, PathBuf)]) {
+    const BURST_LINES: usize = 20_000;
+    /// Longer than the 2 s of quiet after which a shim gives back what work left.
+    const SETTLE: Duration = Duration::from_secs(5);
+    let script = format!(
+        "yes 'a line of a log burst, sixty-odd bytes, as an application logs' \
+         | head -n {BURST_LINES} >/proc/1/fd/1"
+    );
+    let writes = containers.iter().map(|(id, _)| {
+        let mut rt = rt.clone();
+        let script = script.clone();
+        async move {
+            let out = dockpod_tests::cri::exec(&mut rt, id, &["sh", "-c", &script]).await;
+            assert_eq!(out.exit_code, 0, "the burst's writer failed: {out:?}");
+        }
+    });
+    let started = Instant::now();
+    futures_util::future::join_all(writes).await;
+    let lines = |path: &PathBuf| {
+        std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|b| **b == b'\n').count())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers.iter().any(|(_, log)| lines(log) < BURST_LINES) {
+        if Instant::now() > deadline {
+            let short: Vec<(usize, &PathBuf)> = containers
+                .iter()
+                .map(|(_, log)| (lines(log), log))
+                .filter(|(n, _)| *n < BURST_LINES)
+                .collect();
+            panic!("the burst never reached every CRI log (lines, log): {short:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "log burst: {} containers x {BURST_LINES} lines, in every CRI log after {:.1} s",
+        containers.len(),
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(SETTLE).await;
 }
 
 /// Both lists, timed; each must hold `pods` pods and as many containers.
@@ -691,7 +738,7 @@ async fn list_both(rt: &mut RuntimeServiceClient<Channel>, pods: usize) -> (Dura
     (sandboxes, containers)
 }
 
-/// The lists at each pod count, the CPU of a node relisting once a second, and one idle
+/// The lists at each pod count, the CPU of a node relisting once a second, and every idle
 /// shim's memory.
 async fn lists_and_memory() {
     let counts: Vec<usize> = std::env::var("BENCH_LIST_PODS")
@@ -706,21 +753,32 @@ async fn lists_and_memory() {
     let mut rt = front.runtime();
 
     println!("dockpod lists (one client relisting once a second; CPU of the front and all shims over {CPU_WINDOW:?})");
-    let mut pods = Vec::new();
+    let (mut pods, mut containers) = (Vec::new(), Vec::new());
     for count in counts {
         while pods.len() < count {
-            let config = pod_config(&format!("bench{}", pods.len()), logs.path());
+            let name = format!("bench{}", pods.len());
+            // A log directory each, so each container's CRI log is a file of its own.
+            let config = pod_config(&name, &logs.path().join(&name));
             let id = run_pod(&mut rt, &config).await;
-            let c = create_container(
-                &mut rt,
-                &id,
-                &config,
-                container_config("app", &["sleep", "3600"]),
-            )
-            .await
-            .expect("CreateContainer");
+            // A PID namespace of its own, as the kubelet gives by default: the log burst
+            // writes to its PID 1's stdout.
+            let mut app = container_config("app", &["sleep", "3600"]);
+            app.linux = Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        pid: NamespaceMode::Container as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let c = create_container(&mut rt, &id, &config, app)
+                .await
+                .expect("CreateContainer");
             start(&mut rt, &c).await;
             pods.push(id);
+            containers.push((c, logs.path().join(&name).join("app/0.log")));
         }
         // What creating the pods set going has run its course.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -746,7 +804,7 @@ async fn lists_and_memory() {
         );
         row(&format!("ListPodSandbox with {count} pods"), sandboxes);
         row(&format!("ListContainers with {count} pods"), containers);
-        shims_memory(&shims);
+        shims_memory(&shims, "after their start");
         println!(
             "CPU of the front and {} shims: {:.2} % of a core (front {:.2} %, shims {:.2} %)",
             shims.len(),
@@ -756,20 +814,8 @@ async fn lists_and_memory() {
         );
     }
 
-    // One idle shim: its pod has one running container and nothing has happened for a while.
-    let shims = front.shim_pids();
-    let mut mem: Vec<dockpod_proto::procfs::Memory> = shims
-        .iter()
-        .filter_map(|pid| dockpod_proto::procfs::memory(*pid).ok())
-        .collect();
-    mem.sort_by_key(|m| m.pss_bytes);
-    let one = mem[mem.len() / 2];
-    println!(
-        "idle pod shim (median of {}): PSS {:.2} MiB (budget 2), RSS {:.2} MiB (budget 6)",
-        mem.len(),
-        one.pss_bytes as f64 / 1048576.0,
-        one.rss_bytes as f64 / 1048576.0
-    );
+    log_burst(&rt, &containers).await;
+    shims_memory(&front.shim_pids(), "after a log burst");
 
     for id in pods {
         let _ = rt
