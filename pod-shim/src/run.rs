@@ -2,7 +2,7 @@
 //! of serving (the pod removed, the front's Shutdown, or `shutdown`). Every task it starts
 //! beside the server (the first reconciliation, the exit watcher, the network check) belongs to
 //! one `dockpod_proto::tasks::Tasks`, cancelled and joined within a bound when serving ends,
-//! and the streaming hand-over thread ends with it, so nothing of a shim outlives `run` (a
+//! and the streaming hand-over task ends with it, so nothing of a shim outlives `run` (a
 //! test runs one in-process and stops it).
 
 use std::future::Future;
@@ -97,7 +97,7 @@ pub async fn run(
         idle_timeout: std::time::Duration::from_secs(config.stream_idle_timeout.max(1)),
     });
     let stream_socket = dockpod_proto::layout::stream_socket_beside(&socket, &config.shim_id);
-    // Ended (its thread joined) when this returns, however it returns.
+    // Ended (its task aborted) when this returns, however it returns.
     let _hand_overs = crate::streaming::listen(
         &stream_socket,
         streaming.clone(),

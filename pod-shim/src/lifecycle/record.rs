@@ -1,7 +1,9 @@
 //! The pod's record as the shim keeps it: the one in memory, behind a lock that is never
 //! held across a Docker call or a disk write, and its durable copy (`state::Store`), written
-//! by a thread of its own so that a slow or frozen disk holds up only the operations waiting
-//! for their own save, never the shim's event loop (gRPC, exit tracking, streams).
+//! on tokio's blocking pool so that a slow or frozen disk holds up only the operations waiting
+//! for their own save, never the shim's event loop (gRPC, exit tracking, streams). One writer
+//! at a time drains the queue and ends when it is empty: an idle shim keeps no thread for its
+//! saves (a thread of its own cost every shim 0.02 MiB).
 //!
 //! Durable before reported: a part of the record (the pod's own fields, or one container)
 //! whose change is still on its way to the disk is reported as it was before that change, so
@@ -14,9 +16,9 @@
 //! queued behind the one it just wrote and writes only the newest record, which holds all
 //! their changes (a batch), so a slow disk does not build up a backlog of stale records.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -27,16 +29,16 @@ use dockpod_proto::pod_record::{ContainerRecord, PodRecord};
 pub(super) struct Record {
     current: Mutex<PodRecord>,
     settling: Arc<Mutex<Settling>>,
-    /// The writer thread's queue; unbounded in jobs, but a job is one operation's save and
-    /// every operation waits for its own, so it holds at most one per operation in flight.
-    writer: mpsc::Sender<Job>,
+    /// The writer's queue; unbounded in jobs, but a job is one operation's save and every
+    /// operation waits for its own, so it holds at most one per operation in flight.
+    writer: Arc<Writer>,
     /// Notified by the writer whenever saves have settled.
     settled: Arc<Notify>,
     store: Store,
 }
 
 /// Where the writer puts the record: the pod's `Store`, or in tests one that can be held up.
-pub(super) trait Disk: Send + 'static {
+pub(super) trait Disk: Send + Sync + 'static {
     fn write(&self, record: &PodRecord) -> io::Result<()>;
     fn remove(&self) -> io::Result<()>;
 }
@@ -99,18 +101,13 @@ impl Record {
             settled: record.clone(),
             ..Default::default()
         }));
-        let (writer, jobs) = mpsc::channel();
         let settled = Arc::new(Notify::new());
-        let thread_settling = settling.clone();
-        let thread_settled = settled.clone();
-        let spawned = std::thread::Builder::new()
-            .name("pod-state".into())
-            .spawn(move || write_loop(&disk, &thread_settling, &thread_settled, &jobs));
-        if let Err(e) = spawned {
-            // Every save then fails with its own error (the queue has no reader): the pod
-            // goes on answering from memory and each change is refused, which the kubelet sees.
-            tracing::error!(error = %e, "starting the pod state writer thread");
-        }
+        let writer = Arc::new(Writer {
+            queue: Mutex::new(Queue::default()),
+            disk: Box::new(disk),
+            settling: settling.clone(),
+            settled: settled.clone(),
+        });
         Record {
             current: Mutex::new(record),
             settling,
@@ -205,7 +202,7 @@ impl Record {
                 done,
             };
             // Sent under both locks: the writer gets the saves in the order of their numbers.
-            if self.writer.send(job).is_err() {
+            if Writer::send(&self.writer, job).is_err() {
                 settling.pending.retain(|_, n| *n != number);
                 return Err(self.failed("writing", writer_gone()));
             }
@@ -222,7 +219,7 @@ impl Record {
     /// Deletes the durable copy (the pod is removed), after every save asked for before.
     pub(super) async fn remove(&self) -> Result<()> {
         let (done, finished) = oneshot::channel();
-        if self.writer.send(Job::Remove { done }).is_err() {
+        if Writer::send(&self.writer, Job::Remove { done }).is_err() {
             return Err(self.failed("removing", writer_gone()));
         }
         self.outcome("removing", finished.await)
@@ -282,30 +279,92 @@ fn mark_changes(settling: &mut Settling, now: &PodRecord, number: u64) {
 }
 
 /// The writer thread: runs until the record is dropped.
-fn write_loop(
-    disk: &impl Disk,
-    settling: &Mutex<Settling>,
-    settled: &Notify,
-    jobs: &mpsc::Receiver<Job>,
-) {
-    while let Ok(first) = jobs.recv() {
-        let mut saves = Vec::new();
-        for job in std::iter::once(first).chain(jobs.try_iter()) {
-            match job {
-                Job::Save { .. } => saves.push(job),
-                Job::Remove { done } => {
-                    write_batch(disk, settling, settled, std::mem::take(&mut saves));
-                    let _ = done.send(disk.remove().map_err(Arc::new));
+/// The jobs not yet taken, and whether a writer is at work on the blocking pool.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    writing: bool,
+}
+
+struct Writer {
+    queue: Mutex<Queue>,
+    disk: Box<dyn Disk>,
+    settling: Arc<Mutex<Settling>>,
+    settled: Arc<Notify>,
+}
+
+impl Writer {
+    /// Queues `job`, starting a writer unless one is at work. Never waits for the disk.
+    fn send(this: &Arc<Writer>, job: Job) -> std::result::Result<(), ()> {
+        let mut queue = this.lock();
+        queue.jobs.push_back(job);
+        if queue.writing {
+            return Ok(());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            queue.jobs.pop_back();
+            return Err(());
+        };
+        queue.writing = true;
+        let writer = this.clone();
+        drop(runtime.spawn_blocking(move || writer.drain()));
+        Ok(())
+    }
+
+    /// Writes batches until the queue is empty. Every save queued behind the one being
+    /// written is taken with the next batch, of which only the newest record is written.
+    fn drain(&self) {
+        let _unwinding = Unwinding(self);
+        loop {
+            let jobs = {
+                let mut queue = self.lock();
+                if queue.jobs.is_empty() {
+                    queue.writing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.jobs)
+            };
+            let mut saves = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Save { .. } => saves.push(job),
+                    Job::Remove { done } => {
+                        self.write_batch(std::mem::take(&mut saves));
+                        let _ = done.send(self.disk.remove().map_err(Arc::new));
+                    }
                 }
             }
+            self.write_batch(saves);
         }
-        write_batch(disk, settling, settled, saves);
+    }
+
+    fn write_batch(&self, saves: Vec<Job>) {
+        write_batch(&*self.disk, &self.settling, &self.settled, saves);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A writer that panics drops the jobs it had not written (their callers are told the writer
+/// stopped) and lets the next save start another: one bug fails the saves at hand, not every
+/// save after them.
+struct Unwinding<'a>(&'a Writer);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut queue = self.0.lock();
+            queue.jobs.clear();
+            queue.writing = false;
+        }
     }
 }
 
 /// Writes the newest record of `saves` (each holds every change of the ones before it), then
 /// settles them all with its outcome.
-fn write_batch(disk: &impl Disk, settling: &Mutex<Settling>, settled: &Notify, saves: Vec<Job>) {
+fn write_batch(disk: &dyn Disk, settling: &Mutex<Settling>, settled: &Notify, saves: Vec<Job>) {
     let mut waiting = Vec::with_capacity(saves.len());
     let mut newest = None;
     for job in saves {

@@ -439,6 +439,17 @@ async fn idle_shims_stay_within_the_memory_budget() {
         .collect();
     assert_eq!(mem.len(), PODS);
     let mib = |b: u64| b as f64 / 1048576.0;
+    for (pid, _) in &mem {
+        // Ended threads' stacks are not cached: what a burst's blocking-pool threads leave.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("shim environ");
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|v| v.starts_with(b"GLIBC_TUNABLES=")
+                    && String::from_utf8_lossy(v).contains("glibc.pthread.stack_cache_size=0")),
+            "shim {pid} runs without GLIBC_TUNABLES' stack_cache_size=0"
+        );
+    }
     for (pid, m) in &mem {
         let (pss, rss) = (mib(m.pss_bytes), mib(m.rss_bytes));
         eprintln!(
