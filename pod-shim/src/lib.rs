@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod exits;
 pub mod host;
+pub mod inotify;
 pub mod kernel_stats;
 pub mod lifecycle;
 pub mod locks;

@@ -17,10 +17,11 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
+use nix::sys::inotify::{AddWatchFlags, Inotify, InotifyEvent, WatchDescriptor};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
+use crate::inotify::{out_of_inotify, registered};
 use crate::kernel_stats::Cgroup;
 
 /// The file whose `oom_kill` line the kernel raises with each kill in the cgroup.
@@ -92,7 +93,7 @@ impl OomKills {
         let mut state = self.lock();
         let inotify = match &state.inotify {
             Some(inotify) => inotify.clone(),
-            None => match instance() {
+            None => match registered(Instance) {
                 Ok(made) => {
                     let made = Arc::new(made);
                     state.inotify = Some(made.clone());
@@ -185,23 +186,6 @@ impl OomKills {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn instance() -> Result<AsyncFd<Instance>, Errno> {
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    // `new` is deprecated for fds the caller could close while registered; this AsyncFd owns
-    // the instance, so it cannot be, and `register` would need unsafe.
-    #[allow(deprecated)]
-    AsyncFd::new(Instance(inotify)).map_err(|e| {
-        e.raw_os_error()
-            .map(Errno::from_raw)
-            .unwrap_or(Errno::EINVAL)
-    })
-}
-
-/// Whether inotify failed for want of instances, watches or file descriptors.
-fn out_of_inotify(e: Errno) -> bool {
-    matches!(e, Errno::EMFILE | Errno::ENFILE | Errno::ENOSPC)
 }
 
 /// Once per shim: Docker's report still stands, and the operator can raise the limit.

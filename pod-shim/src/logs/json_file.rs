@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
+use nix::sys::inotify::{AddWatchFlags, Inotify, InotifyEvent};
 use serde::Deserialize;
 use tokio::io::unix::AsyncFd;
 
 use crate::docker::parse_time;
+use crate::inotify::{out_of_inotify, registered};
 
 /// One entry of the log.
 pub struct Entry<'a> {
@@ -108,12 +109,6 @@ pub struct JsonLog {
     watch: Option<AsyncFd<Watch>>,
 }
 
-/// Whether inotify failed for want of instances or watches (the user's limits, or the
-/// process's or system's file descriptors), which polling does without.
-fn out_of_inotify(e: Errno) -> bool {
-    matches!(e, Errno::EMFILE | Errno::ENFILE | Errno::ENOSPC)
-}
-
 /// Once per shim: the operator can raise the limit.
 fn warn_polling(e: Errno) {
     static WARNED: std::sync::Once = std::sync::Once::new();
@@ -124,18 +119,14 @@ fn warn_polling(e: Errno) {
 
 /// An inotify instance watching `dir` for files made in it (Docker's rotations).
 fn watch_dir(dir: &Path) -> Result<AsyncFd<Watch>, Errno> {
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    let watch = registered(|inotify| Watch(Some(inotify)))?;
     // Only events on the directory itself: one for its files would make every write to them
     // an event again.
-    inotify.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
-    // `new` is deprecated for fds the caller could close while registered; this AsyncFd owns
-    // the inotify instance, so it cannot be, and `register` would need unsafe.
-    #[allow(deprecated)]
-    AsyncFd::new(Watch(Some(inotify))).map_err(|e| {
-        e.raw_os_error()
-            .map(Errno::from_raw)
-            .unwrap_or(Errno::EINVAL)
-    })
+    watch
+        .get_ref()
+        .inotify()
+        .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
+    Ok(watch)
 }
 
 struct Opened {
