@@ -278,7 +278,6 @@ fn mark_changes(settling: &mut Settling, now: &PodRecord, number: u64) {
     settling.queued = now.clone();
 }
 
-/// The writer thread: runs until the record is dropped.
 /// The jobs not yet taken, and whether a writer is at work on the blocking pool.
 #[derive(Default)]
 struct Queue {
