@@ -1,7 +1,8 @@
 //! The shim's heap: one malloc arena, and freed memory given back to the kernel. glibc gives
 //! each thread that allocates an arena of its own (up to eight per core), each keeping pages
-//! it once used; a shim's threads (its runtime, the blocking pool, the log writer) are mostly idle and rarely allocate at once, so one arena serves them all
-//! without contention that matters, at a fraction of the resident memory. glibc also keeps
+//! it once used; a shim's threads (its runtime, the blocking pool, the log writer) are mostly
+//! idle and rarely allocate at once, so one arena serves them all without contention that
+//! matters, at a fraction of the resident memory. glibc also keeps
 //! what its arenas freed for reuse, so a burst of streaming sessions (each holds zlib windows
 //! and buffers) would leave a long-lived shim at its peak resident size: once the last
 //! session of a burst has ended the shim asks glibc to trim.

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use nix::errno::Errno;
@@ -80,15 +81,13 @@ impl OomKills {
         if pid <= 0 || self.lock().watched.values().any(|w| w.id == id) {
             return;
         }
-        if let Some(cgroup @ Cgroup::V2(_)) = Cgroup::of(pid) {
-            self.watch_cgroup(id, cgroup);
+        if let Some(Cgroup::V2(dir)) = Cgroup::of(pid) {
+            self.watch_cgroup(id, dir);
         }
     }
 
-    fn watch_cgroup(&self, id: &str, cgroup: Cgroup) {
-        let Cgroup::V2(dir) = &cgroup else {
-            return;
-        };
+    /// Watches the cgroup v2 directory `dir` of container `id`.
+    fn watch_cgroup(&self, id: &str, dir: PathBuf) {
         let file = dir.join(EVENTS_FILE);
         let mut state = self.lock();
         let inotify = match &state.inotify {
@@ -121,7 +120,7 @@ impl OomKills {
         };
         let mut watched = Watched {
             id: id.to_string(),
-            cgroup,
+            cgroup: Cgroup::V2(dir),
             kills: 0,
         };
         // A container's cgroup is its own from its start: any kill counted is its.
@@ -224,8 +223,8 @@ mod tests {
         std::fs::write(a.join(EVENTS_FILE), events(1)).unwrap();
         std::fs::write(b.join(EVENTS_FILE), events(0)).unwrap();
         let kills = OomKills::default();
-        kills.watch_cgroup("a", Cgroup::V2(a.clone()));
-        kills.watch_cgroup("b", Cgroup::V2(b.clone()));
+        kills.watch_cgroup("a", a.clone());
+        kills.watch_cgroup("b", b.clone());
         assert_eq!(next(&kills).await, "a", "the kill before the watch");
 
         std::fs::write(b.join(EVENTS_FILE), events(0)).unwrap();

@@ -670,8 +670,9 @@ fn shims_memory(shims: &[u32], when: &str) {
 }
 
 /// Every container writes `BURST_LINES` lines to its log at once (an exec writing to the
-/// stdout of the container's process, PID 1 in its own PID namespace, which Docker logs); returns once every line is in each CRI log and
-/// the shims have been left alone for longer than the time after which they give back memory.
+/// stdout of the container's process, PID 1 in its own PID namespace, which Docker logs);
+/// returns once every line is in each CRI log and the shims have been left alone for longer
+/// than the time after which they give back memory.
 async fn log_burst(rt: &RuntimeServiceClient<Channel>, containers: &[(String, PathBuf)]) {
     const BURST_LINES: usize = 20_000;
     /// Longer than the 2 s of quiet after which a shim gives back what work left.
@@ -773,12 +774,13 @@ async fn lists_and_memory() {
                 }),
                 ..Default::default()
             });
+            let log = PathBuf::from(&config.log_directory).join(&app.log_path);
             let c = create_container(&mut rt, &id, &config, app)
                 .await
                 .expect("CreateContainer");
             start(&mut rt, &c).await;
             pods.push(id);
-            containers.push((c, logs.path().join(&name).join("app/0.log")));
+            containers.push((c, log));
         }
         // What creating the pods set going has run its course.
         tokio::time::sleep(Duration::from_secs(5)).await;
