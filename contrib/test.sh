@@ -39,14 +39,21 @@ systemd::"
 CGROUP2_TESTS="${CGROUP2_TESTS-$CGROUP2_DEFAULT}"
 
 say() { printf 'test: %s\n' "$*" >&2; }
+# The disk is shared with other work on these machines, and a full one shows as a linker killed
+# by SIGBUS or a write failing with ENOSPC deep inside a step: each failure says what was left.
+free_gib() { df --output=avail -BG "$repo" | tail -n 1 | tr -dc 0-9; }
+trap 'say "failed with $(free_gib) GiB free on the disk of $repo"' ERR
 
 cd "$repo"
+say "$(free_gib) GiB free on the disk of $repo (a run takes about 6)"
 say "the whole suite on the default dockerd"
 cargo test --release --workspace
 
 if [ "$FUZZ_SECONDS" != 0 ]; then
 	say "every fuzz target for ${FUZZ_SECONDS}s"
 	bash "$here/fuzz.sh" "$FUZZ_SECONDS"
+	# The instrumented build (2 GiB) serves no later step; the grown corpus is kept.
+	rm -rf "$repo/target/fuzz/x86_64-unknown-linux-gnu"
 fi
 
 say "the Debian package in a fresh Debian 12 root"
