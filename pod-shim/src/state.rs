@@ -1,23 +1,28 @@
-//! The pod record on disk: one JSON file in the pod's state directory, replaced atomically on
-//! every change, read back when a shim restarts.
+//! The pod record on disk, in the pod's state directory: saved on every change as the shared
+//! crate's `state_journal` defines (a frame in a journal, now and then compacted into the
+//! base file), read back when a shim restarts.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use dockpod_proto::files::atomic_write;
 use dockpod_proto::layout::STATE_FILE;
+use dockpod_proto::state_journal::{self, Journal};
 
 use crate::error::{Error, Result};
 use dockpod_proto::pod_record::PodRecord;
 
+/// Clones share the journal's writer: every save of the pod goes through one.
 #[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
+    journal: Arc<Mutex<Journal>>,
 }
 
 impl Store {
     pub fn new(dir: &Path) -> Self {
         Store {
             dir: dir.to_path_buf(),
+            journal: Arc::new(Mutex::new(Journal::new(dir, 0o600))),
         }
     }
 
@@ -25,7 +30,7 @@ impl Store {
         &self.dir
     }
 
-    /// The record's file.
+    /// The record's base file, which errors name.
     pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }
@@ -33,11 +38,11 @@ impl Store {
     /// The persisted record, or `None` for a pod that was never saved.
     pub fn load(&self) -> Result<Option<PodRecord>> {
         let path = self.path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        match state_journal::read(&self.dir) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 Error::FailedPrecondition(format!("pod state {} is corrupt: {e}", path.display()))
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(Error::io(format!("reading {}", path.display()))(e)),
         }
     }
@@ -50,7 +55,10 @@ impl Store {
     /// `save` without the context, for a caller that tells several waiters of one outcome.
     pub fn write(&self, record: &PodRecord) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        atomic_write(&self.path(), &bytes, 0o600)
+        // A writer that panicked left no frame half-counted: it sets where frames end only
+        // after one is durable.
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        journal.save(&bytes)
     }
 
     /// Where the checkpoint of a container's CRI log lives (see `log_position`).
@@ -69,6 +77,10 @@ impl Store {
 
     /// Removes the pod's state directory with everything in it.
     pub fn remove(&self) -> std::io::Result<()> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close();
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,
@@ -118,5 +130,15 @@ mod tests {
         assert_eq!(summary.sandbox_id, "sandbox1");
         assert_eq!(summary.display, "shop/web");
         assert_eq!(summary.container_ids, vec!["c1", "c2"]);
+        // The next save is a frame in the journal: the front reads that, and so does the
+        // next shim.
+        record.containers.remove("c1");
+        store.save(&record).expect("second save");
+        let summary = PodSummary::load(dir.path()).expect("load").expect("saved");
+        assert_eq!(summary.container_ids, vec!["c2"]);
+        let base = std::fs::read(store.path()).expect("base");
+        assert!(PodSummary::parse(&base).is_ok_and(|s| s.container_ids.len() == 2));
+        let reloaded = Store::new(dir.path()).load().expect("load").expect("saved");
+        assert_eq!(reloaded.containers, record.containers);
     }
 }

@@ -40,8 +40,10 @@ pub fn pod_dir(root_dir: &Path, shim_id: &str) -> PathBuf {
     pods_dir(root_dir).join(shim_id)
 }
 
-/// The pod's persisted state inside its directory.
+/// The pod's persisted record inside its directory: the base, replaced atomically...
 pub const STATE_FILE: &str = "state.json";
+/// ...and the newer records written after it (`state_journal`).
+pub const JOURNAL_FILE: &str = "state.journal";
 /// The shim's own log inside the pod's directory.
 pub const SHIM_LOG: &str = "shim.log";
 /// The running shim's PID inside the pod's directory, so the front can tell a shim that is

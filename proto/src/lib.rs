@@ -28,6 +28,7 @@ pub mod process;
 pub mod procfs;
 pub mod shim_log;
 pub mod sockets;
+pub mod state_journal;
 pub mod streaming;
 pub mod tasks;
 pub mod validate;

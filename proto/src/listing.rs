@@ -1,6 +1,6 @@
 //! A pod as the CRI's lists show it (ListPodSandbox's sandbox, ListContainers' containers),
 //! by one set of rules for the shim, which answers from its record, and the front, which
-//! answers from the record's state file (the same `PodRecord`) without asking the shim.
+//! answers from the record the shim saved (the same `PodRecord`) without asking the shim.
 
 use crate::cri::{Container, PodSandbox};
 use crate::pod_record::PodRecord;

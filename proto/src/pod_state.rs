@@ -1,6 +1,6 @@
-//! The part of a pod's state file (written by its shim, `layout::STATE_FILE`) that the front
+//! The part of a pod's saved record (written by its shim, `state_journal`) that the front
 //! reads when it starts: enough to index the pod and to start a new shim for it without
-//! asking the old one, which may be gone or stuck. The file is read as the shim's own
+//! asking the old one, which may be gone or stuck. The record is read as the shim's own
 //! `PodRecord`.
 
 use std::path::Path;
@@ -26,15 +26,14 @@ impl PodSummary {
         })
     }
 
-    /// The summary of the pod whose state directory is `pod_dir`; `None` when it has no state
-    /// file (a shim that never got as far as saving one).
+    /// The summary of the pod whose state directory is `pod_dir`; `None` when it has no saved
+    /// record (a shim that never got as far as saving one).
     pub fn load(pod_dir: &Path) -> std::io::Result<Option<PodSummary>> {
-        match std::fs::read(pod_dir.join(crate::layout::STATE_FILE)) {
-            Ok(bytes) => PodSummary::parse(&bytes)
+        match crate::state_journal::read(pod_dir)? {
+            Some(bytes) => PodSummary::parse(&bytes)
                 .map(Some)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            None => Ok(None),
         }
     }
 }

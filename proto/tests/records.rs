@@ -7,6 +7,7 @@ use dockpod_proto::cri::{ContainerState, PodSandboxState};
 use dockpod_proto::listing::PodListing;
 use dockpod_proto::pod_record::PodRecord;
 use dockpod_proto::pod_state::PodSummary;
+use dockpod_proto::{layout, state_journal};
 
 const PROTOCOL_6: &[u8] = include_bytes!("fixtures/state-v0.1-protocol6.json");
 const SANDBOX: &str = "c5692c1f8d9c67fec9077272e0e24372f6d91fa35330d1f35ca5851caf7decc4";
@@ -52,6 +53,29 @@ fn a_record_of_the_previous_release_reads_the_same_through_every_reader() {
     assert_eq!(again.config, record.config);
 }
 
+/// An earlier release left the base alone (it replaced the whole file on every save): this
+/// release reads it, and its first save there goes on from it.
+#[test]
+fn a_pod_directory_of_the_previous_release_reads_and_saves_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(layout::STATE_FILE), PROTOCOL_6).expect("base");
+    let read = state_journal::read(dir.path()).expect("read");
+    assert_eq!(read.as_deref(), Some(PROTOCOL_6));
+    let summary = PodSummary::load(dir.path()).expect("load").expect("a pod");
+    assert_eq!(summary.sandbox_id, SANDBOX);
+
+    let mut record: PodRecord = serde_json::from_slice(PROTOCOL_6).expect("record");
+    record.containers.remove(EXITED);
+    let mut journal = state_journal::Journal::new(dir.path(), 0o600);
+    for _ in 0..2 {
+        let bytes = serde_json::to_vec(&record).expect("write");
+        journal.save(&bytes).expect("save");
+        let summary = PodSummary::load(dir.path()).expect("load").expect("a pod");
+        assert_eq!(summary.container_ids.len(), 1);
+        record.ready = false;
+    }
+}
+
 #[test]
 fn fields_a_record_lacks_or_does_not_know_are_harmless() {
     // An older shim wrote fewer fields; a newer one may write more.
@@ -64,4 +88,28 @@ fn fields_a_record_lacks_or_does_not_know_are_harmless() {
         ContainerState::ContainerRunning as i32
     );
     assert!(PodListing::parse(sparse).expect("listing").is_some());
+}
+
+/// The fuzz seed of a journal, framed by an independent CRC-32 (Python's zlib) around this
+/// release's record fixture: the frame format is the one documented, not merely one this
+/// crate agrees with itself on.
+#[test]
+fn a_journal_framed_elsewhere_reads_as_its_last_frame() {
+    let journal = include_bytes!("../../fuzz/seeds/state_journal/two-frames");
+    let (last, end) = state_journal::last_frame(journal);
+    let last: PodRecord = serde_json::from_slice(last.expect("a frame")).expect("a record");
+    assert_eq!(last.sandbox_id, SANDBOX);
+    assert!(!last.ready, "the second frame, not the first");
+    assert_eq!(
+        end,
+        journal.len() - 256,
+        "the zeros after the frames are no frame"
+    );
+    let torn = include_bytes!("../../fuzz/seeds/state_journal/torn-last-frame");
+    let (first, _) = state_journal::last_frame(torn);
+    assert_eq!(
+        first,
+        Some(PROTOCOL_6),
+        "a torn frame reads as the one before"
+    );
 }

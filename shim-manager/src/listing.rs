@@ -1,10 +1,13 @@
-//! ListPodSandbox and ListContainers from the pods' state files instead of their shims: the
+//! ListPodSandbox and ListContainers from the pods' saved records instead of their shims: the
 //! kubelet relists every second, and asking every shim made each list cost one RPC per pod.
-//! Every shim saves its record (by an atomic rename) before it answers a call or announces a
-//! change, so the files say what the shims would answer. Each file is kept parsed and read
-//! again only once inotify reports it replaced. A list first drains inotify's queue, and the
-//! kernel queues a rename's event before the shim's answer can leave, so a list made after a
-//! call returned sees that call's change.
+//! Every shim saves its record (a frame written into its journal, or the base renamed into
+//! place: `state_journal`) before it answers a call or announces a change, so the files say
+//! what the shims would answer. Each record is kept parsed and read again only once inotify
+//! reports one of its files written, replaced or removed. A list first drains inotify's
+//! queue, and the kernel queues a write's or a rename's event before the shim's answer can
+//! leave, so a list made after a call returned sees that call's change. (A list made while a
+//! frame is being written may see it before its save is done: the shim's own answer would
+//! not yet, but only a crash of the machine, which takes the front along, could undo it.)
 //!
 //! inotify through nix, not a watcher crate: the queue must be drained on the caller's own
 //! thread at the moment of the list (the point above), which the callback-driven crates
@@ -23,9 +26,9 @@ use crate::shim::ShimHandle;
 
 /// One pod's file as last read.
 struct Kept {
-    /// `None` when the directory could not be watched: the file is read on every list.
+    /// `None` when the directory could not be watched: the record is read on every list.
     watch: Option<WatchDescriptor>,
-    /// Whether the file was replaced (or never read) since `listing` was parsed.
+    /// Whether the record's files were written (or never read) since `listing` was parsed.
     stale: bool,
     listing: Option<Arc<PodListing>>,
 }
@@ -90,7 +93,7 @@ impl Listings {
         listed
     }
 
-    /// Marks stale every pod whose state file inotify reports replaced or removed.
+    /// Marks stale every pod whose record's files inotify reports written, replaced or removed.
     fn drain(&self, kept: &mut Files) {
         let Some(inotify) = &self.inotify else {
             return;
@@ -110,10 +113,9 @@ impl Listings {
                     kept.pods.values_mut().for_each(|k| k.stale = true);
                     continue;
                 }
-                let about_state = event
-                    .name
-                    .as_ref()
-                    .is_none_or(|n| n.as_os_str() == layout::STATE_FILE);
+                let about_state = event.name.as_ref().is_none_or(|n| {
+                    n.as_os_str() == layout::STATE_FILE || n.as_os_str() == layout::JOURNAL_FILE
+                });
                 if !about_state {
                     continue;
                 }
@@ -143,10 +145,12 @@ impl Listings {
             // Watched before the first read, so no replacement after that read goes unseen.
             let watch = self.inotify.as_ref().and_then(|inotify| {
                 inotify
-                    // The state file is only ever renamed into place or deleted.
+                    // The base is only ever renamed into place or deleted, the journal also
+                    // written in place.
                     .add_watch(
                         &pod_dir,
                         AddWatchFlags::IN_MOVED_TO
+                            | AddWatchFlags::IN_MODIFY
                             | AddWatchFlags::IN_DELETE
                             | AddWatchFlags::IN_DELETE_SELF,
                     )
@@ -167,8 +171,9 @@ impl Listings {
         }
         let k = kept.pods.get_mut(&shim.shim_id)?;
         if k.stale || k.watch.is_none() {
-            k.listing = std::fs::read(pod_dir.join(layout::STATE_FILE))
+            k.listing = dockpod_proto::state_journal::read(&pod_dir)
                 .ok()
+                .flatten()
                 .and_then(|bytes| PodListing::parse(&bytes).ok().flatten())
                 .map(Arc::new);
             // A file that could not be read is tried again next time.

@@ -455,7 +455,8 @@ mod tests {
         let gate = Arc::new(Gate::default());
         let entered = Arc::new(AtomicUsize::new(0));
         let disk = Gated {
-            store: store.clone(),
+            // A writer of its own, as a restarted shim's: its first save is a compaction.
+            store: Store::new(dir.path()),
             gate: gate.clone(),
             entered: entered.clone(),
         };

@@ -55,12 +55,11 @@ async fn retries_wait(front: &Front, n: usize) {
 fn pod_state(front: &Front) -> serde_json::Value {
     let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
     assert_eq!(pods.len(), 1, "one pod directory: {pods:?}");
-    let path = front
-        .root_dir()
-        .join("pods")
-        .join(&pods[0])
-        .join(dockpod_proto::layout::STATE_FILE);
-    serde_json::from_slice(&std::fs::read(&path).expect("state file")).expect("state JSON")
+    let dir = front.root_dir().join("pods").join(&pods[0]);
+    let saved = dockpod_proto::state_journal::read(&dir)
+        .expect("the pod's record")
+        .expect("a saved record");
+    serde_json::from_slice(&saved).expect("state JSON")
 }
 
 /// The pod's saved intents, as (key, action).

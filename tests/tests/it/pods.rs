@@ -75,6 +75,7 @@ async fn each_pod_gets_its_own_detached_shim() {
         let dir = pod.expect("entry").path();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("state.json")), 0o600);
+        assert_eq!(mode(&dir.join("state.journal")), 0o600);
     }
     remove_pod(&mut rt, &id_a).await;
     remove_pod(&mut rt, &id_b).await;

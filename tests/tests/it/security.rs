@@ -90,7 +90,9 @@ async fn sockets_and_state_are_only_for_root_and_the_cri_group() {
 
     assert_eq!(mode(&front.root_dir()), 0o700);
     let state = walk(&front.root_dir());
-    assert!(state.iter().any(|p| p.ends_with("state.json")), "{state:?}");
+    for file in ["state.json", "state.journal"] {
+        assert!(state.iter().any(|p| p.ends_with(file)), "{file}: {state:?}");
+    }
     for path in &state {
         let m = mode(path);
         if path.is_dir() {

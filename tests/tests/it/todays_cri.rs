@@ -364,7 +364,7 @@ async fn pod_resources_are_recorded_and_applied_to_the_sandbox() {
     let records = std::fs::read_dir(front.root_dir().join("pods"))
         .expect("pods dir")
         .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read(e.path().join("state.json")).ok())
+        .filter_map(|e| dockpod_proto::state_journal::read(&e.path()).ok().flatten())
         .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .find(|r| r["sandbox_id"] == p.id.as_str())
         .expect("the pod's record");

@@ -1,0 +1,366 @@
+//! The pod record's durable form, one definition for its writer (the pod's shim) and its
+//! readers (that shim after a restart, the front's index and lists): a base file,
+//! `layout::STATE_FILE`, replaced atomically, and beside it a journal, `layout::JOURNAL_FILE`,
+//! that holds each newer record as a frame written into space the file already has.
+//!
+//! Why a journal: a save of the whole file costs a file fsync, a rename and a directory fsync,
+//! and under disk contention each of those waits for the filesystem's own journal. A frame
+//! written in place costs one `fdatasync` of data blocks the file already owns (its size and
+//! extents never change, so the filesystem has no metadata to commit). When the journal is
+//! full, or at a shim's first save, the record is compacted: the base replaced with it, then a
+//! fresh, zero-filled journal renamed into place.
+//!
+//! What a reader gets is the last whole frame of the journal, else the base. This holds across
+//! a crash at any point:
+//! - a frame torn by a crash fails its checksum (or its length runs past the data), so the
+//!   reader stops before it: that save was never acknowledged, and the frame before it (or the
+//!   base) is the last one that was;
+//! - a compaction writes the base first (durably) and renames the fresh journal in only after:
+//!   between the two, the old journal's last frame is what the base holds or older than the
+//!   save being made, which was not yet acknowledged.
+//!
+//! A reader opens the journal before it reads the base, and a journal file is never written
+//! again once a compaction renamed another over it: a reader that opened the old one still
+//! reads every frame that was there when it opened it, and one that opened the new one reads a
+//! base at least as new as that journal's start.
+//!
+//! Frame: magic `DPJ1`, payload length (u32, little endian), CRC-32 of length and payload
+//! (u32, little endian), payload (the record's JSON). The zeros after the last frame fail the
+//! magic.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::files::{atomic_write, write_and_rename};
+use crate::layout::{JOURNAL_FILE, STATE_FILE};
+
+const MAGIC: [u8; 4] = *b"DPJ1";
+const HEADER: usize = 12;
+/// The journal's size: a pod's record is 2 to 10 KiB, so a compaction comes every few dozen
+/// saves, and a list that reads the journal reads at most this much.
+pub const CAPACITY: usize = 64 * 1024;
+
+/// `payload` as one frame.
+pub fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&checksum(len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+fn checksum(len: u32, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// The payload of the last whole frame of `journal`, and where the frames end; `None` when
+/// the journal starts with no whole frame.
+pub fn last_frame(journal: &[u8]) -> (Option<&[u8]>, usize) {
+    let mut rest = journal;
+    let mut last = None;
+    while let Some((header, body)) = rest.split_first_chunk::<HEADER>() {
+        let [m0, m1, m2, m3, l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+        if [m0, m1, m2, m3] != MAGIC {
+            break;
+        }
+        let len = u32::from_le_bytes([l0, l1, l2, l3]);
+        let Some((payload, after)) = usize::try_from(len)
+            .ok()
+            .and_then(|n| body.split_at_checked(n))
+        else {
+            break;
+        };
+        if checksum(len, payload) != u32::from_le_bytes([c0, c1, c2, c3]) {
+            break;
+        }
+        last = Some(payload);
+        rest = after;
+    }
+    (last, journal.len() - rest.len())
+}
+
+/// The record's bytes as the pod's directory `dir` holds them now: the journal's last frame,
+/// else the base; `None` when neither holds a record (a pod never saved).
+pub fn read(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    // Opened before the base is read: see the module's doc.
+    let journal = match File::open(dir.join(JOURNAL_FILE)) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let base = match fs::read(dir.join(STATE_FILE)) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(mut journal) = journal {
+        let mut bytes = Vec::with_capacity(CAPACITY);
+        journal.read_to_end(&mut bytes)?;
+        if let (Some(last), _) = last_frame(&bytes) {
+            return Ok(Some(last.to_vec()));
+        }
+    }
+    Ok(base)
+}
+
+/// The writer's side: one per pod, used by one writer at a time.
+pub struct Journal {
+    dir: PathBuf,
+    mode: u32,
+    /// The journal this writer renamed into place, and where its frames end. `None` until
+    /// the first save (a journal left by an earlier shim may end in a torn frame, so it is
+    /// compacted away, not written after) and after a failed write.
+    open: Option<(File, u64)>,
+}
+
+impl Journal {
+    /// The journal of the pod directory `dir`, its files made with permission bits `mode`.
+    pub fn new(dir: &Path, mode: u32) -> Journal {
+        Journal {
+            dir: dir.to_path_buf(),
+            mode,
+            open: None,
+        }
+    }
+
+    /// Forgets the journal it wrote (the pod's directory was removed): a later save compacts,
+    /// into a directory that must exist again.
+    pub fn close(&mut self) {
+        self.open = None;
+    }
+
+    /// Makes `record` what a reader gets, durably: a frame and an `fdatasync` when the
+    /// journal has room, else a compaction.
+    pub fn save(&mut self, record: &[u8]) -> io::Result<()> {
+        let frame = frame(record)?;
+        if let Some((file, end)) = &mut self.open {
+            let fits = usize::try_from(*end)
+                .ok()
+                .and_then(|end| end.checked_add(frame.len()))
+                .is_some_and(|new_end| new_end <= CAPACITY);
+            if fits {
+                let written = file
+                    .write_all_at(&frame, *end)
+                    .and_then(|()| file.sync_data());
+                match written {
+                    Ok(()) => {
+                        *end += frame.len() as u64;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        // What reached the disk of that frame is unknown: the next save
+                        // compacts rather than write after it.
+                        self.open = None;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.compact(record)
+    }
+
+    /// The base replaced with `record`, then a fresh journal in place.
+    fn compact(&mut self, record: &[u8]) -> io::Result<()> {
+        self.open = None;
+        let journal = self.dir.join(JOURNAL_FILE);
+        let no_journal = !journal.exists();
+        let tmp = self
+            .dir
+            .join(format!(".{JOURNAL_FILE}.tmp.{}", std::process::id()));
+        let made = (|| {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(self.mode)
+                .open(&tmp)?;
+            // Zeros written, not merely allocated: an allocated block written for the first
+            // time is a metadata change, which `fdatasync` would have to commit.
+            file.write_all(&[0; CAPACITY])?;
+            file.sync_all()?;
+            Ok::<File, io::Error>(file)
+        })();
+        let file = match made {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let placed = if no_journal {
+            // No frame the base could be older than: both renames share the directory's fsync.
+            write_and_rename(&self.dir.join(STATE_FILE), record, self.mode)
+                .and_then(|()| fs::rename(&tmp, &journal))
+        } else {
+            atomic_write(&self.dir.join(STATE_FILE), record, self.mode)
+                .and_then(|()| fs::rename(&tmp, &journal))
+        }
+        .and_then(|()| File::open(&self.dir)?.sync_all());
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.open = Some((file, 0));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> Vec<u8> {
+        format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(500 + n * 37 % 1500)).into_bytes()
+    }
+
+    fn read_back(dir: &Path) -> Vec<u8> {
+        read(dir).expect("read").expect("a record")
+    }
+
+    #[test]
+    fn every_save_is_read_back_across_compactions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(read(dir.path()).expect("read"), None);
+        let mut journal = Journal::new(dir.path(), 0o600);
+        let mut compactions = 0;
+        let mut last_base = Vec::new();
+        for n in 0..400 {
+            journal.save(&record(n)).expect("save");
+            assert_eq!(read_back(dir.path()), record(n), "save {n}");
+            let base = fs::read(dir.path().join(STATE_FILE)).expect("base");
+            if base != last_base {
+                compactions += 1;
+                last_base = base;
+            }
+            // A new writer (a restarted shim) reads the same and goes on from there.
+            if n == 250 {
+                journal = Journal::new(dir.path(), 0o600);
+            }
+        }
+        assert!(compactions > 3, "the journal filled and was compacted");
+        assert!(compactions < 100, "most saves were frames: {compactions}");
+        for name in [STATE_FILE, JOURNAL_FILE] {
+            let meta = fs::metadata(dir.path().join(name)).expect("stat");
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        }
+        assert_eq!(
+            fs::metadata(dir.path().join(JOURNAL_FILE))
+                .expect("stat")
+                .len(),
+            CAPACITY as u64,
+            "frames are written into the space the journal has"
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporaries left: {names:?}");
+    }
+
+    /// A crash cuts the last frame's write anywhere, or leaves only some of its sectors: the
+    /// reader gets the save before it, never an error or a blend.
+    #[test]
+    fn a_torn_last_frame_reads_as_the_save_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        for n in 0..3 {
+            journal.save(&record(n)).expect("save");
+        }
+        let path = dir.path().join(JOURNAL_FILE);
+        let whole = fs::read(&path).expect("journal");
+        let (_, end) = last_frame(&whole);
+        let last = frame(&record(2)).expect("frame");
+        let start = end - last.len();
+        for cut in start..end {
+            let mut torn = whole.clone();
+            torn[cut..end].fill(0);
+            fs::write(&path, &torn).expect("write");
+            assert_eq!(read_back(dir.path()), record(1), "cut at {cut}");
+        }
+        for flipped in start..end {
+            let mut torn = whole.clone();
+            torn[flipped] ^= 0x20;
+            fs::write(&path, &torn).expect("write");
+            assert_eq!(read_back(dir.path()), record(1), "byte {flipped} changed");
+        }
+        // A restarted writer does not write after the torn frame.
+        let mut torn = whole.clone();
+        torn[end - 1] ^= 1;
+        fs::write(&path, &torn).expect("write");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        journal.save(&record(7)).expect("save");
+        journal.save(&record(8)).expect("save");
+        assert_eq!(read_back(dir.path()), record(8));
+    }
+
+    /// The states a crash can leave a compaction in.
+    #[test]
+    fn a_compaction_cut_short_reads_as_a_saved_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        journal.save(&record(1)).expect("save");
+        journal.save(&record(2)).expect("save");
+        let old_journal = fs::read(dir.path().join(JOURNAL_FILE)).expect("journal");
+        // Cut after the base was replaced, before the fresh journal was renamed in: the old
+        // journal's last frame is the newest acknowledged save.
+        atomic_write(&dir.path().join(STATE_FILE), &record(3), 0o600).expect("base");
+        assert_eq!(read_back(dir.path()), record(2));
+        // Cut after both: the fresh journal is empty, the base is the record.
+        fs::write(dir.path().join(JOURNAL_FILE), vec![0; CAPACITY]).expect("fresh");
+        assert_eq!(read_back(dir.path()), record(3));
+        // A journal with no base yet (a fresh pod's first save cut between the renames).
+        fs::remove_file(dir.path().join(STATE_FILE)).expect("rm");
+        assert_eq!(read(dir.path()).expect("read"), None);
+        fs::write(dir.path().join(JOURNAL_FILE), old_journal).expect("old");
+        assert_eq!(read_back(dir.path()), record(2));
+    }
+
+    #[test]
+    fn a_failed_frame_makes_the_next_save_a_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        journal.save(&record(1)).expect("save");
+        // A handle that cannot write stands in for a disk that failed the frame.
+        let read_only = File::open(dir.path().join(JOURNAL_FILE)).expect("open");
+        journal.open = Some((read_only, 0));
+        assert!(journal.save(&record(2)).is_err());
+        assert!(journal.open.is_none());
+        journal.save(&record(3)).expect("save");
+        assert_eq!(read_back(dir.path()), record(3));
+    }
+
+    #[test]
+    fn a_record_larger_than_the_journal_goes_to_the_base() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        let big = vec![b'x'; CAPACITY * 2];
+        journal.save(&record(1)).expect("save");
+        journal.save(&big).expect("save");
+        assert_eq!(read_back(dir.path()), big);
+        journal.save(&record(2)).expect("save");
+        assert_eq!(read_back(dir.path()), record(2));
+    }
+
+    #[test]
+    fn frames_parse_back_and_garbage_parses_as_nothing() {
+        let mut bytes = Vec::new();
+        for payload in [&b""[..], b"a", b"{\"x\":1}"] {
+            bytes.extend(frame(payload).expect("frame"));
+            assert_eq!(last_frame(&bytes), (Some(payload), bytes.len()));
+        }
+        assert_eq!(last_frame(b""), (None, 0));
+        assert_eq!(last_frame(b"DPJ1"), (None, 0));
+        assert_eq!(last_frame(b"DPJ1\xff\xff\xff\xff\0\0\0\0"), (None, 0));
+        assert_eq!(last_frame(&[0; 64]), (None, 0));
+    }
+}
