@@ -66,6 +66,20 @@ impl Error {
         )
     }
 
+    /// Docker's 404 for an image it does not hold (a create's).
+    pub fn is_missing_image(&self) -> bool {
+        matches!(
+            self,
+            Error::Docker {
+                source: DockerError::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                },
+                ..
+            } if message.contains("No such image")
+        )
+    }
+
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,

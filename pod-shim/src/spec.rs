@@ -199,7 +199,7 @@ pub fn container(
     sandbox_id: &str,
     sandbox: &PodSandboxConfig,
     config: &ContainerConfig,
-    image_id: &str,
+    image: &str,
 ) -> Result<(String, ContainerCreateBody)> {
     let meta = config
         .metadata
@@ -362,7 +362,7 @@ pub fn container(
         })
         .collect::<Result<Vec<_>>>()?;
     let body = ContainerCreateBody {
-        image: Some(image_id.to_string()),
+        image: Some(image.to_string()),
         entrypoint: list(config.command.iter().cloned()),
         cmd: list(config.args.iter().cloned()),
         working_dir: non_empty(&config.working_dir),

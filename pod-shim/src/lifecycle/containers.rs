@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::models::ContainerUpdateBody;
+use bollard::models::{ContainerInspectResponse, ContainerUpdateBody};
 use dockpod_proto::cri::{
     ContainerConfig, ContainerEventType, ContainerState, ContainerStatus, ContainerUser,
     LinuxContainerResources, LinuxContainerUser,
@@ -41,29 +41,40 @@ impl Pod {
         if image.is_empty() {
             return Err(Error::InvalidArgument("container image is empty".into()));
         }
-        let image_id = match self.engine.inspect_image(&image).await? {
-            Some(i) => i.id.unwrap_or_default(),
-            None => {
-                return Err(Error::NotFound(format!(
-                    "image {image:?} not found; pull it first"
-                )))
-            }
-        };
         let mut ctx = self.ctx();
         if !config.cdi_devices.is_empty() {
             ctx.cdi = self.engine.cdi_enabled().await?;
         }
-        let (name, body) = spec::container(&ctx, sandbox_id, &pod_config, &config, &image_id)?;
+        // Docker resolves the image at create and the container keeps the image it resolved,
+        // whose ID is read back with the container: one request fewer than resolving it first.
+        let (name, body) = spec::container(&ctx, sandbox_id, &pod_config, &config, &image)?;
         let log_path =
             dockpod_proto::validate::log_file(&pod_config.log_directory, &config.log_path)?
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-        if let Some(id) = self.retried_create(&config, &image_id).await? {
+        if let Some(id) = self.retried_create(&config, &image).await? {
             return Ok(id);
         }
-        let id = self.create_named(&name, body).await?;
+        let id = match self.create_named(&name, body).await {
+            Err(e) if e.is_missing_image() => {
+                return Err(Error::NotFound(format!(
+                    "image {image:?} not found; pull it first"
+                )))
+            }
+            created => created?,
+        };
         let ticket = self.inspections.ticket();
         let inspected = self.engine.inspect(&id).await.ok().flatten();
+        let image_id = match self.created_image(&image, inspected.as_ref()).await {
+            Ok(image_id) => image_id,
+            Err(e) => {
+                // Nothing to record it with: the container goes, as a failed save's does.
+                let _ = self.engine.remove(&id).await;
+                self.record().intents.remove(&name);
+                let _ = self.persist().await;
+                return Err(e);
+            }
+        };
         let created_at = inspected
             .as_ref()
             .and_then(|c| c.created.as_deref())
@@ -106,7 +117,7 @@ impl Pod {
     pub(super) async fn retried_create(
         &self,
         config: &ContainerConfig,
-        image_id: &str,
+        image: &str,
     ) -> Result<Option<String>> {
         let meta = config.metadata.clone().unwrap_or_default();
         let earlier = self
@@ -120,11 +131,20 @@ impl Pod {
                     .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
             })
             .map(|c| {
-                let same = c.config == *config
-                    && c.image_id == image_id
-                    && c.state != ContainerState::ContainerExited as i32;
-                (c.id.clone(), same)
+                let alike =
+                    c.config == *config && c.state != ContainerState::ContainerExited as i32;
+                (c.id.clone(), alike, c.image_id.clone())
             });
+        let earlier = match earlier {
+            None => None,
+            // The image's name may lead elsewhere since (a newer pull of its tag): then the
+            // request describes another container.
+            Some((id, true, image_id)) => {
+                let now = self.engine.inspect_image(image).await?.and_then(|i| i.id);
+                Some((id, now.as_deref() == Some(image_id.as_str())))
+            }
+            Some((id, false, _)) => Some((id, false)),
+        };
         match earlier {
             None => Ok(None),
             Some((id, true)) => {
@@ -137,6 +157,23 @@ impl Pod {
                 Ok(None)
             }
         }
+    }
+
+    /// The ID of the image a container was created from: Docker's inspection of the
+    /// container names it; without that inspection, the image's own.
+    async fn created_image(
+        &self,
+        image: &str,
+        inspected: Option<&ContainerInspectResponse>,
+    ) -> Result<String> {
+        if let Some(id) = inspected.and_then(|c| c.image.clone()) {
+            return Ok(id);
+        }
+        self.engine
+            .inspect_image(image)
+            .await?
+            .and_then(|i| i.id)
+            .ok_or_else(|| Error::NotFound(format!("image {image:?} is gone since the create")))
     }
 
     pub(super) fn resolve(&self, id: &str) -> Option<String> {
@@ -235,10 +272,13 @@ impl Pod {
                 crate::adopt::remove_docker_log_link(&c);
             }
         });
-        if let Err(e) = unlinked.await {
+        // Beside the save: a crash between the two leaves a record whose container Docker
+        // no longer has, which the next shim forgets, and no file anything still reads.
+        let (unlinked, saved) = tokio::join!(unlinked, self.persist());
+        if let Err(e) = unlinked {
             tracing::warn!(error = %e, container = %id, "removing a container's log files");
         }
-        self.persist().await?;
+        saved?;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         Ok(())
     }
