@@ -69,7 +69,7 @@ pub async fn run(
         config.shim_id.clone(),
         config.sandbox_image.clone(),
         config.cni(),
-        store,
+        store.clone(),
         record,
     ));
     if config.clean_up {
@@ -140,6 +140,12 @@ pub async fn run(
     // A removed pod's directory is gone already; a stopped shim leaves its record. The
     // sockets go as `_bound` and `_bound_stream` drop, on an error too.
     let _ = std::fs::remove_file(&pid_file);
+    // The next shim may be of an earlier release (a rollback), which reads state.json alone.
+    if config.state_dir.is_dir() {
+        if let Err(e) = store.fold() {
+            tracing::warn!(error = %e, "folding the record's journal into state.json");
+        }
+    }
     served?;
     Ok(())
 }

@@ -61,6 +61,15 @@ impl Store {
         journal.save(&bytes)
     }
 
+    /// The record in `state.json` alone (`Journal::fold`), for a shim that stops while its
+    /// pod stays; after any save in progress, before any later one.
+    pub fn fold(&self) -> std::io::Result<()> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fold()
+    }
+
     /// Where the checkpoint of a container's CRI log lives (see `log_position`).
     pub fn log_checkpoint(&self, container: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{container}.json"))

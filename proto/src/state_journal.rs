@@ -137,6 +137,24 @@ impl Journal {
         self.open = None;
     }
 
+    /// Leaves the record in the base alone, the journal gone: for a shim that stops while
+    /// its pod stays, so that a shim of an earlier release, which reads only the base, finds
+    /// the record whole. A save after this starts a journal afresh.
+    pub fn fold(&mut self) -> io::Result<()> {
+        self.open = None;
+        let journal = self.dir.join(JOURNAL_FILE);
+        let bytes = match fs::read(&journal) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if let (Some(last), _) = last_frame(&bytes) {
+            atomic_write(&self.dir.join(STATE_FILE), last, self.mode)?;
+        }
+        fs::remove_file(&journal)?;
+        File::open(&self.dir)?.sync_all()
+    }
+
     /// Makes `record` what a reader gets, durably: a frame and an `fdatasync` when the
     /// journal has room, else a compaction.
     pub fn save(&mut self, record: &[u8]) -> io::Result<()> {
@@ -323,6 +341,26 @@ mod tests {
         assert_eq!(read(dir.path()).expect("read"), None);
         fs::write(dir.path().join(JOURNAL_FILE), old_journal).expect("old");
         assert_eq!(read_back(dir.path()), record(2));
+    }
+
+    #[test]
+    fn a_folded_journal_leaves_the_record_in_the_base_and_saves_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        for n in 0..3 {
+            journal.save(&record(n)).expect("save");
+        }
+        journal.fold().expect("fold");
+        assert!(!dir.path().join(JOURNAL_FILE).exists());
+        assert_eq!(
+            fs::read(dir.path().join(STATE_FILE)).expect("base"),
+            record(2),
+            "the base alone holds the last save"
+        );
+        journal.fold().expect("folding again is nothing");
+        journal.save(&record(3)).expect("save");
+        journal.save(&record(4)).expect("save");
+        assert_eq!(read_back(dir.path()), record(4));
     }
 
     #[test]

@@ -895,3 +895,55 @@ async fn stop_and_remove_reach_a_container_the_front_has_not_indexed() {
     );
     remove_pod(&mut rt, &id).await;
 }
+
+/// A shim that stops while its pod stays (SIGTERM here, the front's Shutdown on an upgrade)
+/// leaves the pod's record whole in `state.json`, as a shim of an earlier release reads it
+/// (a rollback), and the next shim goes on from it.
+#[tokio::test]
+async fn a_stopped_shim_leaves_its_record_whole_in_state_json() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("fold", logs.path());
+    let id = run_pod(&mut rt, &config).await;
+    let c = run_container(
+        &mut rt,
+        &id,
+        &config,
+        container_config("app", &["sleep", "3600"]),
+    )
+    .await;
+    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let dir = front.root_dir().join("pods").join(&pods[0]);
+    assert!(
+        dir.join("state.journal").exists(),
+        "the saves went to a journal"
+    );
+    let old = shim_pid(&mut rt, &id).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("stop the shim");
+    wait_until("the shim's exit", Duration::from_secs(60), || {
+        let gone = !procs::alive(old);
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert!(!dir.join("state.journal").exists(), "the journal is left");
+    let base = std::fs::read(dir.join("state.json")).expect("state.json");
+    let record: serde_json::Value = serde_json::from_slice(&base).expect("JSON");
+    assert_eq!(record["sandbox_id"], id.as_str());
+    assert_eq!(
+        record["containers"][&c]["state"],
+        ContainerState::ContainerRunning as i32,
+        "state.json holds the container's start"
+    );
+    wait_new_shim(&rt, &id, old, Duration::from_secs(60)).await;
+    assert_eq!(
+        status(&mut rt, &c).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    remove_pod(&mut rt, &id).await;
+}
