@@ -61,6 +61,19 @@ impl Store {
         journal.save(&bytes)
     }
 
+    /// For the writer when no save waits: makes the journal a compaction left wanted
+    /// (`Journal::prepare`); until it is made, saves are compactions.
+    pub fn idle(&self) {
+        let prepared = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prepare();
+        if let Err(e) = prepared {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "making the record's journal");
+        }
+    }
+
     /// The record in `state.json` alone (`Journal::fold`), for a shim that stops while its
     /// pod stays; after any save in progress, before any later one.
     pub fn fold(&self) -> std::io::Result<()> {
@@ -141,6 +154,7 @@ mod tests {
         assert_eq!(summary.container_ids, vec!["c1", "c2"]);
         // The next save is a frame in the journal: the front reads that, and so does the
         // next shim.
+        store.idle();
         record.containers.remove("c1");
         store.save(&record).expect("second save");
         let summary = PodSummary::load(dir.path()).expect("load").expect("saved");

@@ -9,19 +9,9 @@ use std::path::Path;
 
 /// Atomically replaces `path` with `data`, created with permission bits `mode`.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    write_and_rename(path, data, mode)?;
-    File::open(parent(path)?)?.sync_all()
-}
-
-fn parent(path: &Path) -> io::Result<&Path> {
-    path.parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))
-}
-
-/// `atomic_write` but for the directory's fsync, for a caller that renames more before it
-/// makes them all durable with one.
-pub fn write_and_rename(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent(path)?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -38,7 +28,8 @@ pub fn write_and_rename(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

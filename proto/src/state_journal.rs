@@ -7,22 +7,24 @@
 //! and under disk contention each of those waits for the filesystem's own journal. A frame
 //! written in place costs one `fdatasync` of data blocks the file already owns (its size and
 //! extents never change, so the filesystem has no metadata to commit). When the journal is
-//! full, or at a shim's first save, the record is compacted: the base replaced with it, then a
-//! fresh, zero-filled journal renamed into place.
+//! full, or at a shim's first save, the record is compacted: the base replaced with it, then
+//! the old journal unlinked. A fresh, zero-filled journal is renamed into place when the
+//! writer has no save waiting (`prepare`), so no call waits for its making.
 //!
 //! What a reader gets is the last whole frame of the journal, else the base. This holds across
 //! a crash at any point:
 //! - a frame torn by a crash fails its checksum (or its length runs past the data), so the
 //!   reader stops before it: that save was never acknowledged, and the frame before it (or the
 //!   base) is the last one that was;
-//! - a compaction writes the base first (durably) and renames the fresh journal in only after:
-//!   between the two, the old journal's last frame is what the base holds or older than the
-//!   save being made, which was not yet acknowledged.
+//! - a compaction writes the base first (durably) and unlinks the old journal only after:
+//!   between the two, the old journal's last frame is the save before the one being made,
+//!   which was not yet acknowledged;
+//! - a fresh journal holds no frame until the base it was made after is the newest record.
 //!
 //! A reader opens the journal before it reads the base, and a journal file is never written
-//! again once a compaction renamed another over it: a reader that opened the old one still
-//! reads every frame that was there when it opened it, and one that opened the new one reads a
-//! base at least as new as that journal's start.
+//! again once a compaction unlinked it: a reader that opened the old one still reads every
+//! frame that was there when it opened it, and one that opened a fresh one reads a base at
+//! least as new as that journal's start.
 //!
 //! Frame: magic `DPJ1`, payload length (u32, little endian), CRC-32 of length and payload
 //! (u32, little endian), payload (the record's JSON). The zeros after the last frame fail the
@@ -33,7 +35,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::files::{atomic_write, write_and_rename};
+use crate::files::atomic_write;
 use crate::layout::{JOURNAL_FILE, STATE_FILE};
 
 const MAGIC: [u8; 4] = *b"DPJ1";
@@ -119,6 +121,8 @@ pub struct Journal {
     /// the first save (a journal left by an earlier shim may end in a torn frame, so it is
     /// compacted away, not written after) and after a failed write.
     open: Option<(File, u64)>,
+    /// Whether a compaction left the base holding the newest record and no journal.
+    wanted: bool,
 }
 
 impl Journal {
@@ -128,6 +132,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             mode,
             open: None,
+            wanted: false,
         }
     }
 
@@ -135,6 +140,7 @@ impl Journal {
     /// into a directory that must exist again.
     pub fn close(&mut self) {
         self.open = None;
+        self.wanted = false;
     }
 
     /// Leaves the record in the base alone, the journal gone: for a shim that stops while
@@ -142,6 +148,7 @@ impl Journal {
     /// the record whole. A save after this starts a journal afresh.
     pub fn fold(&mut self) -> io::Result<()> {
         self.open = None;
+        self.wanted = false;
         let journal = self.dir.join(JOURNAL_FILE);
         let bytes = match fs::read(&journal) {
             Ok(bytes) => bytes,
@@ -185,11 +192,29 @@ impl Journal {
         self.compact(record)
     }
 
-    /// The base replaced with `record`, then a fresh journal in place.
+    /// The base replaced with `record`, then the old journal (whose frames are older) gone.
+    /// The fresh journal is made by `prepare`, off the path of the save that waits for this.
     fn compact(&mut self, record: &[u8]) -> io::Result<()> {
         self.open = None;
-        let journal = self.dir.join(JOURNAL_FILE);
-        let no_journal = !journal.exists();
+        self.wanted = false;
+        atomic_write(&self.dir.join(STATE_FILE), record, self.mode)?;
+        match fs::remove_file(self.dir.join(JOURNAL_FILE)) {
+            Ok(()) => File::open(&self.dir)?.sync_all()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.wanted = true;
+        Ok(())
+    }
+
+    /// Makes the fresh journal a compaction left wanted, for the next saves to be frames:
+    /// for the writer to call when no save waits. A journal with no frame yet reads as the
+    /// base, which holds the newest record, so it can be renamed in at any time.
+    pub fn prepare(&mut self) -> io::Result<()> {
+        if !self.wanted {
+            return Ok(());
+        }
+        self.wanted = false;
         let tmp = self
             .dir
             .join(format!(".{JOURNAL_FILE}.tmp.{}", std::process::id()));
@@ -205,30 +230,21 @@ impl Journal {
             // time is a metadata change, which `fdatasync` would have to commit.
             file.write_all(&[0; CAPACITY])?;
             file.sync_all()?;
+            fs::rename(&tmp, self.dir.join(JOURNAL_FILE))?;
+            File::open(&self.dir)?.sync_all()?;
             Ok::<File, io::Error>(file)
         })();
-        let file = match made {
-            Ok(file) => file,
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
+        match made {
+            Ok(file) => {
+                self.open = Some((file, 0));
+                Ok(())
             }
-        };
-        let placed = if no_journal {
-            // No frame the base could be older than: both renames share the directory's fsync.
-            write_and_rename(&self.dir.join(STATE_FILE), record, self.mode)
-                .and_then(|()| fs::rename(&tmp, &journal))
-        } else {
-            atomic_write(&self.dir.join(STATE_FILE), record, self.mode)
-                .and_then(|()| fs::rename(&tmp, &journal))
+            Err(e) => {
+                // The saves go on as compactions, each of which asks again.
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
         }
-        .and_then(|()| File::open(&self.dir)?.sync_all());
-        if let Err(e) = placed {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        self.open = Some((file, 0));
-        Ok(())
     }
 }
 
@@ -238,6 +254,12 @@ mod tests {
 
     fn record(n: usize) -> Vec<u8> {
         format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(500 + n * 37 % 1500)).into_bytes()
+    }
+
+    /// A save, then the writer idle, as the shim's writer is once no save waits.
+    fn save(journal: &mut Journal, record: &[u8]) {
+        journal.save(record).expect("save");
+        journal.prepare().expect("prepare");
     }
 
     fn read_back(dir: &Path) -> Vec<u8> {
@@ -252,7 +274,12 @@ mod tests {
         let mut compactions = 0;
         let mut last_base = Vec::new();
         for n in 0..400 {
-            journal.save(&record(n)).expect("save");
+            // Now and then saves come too close for the writer to make a fresh journal.
+            if n % 7 == 0 {
+                journal.save(&record(n)).expect("save");
+            } else {
+                save(&mut journal, &record(n));
+            }
             assert_eq!(read_back(dir.path()), record(n), "save {n}");
             let base = fs::read(dir.path().join(STATE_FILE)).expect("base");
             if base != last_base {
@@ -265,7 +292,7 @@ mod tests {
             }
         }
         assert!(compactions > 3, "the journal filled and was compacted");
-        assert!(compactions < 100, "most saves were frames: {compactions}");
+        assert!(compactions < 120, "most saves were frames: {compactions}");
         for name in [STATE_FILE, JOURNAL_FILE] {
             let meta = fs::metadata(dir.path().join(name)).expect("stat");
             use std::os::unix::fs::PermissionsExt;
@@ -292,7 +319,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut journal = Journal::new(dir.path(), 0o600);
         for n in 0..3 {
-            journal.save(&record(n)).expect("save");
+            save(&mut journal, &record(n));
         }
         let path = dir.path().join(JOURNAL_FILE);
         let whole = fs::read(&path).expect("journal");
@@ -316,8 +343,8 @@ mod tests {
         torn[end - 1] ^= 1;
         fs::write(&path, &torn).expect("write");
         let mut journal = Journal::new(dir.path(), 0o600);
-        journal.save(&record(7)).expect("save");
-        journal.save(&record(8)).expect("save");
+        save(&mut journal, &record(7));
+        save(&mut journal, &record(8));
         assert_eq!(read_back(dir.path()), record(8));
     }
 
@@ -326,21 +353,47 @@ mod tests {
     fn a_compaction_cut_short_reads_as_a_saved_record() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut journal = Journal::new(dir.path(), 0o600);
-        journal.save(&record(1)).expect("save");
-        journal.save(&record(2)).expect("save");
-        let old_journal = fs::read(dir.path().join(JOURNAL_FILE)).expect("journal");
-        // Cut after the base was replaced, before the fresh journal was renamed in: the old
+        save(&mut journal, &record(1));
+        save(&mut journal, &record(2));
+        assert!(journal.open.is_some(), "the second save was a frame");
+        // Cut after the base was replaced, before the old journal was unlinked: the old
         // journal's last frame is the newest acknowledged save.
         atomic_write(&dir.path().join(STATE_FILE), &record(3), 0o600).expect("base");
         assert_eq!(read_back(dir.path()), record(2));
-        // Cut after both: the fresh journal is empty, the base is the record.
+        // Cut after the unlink: the base is the record.
+        fs::remove_file(dir.path().join(JOURNAL_FILE)).expect("unlink");
+        assert_eq!(read_back(dir.path()), record(3));
+        // Cut once the fresh journal is in, before its first frame.
         fs::write(dir.path().join(JOURNAL_FILE), vec![0; CAPACITY]).expect("fresh");
         assert_eq!(read_back(dir.path()), record(3));
-        // A journal with no base yet (a fresh pod's first save cut between the renames).
-        fs::remove_file(dir.path().join(STATE_FILE)).expect("rm");
-        assert_eq!(read(dir.path()).expect("read"), None);
-        fs::write(dir.path().join(JOURNAL_FILE), old_journal).expect("old");
-        assert_eq!(read_back(dir.path()), record(2));
+    }
+
+    /// The first save of a pod costs what an atomic replacement does; the journal comes once
+    /// the writer is idle, and the saves after it are frames.
+    #[test]
+    fn the_journal_is_made_when_the_writer_is_idle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        journal.save(&record(1)).expect("save");
+        assert!(!dir.path().join(JOURNAL_FILE).exists());
+        assert_eq!(read_back(dir.path()), record(1));
+        journal
+            .save(&record(2))
+            .expect("a second save before the writer was idle");
+        journal.prepare().expect("prepare");
+        assert_eq!(
+            read_back(dir.path()),
+            record(2),
+            "a fresh journal reads as the base"
+        );
+        journal.save(&record(3)).expect("save");
+        assert_eq!(
+            fs::read(dir.path().join(STATE_FILE)).expect("base"),
+            record(2)
+        );
+        assert_eq!(read_back(dir.path()), record(3), "a frame");
+        journal.prepare().expect("nothing to prepare");
+        assert_eq!(read_back(dir.path()), record(3));
     }
 
     #[test]
@@ -348,7 +401,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut journal = Journal::new(dir.path(), 0o600);
         for n in 0..3 {
-            journal.save(&record(n)).expect("save");
+            save(&mut journal, &record(n));
         }
         journal.fold().expect("fold");
         assert!(!dir.path().join(JOURNAL_FILE).exists());
@@ -358,8 +411,8 @@ mod tests {
             "the base alone holds the last save"
         );
         journal.fold().expect("folding again is nothing");
-        journal.save(&record(3)).expect("save");
-        journal.save(&record(4)).expect("save");
+        save(&mut journal, &record(3));
+        save(&mut journal, &record(4));
         assert_eq!(read_back(dir.path()), record(4));
     }
 
@@ -367,13 +420,13 @@ mod tests {
     fn a_failed_frame_makes_the_next_save_a_compaction() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut journal = Journal::new(dir.path(), 0o600);
-        journal.save(&record(1)).expect("save");
+        save(&mut journal, &record(1));
         // A handle that cannot write stands in for a disk that failed the frame.
         let read_only = File::open(dir.path().join(JOURNAL_FILE)).expect("open");
         journal.open = Some((read_only, 0));
         assert!(journal.save(&record(2)).is_err());
         assert!(journal.open.is_none());
-        journal.save(&record(3)).expect("save");
+        save(&mut journal, &record(3));
         assert_eq!(read_back(dir.path()), record(3));
     }
 
@@ -382,10 +435,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut journal = Journal::new(dir.path(), 0o600);
         let big = vec![b'x'; CAPACITY * 2];
-        journal.save(&record(1)).expect("save");
+        save(&mut journal, &record(1));
         journal.save(&big).expect("save");
         assert_eq!(read_back(dir.path()), big);
-        journal.save(&record(2)).expect("save");
+        save(&mut journal, &record(2));
         assert_eq!(read_back(dir.path()), record(2));
     }
 

@@ -41,11 +41,17 @@ pub(super) struct Record {
 pub(super) trait Disk: Send + Sync + 'static {
     fn write(&self, record: &PodRecord) -> io::Result<()>;
     fn remove(&self) -> io::Result<()>;
+    /// No save waits: work that would otherwise delay one (the journal's making) is done.
+    fn idle(&self) {}
 }
 
 impl Disk for Store {
     fn write(&self, record: &PodRecord) -> io::Result<()> {
         Store::write(self, record)
+    }
+
+    fn idle(&self) {
+        Store::idle(self)
     }
 
     fn remove(&self) -> io::Result<()> {
@@ -315,13 +321,20 @@ impl Writer {
     fn drain(&self) {
         let _unwinding = Unwinding(self);
         loop {
-            let jobs = {
+            let mut idled = false;
+            let jobs = loop {
                 let mut queue = self.lock();
-                if queue.jobs.is_empty() {
+                if !queue.jobs.is_empty() {
+                    break std::mem::take(&mut queue.jobs);
+                }
+                if idled {
                     queue.writing = false;
                     return;
                 }
-                std::mem::take(&mut queue.jobs)
+                // Still the writer while idle: a save asked for meanwhile is taken next.
+                drop(queue);
+                self.disk.idle();
+                idled = true;
             };
             let mut saves = Vec::new();
             for job in jobs {
