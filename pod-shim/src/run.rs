@@ -105,7 +105,7 @@ pub async fn run(
     )?;
     let _bound_stream = dockpod_proto::sockets::BoundSocket::at(&stream_socket);
     let pid_file = config.state_dir.join(dockpod_proto::layout::SHIM_PID_FILE);
-    dockpod_proto::files::atomic_write(
+    dockpod_proto::files::replace_volatile(
         &pid_file,
         format!("{}\n", std::process::id()).as_bytes(),
         0o600,

@@ -1,6 +1,7 @@
 //! Durable small-file writes for persisted state: write to a temporary file beside the target,
 //! fsync, rename over the target, fsync the directory. A reader sees the old or the new
-//! content, never a torn one, even across a crash.
+//! content, never a torn one, even across a crash. (And the same without the fsyncs, for the
+//! files a crash of the machine makes meaningless anyway.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -9,6 +10,17 @@ use std::path::Path;
 
 /// Atomically replaces `path` with `data`, created with permission bits `mode`.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, data, mode, true)
+}
+
+/// `atomic_write` without its fsyncs, for a file that describes a running process (a PID):
+/// readers still see the old or the new content whole, and a crash of the machine, which
+/// could lose it, ends the process it describes too.
+pub fn replace_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, data, mode, false)
+}
+
+fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -27,9 +39,14 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -51,17 +68,19 @@ mod tests {
 
     #[test]
     fn replaces_content_with_mode_and_leaves_no_temporaries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.json");
-        atomic_write(&path, b"one", 0o600).expect("first write");
-        atomic_write(&path, b"two", 0o600).expect("second write");
-        assert_eq!(fs::read(&path).expect("read"), b"two");
-        let mode = fs::metadata(&path).expect("stat").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .expect("readdir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        for write in [atomic_write, replace_volatile] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("state.json");
+            write(&path, b"one", 0o600).expect("first write");
+            write(&path, b"two", 0o600).expect("second write");
+            assert_eq!(fs::read(&path).expect("read"), b"two");
+            let mode = fs::metadata(&path).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let names: Vec<_> = fs::read_dir(dir.path())
+                .expect("readdir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        }
     }
 }
