@@ -227,8 +227,10 @@ impl Journal {
                 .mode(self.mode)
                 .open(&tmp)?;
             // Zeros written, not merely allocated: an allocated block written for the first
-            // time is a metadata change, which `fdatasync` would have to commit.
-            file.write_all(&[0; CAPACITY])?;
+            // time is a metadata change, which `fdatasync` would have to commit. (From a
+            // static: pages of zeros nothing wrote to cost no memory, a stack array would.)
+            static ZEROS: [u8; CAPACITY] = [0; CAPACITY];
+            file.write_all(&ZEROS)?;
             file.sync_all()?;
             fs::rename(&tmp, self.dir.join(JOURNAL_FILE))?;
             File::open(&self.dir)?.sync_all()?;

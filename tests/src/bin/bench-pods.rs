@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptions, StopContainerOptions};
+use bollard::query_parameters::{
+    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
+};
 use bollard::Docker;
 use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::cri::*;
@@ -182,6 +184,16 @@ async fn floor_sandbox(docker: &Docker, net: &Arc<CniNet>) -> (String, String, s
     (sandbox, netns, added)
 }
 
+/// The floor's removals ask what dockpod's (and cri-dockerd's) do: forced, with the
+/// container's anonymous volumes.
+fn removal() -> Option<RemoveContainerOptions> {
+    Some(RemoveContainerOptions {
+        force: true,
+        v: true,
+        link: false,
+    })
+}
+
 /// The floor's CreateContainer: a container in the sandbox's namespaces.
 async fn floor_create(docker: &Docker, sandbox: &str) -> String {
     let shared = format!("container:{sandbox}");
@@ -231,7 +243,7 @@ async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, times: &mut Times) {
     timed(times, CALLS[5], docker.stop_container(&c, stop()))
         .await
         .expect("docker stop");
-    timed(times, CALLS[6], docker.remove_container(&c, None))
+    timed(times, CALLS[6], docker.remove_container(&c, removal()))
         .await
         .expect("docker rm");
     timed(times, CALLS[7], async {
@@ -240,9 +252,13 @@ async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, times: &mut Times) {
     })
     .await
     .expect("docker stop sandbox");
-    timed(times, CALLS[8], docker.remove_container(&sandbox, None))
-        .await
-        .expect("docker rm sandbox");
+    timed(
+        times,
+        CALLS[8],
+        docker.remove_container(&sandbox, removal()),
+    )
+    .await
+    .expect("docker rm sandbox");
 }
 
 fn median(v: &[Duration]) -> f64 {
@@ -456,7 +472,7 @@ async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) {
         .await
         .expect("docker stop");
     docker
-        .remove_container(&pod.app, None)
+        .remove_container(&pod.app, removal())
         .await
         .expect("docker rm");
     let (id, ns, added) = (pod.sandbox.clone(), pod.netns, pod.added);
@@ -468,7 +484,7 @@ async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) {
         .await
         .expect("docker stop sandbox");
     docker
-        .remove_container(&pod.sandbox, None)
+        .remove_container(&pod.sandbox, removal())
         .await
         .expect("docker rm sandbox");
 }
