@@ -117,9 +117,9 @@ pub fn read(dir: &Path) -> io::Result<Option<Vec<u8>>> {
 pub struct Journal {
     dir: PathBuf,
     mode: u32,
-    /// The journal this writer renamed into place, and where its frames end. `None` until
-    /// the first save (a journal left by an earlier shim may end in a torn frame, so it is
-    /// compacted away, not written after) and after a failed write.
+    /// The journal this writer's `prepare` renamed into place, and where its frames end.
+    /// `None` until then (a journal left by an earlier shim may end in a torn frame: the
+    /// first save compacts it away rather than write after it) and after a failed write.
     open: Option<(File, u64)>,
     /// Whether a compaction left the base holding the newest record and no journal.
     wanted: bool,
