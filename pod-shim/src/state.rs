@@ -3,7 +3,7 @@
 //! base file), read back when a shim restarts.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dockpod_proto::layout::STATE_FILE;
 use dockpod_proto::state_journal::{self, Journal};
@@ -55,21 +55,13 @@ impl Store {
     /// `save` without the context, for a caller that tells several waiters of one outcome.
     pub fn write(&self, record: &PodRecord) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        // A writer that panicked left no frame half-counted: it sets where frames end only
-        // after one is durable.
-        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        journal.save(&bytes)
+        self.journal().save(&bytes)
     }
 
     /// For the writer when no save waits: makes the journal a compaction left wanted
     /// (`Journal::prepare`); until it is made, saves are compactions.
     pub fn idle(&self) {
-        let prepared = self
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .prepare();
-        if let Err(e) = prepared {
+        if let Err(e) = self.journal().prepare() {
             tracing::warn!(error = %e, dir = %self.dir.display(), "making the record's journal");
         }
     }
@@ -77,10 +69,13 @@ impl Store {
     /// The record in `state.json` alone (`Journal::fold`), for a shim that stops while its
     /// pod stays; after any save in progress, before any later one.
     pub fn fold(&self) -> std::io::Result<()> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fold()
+        self.journal().fold()
+    }
+
+    /// The journal's writer. A writer that panicked holding it left no frame half-counted
+    /// (where frames end is set only once one is durable), so a poisoned lock is used.
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where the checkpoint of a container's CRI log lives (see `log_position`).
@@ -99,10 +94,7 @@ impl Store {
 
     /// Removes the pod's state directory with everything in it.
     pub fn remove(&self) -> std::io::Result<()> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .close();
+        self.journal().close();
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,

@@ -135,28 +135,26 @@ impl Pod {
                     c.config == *config && c.state != ContainerState::ContainerExited as i32;
                 (c.id.clone(), alike, c.image_id.clone())
             });
-        let earlier = match earlier {
-            None => None,
-            // The image's name may lead elsewhere since (a newer pull of its tag): then the
-            // request describes another container.
-            Some((id, true, image_id)) => {
-                let now = self.engine.inspect_image(image).await?.and_then(|i| i.id);
-                Some((id, now.as_deref() == Some(image_id.as_str())))
-            }
-            Some((id, false, _)) => Some((id, false)),
+        let Some((id, alike, recorded_image)) = earlier else {
+            return Ok(None);
         };
-        match earlier {
-            None => Ok(None),
-            Some((id, true)) => {
-                tracing::info!(container = %id, "a retried CreateContainer: answering with the container its first call made");
-                Ok(Some(id))
-            }
-            Some((id, false)) => {
-                tracing::warn!(container = %id, "a CreateContainer for the name and attempt of another container: removing that one first");
-                self.remove_container(&id).await?;
-                Ok(None)
-            }
+        // The image's name may lead elsewhere since (a newer pull of its tag): then the
+        // request describes another container. Docker is asked only when all else matches.
+        let same = alike
+            && self
+                .engine
+                .inspect_image(image)
+                .await?
+                .and_then(|i| i.id)
+                .as_deref()
+                == Some(recorded_image.as_str());
+        if same {
+            tracing::info!(container = %id, "a retried CreateContainer: answering with the container its first call made");
+            return Ok(Some(id));
         }
+        tracing::warn!(container = %id, "a CreateContainer for the name and attempt of another container: removing that one first");
+        self.remove_container(&id).await?;
+        Ok(None)
     }
 
     /// The ID of the image a container was created from: Docker's inspection of the
