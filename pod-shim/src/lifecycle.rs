@@ -264,8 +264,13 @@ impl Pod {
     /// container no live shim stands for (see `orphan`) is resolved by removing it and
     /// creating once more, so the kubelet's retry of the same call succeeds.
     async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
-        self.intend(name, Intent::Create).await?;
-        let created = self.create_or_replace_orphan(name, body).await;
+        let (created, _) = self
+            .intending(
+                name,
+                Intent::Create,
+                self.create_or_replace_orphan(name, body),
+            )
+            .await?;
         if created.is_err() {
             self.record().intents.remove(name);
             if let Err(e) = self.persist().await {
@@ -275,9 +280,24 @@ impl Pod {
         created
     }
 
-    /// Saves `intent` for `key` before the Docker call it announces.
-    async fn intend(&self, key: &str, intent: Intent) -> Result<()> {
+    /// Runs the Docker call `effect` once `intent` for `key` is written to the record, and
+    /// returns what it answered and whether the intent also reached the disk. The two go
+    /// together: a shim that dies after the write finds the intent (the kernel holds it), and
+    /// the flush, which only a crash of the machine needs, runs beside Docker's work instead
+    /// of before it. Docker's answer is not told before that flush has ended either way.
+    async fn intending<T>(
+        &self,
+        key: &str,
+        intent: Intent,
+        effect: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<(Result<T>, bool)> {
         self.record().intents.insert(key.to_string(), intent);
-        self.persist().await
+        let mut saving = self.record.save_ahead()?;
+        saving.written().await?;
+        let (answer, flushed) = tokio::join!(effect, saving.done());
+        if let Err(e) = &flushed {
+            tracing::warn!(error = %e, key, "flushing an intent: its outcome's save goes to the disk itself");
+        }
+        Ok((answer, flushed.is_ok()))
     }
 }

@@ -148,6 +148,9 @@ impl Shim for ShimService {
     }
 }
 
+/// How long a shim whose pod was removed waits for the front's Shutdown before it stops.
+const REMOVED_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves on `listener` until `signal` completes, the front asks for shutdown, or the pod is
 /// removed.
 pub async fn run(
@@ -166,10 +169,18 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     let stop = async move {
+        let removed = async {
+            removed.notified().await;
+            // The front retires a removed pod's shim (Shutdown) once the shim has answered:
+            // a shim that stopped at once would take the two cores from that answer on its
+            // way to the kubelet. A front that died meanwhile never asks, so the shim also
+            // goes on its own, a moment later.
+            tokio::time::sleep(REMOVED_EXIT_WAIT).await;
+        };
         tokio::select! {
             () = signal => {},
             () = shutdown.notified() => {},
-            () = removed.notified() => {},
+            () = removed => {},
         }
         closing.send_replace(true);
     };

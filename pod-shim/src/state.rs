@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dockpod_proto::layout::STATE_FILE;
-use dockpod_proto::state_journal::{self, Journal};
+use dockpod_proto::state_journal::{self, Journal, Reached};
 
 use crate::error::{Error, Result};
 use dockpod_proto::pod_record::PodRecord;
@@ -54,14 +54,34 @@ impl Store {
 
     /// `save` without the context, for a caller that tells several waiters of one outcome.
     pub fn write(&self, record: &PodRecord) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        self.journal().save(&bytes)
+        match self.write_ahead(record)? {
+            Reached::Disk => Ok(()),
+            Reached::Kernel => self.sync(),
+        }
     }
 
-    /// For the writer when no save waits: makes the journal a compaction left wanted
-    /// (`Journal::prepare`); until it is made, saves are compactions.
+    /// The record written where every reader, and a shim that restarts after this one
+    /// died, reads it; on the disk once `sync` returns (or at once, when `Reached::Disk`).
+    pub fn write_ahead(&self, record: &PodRecord) -> std::io::Result<Reached> {
+        let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        self.journal().write(&bytes)
+    }
+
+    /// Puts every record written so far on the disk.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.journal().sync()
+    }
+
+    /// For the writer when no save waits: flushes what a save that asked for less left
+    /// unflushed, and makes the journal a compaction left wanted (`Journal::prepare`; until
+    /// it is made, saves are compactions).
     pub fn idle(&self) {
-        if let Err(e) = self.journal().prepare() {
+        let mut journal = self.journal();
+        if let Err(e) = journal.sync() {
+            // The next save compacts: the record is whole on the disk again then.
+            tracing::warn!(error = %e, dir = %self.dir.display(), "flushing the record's journal");
+        }
+        if let Err(e) = journal.prepare() {
             tracing::warn!(error = %e, dir = %self.dir.display(), "making the record's journal");
         }
     }
@@ -92,11 +112,19 @@ impl Store {
         }
     }
 
-    /// Removes the pod's state directory with everything in it.
+    /// The pod's state directory gone from where pods are looked for, with everything in
+    /// it: renamed aside in one step (`layout::removed_pod_dir`), for the front to delete
+    /// once this shim has exited, rather than deleted file by file before the call answers.
     pub fn remove(&self) -> std::io::Result<()> {
         self.journal().close();
-        match std::fs::remove_dir_all(&self.dir) {
+        let removed = dockpod_proto::layout::removed_pod_dir(&self.dir);
+        match std::fs::rename(&self.dir, &removed) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                // A removal cut before the front deleted what it renamed.
+                std::fs::remove_dir_all(&removed)?;
+                std::fs::rename(&self.dir, &removed)
+            }
             other => other,
         }
     }

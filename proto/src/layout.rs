@@ -40,6 +40,23 @@ pub fn pod_dir(root_dir: &Path, shim_id: &str) -> PathBuf {
     pods_dir(root_dir).join(shim_id)
 }
 
+/// Where a removed pod's directory is renamed to, beside it, until it is deleted: a name that
+/// is no shim ID, so nothing takes it for a pod. RemovePodSandbox answers once the rename is
+/// done; the front deletes the directory once the shim has exited (`removed_pod`).
+pub fn removed_pod_dir(pod_dir: &Path) -> PathBuf {
+    let mut name = pod_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(REMOVED_SUFFIX);
+    pod_dir.with_file_name(name)
+}
+
+const REMOVED_SUFFIX: &str = ".removed";
+
+/// The shim ID of a directory entry under the pods directory that `removed_pod_dir` named.
+pub fn removed_pod(name: &str) -> Option<&str> {
+    name.strip_suffix(REMOVED_SUFFIX)
+        .filter(|id| is_shim_id(id))
+}
+
 /// The pod's persisted record inside its directory: the base, replaced atomically...
 pub const STATE_FILE: &str = "state.json";
 /// ...and the newer records written after it (`state_journal`).
@@ -79,6 +96,21 @@ pub fn pod_is_gone(pods_dir: &Path, shim_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_pod_directory_is_named_for_its_shim_and_taken_for_no_pod() {
+        let pod = pod_dir(Path::new("/var/lib/dockpod"), "0123456789abcdef");
+        let removed = removed_pod_dir(&pod);
+        assert_eq!(
+            removed,
+            Path::new("/var/lib/dockpod/pods/0123456789abcdef.removed")
+        );
+        let name = removed.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(!is_shim_id(name));
+        assert_eq!(removed_pod(name), Some("0123456789abcdef"));
+        assert_eq!(removed_pod("0123456789abcdef"), None);
+        assert_eq!(removed_pod("x.removed"), None);
+    }
 
     #[test]
     fn only_a_shim_whose_pod_directory_is_surely_absent_is_gone() {

@@ -123,6 +123,18 @@ pub struct Journal {
     open: Option<(File, u64)>,
     /// Whether a compaction left the base holding the newest record and no journal.
     wanted: bool,
+    /// Whether frames were written to the open journal since its last `sync`.
+    unsynced: bool,
+}
+
+/// How far `Journal::write` got a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// Written to the file: every reader and a restarted writer read it, and a crash of the
+    /// machine may lose it until `Journal::sync`.
+    Kernel,
+    /// On the disk (a compaction).
+    Disk,
 }
 
 impl Journal {
@@ -133,6 +145,7 @@ impl Journal {
             mode,
             open: None,
             wanted: false,
+            unsynced: false,
         }
     }
 
@@ -141,6 +154,7 @@ impl Journal {
     pub fn close(&mut self) {
         self.open = None;
         self.wanted = false;
+        self.unsynced = false;
     }
 
     /// Leaves the record in the base alone, the journal gone: for a shim that stops while
@@ -149,6 +163,7 @@ impl Journal {
     pub fn fold(&mut self) -> io::Result<()> {
         self.open = None;
         self.wanted = false;
+        self.unsynced = false;
         let journal = self.dir.join(JOURNAL_FILE);
         let bytes = match fs::read(&journal) {
             Ok(bytes) => bytes,
@@ -165,6 +180,16 @@ impl Journal {
     /// Makes `record` what a reader gets, durably: a frame and an `fdatasync` when the
     /// journal has room, else a compaction.
     pub fn save(&mut self, record: &[u8]) -> io::Result<()> {
+        match self.write(record)? {
+            Reached::Disk => Ok(()),
+            Reached::Kernel => self.sync(),
+        }
+    }
+
+    /// Makes `record` what a reader gets: a frame written into the journal when it has room
+    /// (in the kernel's cache, so a reader or a shim that restarts after this one died reads
+    /// it; `sync` puts it on the disk), else a compaction, which is durable at once.
+    pub fn write(&mut self, record: &[u8]) -> io::Result<Reached> {
         let frame = frame(record)?;
         if let Some((file, end)) = &mut self.open {
             let fits = usize::try_from(*end)
@@ -172,24 +197,48 @@ impl Journal {
                 .and_then(|end| end.checked_add(frame.len()))
                 .is_some_and(|new_end| new_end <= CAPACITY);
             if fits {
-                let written = file
-                    .write_all_at(&frame, *end)
-                    .and_then(|()| file.sync_data());
-                match written {
+                return match file.write_all_at(&frame, *end) {
                     Ok(()) => {
                         *end += frame.len() as u64;
-                        return Ok(());
+                        self.unsynced = true;
+                        Ok(Reached::Kernel)
                     }
                     Err(e) => {
-                        // What reached the disk of that frame is unknown: the next save
+                        // What reached the file of that frame is unknown: the next save
                         // compacts rather than write after it.
                         self.open = None;
-                        return Err(e);
+                        Err(e)
                     }
-                }
+                };
             }
         }
-        self.compact(record)
+        self.compact(record)?;
+        Ok(Reached::Disk)
+    }
+
+    /// Puts every frame written so far on the disk (`fdatasync`); nothing to do when a
+    /// compaction has made the newest record durable since.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let Some((file, _)) = &self.open else {
+            // A write after them failed and let the journal go: the next save compacts.
+            return Err(io::Error::other(
+                "the journal's frames were lost to a failed write",
+            ));
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                self.unsynced = false;
+                Ok(())
+            }
+            Err(e) => {
+                // Which of the frames reached the disk is unknown: the next save compacts.
+                self.open = None;
+                Err(e)
+            }
+        }
     }
 
     /// The base replaced with `record`, then the old journal (whose frames are older) gone.
@@ -197,6 +246,7 @@ impl Journal {
     fn compact(&mut self, record: &[u8]) -> io::Result<()> {
         self.open = None;
         self.wanted = false;
+        self.unsynced = false;
         atomic_write(&self.dir.join(STATE_FILE), record, self.mode)?;
         match fs::remove_file(self.dir.join(JOURNAL_FILE)) {
             Ok(()) => File::open(&self.dir)?.sync_all()?,
@@ -239,6 +289,7 @@ impl Journal {
         match made {
             Ok(file) => {
                 self.open = Some((file, 0));
+                self.unsynced = false;
                 Ok(())
             }
             Err(e) => {
@@ -430,6 +481,44 @@ mod tests {
         assert!(journal.open.is_none());
         save(&mut journal, &record(3));
         assert_eq!(read_back(dir.path()), record(3));
+    }
+
+    /// A frame written and not yet flushed is what readers get; `sync` flushes every frame
+    /// written since the last, and a compaction needs none.
+    #[test]
+    fn a_written_frame_is_read_before_it_is_flushed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        assert_eq!(journal.write(&record(1)).expect("write"), Reached::Disk);
+        journal.prepare().expect("prepare");
+        journal.sync().expect("nothing to flush");
+        assert_eq!(journal.write(&record(2)).expect("write"), Reached::Kernel);
+        assert_eq!(journal.write(&record(3)).expect("write"), Reached::Kernel);
+        assert!(journal.unsynced);
+        assert_eq!(read_back(dir.path()), record(3));
+        journal.sync().expect("flush");
+        assert!(!journal.unsynced);
+        assert_eq!(read_back(dir.path()), record(3));
+    }
+
+    /// Frames written but not flushed, then a write that fails: their flush cannot be
+    /// vouched for, so it fails, and the next save is a compaction that holds them all.
+    #[test]
+    fn a_failed_write_fails_the_flush_of_the_frames_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        save(&mut journal, &record(1));
+        assert_eq!(journal.write(&record(2)).expect("write"), Reached::Kernel);
+        let read_only = File::open(dir.path().join(JOURNAL_FILE)).expect("open");
+        journal.open = Some((read_only, 0));
+        assert!(journal.write(&record(3)).is_err());
+        assert!(
+            journal.sync().is_err(),
+            "record 2's flush is not vouched for"
+        );
+        assert_eq!(journal.write(&record(4)).expect("write"), Reached::Disk);
+        journal.sync().expect("the compaction made it whole");
+        assert_eq!(read_back(dir.path()), record(4));
     }
 
     #[test]

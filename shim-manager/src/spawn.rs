@@ -281,7 +281,9 @@ impl Spawner {
             &self.run_dir,
             shim_id,
         ));
-        let _ = std::fs::remove_dir_all(layout::pod_dir(&self.root_dir, shim_id));
+        let pod_dir = layout::pod_dir(&self.root_dir, shim_id);
+        let _ = std::fs::remove_dir_all(layout::removed_pod_dir(&pod_dir));
+        let _ = std::fs::remove_dir_all(pod_dir);
     }
 
     /// Stops a shim whose pod failed to start or was removed, and deletes its socket and state.

@@ -242,19 +242,23 @@ impl Pod {
             return Ok(());
         };
         let _guard = self.ops.container(&id).await;
-        self.intend(&id, Intent::Remove).await?;
-        if let Err(e) = self.engine.remove(&id).await {
+        let (removed, intended) = self
+            .intending(&id, Intent::Remove, self.engine.remove(&id))
+            .await?;
+        if let Err(e) = removed {
             // Docker did not remove it: the kubelet's retry decides, not the next start.
             self.record().intents.remove(&id);
             let _ = self.persist().await;
             return Err(e);
         }
-        self.forget_container(&id).await
+        self.forget_container(&id, intended).await
     }
 
     /// After Docker removed container `id`: its follower, position and record go, and the
-    /// removal intent with them, in one save.
-    pub(super) async fn forget_container(&self, id: &str) -> Result<()> {
+    /// removal intent with them, in one save. With the intent on the disk (`intended`), that
+    /// save is one the disk implies: a shim that finds the intent finishes the removal and
+    /// forgets the container the same way, so it is not waited for.
+    pub(super) async fn forget_container(&self, id: &str, intended: bool) -> Result<()> {
         self.logs.stop(id);
         self.inspections.remove(id);
         let forgotten = {
@@ -262,21 +266,21 @@ impl Pod {
             r.intents.remove(id);
             r.containers.remove(id)
         };
-        // Files on the state and log disks: unlinked on the blocking pool, off the shim's thread.
-        let (store, container) = (self.record.store().clone(), id.to_string());
-        let unlinked = tokio::task::spawn_blocking(move || {
-            store.remove_log_checkpoint(&container);
-            if let Some(c) = forgotten {
-                crate::adopt::remove_docker_log_link(&c);
-            }
-        });
-        // Beside the save: a crash between the two leaves a record whose container Docker
-        // no longer has, which the next shim forgets, and no file anything still reads.
-        let (unlinked, saved) = tokio::join!(unlinked, self.persist());
-        if let Err(e) = unlinked {
-            tracing::warn!(error = %e, container = %id, "removing a container's log files");
+        if let Some(c) = forgotten.filter(|c| c.docker_log) {
+            // An adopted container's symlink, on the log disk: off the shim's thread, and
+            // off the writer's, whose saves a stalled log disk must not hold up.
+            drop(tokio::task::spawn_blocking(move || {
+                crate::adopt::remove_docker_log_link(&c)
+            }));
         }
-        saved?;
+        // The log checkpoint, beside the record on the state disk, goes with the save.
+        let (store, container) = (self.record.store().clone(), id.to_string());
+        let unlink: super::record::Then = Box::new(move || store.remove_log_checkpoint(&container));
+        let reach = match intended {
+            true => super::record::Reach::Kernel,
+            false => super::record::Reach::Disk,
+        };
+        self.record.save_then(reach, Some(unlink)).await?;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         Ok(())
     }

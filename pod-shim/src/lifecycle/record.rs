@@ -7,7 +7,10 @@
 //!
 //! Durable before reported: a part of the record (the pod's own fields, or one container)
 //! whose change is still on its way to the disk is reported as it was before that change, so
-//! no client hears of a state that a restarted shim would not remember. Readers never wait for
+//! no client hears of a state that a restarted shim would not remember. One kind of save is
+//! reported once written, before its flush (`Reach::Kernel`): a change that the record on the
+//! disk already implies (a removal whose intent is there, which a restarted shim finishes
+//! the same way). Readers never wait for
 //! the disk. A part settles when the save that holds its change finishes, whether it succeeded
 //! or failed: a failed save fails its operation, and what that operation changed in memory is
 //! reported from then on, as it is by every later save.
@@ -25,6 +28,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::error::{Error, Result};
 use crate::state::Store;
 use dockpod_proto::pod_record::{ContainerRecord, PodRecord};
+use dockpod_proto::state_journal::Reached;
 
 pub(super) struct Record {
     current: Mutex<PodRecord>,
@@ -39,15 +43,22 @@ pub(super) struct Record {
 
 /// Where the writer puts the record: the pod's `Store`, or in tests one that can be held up.
 pub(super) trait Disk: Send + Sync + 'static {
-    fn write(&self, record: &PodRecord) -> io::Result<()>;
+    /// The record where readers (and a shim that restarts after this one died) read it; on
+    /// the disk when it says so, else once `sync` returns.
+    fn write(&self, record: &PodRecord) -> io::Result<Reached>;
+    fn sync(&self) -> io::Result<()>;
     fn remove(&self) -> io::Result<()>;
     /// No save waits: work that would otherwise delay one (the journal's making) is done.
     fn idle(&self) {}
 }
 
 impl Disk for Store {
-    fn write(&self, record: &PodRecord) -> io::Result<()> {
-        Store::write(self, record)
+    fn write(&self, record: &PodRecord) -> io::Result<Reached> {
+        Store::write_ahead(self, record)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Store::sync(self)
     }
 
     fn idle(&self) {
@@ -57,6 +68,17 @@ impl Disk for Store {
     fn remove(&self) -> io::Result<()> {
         Store::remove(self)
     }
+}
+
+/// How far a save gets before its caller goes on and its change is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// On the disk: what a restarted shim remembers whatever crashed.
+    Disk,
+    /// In the record's file, not yet flushed: for a change that a save already on the disk
+    /// implies (a removal's outcome, which a shim that finds its intent finishes). A shim
+    /// that dies reads it; the writer flushes it once idle, or with the next save.
+    Kernel,
 }
 
 /// A part of the record that is reported as a whole.
@@ -81,6 +103,9 @@ struct Settling {
     last_asked: u64,
 }
 
+/// Work on files that go with a save, for the writer to do after it (`Record::save_then`).
+pub(super) type Then = Box<dyn FnOnce() + Send>;
+
 /// The writer's answer to one job: the disk's error is shared by every save of a batch.
 type Outcome = std::result::Result<(), Arc<io::Error>>;
 
@@ -88,7 +113,12 @@ enum Job {
     Save {
         number: u64,
         record: Box<PodRecord>,
+        reach: Reach,
+        /// Told once the record is written, before it is flushed (`save_ahead`).
+        written: Option<oneshot::Sender<Outcome>>,
         done: oneshot::Sender<Outcome>,
+        /// Run by the writer once the save is done (`save_then`).
+        then: Option<Then>,
     },
     Remove {
         done: oneshot::Sender<Outcome>,
@@ -195,26 +225,67 @@ impl Record {
     /// Writes the record as it is now; returns once it is on disk (or failed to get there).
     /// Dropping the returned future does not withdraw the save.
     pub(super) async fn save(&self) -> Result<()> {
-        let finished = {
-            let current = self.lock();
-            let mut settling = self.settling();
-            settling.last_asked += 1;
-            let number = settling.last_asked;
-            mark_changes(&mut settling, &current, number);
-            let (done, finished) = oneshot::channel();
-            let job = Job::Save {
-                number,
-                record: Box::new(current.clone()),
-                done,
-            };
-            // Sent under both locks: the writer gets the saves in the order of their numbers.
-            if Writer::send(&self.writer, job).is_err() {
-                settling.pending.retain(|_, n| *n != number);
-                return Err(self.failed("writing", writer_gone()));
+        self.save_then(Reach::Disk, None).await
+    }
+
+    /// Writes the record as it is now; returns once it got as far as `reach` asks. `then`,
+    /// work on files that the change leaves unneeded, is done by the writer after it has
+    /// answered, on its thread: off the caller's way, and after the record (a crash between
+    /// the two leaves a file nothing reads, not a record naming a file that is gone).
+    pub(super) async fn save_then(&self, reach: Reach, then: Option<Then>) -> Result<()> {
+        let (_, done) = self.queue(reach, false, then)?;
+        self.outcome("writing", done.await)
+    }
+
+    /// Writes the record as it is now, for its caller to go on once it is written (a shim
+    /// that dies from then on reads it) and to wait for the disk later: an intent whose
+    /// flush runs beside the Docker call it announces.
+    pub(super) fn save_ahead(&self) -> Result<Ahead<'_>> {
+        let (written, done) = self.queue(Reach::Disk, true, None)?;
+        Ok(Ahead {
+            record: self,
+            written,
+            done,
+        })
+    }
+
+    /// Hands the record as it is now to the writer.
+    fn queue(
+        &self,
+        reach: Reach,
+        ahead: bool,
+        then: Option<Then>,
+    ) -> Result<(
+        Option<oneshot::Receiver<Outcome>>,
+        oneshot::Receiver<Outcome>,
+    )> {
+        let current = self.lock();
+        let mut settling = self.settling();
+        settling.last_asked += 1;
+        let number = settling.last_asked;
+        mark_changes(&mut settling, &current, number);
+        let (done, finished) = oneshot::channel();
+        let (written, on_written) = match ahead {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
             }
-            finished
+            false => (None, None),
         };
-        self.outcome("writing", finished.await)
+        let job = Job::Save {
+            number,
+            record: Box::new(current.clone()),
+            reach,
+            written,
+            done,
+            then,
+        };
+        // Sent under both locks: the writer gets the saves in the order of their numbers.
+        if Writer::send(&self.writer, job).is_err() {
+            settling.pending.retain(|_, n| *n != number);
+            return Err(self.failed("writing", writer_gone()));
+        }
+        Ok((on_written, finished))
     }
 
     /// The pod's state directory, for the files kept beside the record (log positions).
@@ -245,6 +316,28 @@ impl Record {
 
     fn failed(&self, doing: &str, e: io::Error) -> Error {
         Error::io(format!("{doing} {}", self.store.path().display()))(e)
+    }
+}
+
+/// A save in two steps (`Record::save_ahead`).
+pub(super) struct Ahead<'a> {
+    record: &'a Record,
+    written: Option<oneshot::Receiver<Outcome>>,
+    done: oneshot::Receiver<Outcome>,
+}
+
+impl Ahead<'_> {
+    /// Returns once the record is written (readers and a restarted shim read it).
+    pub(super) async fn written(&mut self) -> Result<()> {
+        match self.written.take() {
+            Some(written) => self.record.outcome("writing", written.await),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns once the record is on the disk.
+    pub(super) async fn done(self) -> Result<()> {
+        self.record.outcome("writing", self.done.await)
     }
 }
 
@@ -374,18 +467,30 @@ impl Drop for Unwinding<'_> {
     }
 }
 
-/// Writes the newest record of `saves` (each holds every change of the ones before it), then
-/// settles them all with its outcome.
+/// Writes the newest record of `saves` (each holds every change of the ones before it),
+/// flushes it unless every save of the batch asked for less, then settles them all with the
+/// outcome.
 fn write_batch(disk: &dyn Disk, settling: &Mutex<Settling>, settled: &Notify, saves: Vec<Job>) {
     let mut waiting = Vec::with_capacity(saves.len());
+    let mut written_waiting = Vec::new();
+    let mut after = Vec::new();
+    let mut reach = Reach::Kernel;
     let mut newest = None;
     for job in saves {
         if let Job::Save {
             number,
             record,
+            reach: asked,
+            written,
             done,
+            then,
         } = job
         {
+            after.extend(then);
+            if asked == Reach::Disk {
+                reach = Reach::Disk;
+            }
+            written_waiting.extend(written);
             waiting.push(done);
             newest = Some((number, record));
         }
@@ -393,7 +498,15 @@ fn write_batch(disk: &dyn Disk, settling: &Mutex<Settling>, settled: &Notify, sa
     let Some((number, record)) = newest else {
         return;
     };
-    let outcome: Outcome = disk.write(&record).map_err(Arc::new);
+    let wrote = disk.write(&record).map_err(Arc::new);
+    for written in written_waiting {
+        let _ = written.send(wrote.as_ref().map(|_| ()).map_err(Arc::clone));
+    }
+    let outcome: Outcome = match wrote {
+        Ok(Reached::Kernel) if reach == Reach::Disk => disk.sync().map_err(Arc::new),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
     {
         let mut settling = lock(settling);
         settling.settled = *record;
@@ -403,6 +516,9 @@ fn write_batch(disk: &dyn Disk, settling: &Mutex<Settling>, settled: &Notify, sa
     for done in waiting {
         // A caller that went away has nothing to be told.
         let _ = done.send(outcome.clone());
+    }
+    for then in after {
+        then();
     }
 }
 
@@ -443,10 +559,14 @@ mod tests {
     }
 
     impl Disk for Gated {
-        fn write(&self, record: &PodRecord) -> io::Result<()> {
+        fn write(&self, record: &PodRecord) -> io::Result<Reached> {
             self.entered.fetch_add(1, Ordering::SeqCst);
             self.gate.pass();
-            self.store.write(record)
+            self.store.write_ahead(record)
+        }
+
+        fn sync(&self) -> io::Result<()> {
+            self.store.sync()
         }
 
         fn remove(&self) -> io::Result<()> {
@@ -648,18 +768,120 @@ mod tests {
         assert!(f.record.reported().containers.contains_key("a"));
     }
 
+    /// A disk whose flushes wait at the gate (its writes go through), counting them.
+    struct SlowFlush {
+        store: Store,
+        gate: Arc<Gate>,
+        syncs: Arc<AtomicUsize>,
+    }
+
+    impl Disk for SlowFlush {
+        fn write(&self, record: &PodRecord) -> io::Result<Reached> {
+            self.store.write_ahead(record)
+        }
+
+        fn sync(&self) -> io::Result<()> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            self.gate.pass();
+            self.store.sync()
+        }
+
+        fn remove(&self) -> io::Result<()> {
+            self.store.remove()
+        }
+    }
+
+    /// A record whose journal is in place (its saves are frames, not compactions) on a disk
+    /// whose flushes are held at the gate.
+    fn slow_flush() -> (tempfile::TempDir, Record, Arc<Gate>, Arc<AtomicUsize>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        store.save(&PodRecord::default()).expect("first save");
+        store.idle();
+        let gate = Arc::new(Gate::default());
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let disk = SlowFlush {
+            store: store.clone(),
+            gate: gate.clone(),
+            syncs: syncs.clone(),
+        };
+        let record = Record::with_disk(store, disk, PodRecord::default());
+        (dir, record, gate, syncs)
+    }
+
+    /// An intent is written (a restarted shim reads it) before its caller goes on to Docker,
+    /// and its flush runs meanwhile: the caller waits for it only when it asks.
+    #[tokio::test]
+    async fn a_save_ahead_is_read_back_before_it_is_flushed() {
+        let (dir, record, gate, syncs) = slow_flush();
+        gate.set(true);
+        record
+            .lock()
+            .intents
+            .insert("c1".into(), dockpod_proto::pod_record::Intent::Remove);
+        let mut saving = record.save_ahead().expect("queued");
+        saving.written().await.expect("written");
+        let read = Store::new(dir.path()).load().expect("load").expect("saved");
+        assert!(read.intents.contains_key("c1"), "a restarted shim reads it");
+        let mut done = Box::pin(saving.done());
+        assert!(still_waiting(&mut done).await, "the flush is held");
+        gate.set(false);
+        done.await.expect("flushed");
+        assert_eq!(syncs.load(Ordering::SeqCst), 1);
+    }
+
+    /// A save the disk already implies is answered and reported once written, without a
+    /// flush; the work that goes with it is done after it.
+    #[tokio::test]
+    async fn a_save_the_disk_implies_is_not_waited_for_on_the_disk() {
+        let (dir, record, gate, syncs) = slow_flush();
+        gate.set(true);
+        record
+            .lock()
+            .containers
+            .insert("a".into(), container("a", ContainerState::ContainerExited));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let then: Then = Box::new({
+            let ran = ran.clone();
+            move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        tokio::time::timeout(
+            // Generous: only a save that waited for the held flush would take it.
+            Duration::from_secs(30),
+            record.save_then(Reach::Kernel, Some(then)),
+        )
+        .await
+        .expect("answered without the flush")
+        .expect("written");
+        assert!(record.reported().containers.contains_key("a"));
+        let read = Store::new(dir.path()).load().expect("load").expect("saved");
+        assert!(read.containers.contains_key("a"));
+        // The work after the save runs on the writer's thread once it has answered.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ran.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "never ran");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(syncs.load(Ordering::SeqCst), 0, "no flush was asked for");
+        gate.set(false);
+    }
+
     /// Removal comes after every save asked for before it.
     #[tokio::test]
     async fn removal_follows_the_saves_before_it() {
         let f = start(PodRecord::default());
         f.record.lock().ready = true;
         let (saved, removed) = tokio::join!(f.record.save(), f.record.remove());
+        let aside = dockpod_proto::layout::removed_pod_dir(f.dir.path());
+        let record = std::fs::read(aside.join(dockpod_proto::layout::STATE_FILE));
+        let _ = std::fs::remove_dir_all(&aside);
         saved.expect("save");
         removed.expect("remove");
-        assert!(!f
-            .dir
-            .path()
-            .join(dockpod_proto::layout::STATE_FILE)
-            .exists());
+        assert!(!f.dir.path().exists(), "the pod's directory is gone");
+        let record: PodRecord =
+            serde_json::from_slice(&record.expect("renamed aside whole")).expect("a record");
+        assert!(record.ready, "the save was written before the removal");
     }
 }

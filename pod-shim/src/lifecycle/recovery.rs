@@ -128,7 +128,9 @@ impl Pod {
         for id in &plan.unfinished_removals {
             tracing::warn!(container = %id, "finishing a removal that was cut");
             self.engine.remove(id).await?;
-            self.forget_container(id).await?;
+            // Its intent was read back, not necessarily from the disk (the kernel kept the
+            // frames of a shim that died): this save goes to the disk itself.
+            self.forget_container(id, false).await?;
         }
         let settled = {
             let mut r = self.record();

@@ -947,3 +947,62 @@ async fn a_stopped_shim_leaves_its_record_whole_in_state_json() {
     );
     remove_pod(&mut rt, &id).await;
 }
+
+/// RemovePodSandbox renames the pod's directory aside in one step and answers; the front
+/// deletes it once the shim has exited. A shim that no front retires stops by itself, and the
+/// next front deletes what was left aside.
+#[tokio::test]
+async fn a_removed_pods_directory_left_aside_is_deleted_by_the_next_front() {
+    let mut front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("aside", logs.path());
+    let id = run_pod(&mut rt, &config).await;
+    let shim = shim_pid(&mut rt, &id).await;
+    let socket = front.shim_socket();
+    front.kill().await;
+    // Straight to the shim, with no front to retire it.
+    let mut direct =
+        runtime_service_client::RuntimeServiceClient::new(dockpod_proto::sockets::channel(&socket));
+    direct
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    let pods_dir = front.root_dir().join("pods");
+    let left = dockpod_tests::list_dir(&pods_dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        dockpod_proto::layout::removed_pod(&left[0]).is_some(),
+        "the pod's directory is renamed aside: {left:?}"
+    );
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
+    wait_until(
+        "the removed pod's shim stops by itself",
+        Duration::from_secs(60),
+        || {
+            let gone = !procs::alive(shim);
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+    front.restart().await;
+    wait_until(
+        "the next front deletes the directory",
+        Duration::from_secs(60),
+        || {
+            let empty = dockpod_tests::list_dir(&pods_dir).is_empty();
+            async move { empty.then_some(()) }
+        },
+    )
+    .await;
+    let listed = front
+        .runtime()
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+}
