@@ -57,8 +57,8 @@ impl Supervisor {
         };
         for entry in entries.filter_map(|e| e.ok()) {
             if let Some(shim_id) = entry.file_name().to_str().and_then(layout::removed_pod) {
-                // A pod removed while the previous front ran, whose shim was gone before that
-                // front deleted what it left.
+                // A pod removed while the previous front ran, which died before it deleted
+                // what the pod left (its shim, if it still runs, stops by itself).
                 tracing::info!(shim = %shim_id, "deleting a removed pod's directory");
                 if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                     tracing::warn!(dir = %entry.path().display(), error = %e, "deleting a removed pod's directory");
