@@ -54,17 +54,13 @@ impl Store {
 
     /// `save` without the context, for a caller that tells several waiters of one outcome.
     pub fn write(&self, record: &PodRecord) -> std::io::Result<()> {
-        match self.write_ahead(record)? {
-            Reached::Disk => Ok(()),
-            Reached::Kernel => self.sync(),
-        }
+        self.journal().save(&json(record)?)
     }
 
     /// The record written where every reader, and a shim that restarts after this one
     /// died, reads it; on the disk once `sync` returns (or at once, when `Reached::Disk`).
     pub fn write_ahead(&self, record: &PodRecord) -> std::io::Result<Reached> {
-        let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        self.journal().write(&bytes)
+        self.journal().write(&json(record)?)
     }
 
     /// Puts every record written so far on the disk.
@@ -93,7 +89,8 @@ impl Store {
     }
 
     /// The journal's writer. A writer that panicked holding it left no frame half-counted
-    /// (where frames end is set only once one is durable), so a poisoned lock is used.
+    /// (where frames end is set only once a frame is whole in the file), so a poisoned lock
+    /// is used.
     fn journal(&self) -> MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -128,6 +125,11 @@ impl Store {
             other => other,
         }
     }
+}
+
+/// The record as the journal holds it.
+fn json(record: &PodRecord) -> std::io::Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

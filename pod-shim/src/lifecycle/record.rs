@@ -265,13 +265,7 @@ impl Record {
         let number = settling.last_asked;
         mark_changes(&mut settling, &current, number);
         let (done, finished) = oneshot::channel();
-        let (written, on_written) = match ahead {
-            true => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
+        let (written, on_written) = ahead.then(oneshot::channel).unzip();
         let job = Job::Save {
             number,
             record: Box::new(current.clone()),
