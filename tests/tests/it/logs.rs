@@ -362,3 +362,51 @@ async fn a_tty_line_of_100_mib_is_cut_into_partial_records_in_bounded_memory() {
     );
     remove_pod(&mut rt, &id).await;
 }
+
+/// A container's log checkpoint (where its follower is in Docker's log, in the pod's state
+/// directory) goes with the container: RemoveContainer's save forgets it, and the record's
+/// writer unlinks the file right after.
+#[tokio::test]
+async fn a_removed_containers_log_checkpoint_goes_with_it() {
+    let front = Front::start(&[]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let pod = pod_config("checkpoint", logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    let c = run_container(
+        &mut rt,
+        &id,
+        &pod,
+        container_config("count", &["sh", "-c", COUNTER]),
+    )
+    .await;
+    let pods = dockpod_tests::list_dir(&front.root_dir().join("pods"));
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let checkpoint = front
+        .root_dir()
+        .join("pods")
+        .join(&pods[0])
+        .join("logs")
+        .join(format!("{c}.json"));
+    wait_until("the container's log checkpoint", SECS, || {
+        let there = checkpoint.exists();
+        async move { there.then_some(()) }
+    })
+    .await;
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(RemoveContainerRequest { container_id: c })
+        .await
+        .expect("RemoveContainer");
+    // Unlinked just after the answer, by the writer that saved the removal.
+    wait_until("the log checkpoint's removal", SECS, || {
+        let gone = !checkpoint.exists();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    remove_pod(&mut rt, &id).await;
+}
