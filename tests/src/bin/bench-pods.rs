@@ -1,7 +1,8 @@
 //! Pod benchmark, from one run on this machine:
 //! - every call of a pod's life through dockpod (a CNI network: bridge, firewall, portmap),
-//!   one pod at a time, beside its floor: the same Docker requests made with bollard and the
-//!   same CNI plugin chain run directly, no dockpod in between, interleaved pod by pod (each
+//!   one pod at a time, beside its floor: the same Docker requests (the container bodies the
+//!   shim's own `spec` builds) made with bollard and the same CNI plugin chain run directly,
+//!   no dockpod in between, interleaved pod by pod (each
 //!   going first every other pod) so both see the same machine; medians and the ratio;
 //! - ListPodSandbox and ListContainers latency with 10, 110 (the kubelet's default maximum)
 //!   and 250 pods, and the CPU the front and every shim use while a client relists once a
@@ -28,18 +29,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::cri::*;
+use dockpod_proto::engine_api::ApiVersion;
 use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::{container_config, create_container, pod_config, run_pod, start};
 use dockpod_tests::docker::{docker, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
+use pod_shim::host::Host;
+use pod_shim::spec::{self, Context};
 use tonic::transport::Channel;
 
 /// The calls of a pod's life, in the order they are made.
@@ -142,25 +146,77 @@ async fn dockpod_pod(
     .expect("RemovePodSandbox");
 }
 
+/// What the floor asks of Docker: the sandbox and container bodies dockpod's shim sends for
+/// the same pod and container (built by the shim's own `spec`, for a pod of the floor's
+/// under an instance label of its own), so each call's ratio compares the same Docker work.
+struct Floor {
+    api: ApiVersion,
+    host: Host,
+    logs: PathBuf,
+}
+
+/// A pod of the floor's: its configuration and the shim ID its containers are labelled with.
+struct FloorConfig {
+    pod: PodSandboxConfig,
+    shim_id: String,
+}
+
+impl Floor {
+    async fn new(logs: &std::path::Path) -> Floor {
+        Floor {
+            api: dockpod_tests::docker::api_version().await,
+            host: Host::detect(),
+            logs: logs.to_path_buf(),
+        }
+    }
+
+    fn pod(&self) -> FloorConfig {
+        FloorConfig {
+            pod: pod_config("floor", &self.logs),
+            shim_id: dockpod_tests::unique("floor-shim"),
+        }
+    }
+
+    fn ctx<'a>(&self, pod: &'a FloorConfig) -> Context<'a> {
+        Context {
+            instance: "dockpod-bench-floor",
+            shim_id: &pod.shim_id,
+            host: self.host,
+            cni: true,
+            api: self.api,
+            runtime_handler: String::new(),
+            cdi: false,
+        }
+    }
+
+    fn sandbox(&self, pod: &FloorConfig) -> (String, ContainerCreateBody) {
+        spec::sandbox(&self.ctx(pod), &pod.pod, PAUSE_IMAGE).expect("the sandbox's body")
+    }
+
+    fn container(&self, pod: &FloorConfig, sandbox: &str) -> (String, ContainerCreateBody) {
+        let app = container_config("app", &["sleep", "3600"]);
+        spec::container(&self.ctx(pod), sandbox, &pod.pod, &app, TOOL_IMAGE)
+            .expect("the container's body")
+    }
+}
+
 /// The floor's RunPodSandbox: the sandbox container created and started, and its network
 /// added by the CNI chain run directly (off the runtime's threads: libcni runs the plugins
 /// as processes). Its ID, network namespace and the chain's result.
-async fn floor_sandbox(docker: &Docker, net: &Arc<CniNet>) -> (String, String, serde_json::Value) {
+async fn floor_sandbox(
+    docker: &Docker,
+    net: &Arc<CniNet>,
+    floor: &Floor,
+    pod: &FloorConfig,
+) -> (String, String, serde_json::Value) {
+    let (name, body) = floor.sandbox(pod);
     let sandbox = docker
         .create_container(
             Some(CreateContainerOptions {
-                name: Some(dockpod_tests::unique("bench-floor-pod")),
+                name: Some(name),
                 ..Default::default()
             }),
-            ContainerCreateBody {
-                image: Some(PAUSE_IMAGE.into()),
-                host_config: Some(HostConfig {
-                    network_mode: Some("none".into()),
-                    ipc_mode: Some("shareable".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            body,
         )
         .await
         .expect("docker create sandbox")
@@ -194,26 +250,16 @@ fn removal() -> Option<RemoveContainerOptions> {
     })
 }
 
-/// The floor's CreateContainer: a container in the sandbox's namespaces.
-async fn floor_create(docker: &Docker, sandbox: &str) -> String {
-    let shared = format!("container:{sandbox}");
+/// The floor's CreateContainer: the pod's container in the sandbox's namespaces.
+async fn floor_create(docker: &Docker, floor: &Floor, pod: &FloorConfig, sandbox: &str) -> String {
+    let (name, body) = floor.container(pod, sandbox);
     docker
         .create_container(
             Some(CreateContainerOptions {
-                name: Some(dockpod_tests::unique("bench-floor-app")),
+                name: Some(name),
                 ..Default::default()
             }),
-            ContainerCreateBody {
-                image: Some(TOOL_IMAGE.into()),
-                entrypoint: Some(vec!["sleep".into(), "3600".into()]),
-                host_config: Some(HostConfig {
-                    network_mode: Some(shared.clone()),
-                    ipc_mode: Some(shared.clone()),
-                    pid_mode: Some(shared),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            body,
         )
         .await
         .expect("docker create")
@@ -222,9 +268,11 @@ async fn floor_create(docker: &Docker, sandbox: &str) -> String {
 
 /// The same pod's life with no runtime: Docker's requests through bollard, the CNI chain run
 /// directly.
-async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, times: &mut Times) {
-    let (sandbox, netns, added) = timed(times, CALLS[0], floor_sandbox(docker, net)).await;
-    let c = timed(times, CALLS[1], floor_create(docker, &sandbox)).await;
+async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, floor: &Floor, times: &mut Times) {
+    let pod = floor.pod();
+    let (sandbox, netns, added) =
+        timed(times, CALLS[0], floor_sandbox(docker, net, floor, &pod)).await;
+    let c = timed(times, CALLS[1], floor_create(docker, floor, &pod, &sandbox)).await;
     timed(times, CALLS[2], docker.start_container(&c, None))
         .await
         .expect("docker start");
@@ -295,6 +343,7 @@ async fn lifecycle() {
     let (net, front) = cni_front().await;
     let logs = tempfile::tempdir().expect("log dir");
     let docker = docker().await;
+    let at_floor = Floor::new(logs.path()).await;
     let mut rt = front.runtime();
     let (mut through, mut floor) = (Times::new(), Times::new());
     for i in 0..pods {
@@ -303,9 +352,9 @@ async fn lifecycle() {
         // say) then weighs on both alike.
         if i % 2 == 0 {
             dockpod_pod(&mut rt, &config, &mut through).await;
-            floor_pod(&docker, &net, &mut floor).await;
+            floor_pod(&docker, &net, &at_floor, &mut floor).await;
         } else {
-            floor_pod(&docker, &net, &mut floor).await;
+            floor_pod(&docker, &net, &at_floor, &mut floor).await;
             dockpod_pod(&mut rt, &config, &mut through).await;
         }
     }
@@ -437,12 +486,17 @@ struct FloorPod {
 const PHASES: [&str; 3] = ["sandbox (+network)", "create", "start"];
 
 /// A pod started at the floor, with what each phase took.
-async fn floor_up(docker: Docker, net: Arc<CniNet>) -> (FloorPod, [Duration; 3]) {
+async fn floor_up(
+    docker: Docker,
+    net: Arc<CniNet>,
+    floor: Arc<Floor>,
+) -> (FloorPod, [Duration; 3]) {
+    let pod = floor.pod();
     let t = Instant::now();
-    let (sandbox, netns, added) = floor_sandbox(&docker, &net).await;
+    let (sandbox, netns, added) = floor_sandbox(&docker, &net, &floor, &pod).await;
     let sandboxed = t.elapsed();
     let t = Instant::now();
-    let app = floor_create(&docker, &sandbox).await;
+    let app = floor_create(&docker, &floor, &pod, &sandbox).await;
     let created = t.elapsed();
     let t = Instant::now();
     docker
@@ -598,6 +652,7 @@ async fn bursts() {
     let (net, front) = cni_front().await;
     let logs = tempfile::tempdir().expect("log dir");
     let docker = docker().await;
+    let at_floor = Arc::new(Floor::new(logs.path()).await);
     let rt = front.runtime();
     for n in sizes {
         let (mut through, mut floor) = (Burst::default(), Burst::default());
@@ -611,7 +666,7 @@ async fn bursts() {
                 let down = |pod| dockpod_down(rt.clone(), pod);
                 burst_round(n, up, down, &mut through).await;
             } else {
-                let up = |_| floor_up(docker.clone(), net.clone());
+                let up = |_| floor_up(docker.clone(), net.clone(), at_floor.clone());
                 let down = |pod| floor_down(docker.clone(), net.clone(), pod);
                 burst_round(n, up, down, &mut floor).await;
             }
