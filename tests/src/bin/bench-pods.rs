@@ -4,6 +4,9 @@
 //!   shim's own `spec` builds) made with bollard and the same CNI plugin chain run directly,
 //!   no dockpod in between, interleaved pod by pod (each
 //!   going first every other pod) so both see the same machine; medians and the ratio;
+//! - what the runtime's hops cost apart from Docker's work: ContainerStatus through the front
+//!   and the shim, and straight to the shim, beside a Docker inspection, back to back and
+//!   after an idle pause (`BENCH_HOPS=0` skips it);
 //! - ListPodSandbox and ListContainers latency with 10, 110 (the kubelet's default maximum)
 //!   and 250 pods, and the CPU the front and every shim use while a client relists once a
 //!   second, as the kubelet does;
@@ -373,6 +376,86 @@ async fn lifecycle() {
     }
 }
 
+/// ContainerStatus calls timed per way and pace in `hops`.
+const HOP_CALLS: usize = 200;
+/// The pause before each call at the idle pace: longer than any spin of the processes
+/// involved, so each call finds them asleep, as a lifecycle call does after Docker's work.
+const HOP_IDLE: Duration = Duration::from_millis(10);
+
+/// What the runtime's own hops cost, apart from Docker's work: ContainerStatus (answered
+/// from the shim's memory) through the front and its shim, and straight to the shim's
+/// socket, beside Docker's inspection of the same container; each back to back and after an
+/// idle pause, alternating call by call.
+async fn hops() {
+    if env_number("BENCH_HOPS", 1) == 0 || env_number("BENCH_PODS", 40) == 0 {
+        return;
+    }
+    let front = Front::start(&["--log-level", "warn"]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let config = pod_config("hops", logs.path());
+    let pod = run_pod(&mut rt, &config).await;
+    let app = container_config("app", &["sleep", "3600"]);
+    let c = create_container(&mut rt, &pod, &config, app)
+        .await
+        .expect("CreateContainer");
+    let mut direct =
+        RuntimeServiceClient::new(dockpod_proto::sockets::channel(&front.shim_socket()));
+    let docker = docker().await;
+    let request = || ContainerStatusRequest {
+        container_id: c.clone(),
+        verbose: false,
+    };
+    println!("one call's hops: ContainerStatus, {HOP_CALLS} calls each, alternating; medians");
+    println!(
+        "{:<28} {:>14} {:>14} {:>14}",
+        "pace", "front + shim", "shim alone", "docker inspect"
+    );
+    for (pace, pause) in [("back to back", None), ("after 10 ms idle", Some(HOP_IDLE))] {
+        let mut times = Times::new();
+        for _ in 0..HOP_CALLS {
+            for way in ["front", "shim", "docker"] {
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+                let t = Instant::now();
+                match way {
+                    "front" => drop(rt.container_status(request()).await.expect("via the front")),
+                    "shim" => drop(
+                        direct
+                            .container_status(request())
+                            .await
+                            .expect("to the shim"),
+                    ),
+                    _ => drop(
+                        docker
+                            .inspect_container(&c, None)
+                            .await
+                            .expect("docker inspect"),
+                    ),
+                }
+                times.entry(way).or_default().push(t.elapsed());
+            }
+        }
+        println!(
+            "{pace:<28} {:>11.3} ms {:>11.3} ms {:>11.3} ms",
+            median(&times["front"]),
+            median(&times["shim"]),
+            median(&times["docker"]),
+        );
+    }
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+}
+
 /// Calls of each list timed at each pod count.
 const LIST_CALLS: usize = 100;
 /// How long the CPU of the front and the shims is measured while a client relists.
@@ -400,6 +483,7 @@ async fn main() {
     let contention = std::env::var("BENCH_CONTENTION").is_ok_and(|v| v == "1");
     let writer = contention.then(Writer::start);
     lifecycle().await;
+    hops().await;
     bursts().await;
     lists_and_memory().await;
     if let Some(writer) = writer {
