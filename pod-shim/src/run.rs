@@ -43,7 +43,12 @@ pub async fn run(
     let store = Store::new(&config.state_dir);
     let engine =
         crate::docker::Engine::connect(&config.docker_endpoint, config.docker_api_version).await?;
-    let record = match (store.load()?, &config.adopt) {
+    let saved = store.load()?;
+    // A shim asks Docker for nothing before its record holds the intent (and a container
+    // is adopted only with its record saved): with no record on the disk, no container
+    // carries this shim's label, and there is nothing to reconcile.
+    let fresh = saved.is_none() && config.adopt.is_none();
+    let record = match (saved, &config.adopt) {
         (Some(record), _) => record,
         (None, Some(sandbox)) => {
             let record = crate::adopt::record(
@@ -76,15 +81,18 @@ pub async fn run(
         return pod.abandon().await.map_err(anyhow::Error::from);
     }
     // In a task of its own, so a Docker that is down does not hold back serving; it
-    // holds the pod lock, so no create of this shim interleaves with it.
-    tasks.spawn({
-        let pod = pod.clone();
-        async move {
-            if let Err(e) = pod.reconcile().await {
-                tracing::warn!(error = %e, "reconciling the record with Docker");
+    // holds the pod lock, so no create of this shim interleaves with it. A fresh pod's
+    // RunPodSandbox does not wait for it.
+    if !fresh {
+        tasks.spawn({
+            let pod = pod.clone();
+            async move {
+                if let Err(e) = pod.reconcile().await {
+                    tracing::warn!(error = %e, "reconciling the record with Docker");
+                }
             }
-        }
-    });
+        });
+    }
     if let Some(dir) = config.socket.parent() {
         dockpod_proto::files::ensure_dir(dir, 0o700)?;
     }

@@ -58,18 +58,17 @@ impl Pod {
             ..self.ctx()
         };
         let (name, body) = spec::sandbox(&ctx, &config, &self.sandbox_image)?;
-        if self
-            .engine
-            .inspect_image(&self.sandbox_image)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(format!(
-                "sandbox image {} is not present (contrib/setup.sh builds the default one)",
-                self.sandbox_image
-            )));
-        }
-        let id = self.create_named(&name, body).await?;
+        // The front made sure of the image (pulled it if missing); one removed since is
+        // Docker's "No such image" at create.
+        let id = match self.create_named(&name, body).await {
+            Err(e) if e.is_missing_image() => {
+                return Err(Error::NotFound(format!(
+                    "sandbox image {} is not present (contrib/setup.sh builds the default one)",
+                    self.sandbox_image
+                )))
+            }
+            created => created?,
+        };
         match self.start_sandbox(&id, config, runtime_handler).await {
             Ok(()) => Ok(id),
             Err(e) => {

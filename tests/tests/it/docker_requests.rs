@@ -159,6 +159,17 @@ async fn a_new_pods_shim_speaks_the_api_version_the_front_negotiated_without_ask
         !asked.contains_key("GET /version"),
         "the pod's shim asked Docker its version: {asked:?}"
     );
+    // The front makes sure of the sandbox image, once; a new pod's shim, which has made
+    // nothing yet, has nothing to reconcile with Docker's containers.
+    assert_eq!(
+        asked.get(&format!("GET /images/{PAUSE_IMAGE}/json")),
+        Some(&1),
+        "{asked:?}"
+    );
+    assert!(
+        !asked.contains_key("GET /containers/json"),
+        "a new pod's shim listed Docker's containers: {asked:?}"
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use dockpod_proto::cri::*;
 use dockpod_proto::labels;
 use dockpod_tests::cri::*;
-use dockpod_tests::docker::{docker, instance_containers};
+use dockpod_tests::docker::{docker, instance_containers, ImageRefs, PAUSE_IMAGE};
+use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
 use dockpod_tests::wait::wait_until;
@@ -997,6 +998,80 @@ async fn a_removed_pods_directory_left_aside_is_deleted_by_the_next_front() {
         },
     )
     .await;
+    let listed = front
+        .runtime()
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+/// A sandbox image removed between the front's check and the sandbox's create is Docker's
+/// "No such image" at create: NotFound naming the image, and nothing left behind.
+#[tokio::test]
+async fn a_sandbox_image_removed_before_its_create_is_not_found() {
+    let docker = docker().await;
+    let mut refs = ImageRefs::default();
+    let repo = format!("localhost/dockpod/{}", dockpod_tests::unique("gone-pause"));
+    let image = format!("{repo}:1");
+    docker
+        .tag_image(
+            PAUSE_IMAGE,
+            Some(bollard::query_parameters::TagImageOptions {
+                repo: Some(repo),
+                tag: Some("1".into()),
+            }),
+        )
+        .await
+        .expect("tag the pause image");
+    refs.track(&image);
+    let proxy = DockerProxy::start();
+    let front = Front::start(&[
+        "--docker-endpoint",
+        &proxy.endpoint(),
+        "--pod-infra-container-image",
+        &image,
+    ])
+    .await;
+    let held = Gate::new();
+    proxy.once("POST", "/containers/create", Fault::Hold(held.clone()));
+    let logs = tempfile::tempdir().expect("log dir");
+    let run = tokio::spawn({
+        let (mut rt, config) = (front.runtime(), pod_config("gone-pause", logs.path()));
+        async move {
+            rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+        }
+    });
+    wait_until("the sandbox's create held", Duration::from_secs(60), || {
+        let held = proxy
+            .seen()
+            .iter()
+            .any(|s| s.method == "POST" && s.path == "/containers/create");
+        async move { held.then_some(()) }
+    })
+    .await;
+    docker
+        .remove_image(
+            &image,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await
+        .expect("untag the image");
+    held.open();
+    let err = run
+        .await
+        .expect("join")
+        .expect_err("the sandbox image is gone");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(&image), "{err:?}");
+    assert!(instance_containers(&front.instance_id()).await.is_empty());
     let listed = front
         .runtime()
         .list_pod_sandbox(ListPodSandboxRequest::default())
