@@ -114,12 +114,17 @@ impl Cni {
         attachment.file = self.record_path(&network.name);
         // Recorded before the first plugin runs, so that a shim dying half-way through still
         // knows what to delete.
-        self.save(&attachment).await?;
+        let mut flushing = self.write(&attachment).await?;
         let mut partial = None;
-        match self.add_chain(&attachment, netns, &mut partial).await {
+        let added = self
+            .add_chain(&attachment, netns, &mut partial, &mut flushing)
+            .await;
+        // The record of the whole chain (the last one written) is on the disk before the
+        // network is reported.
+        let flushed = flushing.done().await;
+        match added.and_then(|result| flushed.map(|()| result)) {
             Ok(result) => {
                 attachment.result = Some(result);
-                self.save(&attachment).await?;
                 Ok(attachment)
             }
             Err(e) => {
@@ -134,12 +139,14 @@ impl Cni {
         }
     }
 
-    /// Runs ADD through the chain; `prev` holds the result as far as the chain got.
+    /// Runs ADD through the chain; `prev` holds the result as far as the chain got, and
+    /// `flushing` the last record written, recording it.
     async fn add_chain(
         &self,
         a: &Attachment,
         netns: &str,
         prev: &mut Option<Value>,
+        flushing: &mut Flushing,
     ) -> Result<Value> {
         for plugin in &a.plugins {
             self.negotiate(a, plugin_type(plugin)?).await?;
@@ -158,12 +165,15 @@ impl Cni {
             *prev = Some(result);
             // Recorded as far as the chain got, so that the DEL after a shim died half-way
             // hands the plugins the IPs they acted on (the firewall plugin finds its rules
-            // by them).
+            // by them). The record before it was flushed while the plugin ran.
             let partial = Attachment {
                 result: prev.clone(),
                 ..a.clone()
             };
-            self.save(&partial).await?;
+            std::mem::replace(flushing, Flushing::done_already())
+                .done()
+                .await?;
+            *flushing = self.write(&partial).await?;
         }
         prev.clone()
             .ok_or_else(|| Error::Network("the CNI network has no plugins".into()))
@@ -244,15 +254,23 @@ impl Cni {
             .await
     }
 
-    async fn save(&self, a: &Attachment) -> Result<()> {
+    /// Writes the record into place (a shim that dies from then on leaves it to the DEL) and
+    /// starts its flush, which runs beside the plugin that comes next.
+    async fn write(&self, a: &Attachment) -> Result<Flushing> {
         let data = serde_json::to_vec(a)
             .map_err(|e| Error::Network(format!("encoding the CNI record: {e}")))?;
         let file = a.file.clone();
-        on_disk(move || {
-            dockpod_proto::files::atomic_write(&file, &data, 0o600)
+        let replaced = on_disk(move || {
+            dockpod_proto::files::replace_for_flush(&file, &data, 0o600)
                 .map_err(Error::io(format!("writing {}", file.display())))
         })
-        .await
+        .await?;
+        let file = a.file.clone();
+        Ok(Flushing(Some(tokio::task::spawn_blocking(move || {
+            replaced
+                .flush()
+                .map_err(Error::io(format!("flushing {}", file.display())))
+        }))))
     }
 
     fn record_path(&self, network_name: &str) -> PathBuf {
@@ -485,6 +503,25 @@ impl Attachment {
     }
 }
 
+/// A record's flush under way on the blocking pool (`Cni::write`).
+struct Flushing(Option<tokio::task::JoinHandle<Result<()>>>);
+
+impl Flushing {
+    fn done_already() -> Flushing {
+        Flushing(None)
+    }
+
+    /// Returns once the record is on the disk, or why it is not.
+    async fn done(self) -> Result<()> {
+        match self.0 {
+            Some(flush) => flush
+                .await
+                .map_err(|e| Error::Network(format!("flushing a CNI record: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
 /// Runs work on the records' files on the blocking pool, so that the shim's thread never
 /// waits on the disk they are on.
 async fn on_disk<T: Send + 'static>(
@@ -521,6 +558,14 @@ fn read_attachment(path: &Path) -> Result<Option<Attachment>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
     };
+    if data.is_empty() {
+        // Written and renamed into place, then cut by a crash of the machine before its
+        // flush, which ran beside the plugin it came before: the network namespace and the
+        // plugins' rules did not outlive that crash either (an address the IPAM plugin
+        // stored may stay taken, as after libcni's own cache, which is never flushed).
+        tracing::warn!(path = %path.display(), "an empty CNI record, cut before its flush: nothing to delete by it");
+        return Ok(None);
+    }
     let mut attachment = parse_attachment(&data)
         .map_err(|e| Error::Network(format!("damaged CNI record {}: {e}", path.display())))?;
     attachment.file = path.to_path_buf();
@@ -891,6 +936,21 @@ mod tests {
         );
     }
 
+    /// A record a crash of the machine left empty (renamed into place, never flushed) is
+    /// no record, and the clean-up goes on; one that is damaged otherwise is an error.
+    #[tokio::test]
+    async fn an_empty_record_is_none_and_a_damaged_one_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cni = cni_in(dir.path());
+        std::fs::create_dir_all(&cni.records_dir).expect("mkdir");
+        let empty = cni.record_path("net");
+        std::fs::write(&empty, b"").expect("write");
+        assert!(cni.recorded().await.expect("read").is_empty());
+        std::fs::write(&empty, b"{\"cniVersion\": ").expect("write");
+        let err = cni.recorded().await.expect_err("damaged");
+        assert!(err.to_string().contains("damaged CNI record"), "{err}");
+    }
+
     #[tokio::test]
     async fn reads_libcnis_cache_as_cri_dockerd_left_it() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -973,7 +1033,8 @@ mod tests {
             Attachment::new(&network, "sb", &PodSandboxConfig::default(), "").expect("attachment");
         a.file = cni.record_path("pods");
         a.result = Some(json!({"ips": [{"address": "10.1.0.9/24"}]}));
-        cni.save(&a).await.expect("save");
+        let flushing = cni.write(&a).await.expect("write");
+        flushing.done().await.expect("flush");
         assert!(!dir.path().join("libcni").exists());
         let back = cni.load("pods", "sb").await.expect("load").expect("found");
         assert_eq!(back.ips(), vec!["10.1.0.9"]);
