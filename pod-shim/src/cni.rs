@@ -140,7 +140,7 @@ impl Cni {
     }
 
     /// Runs ADD through the chain; `prev` holds the result as far as the chain got, and
-    /// `flushing` the last record written, recording it.
+    /// `flushing` the flush of the last record written (each plugin's result is recorded).
     async fn add_chain(
         &self,
         a: &Attachment,
