@@ -41,7 +41,9 @@ use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::cri::*;
 use dockpod_proto::engine_api::ApiVersion;
 use dockpod_tests::cni::CniNet;
-use dockpod_tests::cri::{container_config, create_container, pod_config, run_pod, start};
+use dockpod_tests::cri::{
+    container_config, create_container, pod_config, remove_pod, run_pod, start,
+};
 use dockpod_tests::docker::{docker, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
@@ -444,16 +446,7 @@ async fn hops() {
             median(&times["docker"]),
         );
     }
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .expect("StopPodSandbox");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .expect("RemovePodSandbox");
+    remove_pod(&mut rt, &pod).await;
 }
 
 /// Calls of each list timed at each pod count.

@@ -998,14 +998,7 @@ async fn a_removed_pods_directory_left_aside_is_deleted_by_the_next_front() {
         },
     )
     .await;
-    let listed = front
-        .runtime()
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .expect("ListPodSandbox")
-        .into_inner()
-        .items;
-    assert!(listed.is_empty(), "{listed:?}");
+    assert_no_pods(&front).await;
 }
 
 /// A sandbox image removed between the front's check and the sandbox's create is Docker's
@@ -1072,12 +1065,11 @@ async fn a_sandbox_image_removed_before_its_create_is_not_found() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains(&image), "{err:?}");
     assert!(instance_containers(&front.instance_id()).await.is_empty());
-    let listed = front
-        .runtime()
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .expect("ListPodSandbox")
-        .into_inner()
-        .items;
+    assert_no_pods(&front).await;
+}
+
+/// The front lists no pod.
+async fn assert_no_pods(front: &Front) {
+    let listed = pod_ids(front.runtime(), PodSandboxFilter::default()).await;
     assert!(listed.is_empty(), "{listed:?}");
 }
