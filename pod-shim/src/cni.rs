@@ -170,9 +170,7 @@ impl Cni {
                 result: prev.clone(),
                 ..a.clone()
             };
-            std::mem::replace(flushing, Flushing::done_already())
-                .done()
-                .await?;
+            flushing.done().await?;
             *flushing = self.write(&partial).await?;
         }
         prev.clone()
@@ -503,17 +501,13 @@ impl Attachment {
     }
 }
 
-/// A record's flush under way on the blocking pool (`Cni::write`).
+/// A record's flush under way on the blocking pool (`Cni::write`), until it is waited for.
 struct Flushing(Option<tokio::task::JoinHandle<Result<()>>>);
 
 impl Flushing {
-    fn done_already() -> Flushing {
-        Flushing(None)
-    }
-
-    /// Returns once the record is on the disk, or why it is not.
-    async fn done(self) -> Result<()> {
-        match self.0 {
+    /// Returns once the record is on the disk, or why it is not (the first time it is asked).
+    async fn done(&mut self) -> Result<()> {
+        match self.0.take() {
             Some(flush) => flush
                 .await
                 .map_err(|e| Error::Network(format!("flushing a CNI record: {e}")))?,
@@ -1033,7 +1027,7 @@ mod tests {
             Attachment::new(&network, "sb", &PodSandboxConfig::default(), "").expect("attachment");
         a.file = cni.record_path("pods");
         a.result = Some(json!({"ips": [{"address": "10.1.0.9/24"}]}));
-        let flushing = cni.write(&a).await.expect("write");
+        let mut flushing = cni.write(&a).await.expect("write");
         flushing.done().await.expect("flush");
         assert!(!dir.path().join("libcni").exists());
         let back = cni.load("pods", "sb").await.expect("load").expect("found");

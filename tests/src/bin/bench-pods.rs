@@ -2,8 +2,8 @@
 //! - every call of a pod's life through dockpod (a CNI network: bridge, firewall, portmap),
 //!   one pod at a time, beside its floor: the same Docker requests (the container bodies the
 //!   shim's own `spec` builds) made with bollard and the same CNI plugin chain run directly,
-//!   no dockpod in between, interleaved pod by pod (each
-//!   going first every other pod) so both see the same machine; medians and the ratio;
+//!   no dockpod in between, interleaved pod by pod (each going first every other pod) so
+//!   both see the same machine; medians and the ratio;
 //! - what the runtime's hops cost apart from Docker's work: ContainerStatus through the front
 //!   and the shim, and straight to the shim, beside a Docker inspection, back to back and
 //!   after an idle pause (`BENCH_HOPS=0` skips it);
@@ -69,6 +69,11 @@ const STOP_TIMEOUT: i64 = 2;
 
 type Times = BTreeMap<&'static str, Vec<Duration>>;
 
+/// Every pod's one container, through dockpod and at the floor alike.
+fn app_config() -> ContainerConfig {
+    container_config("app", &["sleep", "3600"])
+}
+
 /// Times `call` into `times[what]`.
 async fn timed<T>(
     times: &mut Times,
@@ -88,7 +93,7 @@ async fn dockpod_pod(
     times: &mut Times,
 ) {
     let pod = timed(times, CALLS[0], run_pod(rt, config)).await;
-    let app = container_config("app", &["sleep", "3600"]);
+    let app = app_config();
     let c = timed(times, CALLS[1], create_container(rt, &pod, config, app))
         .await
         .expect("CreateContainer");
@@ -199,7 +204,7 @@ impl Floor {
     }
 
     fn container(&self, pod: &FloorConfig, sandbox: &str) -> (String, ContainerCreateBody) {
-        let app = container_config("app", &["sleep", "3600"]);
+        let app = app_config();
         spec::container(&self.ctx(pod), sandbox, &pod.pod, &app, TOOL_IMAGE)
             .expect("the container's body")
     }
@@ -397,7 +402,7 @@ async fn hops() {
     let mut rt = front.runtime();
     let config = pod_config("hops", logs.path());
     let pod = run_pod(&mut rt, &config).await;
-    let app = container_config("app", &["sleep", "3600"]);
+    let app = app_config();
     let c = create_container(&mut rt, &pod, &config, app)
         .await
         .expect("CreateContainer");
@@ -629,7 +634,7 @@ async fn dockpod_up(
     let pod = run_pod(&mut rt, &config).await;
     let sandboxed = t.elapsed();
     let t = Instant::now();
-    let app = container_config("app", &["sleep", "3600"]);
+    let app = app_config();
     let c = create_container(&mut rt, &pod, &config, app)
         .await
         .expect("CreateContainer");
@@ -911,7 +916,7 @@ async fn lists_and_memory() {
             let id = run_pod(&mut rt, &config).await;
             // A PID namespace of its own, as the kubelet gives by default: the log burst
             // writes to its PID 1's stdout.
-            let mut app = container_config("app", &["sleep", "3600"]);
+            let mut app = app_config();
             app.linux = Some(LinuxContainerConfig {
                 security_context: Some(LinuxContainerSecurityContext {
                     namespace_options: Some(NamespaceOption {
