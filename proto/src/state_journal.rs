@@ -11,6 +11,12 @@
 //! the old journal unlinked. A fresh, zero-filled journal is renamed into place when the
 //! writer has no save waiting (`prepare`), so no call waits for its making.
 //!
+//! A pod's first record (no base, no journal yet) is renamed into place unflushed, like a
+//! frame, and flushed by `sync`: there is no older record on the disk for a crash to take
+//! with it. Its caller (RunPodSandbox's create intent) hands Docker its work once the record
+//! is written and waits for the flush only before it answers, so the flush runs beside
+//! Docker's create instead of before it.
+//!
 //! What a reader gets is the last whole frame of the journal, else the base. This holds across
 //! a crash at any point:
 //! - a frame torn by a crash fails its checksum (or its length runs past the data), so the
@@ -19,7 +25,9 @@
 //! - a compaction writes the base first (durably) and unlinks the old journal only after:
 //!   between the two, the old journal's last frame is the save before the one being made,
 //!   which was not yet acknowledged;
-//! - a fresh journal holds no frame until the base it was made after is the newest record.
+//! - a fresh journal holds no frame until the base it was made after is the newest record;
+//! - a first record cut before its flush may leave the base empty (renamed in, its data not
+//!   yet written back): an empty base reads as no record, which is what the disk held before.
 //!
 //! A reader opens the journal before it reads the base, and a journal file is never written
 //! again once a compaction unlinked it: a reader that opened the old one still reads every
@@ -35,7 +43,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::files::atomic_write;
+use crate::files::{atomic_write, replace_for_flush, Replaced};
 use crate::layout::{JOURNAL_FILE, STATE_FILE};
 
 const MAGIC: [u8; 4] = *b"DPJ1";
@@ -99,6 +107,8 @@ pub fn read(dir: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) => return Err(e),
     };
     let base = match fs::read(dir.join(STATE_FILE)) {
+        // A first record whose flush a crash of the machine cut (see the module's doc).
+        Ok(bytes) if bytes.is_empty() => None,
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
@@ -125,6 +135,8 @@ pub struct Journal {
     wanted: bool,
     /// Whether frames were written to the open journal since its last `sync`.
     unsynced: bool,
+    /// A first record renamed into place, for `sync` to flush (see the module's doc).
+    unflushed_base: Option<Replaced>,
 }
 
 /// How far `Journal::write` got a record.
@@ -133,7 +145,7 @@ pub enum Reached {
     /// Written to the file: every reader and a restarted writer read it, and a crash of the
     /// machine may lose it until `Journal::sync`.
     Kernel,
-    /// On the disk (a compaction).
+    /// On the disk (a compaction of a record that replaced another).
     Disk,
 }
 
@@ -146,6 +158,7 @@ impl Journal {
             open: None,
             wanted: false,
             unsynced: false,
+            unflushed_base: None,
         }
     }
 
@@ -155,12 +168,14 @@ impl Journal {
         self.open = None;
         self.wanted = false;
         self.unsynced = false;
+        self.unflushed_base = None;
     }
 
     /// Leaves the record in the base alone, the journal gone: for a shim that stops while
     /// its pod stays, so that a shim of an earlier release, which reads only the base, finds
     /// the record whole. A save after this starts a journal afresh.
     pub fn fold(&mut self) -> io::Result<()> {
+        self.flush_base()?;
         self.open = None;
         self.wanted = false;
         self.unsynced = false;
@@ -188,7 +203,8 @@ impl Journal {
 
     /// Makes `record` what a reader gets: a frame written into the journal when it has room
     /// (in the kernel's cache, so a reader or a shim that restarts after this one died reads
-    /// it; `sync` puts it on the disk), else a compaction, which is durable at once.
+    /// it; `sync` puts it on the disk), else a compaction, which is durable at once (but for
+    /// a pod's first record, which `sync` flushes as it does a frame).
     pub fn write(&mut self, record: &[u8]) -> io::Result<Reached> {
         let frame = frame(record)?;
         if let Some((file, end)) = &mut self.open {
@@ -212,13 +228,13 @@ impl Journal {
                 };
             }
         }
-        self.compact(record)?;
-        Ok(Reached::Disk)
+        self.compact(record)
     }
 
     /// Puts every frame written so far on the disk (`fdatasync`); nothing to do when a
     /// compaction has made the newest record durable since.
     pub fn sync(&mut self) -> io::Result<()> {
+        self.flush_base()?;
         if !self.unsynced {
             return Ok(());
         }
@@ -241,12 +257,44 @@ impl Journal {
         }
     }
 
+    /// A first record renamed into place and not yet flushed, flushed; after a failure the
+    /// next save is a durable compaction.
+    fn flush_base(&mut self) -> io::Result<()> {
+        let Some(base) = self.unflushed_base.take() else {
+            return Ok(());
+        };
+        base.flush().inspect_err(|_| {
+            // No journal is made on a base that may not be on the disk.
+            self.wanted = false;
+        })
+    }
+
+    /// Whether the pod's directory holds no record yet, nor one on its way to the disk: a
+    /// first record has none to replace (see the module's doc). A directory that cannot be
+    /// read says no, and gets a durable compaction.
+    fn first_record(&self) -> bool {
+        let absent = |name: &str| {
+            matches!(fs::symlink_metadata(self.dir.join(name)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound)
+        };
+        self.unflushed_base.is_some() || (absent(STATE_FILE) && absent(JOURNAL_FILE))
+    }
+
     /// The base replaced with `record`, then the old journal (whose frames are older) gone.
     /// The fresh journal is made by `prepare`, off the path of the save that waits for this.
-    fn compact(&mut self, record: &[u8]) -> io::Result<()> {
+    fn compact(&mut self, record: &[u8]) -> io::Result<Reached> {
         self.open = None;
         self.wanted = false;
         self.unsynced = false;
+        if self.first_record() {
+            self.unflushed_base = Some(replace_for_flush(
+                &self.dir.join(STATE_FILE),
+                record,
+                self.mode,
+            )?);
+            self.wanted = true;
+            return Ok(Reached::Kernel);
+        }
         atomic_write(&self.dir.join(STATE_FILE), record, self.mode)?;
         match fs::remove_file(self.dir.join(JOURNAL_FILE)) {
             Ok(()) => File::open(&self.dir)?.sync_all()?,
@@ -254,13 +302,14 @@ impl Journal {
             Err(e) => return Err(e),
         }
         self.wanted = true;
-        Ok(())
+        Ok(Reached::Disk)
     }
 
     /// Makes the fresh journal a compaction left wanted, for the next saves to be frames:
     /// for the writer to call when no save waits. A journal with no frame yet reads as the
     /// base, which holds the newest record, so it can be renamed in at any time.
     pub fn prepare(&mut self) -> io::Result<()> {
+        self.flush_base()?;
         if !self.wanted {
             return Ok(());
         }
@@ -489,7 +538,7 @@ mod tests {
     fn a_written_frame_is_read_before_it_is_flushed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut journal = Journal::new(dir.path(), 0o600);
-        assert_eq!(journal.write(&record(1)).expect("write"), Reached::Disk);
+        assert_eq!(journal.write(&record(1)).expect("write"), Reached::Kernel);
         journal.prepare().expect("prepare");
         journal.sync().expect("nothing to flush");
         assert_eq!(journal.write(&record(2)).expect("write"), Reached::Kernel);
@@ -499,6 +548,60 @@ mod tests {
         journal.sync().expect("flush");
         assert!(!journal.unsynced);
         assert_eq!(read_back(dir.path()), record(3));
+    }
+
+    /// A pod's first record is written like a frame and flushed by `sync` (or before the
+    /// journal is made); a compaction that replaces a record is durable at once. What a crash
+    /// of the machine can leave of an unflushed first record, an empty base, reads as none.
+    #[test]
+    fn a_first_record_is_flushed_by_sync_and_an_empty_base_is_no_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        assert_eq!(journal.write(&record(1)).expect("write"), Reached::Kernel);
+        assert_eq!(read_back(dir.path()), record(1), "read before its flush");
+        assert!(journal.unflushed_base.is_some());
+        // Saves that come before the writer was idle replace it the same way.
+        assert_eq!(journal.write(&record(2)).expect("write"), Reached::Kernel);
+        assert_eq!(read_back(dir.path()), record(2));
+        journal.sync().expect("flush");
+        assert!(journal.unflushed_base.is_none());
+        assert_eq!(
+            journal.write(&record(3)).expect("write"),
+            Reached::Disk,
+            "with no journal yet, a record that replaces one is compacted durably"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::new(dir.path(), 0o600);
+        assert_eq!(journal.write(&record(1)).expect("write"), Reached::Kernel);
+        journal
+            .prepare()
+            .expect("prepare flushes the base, then makes the journal");
+        assert!(journal.unflushed_base.is_none());
+        assert!(dir.path().join(JOURNAL_FILE).exists());
+        assert_eq!(read_back(dir.path()), record(1));
+
+        // A base whose data a crash lost, with or without the journal made after it.
+        for journal_made in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            fs::write(dir.path().join(STATE_FILE), b"").expect("empty base");
+            if journal_made {
+                fs::write(dir.path().join(JOURNAL_FILE), vec![0; CAPACITY]).expect("journal");
+            }
+            assert_eq!(
+                read(dir.path()).expect("read"),
+                None,
+                "journal: {journal_made}"
+            );
+            // The next shim's first save is a first record again.
+            let mut journal = Journal::new(dir.path(), 0o600);
+            assert_eq!(
+                journal.write(&record(5)).expect("write"),
+                Reached::Disk,
+                "a base is there to replace"
+            );
+            assert_eq!(read_back(dir.path()), record(5));
+        }
     }
 
     /// Frames written but not flushed, then a write that fails: their flush cannot be
