@@ -32,14 +32,20 @@ pub struct Router {
 }
 
 impl Router {
-    pub async fn run_pod_sandbox(&self, req: RunPodSandboxRequest) -> Result<String, Status> {
+    /// RunPodSandbox once `image_ready` (the sandbox image made sure of) has succeeded, which
+    /// runs beside the start of the pod's shim.
+    pub async fn run_pod_sandbox(
+        &self,
+        req: RunPodSandboxRequest,
+        image_ready: impl std::future::Future<Output = Result<(), Status>>,
+    ) -> Result<String, Status> {
         let config = req
             .config
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("pod sandbox config is missing".into()))?;
         let meta = dockpod_proto::validate::sandbox_config(config).map_err(Error::from)?;
         let display = format!("{}/{}", meta.namespace, meta.name);
-        self.supervisor.run_pod(&display, req).await
+        self.supervisor.run_pod(&display, req, image_ready).await
     }
 
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {

@@ -42,7 +42,7 @@ pub struct RuntimeApi {
     ending: Flights<()>,
     images: Arc<crate::cri::image::ImageApi>,
     /// The sandbox image's pull, when it is missing: one for every RunPodSandbox that needs it.
-    sandbox_pull: Flights<bool>,
+    sandbox_pull: Arc<Flights<bool>>,
 }
 
 impl RuntimeApi {
@@ -65,29 +65,35 @@ impl RuntimeApi {
             starting: Flights::default(),
             ending: Flights::default(),
             images,
-            sandbox_pull: Flights::default(),
+            sandbox_pull: Arc::default(),
         }
     }
 
     /// Pulls the sandbox image if Docker does not have it; a burst of RunPodSandbox on a node
-    /// without it waits for one pull.
-    async fn ensure_sandbox_image(&self, pod: &str) -> Result<(), Status> {
-        let images = self.images.clone();
-        let image = self.sandbox_image.clone();
-        let pull = async move {
-            images
-                .ensure_sandbox_image(&image)
-                .await
-                .map_err(Status::from)
-        };
-        let pulled = self
-            .sandbox_pull
-            .run(format!("sandbox-image/{}", self.sandbox_image), pull)
-            .await?;
-        if pulled {
-            tracing::info!(image = %self.sandbox_image, %pod, "pulled the missing sandbox image");
+    /// without it waits for one pull. A future of its own, to run beside the start of the
+    /// pod's shim.
+    fn sandbox_image_ready(
+        &self,
+        pod: String,
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send + 'static {
+        let (images, image) = (self.images.clone(), self.sandbox_image.clone());
+        let flights = self.sandbox_pull.clone();
+        async move {
+            let key = format!("sandbox-image/{image}");
+            let pull = {
+                let image = image.clone();
+                async move {
+                    images
+                        .ensure_sandbox_image(&image)
+                        .await
+                        .map_err(Status::from)
+                }
+            };
+            if flights.run(key, pull).await? {
+                tracing::info!(%image, %pod, "pulled the missing sandbox image");
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// The absolute URL of a shim's session path (a relative one breaks the kubelet's proxy).
@@ -310,9 +316,6 @@ impl RuntimeService for RuntimeApi {
                 .await?
                 .check_handler(&req.runtime_handler)?;
         }
-        self.ensure_sandbox_image(&pod)
-            .instrument(tracing::info_span!("RunPodSandbox", %pod))
-            .await?;
         // To its end in a task of its own: a kubelet that gives up at its deadline must not
         // leave a shim running a sandbox that no registry entry knows. Its retry with the same
         // metadata while the first run goes on gets that run's sandbox, not a second shim
@@ -322,7 +325,10 @@ impl RuntimeService for RuntimeApi {
             meta.namespace, meta.name, meta.uid, meta.attempt
         );
         let router = self.router.clone();
-        let run = async move { router.run_pod_sandbox(req).await }
+        // Made sure of while the pod's shim starts: the shim is handed the request only once
+        // the image is there.
+        let image = self.sandbox_image_ready(pod.clone());
+        let run = async move { router.run_pod_sandbox(req, image).await }
             .instrument(tracing::info_span!("RunPodSandbox", %pod));
         let id = self.starting.run(key, run).await?;
         Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))

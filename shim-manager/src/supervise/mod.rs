@@ -110,14 +110,19 @@ impl Supervisor {
     /// (after start-up has decided its fate, if it still does): it answers the same request
     /// with its own sandbox, as if the first call had been answered; any other request has it
     /// removed, and this one runs afresh. Docker's name conflict never reaches the caller.
+    ///
+    /// `ready` (the sandbox image made sure of) runs beside the first shim's start; the shim
+    /// is handed the request once it has succeeded, and given up when it fails.
     pub async fn run_pod(
         self: &Arc<Self>,
         display: &str,
         req: RunPodSandboxRequest,
+        ready: impl std::future::Future<Output = Result<(), Status>>,
     ) -> Result<String, Status> {
         let mut round = 1;
+        let mut ready = Some(ready);
         loop {
-            let status = match self.run_pod_once(display, req.clone()).await {
+            let status = match self.run_pod_once(display, req.clone(), ready.take()).await {
                 Ok(id) => return Ok(id),
                 Err(status) => status,
             };
@@ -153,8 +158,21 @@ impl Supervisor {
         self: &Arc<Self>,
         display: &str,
         req: RunPodSandboxRequest,
+        ready: Option<impl std::future::Future<Output = Result<(), Status>>>,
     ) -> Result<String, Status> {
-        let shim = self.spawner.spawn(display).await?;
+        let ready = async {
+            match ready {
+                Some(ready) => ready.await,
+                None => Ok(()),
+            }
+        };
+        let (spawned, ready) = tokio::join!(self.spawner.spawn(display), ready);
+        let shim = spawned?;
+        if let Err(status) = ready {
+            // Handed nothing, it made nothing; given up as a failed run's shim is.
+            self.spawner.abandon(&shim, display).await;
+            return Err(status);
+        }
         let lock = self.locks.of(&shim.shim_id);
         let _held = lock.lock().await;
         let sandbox_id = match shim.runtime().run_pod_sandbox(req).await {
