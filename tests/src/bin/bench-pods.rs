@@ -12,7 +12,8 @@
 //!   second, as the kubelet does;
 //! - bursts: 20 and 50 pods started at once (RunPodSandbox, CreateContainer, StartContainer
 //!   each, with CNI), then torn down at once, against the parallel floor (the same Docker
-//!   requests and CNI chains, all at once), alternating, median of the rounds' wall times,
+//!   requests and CNI chains, all at once), alternating, after a round each not counted:
+//!   median of the rounds' wall times, each round's ratio to the floor's round beside it,
 //!   and where the time goes (each phase's median inside the burst);
 //! - every idle shim's memory (PSS, private anonymous, RSS, threads) at each of those counts,
 //!   and again after a log burst (20 000 lines from every container at once) has passed,
@@ -21,7 +22,7 @@
 //! Run: `cargo run --release -p dockpod-tests --bin bench-pods` (after `contrib/setup.sh`);
 //! `BENCH_PODS` sets the number of pods taken through their life (40 by default),
 //! `BENCH_BURSTS` the burst sizes (`20,50`; empty for none) and `BENCH_BURST_ROUNDS` their
-//! rounds (3), `BENCH_LIST_PODS` the pod counts the lists are measured at (`10,110,250` by
+//! rounds (5, after one not counted), `BENCH_LIST_PODS` the pod counts the lists are measured at (`10,110,250` by
 //! default). `BENCH_CONTENTION=1` runs a steady writer beside all of it: 4 MiB direct writes,
 //! each followed by `fdatasync`, on the filesystem of the state directories, as a node
 //! pulling images and writing logs does.
@@ -721,13 +722,30 @@ async fn burst_round<P, U, D>(
     burst.record(started, t.elapsed(), phases);
 }
 
+/// Each round's ratio to the floor's round run beside it (the two went one after the other,
+/// so a slow spell of the machine weighs on both): the median, lowest and highest.
+fn paired_ratios(through: &[Duration], floor: &[Duration]) -> (f64, f64, f64) {
+    let mut ratios: Vec<f64> = through
+        .iter()
+        .zip(floor)
+        .map(|(d, f)| d.as_secs_f64() / f.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |i: usize| ratios.get(i).copied().unwrap_or(f64::NAN);
+    (
+        at(ratios.len() / 2),
+        at(0),
+        at(ratios.len().saturating_sub(1)),
+    )
+}
+
 /// `n` pods started at once and torn down at once, through dockpod and at the floor,
 /// alternating round by round.
 async fn bursts() {
     let sizes: Vec<usize> = std::env::var("BENCH_BURSTS")
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![20, 50]);
-    let rounds = env_number("BENCH_BURST_ROUNDS", 3);
+    let rounds = env_number("BENCH_BURST_ROUNDS", 5);
     if sizes.is_empty() || rounds == 0 {
         return;
     }
@@ -738,7 +756,14 @@ async fn bursts() {
     let rt = front.runtime();
     for n in sizes {
         let (mut through, mut floor) = (Burst::default(), Burst::default());
-        for round in 0..rounds * 2 {
+        // A round each first, not counted: the first burst of a size meets cold caches
+        // (Docker's, the CNI plugins' pages, IPAM's files) that the rounds after it do not.
+        let (mut warm_through, mut warm_floor) = (Burst::default(), Burst::default());
+        for round in 0..(rounds + 1) * 2 {
+            let (through, floor) = match round < 2 {
+                true => (&mut warm_through, &mut warm_floor),
+                false => (&mut through, &mut floor),
+            };
             // Each goes first every other round.
             if (round % 2 == 0) == (round / 2 % 2 == 0) {
                 let up = |i| {
@@ -746,31 +771,34 @@ async fn bursts() {
                     dockpod_up(rt.clone(), config)
                 };
                 let down = |pod| dockpod_down(rt.clone(), pod);
-                burst_round(n, up, down, &mut through).await;
+                burst_round(n, up, down, through).await;
             } else {
                 let up = |_| floor_up(docker.clone(), net.clone(), at_floor.clone());
                 let down = |pod| floor_down(docker.clone(), net.clone(), pod);
-                burst_round(n, up, down, &mut floor).await;
+                burst_round(n, up, down, floor).await;
             }
         }
-        println!("a burst of {n} pods at once (CNI), {rounds} rounds each, alternating; medians");
         println!(
-            "{:<32} {:>10} {:>10} {:>8}",
+            "a burst of {n} pods at once (CNI), {rounds} rounds each after one not counted, \
+             alternating; medians, and each round's ratio to the floor's round beside it"
+        );
+        println!(
+            "{:<32} {:>10} {:>10} {:>8}   rounds' ratios: median (range)",
             "", "dockpod", "floor", "ratio"
         );
         let line = |what: &str, d: f64, f: f64| {
             println!("{what:<32} {d:>7.0} ms {f:>7.0} ms {:>7.2}x", d / f);
         };
-        line(
-            "start (whole burst)",
-            median(&through.up),
-            median(&floor.up),
-        );
-        line(
-            "teardown (whole burst)",
-            median(&through.down),
-            median(&floor.down),
-        );
+        let whole = |what: &str, d: &[Duration], f: &[Duration]| {
+            let (dm, fm) = (median(d), median(f));
+            let (mid, low, high) = paired_ratios(d, f);
+            println!(
+                "{what:<32} {dm:>7.0} ms {fm:>7.0} ms {:>7.2}x   {mid:.2}x ({low:.2}-{high:.2})",
+                dm / fm
+            );
+        };
+        whole("start (whole burst)", &through.up, &floor.up);
+        whole("teardown (whole burst)", &through.down, &floor.down);
         for (i, phase) in PHASES.iter().enumerate() {
             line(
                 &format!("  each pod's {phase}"),
