@@ -175,7 +175,11 @@ impl Supervisor {
         }
         let lock = self.locks.of(&shim.shim_id);
         let _held = lock.lock().await;
-        let sandbox_id = match shim.runtime().run_pod_sandbox(req).await {
+        // Subscribed beside the call, not after it: the shim keeps what it announces until
+        // its first subscriber comes, so the sandbox's events reach the stream either way.
+        let mut runtime = shim.runtime();
+        let (ran, events) = tokio::join!(runtime.run_pod_sandbox(req), subscribe_shim(&shim));
+        let sandbox_id = match ran {
             Ok(r) => r.into_inner().pod_sandbox_id,
             Err(status) => {
                 // A shim that failed removes what it created; one that died inside the call
@@ -191,7 +195,7 @@ impl Supervisor {
             ..shim
         });
         self.registry.insert_pod(shim.clone());
-        self.supervise(shim).await;
+        self.follow(shim, events);
         Ok(sandbox_id)
     }
 
@@ -277,7 +281,17 @@ impl Supervisor {
     /// Starts supervising `shim`: its events are forwarded from the moment this returns, and
     /// it is replaced whenever it dies while it is its pod's shim.
     pub async fn supervise(self: &Arc<Self>, shim: Arc<ShimHandle>) {
-        let stream = match subscribe_shim(&shim).await {
+        let events = subscribe_shim(&shim).await;
+        self.follow(shim, events);
+    }
+
+    /// `supervise`, with the subscription to `shim`'s events already asked for.
+    fn follow(
+        self: &Arc<Self>,
+        shim: Arc<ShimHandle>,
+        events: crate::error::Result<Streaming<ContainerEventResponse>>,
+    ) {
+        let stream = match events {
             Ok(stream) => Some(stream),
             Err(e) => {
                 tracing::warn!(sandbox = %shim.sandbox_id, error = %e, "following a shim's events");
