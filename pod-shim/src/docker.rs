@@ -326,6 +326,8 @@ pub fn observe(inspect: Option<&ContainerInspectResponse>) -> Observed {
             started_at: 0,
             finished_at: 0,
             error: String::new(),
+            image_id: String::new(),
+            created_at: 0,
         };
     };
     let started_at = state.started_at.as_deref().map(parse_time).unwrap_or(0);
@@ -351,6 +353,10 @@ pub fn observe(inspect: Option<&ContainerInspectResponse>) -> Observed {
             0
         },
         error: state.error.clone().unwrap_or_default(),
+        image_id: inspect.and_then(|c| c.image.clone()).unwrap_or_default(),
+        created_at: inspect
+            .and_then(|c| c.created.as_deref())
+            .map_or(0, parse_time),
     }
 }
 

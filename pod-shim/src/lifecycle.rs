@@ -215,9 +215,15 @@ impl Pod {
             if !self.inspections.keep(id, ticket, inspect.as_ref()) {
                 return Ok(inspect);
             }
-            c.observe(&seen)
+            let events = c.observe(&seen);
+            (events, c.settle_identity(&seen))
         };
-        let announced = self.announce(id, &events).await;
+        let (events, settled) = events;
+        let announced = match events.is_empty() && settled {
+            // Saved with the events when there are any (see `create_container`).
+            true => self.persist().await,
+            false => self.announce(id, &events).await,
+        };
         self.observed.notify_waiters();
         announced?;
         Ok(inspect)

@@ -221,9 +221,30 @@ pub struct Observed {
     pub started_at: i64,
     pub finished_at: i64,
     pub error: String,
+    /// The image the container was created from, and when it was created; empty and 0 when
+    /// Docker has no such container.
+    pub image_id: String,
+    pub created_at: i64,
 }
 
 impl ContainerRecord {
+    /// Takes the image ID and creation time Docker reports for the container, in place of
+    /// the ones its create recorded without reading the container (the image its name led to,
+    /// read beside the create; the time Docker answered). Whether either changed: the caller
+    /// saves the record then, though no event says so.
+    pub fn settle_identity(&mut self, seen: &Observed) -> bool {
+        let mut changed = false;
+        if !seen.image_id.is_empty() && seen.image_id != self.image_id {
+            self.image_id.clone_from(&seen.image_id);
+            changed = true;
+        }
+        if seen.created_at > 0 && seen.created_at != self.created_at {
+            self.created_at = seen.created_at;
+            changed = true;
+        }
+        changed
+    }
+
     /// Applies an observation; returns the CRI events its change of state means, in order. A
     /// container seen created and then already exited did start in between: both its start
     /// and its stop are announced.
@@ -522,7 +543,39 @@ mod tests {
             started_at: 10,
             finished_at: if phase == Phase::Exited { 20 } else { 0 },
             error: String::new(),
+            image_id: String::new(),
+            created_at: 0,
         }
+    }
+
+    /// What a create recorded of its container's identity gives way to Docker's, once read;
+    /// an observation of a container Docker no longer has changes nothing.
+    #[test]
+    fn identity_settles_on_what_docker_reports() {
+        let mut c = ContainerRecord {
+            image_id: "sha256:resolved".into(),
+            created_at: 1_000,
+            ..Default::default()
+        };
+        let read = Observed {
+            image_id: "sha256:resolved".into(),
+            created_at: 990,
+            ..seen(Phase::Created, 0, false)
+        };
+        assert!(c.settle_identity(&read));
+        assert_eq!(
+            (c.image_id.as_str(), c.created_at),
+            ("sha256:resolved", 990)
+        );
+        assert!(!c.settle_identity(&read), "read again, nothing changes");
+        let moved = Observed {
+            image_id: "sha256:other".into(),
+            ..read.clone()
+        };
+        assert!(c.settle_identity(&moved), "the tag led elsewhere meanwhile");
+        assert_eq!(c.image_id, "sha256:other");
+        assert!(!c.settle_identity(&seen(Phase::Gone, 0, false)));
+        assert_eq!((c.image_id.as_str(), c.created_at), ("sha256:other", 990));
     }
 
     #[test]

@@ -45,8 +45,6 @@ impl Pod {
         if !config.cdi_devices.is_empty() {
             ctx.cdi = self.engine.cdi_enabled().await?;
         }
-        // Docker resolves the image at create and the container keeps the image it resolved,
-        // whose ID is read back with the container: one request fewer than resolving it first.
         let (name, body) = spec::container(&ctx, sandbox_id, &pod_config, &config, &image)?;
         let log_path =
             dockpod_proto::validate::log_file(&pod_config.log_directory, &config.log_path)?
@@ -55,7 +53,15 @@ impl Pod {
         if let Some(id) = self.retried_create(&config, &image).await? {
             return Ok(id);
         }
-        let id = match self.create_named(&name, body).await {
+        // The image's name is resolved beside the create, so the container is not read back
+        // on the call's path; its first read (StartContainer's, or a status's) settles the
+        // image ID and the creation time on what Docker reports for it
+        // (`ContainerRecord::settle_identity`), should the name have led elsewhere meanwhile.
+        let (created, resolved) = tokio::join!(
+            self.create_named(&name, body),
+            self.engine.inspect_image(&image)
+        );
+        let id = match created {
             Err(e) if e.is_missing_image() => {
                 return Err(Error::NotFound(format!(
                     "image {image:?} not found; pull it first"
@@ -63,23 +69,30 @@ impl Pod {
             }
             created => created?,
         };
-        let ticket = self.inspections.ticket();
-        let inspected = self.engine.inspect(&id).await.ok().flatten();
-        let image_id = match self.created_image(&image, inspected.as_ref()).await {
-            Ok(image_id) => image_id,
-            Err(e) => {
-                // Nothing to record it with: the container goes, as a failed save's does.
-                let _ = self.engine.remove(&id).await;
-                self.record().intents.remove(&name);
-                let _ = self.persist().await;
-                return Err(e);
+        let created_at = now_ns();
+        let (image_id, inspected) = match resolved.ok().flatten().and_then(|i| i.id) {
+            Some(image_id) => (image_id, None),
+            // The name led nowhere beside the create (the image removed or retagged, or
+            // Docker's answer lost): the container says what it was made from.
+            None => {
+                let ticket = self.inspections.ticket();
+                let inspected = self.engine.inspect(&id).await.ok().flatten();
+                match self.created_image(&image, inspected.as_ref()).await {
+                    Ok(image_id) => (image_id, Some((ticket, inspected))),
+                    Err(e) => {
+                        // Nothing to record it with: the container goes, as a failed save's does.
+                        let _ = self.engine.remove(&id).await;
+                        self.record().intents.remove(&name);
+                        let _ = self.persist().await;
+                        return Err(e);
+                    }
+                }
             }
         };
         let created_at = inspected
             .as_ref()
-            .and_then(|c| c.created.as_deref())
-            .map(crate::docker::parse_time)
-            .unwrap_or_else(now_ns);
+            .and_then(|(_, c)| c.as_ref()?.created.as_deref())
+            .map_or(created_at, crate::docker::parse_time);
         let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
         let record = ContainerRecord {
             id: id.clone(),
@@ -102,7 +115,9 @@ impl Pod {
             return Err(e);
         }
         // The event watcher may have read it since: then its answer stands.
-        self.inspections.keep(&id, ticket, inspected.as_ref());
+        if let Some((ticket, inspected)) = inspected {
+            self.inspections.keep(&id, ticket, inspected.as_ref());
+        }
         self.emit(&id, ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, name = %name, "container created");
         Ok(id)

@@ -1296,3 +1296,121 @@ async fn read_only_mounts_are_exactly_as_recursive_as_asked() {
     }
     remove_pod(&mut rt, &p.id).await;
 }
+
+/// CreateContainer resolves the image's name beside Docker's create rather than reading the
+/// container back: when the name leads elsewhere in between (retagged while its resolution
+/// was held), the container's own image is what the first read of it reports, and what every
+/// list reports from then on.
+#[tokio::test]
+async fn a_tag_moved_during_the_create_gives_way_to_the_containers_own_image() {
+    use dockpod_tests::docker::{ImageRefs, PAUSE_IMAGE};
+    use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
+    let docker = docker().await;
+    let mut refs = ImageRefs::default();
+    let repo = format!("localhost/dockpod/{}", dockpod_tests::unique("moving"));
+    let image = format!("{repo}:1");
+    let tag = |source: &'static str| {
+        let (docker, repo) = (docker.clone(), repo.clone());
+        async move {
+            let options = bollard::query_parameters::TagImageOptions {
+                repo: Some(repo),
+                tag: Some("1".into()),
+            };
+            docker
+                .tag_image(source, Some(options))
+                .await
+                .expect("tag the image");
+        }
+    };
+    tag(TOOL_IMAGE).await;
+    refs.track(&image);
+    let (tool, pause) = (
+        image_id(&docker, TOOL_IMAGE).await,
+        image_id(&docker, PAUSE_IMAGE).await,
+    );
+    assert_ne!(tool, pause);
+
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    let mut rt = front.runtime();
+    let p = pod(&mut rt, "moving").await;
+    let held = Gate::new();
+    let resolve = format!("/images/{image}/json");
+    proxy.once("GET", &resolve, Fault::Hold(held.clone()));
+    let mut config = container_config("app", &["sleep", "3600"]);
+    config.image = Some(ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    });
+    let create = tokio::spawn({
+        let (mut rt, id, pod) = (rt.clone(), p.id.clone(), p.config.clone());
+        async move { create_container(&mut rt, &id, &pod, config).await }
+    });
+    // Bounds a stuck create or resolution, not a figure: both are one Docker request.
+    wait_until(
+        "the container made, its image's name held",
+        Duration::from_secs(60),
+        || {
+            let (held, instance) = (
+                proxy
+                    .seen()
+                    .iter()
+                    .any(|s| s.method == "GET" && s.path == resolve),
+                front.instance_id(),
+            );
+            async move {
+                let made = instance_containers(&instance).await.len() == 2;
+                (held && made).then_some(())
+            }
+        },
+    )
+    .await;
+    tag(PAUSE_IMAGE).await;
+    held.open();
+    let id = create
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("CreateContainer: {e:?}"));
+    let made_from = docker
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect")
+        .image
+        .expect("the container's image");
+    assert_eq!(made_from, tool, "Docker made it from the tag's first image");
+
+    let read = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("a status");
+    assert_eq!(
+        read.image_ref, tool,
+        "the first read reports the container's own image"
+    );
+    let listed = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                id: id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|c| c.image_ref.as_str())
+            .collect::<Vec<_>>(),
+        vec![tool.as_str()],
+        "lists report it from the record from then on"
+    );
+    remove_pod(&mut rt, &p.id).await;
+}
