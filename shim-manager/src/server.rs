@@ -27,6 +27,11 @@ use crate::supervise::Supervisor;
 use dockpod_proto::MAX_MESSAGE;
 /// How long in-flight calls may take to finish once shutdown has begun.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection accepted just before shutdown has to open its first call. HTTP/2's
+/// graceful shutdown serves only the calls a client opened before the server's last GOAWAY,
+/// and a client that has just connected opens its first one a moment after the handshake:
+/// without this, a kubelet reconnecting as the front stops has that call refused.
+const FIRST_CALL_GRACE: Duration = Duration::from_millis(500);
 /// How long the front's own tasks (shim watchers, the daemon watcher, the sweeper, the
 /// streaming and metrics listeners) may take to end once cancelled, after serving ended.
 const TASKS_JOIN_LIMIT: Duration = Duration::from_secs(5);
@@ -149,11 +154,21 @@ pub async fn run(
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
+    let last_accept = Arc::new(std::sync::Mutex::new(None));
+    let incoming = accept_until_stopped(listener, accepting, last_accept.clone());
     let signalled = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight calls");
+        // Connections waiting in the socket's backlog stay there, for the next front (the
+        // socket outlives this one under systemd).
+        stop_accepting.send_replace(true);
         // Event streams never finish by themselves: they end now, the calls in flight not.
         events.close();
+        let newest = *last_accept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(accepted) = newest {
+            tokio::time::sleep_until((accepted + FIRST_CALL_GRACE).into()).await;
+        }
         notify.notify_one();
     };
     let serve = tonic::transport::Server::builder()
@@ -173,7 +188,7 @@ pub async fn run(
         .add_service(dockpod_proto::manager::manager_server::ManagerServer::new(
             manager,
         ))
-        .serve_with_incoming_shutdown(dockpod_proto::authority::incoming(listener), signalled);
+        .serve_with_incoming_shutdown(incoming, signalled);
     let drain_deadline = async {
         stopping.notified().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -185,6 +200,35 @@ pub async fn run(
     tasks.stop(TASKS_JOIN_LIMIT).await;
     drop(pid_file);
     Ok(())
+}
+
+/// The connections of `listener` (with their authority repaired) until `stop` turns true,
+/// each noted in `last` as it is accepted; then no more, without ending (an ended stream
+/// would start the drain before the grace for the newest connection has passed).
+fn accept_until_stopped(
+    listener: UnixListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+) -> impl futures_util::Stream<
+    Item = std::io::Result<dockpod_proto::authority::AuthorityFixed<tokio::net::UnixStream>>,
+> {
+    futures_util::stream::unfold((listener, stop), move |(listener, mut stop)| {
+        let last = last.clone();
+        async move {
+            let accepted = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped) => None,
+                accepted = listener.accept() => Some(accepted),
+            };
+            let Some(accepted) = accepted else {
+                return std::future::pending().await;
+            };
+            *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+            let connection =
+                accepted.map(|(io, _)| dockpod_proto::authority::AuthorityFixed::new(io));
+            Some((connection, (listener, stop)))
+        }
+    })
 }
 
 fn warn_if_sandbox_image_missing(engine: &Engine, image: &str, tasks: &Tasks) {
