@@ -206,7 +206,7 @@ impl Pod {
             self.oom_kills.watch(id, pid.unwrap_or(0));
         }
         self.settle_log(id, &seen).await;
-        let events = {
+        let (events, settled) = {
             let mut r = self.record();
             let Some(c) = r.containers.get_mut(id) else {
                 return Ok(None);
@@ -218,7 +218,6 @@ impl Pod {
             let events = c.observe(&seen);
             (events, c.settle_identity(&seen))
         };
-        let (events, settled) = events;
         let announced = match events.is_empty() && settled {
             // Saved with the events when there are any (see `create_container`).
             true => self.persist().await,

@@ -69,7 +69,6 @@ impl Pod {
             }
             created => created?,
         };
-        let created_at = now_ns();
         let (image_id, inspected) = match resolved.ok().flatten().and_then(|i| i.id) {
             Some(image_id) => (image_id, None),
             // The name led nowhere beside the create (the image removed or retagged, or
@@ -92,7 +91,7 @@ impl Pod {
         let created_at = inspected
             .as_ref()
             .and_then(|(_, c)| c.as_ref()?.created.as_deref())
-            .map_or(created_at, crate::docker::parse_time);
+            .map_or_else(now_ns, crate::docker::parse_time);
         let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
         let record = ContainerRecord {
             id: id.clone(),
