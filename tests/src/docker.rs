@@ -53,6 +53,18 @@ pub async fn image_id(docker: &Docker, image: &str) -> String {
         .expect("image has an ID")
 }
 
+/// Tags the local image `source` (a reference or an ID) as `repo:tag`.
+pub async fn tag(docker: &Docker, source: &str, repo: &str, tag: &str) {
+    let options = bollard::query_parameters::TagImageOptions {
+        repo: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+    };
+    docker
+        .tag_image(source, Some(options))
+        .await
+        .unwrap_or_else(|e| panic!("tag {source} as {repo}:{tag}: {e}"));
+}
+
 /// Image references a test created; each is removed (not forced) when the guard drops.
 #[derive(Default)]
 pub struct ImageRefs(Vec<String>);

@@ -1303,26 +1303,13 @@ async fn read_only_mounts_are_exactly_as_recursive_as_asked() {
 /// list reports from then on.
 #[tokio::test]
 async fn a_tag_moved_during_the_create_gives_way_to_the_containers_own_image() {
-    use dockpod_tests::docker::{ImageRefs, PAUSE_IMAGE};
+    use dockpod_tests::docker::{tag, ImageRefs, PAUSE_IMAGE};
     use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
     let docker = docker().await;
     let mut refs = ImageRefs::default();
     let repo = format!("localhost/dockpod/{}", dockpod_tests::unique("moving"));
     let image = format!("{repo}:1");
-    let tag = |source: &'static str| {
-        let (docker, repo) = (docker.clone(), repo.clone());
-        async move {
-            let options = bollard::query_parameters::TagImageOptions {
-                repo: Some(repo),
-                tag: Some("1".into()),
-            };
-            docker
-                .tag_image(source, Some(options))
-                .await
-                .expect("tag the image");
-        }
-    };
-    tag(TOOL_IMAGE).await;
+    tag(&docker, TOOL_IMAGE, &repo, "1").await;
     refs.track(&image);
     let (tool, pause) = (
         image_id(&docker, TOOL_IMAGE).await,
@@ -1365,7 +1352,7 @@ async fn a_tag_moved_during_the_create_gives_way_to_the_containers_own_image() {
         },
     )
     .await;
-    tag(PAUSE_IMAGE).await;
+    tag(&docker, PAUSE_IMAGE, &repo, "1").await;
     held.open();
     let id = create
         .await

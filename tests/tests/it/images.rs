@@ -6,7 +6,8 @@ use bollard::auth::DockerCredentials;
 use dockpod_proto::cri::image_service_client::ImageServiceClient;
 use dockpod_proto::cri::*;
 use dockpod_tests::docker::{
-    derive_image, docker, image_id, push, remove_everywhere, ImageRefs, PAUSE_IMAGE, TOOL_IMAGE,
+    derive_image, docker, image_id, push, remove_everywhere, tag, ImageRefs, PAUSE_IMAGE,
+    TOOL_IMAGE,
 };
 use dockpod_tests::front::Front;
 use dockpod_tests::registry::{Login, Registry};
@@ -257,16 +258,7 @@ async fn pulls_by_tag_by_digest_and_with_no_tag() {
         &format!("LABEL dockpod.test={repo}"),
     )
     .await;
-    docker
-        .tag_image(
-            &id,
-            Some(bollard::query_parameters::TagImageOptions {
-                repo: Some(repo.clone()),
-                tag: Some("latest".into()),
-            }),
-        )
-        .await
-        .expect("tag latest");
+    tag(&docker, &id, &repo, "latest").await;
     refs.track(&latest);
     let digest = push(&docker, &tagged, None).await;
     push(&docker, &latest, None).await;
@@ -430,16 +422,7 @@ async fn remove_image_by_tag_id_and_digest_and_absent() {
         &format!("LABEL dockpod.test={repo}"),
     )
     .await;
-    docker
-        .tag_image(
-            &id,
-            Some(bollard::query_parameters::TagImageOptions {
-                repo: Some(repo.clone()),
-                tag: Some("b".into()),
-            }),
-        )
-        .await
-        .expect("tag b");
+    tag(&docker, &id, &repo, "b").await;
     refs.track(&b);
     let mut images = front.images();
 
@@ -461,16 +444,7 @@ async fn remove_image_by_tag_id_and_digest_and_absent() {
     assert!(!still.repo_digests.contains(&digest), "{still:?}");
 
     // By ID: the image and all its references go.
-    docker
-        .tag_image(
-            &id,
-            Some(bollard::query_parameters::TagImageOptions {
-                repo: Some(repo.clone()),
-                tag: Some("a".into()),
-            }),
-        )
-        .await
-        .expect("tag a again");
+    tag(&docker, &id, &repo, "a").await;
     remove(&mut images, &id).await;
     assert_eq!(status(&mut images, &id).await, None);
     assert_eq!(status(&mut images, &b).await, None);

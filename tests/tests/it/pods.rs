@@ -1009,16 +1009,7 @@ async fn a_sandbox_image_removed_before_its_create_is_not_found() {
     let mut refs = ImageRefs::default();
     let repo = format!("localhost/dockpod/{}", dockpod_tests::unique("gone-pause"));
     let image = format!("{repo}:1");
-    docker
-        .tag_image(
-            PAUSE_IMAGE,
-            Some(bollard::query_parameters::TagImageOptions {
-                repo: Some(repo),
-                tag: Some("1".into()),
-            }),
-        )
-        .await
-        .expect("tag the pause image");
+    dockpod_tests::docker::tag(&docker, PAUSE_IMAGE, &repo, "1").await;
     refs.track(&image);
     let proxy = DockerProxy::start();
     let front = Front::start(&[

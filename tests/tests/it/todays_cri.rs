@@ -684,16 +684,7 @@ async fn an_image_from_two_registries_has_one_identifier() {
     )
     .await;
     let (repo, tag) = two.rsplit_once(':').expect("tag");
-    docker
-        .tag_image(
-            &id,
-            Some(bollard::query_parameters::TagImageOptions {
-                repo: Some(repo.into()),
-                tag: Some(tag.into()),
-            }),
-        )
-        .await
-        .expect("tag for the second registry");
+    dockpod_tests::docker::tag(&docker, &id, repo, tag).await;
     refs.track(&two);
     push(&docker, &one, None).await;
     push(&docker, &two, None).await;
