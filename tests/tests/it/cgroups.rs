@@ -187,13 +187,18 @@ async fn block_io_and_oom_kills_reach_the_pod_metrics() {
         ..Default::default()
     }];
     let writer = run_container(&mut rt, &id, &config, writer).await;
-    // A child over the limit is killed; the container's shell lives on.
+    // A child over the limit is killed; the container's shell lives on. The pipeline runs
+    // in a subshell that raised its OOM score (raising needs no privilege), so that a second
+    // OOM, while a loaded machine is still reaping the first victim, picks one of the
+    // pipeline's processes and never the shell: its death would end the container and with
+    // it the container's metrics.
     let mut hog = container_config(
         "hog",
         &[
             "sh",
             "-c",
-            "head -c 134217728 /dev/zero | tail; exec sleep 3600",
+            "(echo 1000 > /proc/self/oom_score_adj && head -c 134217728 /dev/zero | tail); \
+             exec sleep 3600",
         ],
     );
     hog.linux = Some(LinuxContainerConfig {
