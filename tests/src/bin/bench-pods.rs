@@ -3,7 +3,8 @@
 //!   one pod at a time, beside its floor: the same Docker requests (the container bodies the
 //!   shim's own `spec` builds) made with bollard and the same CNI plugin chain run directly,
 //!   no dockpod in between, interleaved pod by pod (each going first every other pod) so
-//!   both see the same machine; medians and the ratio;
+//!   both see the same machine; medians and their ratio, and each pod's ratio to the floor's
+//!   pod beside it (median and quartiles), which a slow spell of the machine moves less;
 //! - what the runtime's hops cost apart from Docker's work: ContainerStatus through the front
 //!   and the shim, and straight to the shim, beside a Docker inspection, back to back and
 //!   after an idle pause (`BENCH_HOPS=0` skips it);
@@ -14,7 +15,8 @@
 //!   each, with CNI), then torn down at once, against the parallel floor (the same Docker
 //!   requests and CNI chains, all at once), alternating, after a round each not counted:
 //!   median of the rounds' wall times, each round's ratio to the floor's round beside it,
-//!   and where the time goes (each phase's median inside the burst);
+//!   and where the time goes (the median of each phase of a pod's start and of its teardown,
+//!   inside the burst);
 //! - every idle shim's memory (PSS, private anonymous, RSS, threads) at each of those counts,
 //!   and again after a log burst (20 000 lines from every container at once) has passed,
 //!   against the budget of 1 MiB.
@@ -371,13 +373,14 @@ async fn lifecycle() {
     }
     println!("a pod's life, {pods} pods one at a time (CNI: bridge, firewall, portmap); medians");
     println!(
-        "{:<28} {:>10} {:>10} {:>8} {:>10}",
+        "{:<28} {:>10} {:>10} {:>8} {:>10}   pods' ratios: median (quartiles)",
         "call", "dockpod", "floor", "ratio", "difference"
     );
     for call in CALLS {
         let (d, f) = (median(&through[call]), median(&floor[call]));
+        let [mid, low, high] = paired_ratios(&through[call], &floor[call], [0.5, 0.25, 0.75]);
         println!(
-            "{call:<28} {d:>7.1} ms {f:>7.1} ms {:>7.2}x {:>7.1} ms",
+            "{call:<28} {d:>7.1} ms {f:>7.1} ms {:>7.2}x {:>7.1} ms   {mid:.2}x ({low:.2}-{high:.2})",
             d / f,
             d - f
         );
@@ -567,6 +570,13 @@ struct FloorPod {
 
 /// The phases of a pod's start, in a burst.
 const PHASES: [&str; 3] = ["sandbox (+network)", "create", "start"];
+/// The phases of a pod's teardown, in a burst.
+const DOWN_PHASES: [&str; 4] = [
+    "container stop",
+    "container removal",
+    "sandbox stop (+network)",
+    "sandbox removal",
+];
 
 /// A pod started at the floor, with what each phase took.
 async fn floor_up(
@@ -597,21 +607,26 @@ async fn floor_up(
 
 /// A floor pod torn down: its container stopped and removed, its network deleted, its
 /// sandbox stopped and removed.
-async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) {
+async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) -> [Duration; 4] {
     let stop = || {
         Some(StopContainerOptions {
             t: Some(STOP_TIMEOUT as i32),
             ..Default::default()
         })
     };
+    let t = Instant::now();
     docker
         .stop_container(&pod.app, stop())
         .await
         .expect("docker stop");
+    let stopped = t.elapsed();
+    let t = Instant::now();
     docker
         .remove_container(&pod.app, removal())
         .await
         .expect("docker rm");
+    let removed = t.elapsed();
+    let t = Instant::now();
     let (id, ns, added) = (pod.sandbox.clone(), pod.netns, pod.added);
     tokio::task::spawn_blocking(move || net.del_directly(&id, &ns, &added))
         .await
@@ -620,10 +635,13 @@ async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) {
         .stop_container(&pod.sandbox, stop())
         .await
         .expect("docker stop sandbox");
+    let sandbox_stopped = t.elapsed();
+    let t = Instant::now();
     docker
         .remove_container(&pod.sandbox, removal())
         .await
         .expect("docker rm sandbox");
+    [stopped, removed, sandbox_stopped, t.elapsed()]
 }
 
 /// A pod started through dockpod, with what each call took: its sandbox and container IDs.
@@ -646,44 +664,66 @@ async fn dockpod_up(
 }
 
 /// A dockpod pod torn down as the kubelet does: its container stopped and removed, then the
-/// sandbox stopped and removed.
-async fn dockpod_down(mut rt: RuntimeServiceClient<Channel>, (pod, c): (String, String)) {
+/// sandbox stopped and removed; what each call took.
+async fn dockpod_down(
+    mut rt: RuntimeServiceClient<Channel>,
+    (pod, c): (String, String),
+) -> [Duration; 4] {
+    let t = Instant::now();
     rt.stop_container(StopContainerRequest {
         container_id: c.clone(),
         timeout: STOP_TIMEOUT,
     })
     .await
     .expect("StopContainer");
+    let stopped = t.elapsed();
+    let t = Instant::now();
     rt.remove_container(RemoveContainerRequest { container_id: c })
         .await
         .expect("RemoveContainer");
+    let removed = t.elapsed();
+    let t = Instant::now();
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })
     .await
     .expect("StopPodSandbox");
+    let sandbox_stopped = t.elapsed();
+    let t = Instant::now();
     rt.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
     .await
     .expect("RemovePodSandbox");
+    [stopped, removed, sandbox_stopped, t.elapsed()]
 }
 
-/// What one burst took: the whole start and the whole teardown, and each start phase.
+/// What one burst took: the whole start and the whole teardown, and each phase of a pod's
+/// start and of its teardown.
 #[derive(Default)]
 struct Burst {
     up: Vec<Duration>,
     down: Vec<Duration>,
     phases: [Vec<Duration>; 3],
+    down_phases: [Vec<Duration>; 4],
 }
 
 impl Burst {
-    fn record(&mut self, up: Duration, down: Duration, phases: Vec<[Duration; 3]>) {
+    fn record(
+        &mut self,
+        (up, phases): (Duration, Vec<[Duration; 3]>),
+        (down, down_phases): (Duration, Vec<[Duration; 4]>),
+    ) {
         self.up.push(up);
         self.down.push(down);
         for p in phases {
             for (i, d) in p.into_iter().enumerate() {
                 self.phases[i].push(d);
+            }
+        }
+        for p in down_phases {
+            for (i, d) in p.into_iter().enumerate() {
+                self.down_phases[i].push(d);
             }
         }
     }
@@ -699,7 +739,7 @@ async fn burst_round<P, U, D>(
 ) where
     P: Send + 'static,
     U: std::future::Future<Output = (P, [Duration; 3])> + Send + 'static,
-    D: std::future::Future<Output = ()> + Send + 'static,
+    D: std::future::Future<Output = [Duration; 4]> + Send + 'static,
 {
     let t = Instant::now();
     let ups: Vec<_> = (0..n).map(|i| tokio::spawn(up(i))).collect();
@@ -716,27 +756,34 @@ async fn burst_round<P, U, D>(
         .into_iter()
         .map(|pod| tokio::spawn(down(pod)))
         .collect();
+    let mut down_phases = Vec::new();
     for torn_down in downs {
-        torn_down.await.expect("a pod's teardown");
+        down_phases.push(torn_down.await.expect("a pod's teardown"));
     }
-    burst.record(started, t.elapsed(), phases);
+    burst.record((started, phases), (t.elapsed(), down_phases));
 }
 
-/// Each round's ratio to the floor's round run beside it (the two went one after the other,
-/// so a slow spell of the machine weighs on both): the median, lowest and highest.
-fn paired_ratios(through: &[Duration], floor: &[Duration]) -> (f64, f64, f64) {
+/// Each time's ratio to the floor's time beside it (the two ran one after the other, so a
+/// slow spell of the machine weighs on both): the ratios at quantiles `qs` (0.5 the median,
+/// 0 the lowest, 1 the highest).
+fn paired_ratios<const N: usize>(
+    through: &[Duration],
+    floor: &[Duration],
+    qs: [f64; N],
+) -> [f64; N] {
     let mut ratios: Vec<f64> = through
         .iter()
         .zip(floor)
         .map(|(d, f)| d.as_secs_f64() / f.as_secs_f64())
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let at = |i: usize| ratios.get(i).copied().unwrap_or(f64::NAN);
-    (
-        at(ratios.len() / 2),
-        at(0),
-        at(ratios.len().saturating_sub(1)),
-    )
+    let last = ratios.len().saturating_sub(1) as f64;
+    qs.map(|q| {
+        ratios
+            .get((last * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    })
 }
 
 /// `n` pods started at once and torn down at once, through dockpod and at the floor,
@@ -783,17 +830,17 @@ async fn bursts() {
              alternating; medians, and each round's ratio to the floor's round beside it"
         );
         println!(
-            "{:<32} {:>10} {:>10} {:>8}   rounds' ratios: median (range)",
+            "{:<38} {:>10} {:>10} {:>8}   rounds' ratios: median (range)",
             "", "dockpod", "floor", "ratio"
         );
         let line = |what: &str, d: f64, f: f64| {
-            println!("{what:<32} {d:>7.0} ms {f:>7.0} ms {:>7.2}x", d / f);
+            println!("{what:<38} {d:>7.0} ms {f:>7.0} ms {:>7.2}x", d / f);
         };
         let whole = |what: &str, d: &[Duration], f: &[Duration]| {
             let (dm, fm) = (median(d), median(f));
-            let (mid, low, high) = paired_ratios(d, f);
+            let [mid, low, high] = paired_ratios(d, f, [0.5, 0.0, 1.0]);
             println!(
-                "{what:<32} {dm:>7.0} ms {fm:>7.0} ms {:>7.2}x   {mid:.2}x ({low:.2}-{high:.2})",
+                "{what:<38} {dm:>7.0} ms {fm:>7.0} ms {:>7.2}x   {mid:.2}x ({low:.2}-{high:.2})",
                 dm / fm
             );
         };
@@ -804,6 +851,13 @@ async fn bursts() {
                 &format!("  each pod's {phase}"),
                 median(&through.phases[i]),
                 median(&floor.phases[i]),
+            );
+        }
+        for (i, phase) in DOWN_PHASES.iter().enumerate() {
+            line(
+                &format!("  each pod's {phase}"),
+                median(&through.down_phases[i]),
+                median(&floor.down_phases[i]),
             );
         }
     }
