@@ -82,6 +82,10 @@ pub struct Pod {
     unheard: Mutex<Option<Vec<ContainerEventResponse>>>,
     logs: Followers,
     last_network_check: Mutex<Option<network::NetworkCheck>>,
+    /// The sandbox's process (by sandbox ID), held from its start or from the first look at
+    /// it after a restart of the shim: its network namespace, which CNI's DEL and CHECK are
+    /// given, is found without a Docker request while it lives.
+    sandbox_process: Mutex<Option<(String, dockpod_proto::process::ProcessHandle)>>,
     /// Each container's last inspection, refreshed whenever Docker's events (or a call of
     /// this shim) make it read the container again: ContainerStatus answers from it without
     /// asking Docker.
@@ -122,6 +126,7 @@ impl Pod {
             unheard: Mutex::new(Some(Vec::new())),
             logs: Followers::default(),
             last_network_check: Mutex::new(None),
+            sandbox_process: Mutex::new(None),
             inspections: inspections::Inspections::default(),
             oom_kills: OomKills::default(),
             observed: Notify::new(),

@@ -107,6 +107,7 @@ impl Pod {
                 .ok_or_else(|| {
                     Error::FailedPrecondition(format!("sandbox container {id} is not running"))
                 })?;
+            self.hold_sandbox_process(id, pid);
             let attachment = cni.add(id, &format!("/proc/{pid}/ns/net"), &config).await?;
             ips = attachment.ips();
             {

@@ -11,6 +11,7 @@ use dockpod_proto::cri::*;
 use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::*;
 use dockpod_tests::docker::{docker, instance_containers};
+use dockpod_tests::docker_proxy::{DockerProxy, Fault, Gate};
 use dockpod_tests::front::Front;
 use dockpod_tests::registry::{free_port, reserved_port};
 use dockpod_tests::wait::wait_until;
@@ -283,6 +284,55 @@ async fn del_frees_the_address_after_the_sandbox_was_removed_and_host_network_sk
     let id = run_pod(&mut rt, &host).await;
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(net.veths().is_empty(), "{:?}", net.veths());
+    remove_pod(&mut rt, &id).await;
+}
+
+/// StopPodSandbox gives CNI's DEL the network namespace of the sandbox process the shim has
+/// held since the sandbox started, with no Docker request on the call's way, and the plugins
+/// act inside it: while Docker is held from stopping the sandbox (its namespace still
+/// alive), the pod's veth is already gone.
+#[tokio::test]
+async fn stop_pod_sandbox_deletes_the_network_in_the_held_sandboxs_namespace_without_asking_docker()
+{
+    let net = CniNet::new();
+    let proxy = DockerProxy::start();
+    let mut args = net.front_args();
+    args.extend(["--docker-endpoint".to_string(), proxy.endpoint()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let front = Front::start(&args).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let pod = pod_config(&dockpod_tests::unique("cni-held"), logs.path());
+    let id = run_pod(&mut rt, &pod).await;
+    assert_eq!(net.veths().len(), 1, "{:?}", net.veths());
+    let stop = format!("/containers/{id}/stop");
+    let gate = Gate::new();
+    proxy.once("POST", &stop, Fault::Hold(gate.clone()));
+    let before = proxy.seen().len();
+    let stopping = tokio::spawn({
+        let (mut rt, id) = (rt.clone(), id.clone());
+        async move {
+            rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
+                .await
+        }
+    });
+    proxy.arrival("POST", &stop, SECS).await;
+    let veths = net.veths();
+    let asked = proxy.seen().split_off(before);
+    gate.open();
+    stopping
+        .await
+        .expect("the StopPodSandbox task")
+        .expect("StopPodSandbox");
+    assert!(
+        veths.is_empty(),
+        "the pod's veth outlived CNI's DEL: {veths:?}"
+    );
+    let inspect = format!("/containers/{id}/json");
+    assert!(
+        !asked.iter().any(|s| s.method == "GET" && s.path == inspect),
+        "StopPodSandbox asked Docker for the sandbox: {asked:?}"
+    );
     remove_pod(&mut rt, &id).await;
 }
 
