@@ -257,21 +257,23 @@ impl Engine {
     }
 
     /// Stops with `grace` before SIGKILL; the container's own stop signal is used. A missing or
-    /// already stopped container is fine.
-    pub async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+    /// already stopped container is fine (`Stopped::Already`).
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<Stopped> {
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptions {
             t: Some(secs),
             signal: None,
         };
         match self.docker.stop_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
+            Ok(()) => Ok(Stopped::Now),
+            Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(Stopped::Already),
             // Docker answers a stop of a container whose task containerd lost with a 500; what
             // the caller asked for holds if Docker now has it stopped or not at all.
             Err(e) => match self.inspect(id).await {
-                Ok(None) => Ok(()),
-                Ok(Some(c)) if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => Ok(()),
+                Ok(None) => Ok(Stopped::Already),
+                Ok(Some(c)) if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {
+                    Ok(Stopped::Already)
+                }
                 _ => Err(Error::docker(format!("stopping container {id}"))(e)),
             },
         }
@@ -314,6 +316,15 @@ impl Engine {
             .await
             .map_err(Error::docker("listing the pod's containers"))
     }
+}
+
+/// What a stop found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The container ran, and Docker stopped it: its `die` event is on its way.
+    Now,
+    /// The container did not run (or Docker no longer has it): no event comes of the stop.
+    Already,
 }
 
 /// Docker's state of a container as the pod model sees it.

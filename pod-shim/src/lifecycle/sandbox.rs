@@ -1,12 +1,14 @@
 //! The sandbox's life: RunPodSandbox (creating, networking and starting the sandbox
 //! container), StopPodSandbox, RemovePodSandbox, its readiness and its resources.
 
-use dockpod_proto::cri::{ContainerEventType, LinuxContainerResources, PodSandboxConfig};
+use dockpod_proto::cri::{
+    ContainerEventType, ContainerState, LinuxContainerResources, PodSandboxConfig,
+};
 use dockpod_proto::pod_record::{Intent, PodRecord, SandboxResources};
 
 use super::network::add_hosts_entry;
 use super::{Pod, SANDBOX_STOP_GRACE};
-use crate::docker::{now_ns, pod_ips};
+use crate::docker::{now_ns, pod_ips, Stopped};
 use crate::error::{Error, Result};
 use crate::spec::{self, Context};
 
@@ -156,11 +158,25 @@ impl Pod {
         let stops = ids
             .iter()
             .map(|id| self.engine.stop(id, SANDBOX_STOP_GRACE));
-        for result in futures_util::future::join_all(stops).await {
-            result?;
-        }
-        for id in &ids {
-            self.refresh_container(id).await?;
+        let stopped = futures_util::future::join_all(stops).await;
+        for (id, stopped) in ids.iter().zip(stopped) {
+            match stopped? {
+                // Recorded by the read Docker's `die` event sets going, as StopContainer's is.
+                Stopped::Now => self.exit_recorded(id).await?,
+                // The kubelet stops a pod's containers before its sandbox: their exits are
+                // on the disk already, and a read of each would only ask Docker again. One
+                // still reported running (it exited by itself a moment ago) or in an unknown
+                // state is read now.
+                Stopped::Already => {
+                    let settled = self.record.reported_container(id).is_some_and(|c| {
+                        c.state == ContainerState::ContainerExited as i32
+                            || c.state == ContainerState::ContainerCreated as i32
+                    });
+                    if !settled {
+                        self.refresh_container(id).await?;
+                    }
+                }
+            }
         }
         self.teardown_network().await?;
         if !sandbox.is_empty() {

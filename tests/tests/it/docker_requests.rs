@@ -172,6 +172,73 @@ async fn a_new_pods_shim_speaks_the_api_version_the_front_negotiated_without_ask
     );
 }
 
+/// StopPodSandbox records the exit of a container it stopped from the read Docker's `die`
+/// event sets going (the one read of it before the sandbox's stop), and does not read again
+/// a container whose exit is on the disk already (the kubelet stops a pod's containers
+/// before its sandbox); both are reported exited once it answers.
+#[tokio::test]
+async fn stop_pod_sandbox_asks_docker_nothing_of_containers_it_knows_have_exited() {
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let mut config = pod_config(&dockpod_tests::unique("stopreads"), logs.path());
+    host_network(&mut config);
+    let pod = run_pod(&mut rt, &config).await;
+    // Ends on SIGTERM at once (a shell as PID 1 ignores it unless trapped).
+    let until_term = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"];
+    let stopped = run_container(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("early", &until_term),
+    )
+    .await;
+    let running = run_container(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("late", &until_term),
+    )
+    .await;
+    rt.stop_container(StopContainerRequest {
+        container_id: stopped.clone(),
+        timeout: 10,
+    })
+    .await
+    .expect("StopContainer");
+    quiet(&proxy).await;
+    let before = proxy.seen().len();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    let asked = proxy.seen().split_off(before);
+    let sandbox_stop = format!("/containers/{pod}/stop");
+    let until = asked
+        .iter()
+        .position(|s| s.method == "POST" && s.path == sandbox_stop)
+        .unwrap_or_else(|| panic!("no stop of the sandbox: {asked:?}"));
+    for (id, reads) in [(&stopped, 0), (&running, 1)] {
+        let read = format!("/containers/{id}/json");
+        assert_eq!(
+            asked[..until]
+                .iter()
+                .filter(|s| s.method == "GET" && s.path == read)
+                .count(),
+            reads,
+            "reads of container {id} before the sandbox's stop: {asked:?}"
+        );
+        assert_eq!(
+            status(&mut rt, id).await.state,
+            ContainerState::ContainerExited as i32,
+            "{id}"
+        );
+    }
+    remove_pod(&mut rt, &pod).await;
+}
+
 #[tokio::test]
 async fn a_list_of_fifty_images_is_one_docker_request() {
     let docker = dockpod_tests::docker::docker().await;
