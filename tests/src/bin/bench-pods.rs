@@ -54,7 +54,8 @@ use pod_shim::host::Host;
 use pod_shim::spec::{self, Context};
 use tonic::transport::Channel;
 
-/// The calls of a pod's life, in the order they are made.
+/// The calls of a pod's life, in the order the kubelet makes them: a pod's containers are
+/// stopped before its sandbox, and removed (by its garbage collection) after it.
 const CALLS: [&str; 9] = [
     "RunPodSandbox",
     "CreateContainer",
@@ -62,8 +63,8 @@ const CALLS: [&str; 9] = [
     "ContainerStatus (verbose)",
     "PodSandboxStatus (verbose)",
     "StopContainer",
-    "RemoveContainer",
     "StopPodSandbox",
+    "RemoveContainer",
     "RemovePodSandbox",
 ];
 /// StopContainer's grace period, the same through dockpod and Docker (`sleep` is not PID 1
@@ -135,19 +136,19 @@ async fn dockpod_pod(
     timed(
         times,
         CALLS[6],
-        r.remove_container(RemoveContainerRequest { container_id: c }),
-    )
-    .await
-    .expect("RemoveContainer");
-    timed(
-        times,
-        CALLS[7],
         r.stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),
         }),
     )
     .await
     .expect("StopPodSandbox");
+    timed(
+        times,
+        CALLS[7],
+        r.remove_container(RemoveContainerRequest { container_id: c }),
+    )
+    .await
+    .expect("RemoveContainer");
     timed(
         times,
         CALLS[8],
@@ -253,6 +254,21 @@ async fn floor_sandbox(
     (sandbox, netns, added)
 }
 
+/// A stop of a container that has stopped already: Docker's 304.
+async fn stop_stopped(docker: &Docker, id: &str) {
+    let options = StopContainerOptions {
+        t: Some(STOP_TIMEOUT as i32),
+        ..Default::default()
+    };
+    match docker.stop_container(id, Some(options)).await {
+        Ok(()) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => {}
+        Err(e) => panic!("docker stop of a stopped container: {e}"),
+    }
+}
+
 /// The floor's removals ask what dockpod's (and cri-dockerd's) do: forced, with the
 /// container's anonymous volumes.
 fn removal() -> Option<RemoveContainerOptions> {
@@ -304,15 +320,18 @@ async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, floor: &Floor, times: &mu
     timed(times, CALLS[5], docker.stop_container(&c, stop()))
         .await
         .expect("docker stop");
-    timed(times, CALLS[6], docker.remove_container(&c, removal()))
-        .await
-        .expect("docker rm");
-    timed(times, CALLS[7], async {
+    timed(times, CALLS[6], async {
+        // StopPodSandbox stops every container of the pod that still runs: Docker answers
+        // that this one does not.
+        stop_stopped(docker, &c).await;
         net.del_directly(&sandbox, &netns, &added);
         docker.stop_container(&sandbox, stop()).await
     })
     .await
     .expect("docker stop sandbox");
+    timed(times, CALLS[7], docker.remove_container(&c, removal()))
+        .await
+        .expect("docker rm");
     timed(
         times,
         CALLS[8],
@@ -573,8 +592,8 @@ const PHASES: [&str; 3] = ["sandbox (+network)", "create", "start"];
 /// The phases of a pod's teardown, in a burst.
 const DOWN_PHASES: [&str; 4] = [
     "container stop",
-    "container removal",
     "sandbox stop (+network)",
+    "container removal",
     "sandbox removal",
 ];
 
@@ -621,12 +640,7 @@ async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) -> [Duratio
         .expect("docker stop");
     let stopped = t.elapsed();
     let t = Instant::now();
-    docker
-        .remove_container(&pod.app, removal())
-        .await
-        .expect("docker rm");
-    let removed = t.elapsed();
-    let t = Instant::now();
+    stop_stopped(&docker, &pod.app).await;
     let (id, ns, added) = (pod.sandbox.clone(), pod.netns, pod.added);
     tokio::task::spawn_blocking(move || net.del_directly(&id, &ns, &added))
         .await
@@ -638,10 +652,16 @@ async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) -> [Duratio
     let sandbox_stopped = t.elapsed();
     let t = Instant::now();
     docker
+        .remove_container(&pod.app, removal())
+        .await
+        .expect("docker rm");
+    let removed = t.elapsed();
+    let t = Instant::now();
+    docker
         .remove_container(&pod.sandbox, removal())
         .await
         .expect("docker rm sandbox");
-    [stopped, removed, sandbox_stopped, t.elapsed()]
+    [stopped, sandbox_stopped, removed, t.elapsed()]
 }
 
 /// A pod started through dockpod, with what each call took: its sandbox and container IDs.
@@ -663,8 +683,8 @@ async fn dockpod_up(
     ((pod, c), [sandboxed, created, t.elapsed()])
 }
 
-/// A dockpod pod torn down as the kubelet does: its container stopped and removed, then the
-/// sandbox stopped and removed; what each call took.
+/// A dockpod pod torn down as the kubelet does: its container stopped, then its sandbox; its
+/// container removed, then its sandbox; what each call took.
 async fn dockpod_down(
     mut rt: RuntimeServiceClient<Channel>,
     (pod, c): (String, String),
@@ -678,11 +698,6 @@ async fn dockpod_down(
     .expect("StopContainer");
     let stopped = t.elapsed();
     let t = Instant::now();
-    rt.remove_container(RemoveContainerRequest { container_id: c })
-        .await
-        .expect("RemoveContainer");
-    let removed = t.elapsed();
-    let t = Instant::now();
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })
@@ -690,12 +705,17 @@ async fn dockpod_down(
     .expect("StopPodSandbox");
     let sandbox_stopped = t.elapsed();
     let t = Instant::now();
+    rt.remove_container(RemoveContainerRequest { container_id: c })
+        .await
+        .expect("RemoveContainer");
+    let removed = t.elapsed();
+    let t = Instant::now();
     rt.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
     .await
     .expect("RemovePodSandbox");
-    [stopped, removed, sandbox_stopped, t.elapsed()]
+    [stopped, sandbox_stopped, removed, t.elapsed()]
 }
 
 /// What one burst took: the whole start and the whole teardown, and each phase of a pod's
