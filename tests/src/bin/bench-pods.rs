@@ -1,5 +1,5 @@
 //! Pod benchmark, from one run on this machine:
-//! - every call of a pod's life through dockpod (a CNI network: bridge, firewall, portmap),
+//! - every call of a pod's life through dockpod (a CNI chain: loopback, bridge, firewall, portmap),
 //!   one pod at a time, beside its floor: the same Docker requests (the container bodies the
 //!   shim's own `spec` builds) made with bollard and the same CNI plugin chain run directly,
 //!   no dockpod in between, interleaved pod by pod (each going first every other pod) so
@@ -355,7 +355,7 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A quiet front on a CNI network of its own (bridge with host-local, firewall, portmap),
+/// A quiet front on a CNI network of its own (loopback, bridge with host-local, firewall, portmap),
 /// and the network, for the floor to run the same chain.
 async fn cni_front() -> (Arc<CniNet>, Front) {
     let net = Arc::new(CniNet::new());
@@ -390,7 +390,7 @@ async fn lifecycle() {
             dockpod_pod(&mut rt, &config, &mut through).await;
         }
     }
-    println!("a pod's life, {pods} pods one at a time (CNI: bridge, firewall, portmap); medians");
+    println!("a pod's life, {pods} pods one at a time (CNI: loopback, bridge, firewall, portmap); medians");
     println!(
         "{:<28} {:>10} {:>10} {:>8} {:>10}   pods' ratios: median (quartiles)",
         "call", "dockpod", "floor", "ratio", "difference"
