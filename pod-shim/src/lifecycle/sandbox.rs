@@ -158,11 +158,16 @@ impl Pod {
         let stops = ids
             .iter()
             .map(|id| self.engine.stop(id, SANDBOX_STOP_GRACE));
-        let stopped = futures_util::future::join_all(stops).await;
-        for (id, stopped) in ids.iter().zip(stopped) {
-            match stopped? {
+        let stopped = futures_util::future::join_all(stops)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        // Each exit recorded, all at once (a wait for Docker's event, should it not come, is
+        // then one wait for the pod, not one for each container).
+        let recorded = ids.iter().zip(stopped).map(|(id, stopped)| async move {
+            match stopped {
                 // Recorded by the read Docker's `die` event sets going, as StopContainer's is.
-                Stopped::Now => self.exit_recorded(id).await?,
+                Stopped::Now => self.exit_recorded(id).await,
                 // The kubelet stops a pod's containers before its sandbox: their exits are
                 // on the disk already, and a read of each would only ask Docker again. One
                 // still reported running (it exited by itself a moment ago) or in an unknown
@@ -172,12 +177,17 @@ impl Pod {
                         c.state == ContainerState::ContainerExited as i32
                             || c.state == ContainerState::ContainerCreated as i32
                     });
-                    if !settled {
-                        self.refresh_container(id).await?;
+                    match settled {
+                        true => Ok(()),
+                        false => self.refresh_container(id).await,
                     }
                 }
             }
-        }
+        });
+        futures_util::future::join_all(recorded)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
         self.teardown_network().await?;
         if !sandbox.is_empty() {
             self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;

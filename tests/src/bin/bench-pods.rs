@@ -624,8 +624,8 @@ async fn floor_up(
     (pod, [sandboxed, created, t.elapsed()])
 }
 
-/// A floor pod torn down: its container stopped and removed, its network deleted, its
-/// sandbox stopped and removed.
+/// A floor pod torn down in the kubelet's order: its container stopped, then its network
+/// deleted and its sandbox stopped; then both removed.
 async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) -> [Duration; 4] {
     let stop = || {
         Some(StopContainerOptions {
