@@ -254,18 +254,21 @@ async fn floor_sandbox(
     (sandbox, netns, added)
 }
 
-/// A stop of a container that has stopped already: Docker's 304.
-async fn stop_stopped(docker: &Docker, id: &str) {
-    let options = StopContainerOptions {
+/// The floor's stops, with dockpod's grace period.
+fn stop_options() -> Option<StopContainerOptions> {
+    Some(StopContainerOptions {
         t: Some(STOP_TIMEOUT as i32),
         ..Default::default()
-    };
-    match docker.stop_container(id, Some(options)).await {
-        Ok(()) => {}
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304, ..
-        }) => {}
-        Err(e) => panic!("docker stop of a stopped container: {e}"),
+    })
+}
+
+/// A stop of a container that has stopped already: Docker's 304.
+async fn stop_stopped(docker: &Docker, id: &str) {
+    match docker.stop_container(id, stop_options()).await {
+        Err(e) if !dockpod_proto::docker_errors::is_not_modified(&e) => {
+            panic!("docker stop of a stopped container: {e}")
+        }
+        _ => {}
     }
 }
 
@@ -311,13 +314,7 @@ async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, floor: &Floor, times: &mu
     timed(times, CALLS[4], docker.inspect_container(&sandbox, None))
         .await
         .expect("docker inspect sandbox");
-    let stop = || {
-        Some(StopContainerOptions {
-            t: Some(STOP_TIMEOUT as i32),
-            ..Default::default()
-        })
-    };
-    timed(times, CALLS[5], docker.stop_container(&c, stop()))
+    timed(times, CALLS[5], docker.stop_container(&c, stop_options()))
         .await
         .expect("docker stop");
     timed(times, CALLS[6], async {
@@ -325,7 +322,7 @@ async fn floor_pod(docker: &Docker, net: &Arc<CniNet>, floor: &Floor, times: &mu
         // that this one does not.
         stop_stopped(docker, &c).await;
         net.del_directly(&sandbox, &netns, &added);
-        docker.stop_container(&sandbox, stop()).await
+        docker.stop_container(&sandbox, stop_options()).await
     })
     .await
     .expect("docker stop sandbox");
@@ -627,15 +624,9 @@ async fn floor_up(
 /// A floor pod torn down in the kubelet's order: its container stopped, then its network
 /// deleted and its sandbox stopped; then both removed.
 async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) -> [Duration; 4] {
-    let stop = || {
-        Some(StopContainerOptions {
-            t: Some(STOP_TIMEOUT as i32),
-            ..Default::default()
-        })
-    };
     let t = Instant::now();
     docker
-        .stop_container(&pod.app, stop())
+        .stop_container(&pod.app, stop_options())
         .await
         .expect("docker stop");
     let stopped = t.elapsed();
@@ -646,7 +637,7 @@ async fn floor_down(docker: Docker, net: Arc<CniNet>, pod: FloorPod) -> [Duratio
         .await
         .expect("CNI DEL");
     docker
-        .stop_container(&pod.sandbox, stop())
+        .stop_container(&pod.sandbox, stop_options())
         .await
         .expect("docker stop sandbox");
     let sandbox_stopped = t.elapsed();
@@ -736,15 +727,16 @@ impl Burst {
     ) {
         self.up.push(up);
         self.down.push(down);
-        for p in phases {
-            for (i, d) in p.into_iter().enumerate() {
-                self.phases[i].push(d);
-            }
-        }
-        for p in down_phases {
-            for (i, d) in p.into_iter().enumerate() {
-                self.down_phases[i].push(d);
-            }
+        spread(&mut self.phases, phases);
+        spread(&mut self.down_phases, down_phases);
+    }
+}
+
+/// Each pod's phases, each into the list of its phase.
+fn spread<const N: usize>(into: &mut [Vec<Duration>; N], pods: Vec<[Duration; N]>) {
+    for pod in pods {
+        for (list, d) in into.iter_mut().zip(pod) {
+            list.push(d);
         }
     }
 }
