@@ -172,10 +172,11 @@ async fn a_new_pods_shim_speaks_the_api_version_the_front_negotiated_without_ask
     );
 }
 
-/// StopPodSandbox records the exit of a container it stopped from the read Docker's `die`
-/// event sets going (the one read of it before the sandbox's stop), and does not read again
-/// a container whose exit is on the disk already (the kubelet stops a pod's containers
-/// before its sandbox); both are reported exited once it answers.
+/// StopPodSandbox records the exit of a container it stopped (read before the sandbox's
+/// stop: by the read Docker's `die` event sets going, or by its own should the event be
+/// 250 ms late, as on a loaded machine), and does not read again a container whose exit is
+/// on the disk already (the kubelet stops a pod's containers before its sandbox); both are
+/// reported exited once it answers.
 #[tokio::test]
 async fn stop_pod_sandbox_asks_docker_nothing_of_containers_it_knows_have_exited() {
     let proxy = DockerProxy::start();
@@ -220,16 +221,23 @@ async fn stop_pod_sandbox_asks_docker_nothing_of_containers_it_knows_have_exited
         .iter()
         .position(|s| s.method == "POST" && s.path == sandbox_stop)
         .unwrap_or_else(|| panic!("no stop of the sandbox: {asked:?}"));
-    for (id, reads) in [(&stopped, 0), (&running, 1)] {
+    let reads = |id: &str| {
         let read = format!("/containers/{id}/json");
-        assert_eq!(
-            asked[..until]
-                .iter()
-                .filter(|s| s.method == "GET" && s.path == read)
-                .count(),
-            reads,
-            "reads of container {id} before the sandbox's stop: {asked:?}"
-        );
+        asked[..until]
+            .iter()
+            .filter(|s| s.method == "GET" && s.path == read)
+            .count()
+    };
+    assert_eq!(
+        reads(&stopped),
+        0,
+        "StopPodSandbox read a container whose exit it had: {asked:?}"
+    );
+    assert!(
+        reads(&running) >= 1,
+        "the exit of the container StopPodSandbox stopped was not read before the sandbox's stop: {asked:?}"
+    );
+    for id in [&stopped, &running] {
         assert_eq!(
             status(&mut rt, id).await.state,
             ContainerState::ContainerExited as i32,
