@@ -9,8 +9,9 @@ use crate::logs::LogHandle;
 
 impl Pod {
     /// Starts writing the container's CRI log file, unless that already happens or it has no
-    /// log path.
-    pub(super) fn follow_log(&self, id: &str) {
+    /// log path. A follower started with `after_start` waits for the pod's first read of the
+    /// container after its start (`first_look`) instead of reading it itself.
+    pub(super) fn follow_log(&self, id: &str, after_start: bool) {
         let Some(path) = self.written_log(id) else {
             return;
         };
@@ -19,6 +20,7 @@ impl Pod {
             id,
             path.into(),
             self.record.store().log_checkpoint(id),
+            after_start,
         );
     }
 
@@ -67,7 +69,7 @@ impl Pod {
             // A restarted shim serves before its first look at every container has started
             // their followers; this running container's follower starts now (it resumes from
             // its checkpoint, which also finds the file the kubelet just renamed).
-            self.follow_log(&id);
+            self.follow_log(&id, false);
         }
         let log: Option<LogHandle> = self.logs.handle(&id);
         match log {
