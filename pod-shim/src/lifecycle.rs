@@ -74,6 +74,8 @@ pub struct Pod {
     ops: OpLocks,
     /// Set while RunPodSandbox runs.
     starting: std::sync::atomic::AtomicBool,
+    /// Set while StopPodSandbox runs.
+    stopping: std::sync::atomic::AtomicBool,
     /// Shared, not copied into each of the channel's slots: the channel makes all of its
     /// slots at once, and 256 events of 448 bytes were 120 KiB of every shim, idle or not.
     events: broadcast::Sender<Arc<ContainerEventResponse>>,
@@ -122,6 +124,7 @@ impl Pod {
             record: record::Record::new(store, record),
             ops: OpLocks::default(),
             starting: std::sync::atomic::AtomicBool::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             events,
             unheard: Mutex::new(Some(Vec::new())),
             logs: Followers::default(),

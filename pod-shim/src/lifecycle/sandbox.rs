@@ -148,6 +148,22 @@ impl Pod {
     /// Stops every container, then the sandbox. Idempotent.
     pub async fn stop_sandbox(&self) -> Result<()> {
         let _guard = self.ops.pod().await;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let stopped = self.stop_sandbox_locked().await;
+        self.stopping
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if stopped.is_err() {
+            // No `die` of the sandbox was read meanwhile (`refresh_sandbox`), and it may have
+            // ended by itself before this call got as far as stopping it.
+            if let Err(e) = self.refresh_sandbox().await {
+                tracing::warn!(error = %e, "reading the sandbox after a failed stop");
+            }
+        }
+        stopped
+    }
+
+    async fn stop_sandbox_locked(&self) -> Result<()> {
         let (sandbox, ids) = {
             let r = self.record();
             (
@@ -261,10 +277,16 @@ impl Pod {
         self.record.remove().await
     }
 
-    /// Refreshes the sandbox's readiness from Docker.
+    /// Refreshes the sandbox's readiness from Docker. A read can only find a ready sandbox
+    /// ended, so none is made of one that is not ready (a sandbox does not start again), nor
+    /// while StopPodSandbox runs, which records the sandbox's end itself (and reads it when it
+    /// fails).
     pub async fn refresh_sandbox(&self) -> Result<()> {
-        let id = self.record().sandbox_id.clone();
-        if id.is_empty() {
+        let (id, ready) = {
+            let r = self.record();
+            (r.sandbox_id.clone(), r.ready)
+        };
+        if id.is_empty() || !ready || self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         let inspect = self.engine.inspect(&id).await?;

@@ -244,6 +244,30 @@ async fn stop_pod_sandbox_asks_docker_nothing_of_containers_it_knows_have_exited
             "{id}"
         );
     }
+    // Nor is the sandbox read: StopPodSandbox records its stop itself, and the read Docker's
+    // `die` event for it would set going could find nothing else.
+    quiet(&proxy).await;
+    let sandbox_read = format!("/containers/{pod}/json");
+    let asked = proxy.seen().split_off(before);
+    assert!(
+        !asked
+            .iter()
+            .any(|s| s.method == "GET" && s.path == sandbox_read),
+        "the stopped sandbox was read: {asked:?}"
+    );
+    assert_eq!(
+        rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("a status")
+        .state,
+        PodSandboxState::SandboxNotready as i32
+    );
     remove_pod(&mut rt, &pod).await;
 }
 

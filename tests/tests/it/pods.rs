@@ -731,6 +731,42 @@ async fn sandboxes_announce_their_life_on_the_event_stream_as_containerd_does() 
     remove_pod(&mut rt, &pod).await;
     let seen = events_until(&mut events, &[&pod], (&pod, ContainerDeletedEvent)).await;
     assert_eq!(seen.len(), 1, "one removal: {seen:?}");
+
+    // A sandbox that ends by itself (killed behind the kubelet's back) is announced stopped
+    // once and reported not ready; the StopPodSandbox after it announces no second stop.
+    let config = pod_config("sandbox-events-killed", logs.path());
+    let pod = run_pod(&mut rt, &config).await;
+    events_until(&mut events, &[&pod], (&pod, ContainerStartedEvent)).await;
+    dockpod_tests::docker::docker()
+        .await
+        .kill_container(
+            &pod,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("kill the sandbox");
+    let seen = events_until(&mut events, &[&pod], (&pod, ContainerStoppedEvent)).await;
+    assert_eq!(seen.len(), 1, "one stop: {seen:?}");
+    let state = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("a status")
+        .state;
+    assert_eq!(state, PodSandboxState::SandboxNotready as i32);
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    remove_pod(&mut rt, &pod).await;
+    let seen = events_until(&mut events, &[&pod], (&pod, ContainerDeletedEvent)).await;
+    assert_eq!(seen.len(), 1, "only the removal after the stop: {seen:?}");
 }
 
 #[tokio::test]
