@@ -289,7 +289,8 @@ impl Pod {
     /// After Docker removed container `id`: its follower, position and record go, and the
     /// removal intent with them, in one save. With the intent on the disk (`intended`), that
     /// save is one the disk implies: a shim that finds the intent finishes the removal and
-    /// forgets the container the same way, so it is not waited for.
+    /// forgets the container the same way, so the removal is reported and answered at once
+    /// and the save written in its turn.
     pub(super) async fn forget_container(&self, id: &str, intended: bool) -> Result<()> {
         self.logs.stop(id);
         self.inspections.remove(id);
@@ -309,7 +310,7 @@ impl Pod {
         let (store, container) = (self.record.store().clone(), id.to_string());
         let unlink: super::record::Then = Box::new(move || store.remove_log_checkpoint(&container));
         let reach = match intended {
-            true => super::record::Reach::Kernel,
+            true => super::record::Reach::Implied,
             false => super::record::Reach::Disk,
         };
         self.record.save_then(reach, Some(unlink)).await?;

@@ -8,9 +8,9 @@
 //! Durable before reported: a part of the record (the pod's own fields, or one container)
 //! whose change is still on its way to the disk is reported as it was before that change, so
 //! no client hears of a state that a restarted shim would not remember. One kind of save is
-//! reported once written, before its flush (`Reach::Kernel`): a change that the record on the
-//! disk already implies (a removal whose intent is there, which a restarted shim finishes
-//! the same way). Readers never wait for the disk. A part settles when the save that holds
+//! reported at once and written in its turn without a flush of its own (`Reach::Implied`): a
+//! change that the record on the disk already implies (a removal whose intent is there, which
+//! a restarted shim finishes the same way). Readers never wait for the disk. A part settles when the save that holds
 //! its change finishes, whether it succeeded or failed: a failed save fails its operation,
 //! and what that operation changed in memory is reported from then on, as it is by every
 //! later save.
@@ -75,10 +75,12 @@ impl Disk for Store {
 pub(super) enum Reach {
     /// On the disk: what a restarted shim remembers whatever crashed.
     Disk,
-    /// In the record's file, not yet flushed: for a change that a save already on the disk
-    /// implies (a removal's outcome, which a shim that finds its intent finishes). A shim
-    /// that dies reads it; the writer flushes it once idle, or with the next save.
-    Kernel,
+    /// Reported and answered at once, then written in its turn: for a change that a save
+    /// already on the disk implies (a removal's outcome, which a shim that finds its intent
+    /// finishes the same way, whether it died before this write or after it). The writer
+    /// flushes it once idle, or with the next save; a failure is logged (the next save
+    /// writes the change again).
+    Implied,
 }
 
 /// A part of the record that is reported as a whole.
@@ -234,6 +236,15 @@ impl Record {
     /// the two leaves a file nothing reads, not a record naming a file that is gone).
     pub(super) async fn save_then(&self, reach: Reach, then: Option<Then>) -> Result<()> {
         let (_, done) = self.queue(reach, false, then)?;
+        if reach == Reach::Implied {
+            let path = self.store.path().display().to_string();
+            drop(tokio::spawn(async move {
+                if let Ok(Err(e)) = done.await {
+                    tracing::warn!(error = %e, path, "writing a change the disk implies; the next save writes it");
+                }
+            }));
+            return Ok(());
+        }
         self.outcome("writing", done.await)
     }
 
@@ -264,6 +275,10 @@ impl Record {
         settling.last_asked += 1;
         let number = settling.last_asked;
         mark_changes(&mut settling, &current, number);
+        if reach == Reach::Implied {
+            // Reported at once: the disk implies it already.
+            settling.pending.retain(|_, n| *n != number);
+        }
         let (done, finished) = oneshot::channel();
         let (written, on_written) = ahead.then(oneshot::channel).unzip();
         let job = Job::Save {
@@ -468,7 +483,7 @@ fn write_batch(disk: &dyn Disk, settling: &Mutex<Settling>, settled: &Notify, sa
     let mut waiting = Vec::with_capacity(saves.len());
     let mut written_waiting = Vec::new();
     let mut after = Vec::new();
-    let mut reach = Reach::Kernel;
+    let mut reach = Reach::Implied;
     let mut newest = None;
     for job in saves {
         if let Job::Save {
@@ -824,16 +839,27 @@ mod tests {
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
     }
 
-    /// A save the disk already implies is answered and reported once written, without a
-    /// flush; the work that goes with it is done after it.
+    /// A save the disk already implies is reported and answered at once, before the writer
+    /// has written it (held at the disk here, behind the save of another container's change,
+    /// which stays unreported meanwhile); it is written in its turn, and the work that goes
+    /// with it after it.
     #[tokio::test]
-    async fn a_save_the_disk_implies_is_not_waited_for_on_the_disk() {
-        let (dir, record, gate, syncs) = slow_flush();
-        gate.set(true);
-        record
+    async fn a_save_the_disk_implies_is_reported_before_it_is_written() {
+        let mut first = PodRecord::default();
+        for id in ["a", "b"] {
+            first
+                .containers
+                .insert(id.into(), container(id, ContainerState::ContainerRunning));
+        }
+        let f = start(first);
+        f.gate.set(true);
+        f.record
             .lock()
             .containers
             .insert("a".into(), container("a", ContainerState::ContainerExited));
+        let mut exit = Box::pin(f.record.save());
+        assert!(still_waiting(&mut exit).await, "the exit's save is held");
+        f.record.lock().containers.remove("b");
         let ran = Arc::new(AtomicUsize::new(0));
         let then: Then = Box::new({
             let ran = ran.clone();
@@ -842,24 +868,38 @@ mod tests {
             }
         });
         tokio::time::timeout(
-            // Generous: only a save that waited for the held flush would take it.
+            // Generous: only a save that waited for the held disk would take it.
             Duration::from_secs(30),
-            record.save_then(Reach::Kernel, Some(then)),
+            f.record.save_then(Reach::Implied, Some(then)),
         )
         .await
-        .expect("answered without the flush")
-        .expect("written");
-        assert!(record.reported().containers.contains_key("a"));
-        let read = Store::new(dir.path()).load().expect("load").expect("saved");
-        assert!(read.containers.contains_key("a"));
-        // The work after the save runs on the writer's thread once it has answered.
+        .expect("answered without the disk")
+        .expect("queued");
+        let reported = f.record.reported();
+        assert!(
+            !reported.containers.contains_key("b"),
+            "the removal is reported"
+        );
+        assert_eq!(
+            reported.containers["a"].state,
+            ContainerState::ContainerRunning as i32,
+            "the exit is not, until it is on the disk"
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing written yet");
+        f.gate.set(false);
+        exit.await.expect("the exit saved");
+        // The work after the save runs on the writer's thread once the save is written.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while ran.load(Ordering::SeqCst) == 0 {
             assert!(std::time::Instant::now() < deadline, "never ran");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(syncs.load(Ordering::SeqCst), 0, "no flush was asked for");
-        gate.set(false);
+        let read = on_disk(&f);
+        assert!(!read.containers.contains_key("b"));
+        assert_eq!(
+            read.containers["a"].state,
+            ContainerState::ContainerExited as i32
+        );
     }
 
     /// Removal comes after every save asked for before it.
