@@ -71,9 +71,10 @@ impl Followers {
     }
 
     /// Starts following `container`'s log into `path`, unless it is followed already. With
-    /// `first_look`, the follower finds where Docker keeps the log in the first read of the
-    /// container after its start that the pod hands it (`first_look`), instead of asking
-    /// Docker again: StartContainer's, which Docker's `start` event sets going.
+    /// `first_look`, the follower waits for the pod's first read of the container after its
+    /// start (`Followers::first_look`: the one Docker's `start` event sets going, which
+    /// StartContainer waits for) and finds there where Docker keeps the log, instead of
+    /// asking Docker again.
     pub fn follow(
         &self,
         engine: &Engine,

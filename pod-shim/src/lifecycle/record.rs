@@ -10,10 +10,10 @@
 //! no client hears of a state that a restarted shim would not remember. One kind of save is
 //! reported at once and written in its turn without a flush of its own (`Reach::Implied`): a
 //! change that the record on the disk already implies (a removal whose intent is there, which
-//! a restarted shim finishes the same way). Readers never wait for the disk. A part settles when the save that holds
-//! its change finishes, whether it succeeded or failed: a failed save fails its operation,
-//! and what that operation changed in memory is reported from then on, as it is by every
-//! later save.
+//! a restarted shim finishes the same way). Readers never wait for the disk. A part settles
+//! when the save that holds its change finishes, whether it succeeded or failed: a failed
+//! save fails its operation, and what that operation changed in memory is reported from then
+//! on, as it is by every later save.
 //!
 //! Saves go to the writer in the order they were asked for. The writer takes every save
 //! queued behind the one it just wrote and writes only the newest record, which holds all

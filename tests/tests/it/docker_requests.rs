@@ -256,17 +256,8 @@ async fn stop_pod_sandbox_asks_docker_nothing_of_containers_it_knows_have_exited
         "the stopped sandbox was read: {asked:?}"
     );
     assert_eq!(
-        rt.pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .expect("PodSandboxStatus")
-        .into_inner()
-        .status
-        .expect("a status")
-        .state,
-        PodSandboxState::SandboxNotready as i32
+        pod_status(&mut rt, &pod).await.status.map(|s| s.state),
+        Some(PodSandboxState::SandboxNotready as i32)
     );
     remove_pod(&mut rt, &pod).await;
 }

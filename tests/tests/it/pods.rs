@@ -747,18 +747,10 @@ async fn sandboxes_announce_their_life_on_the_event_stream_as_containerd_does() 
         .expect("kill the sandbox");
     let seen = events_until(&mut events, &[&pod], (&pod, ContainerStoppedEvent)).await;
     assert_eq!(seen.len(), 1, "one stop: {seen:?}");
-    let state = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .expect("PodSandboxStatus")
-        .into_inner()
-        .status
-        .expect("a status")
-        .state;
-    assert_eq!(state, PodSandboxState::SandboxNotready as i32);
+    assert_eq!(
+        pod_status(&mut rt, &pod).await.status.map(|s| s.state),
+        Some(PodSandboxState::SandboxNotready as i32)
+    );
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })
