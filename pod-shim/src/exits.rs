@@ -19,9 +19,8 @@ use crate::lifecycle::Pod;
 
 /// Actions after which a container's state may differ. Not `kill` (the container runs on
 /// until its `die`) nor `stop` (which follows the `die`): a read then only competes with the
-/// stop Docker is finishing, for the container's lock. Nor `create`: a container is recorded
-/// once its create has answered, as created, which a read then finds it still is.
-const ACTIONS: &[&str] = &["start", "die", "oom", "destroy", "restart"];
+/// stop Docker is finishing, for the container's lock.
+const ACTIONS: &[&str] = &["create", "start", "die", "oom", "destroy", "restart"];
 
 pub async fn watch(pod: Arc<Pod>) {
     let mut delay = Duration::from_millis(100);

@@ -46,9 +46,9 @@ pub use network::NetworkCheck;
 const SANDBOX_STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long an exit may wait for the container's last log lines to reach its file.
 const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long StartContainer and StopContainer wait for the read Docker's `start` or `die`
-/// event sets going before they read the container themselves.
-const EVENT_READ_WAIT: Duration = Duration::from_millis(250);
+/// How long StopContainer waits for the read Docker's `die` event sets going before it reads
+/// the container itself.
+const EXIT_EVENT_WAIT: Duration = Duration::from_millis(250);
 /// Events kept for a slow subscriber before it starts missing them.
 const EVENT_BUFFER: usize = 256;
 
@@ -213,11 +213,6 @@ impl Pod {
             let pid = inspect.as_ref().and_then(|i| i.state.as_ref()?.pid);
             self.oom_kills.watch(id, pid.unwrap_or(0));
         }
-        if let Some(started) = inspect.as_ref().filter(|_| seen.phase != Phase::Created) {
-            // Before the exit below waits for the log's last lines: a follower still waiting
-            // for this look would not write them.
-            self.logs.first_look(id, started);
-        }
         self.settle_log(id, &seen).await;
         let (events, settled) = {
             let mut r = self.record();
@@ -253,7 +248,7 @@ impl Pod {
                 .get(id)
                 .is_some_and(|c| c.started_at > 0 && !c.log_complete);
             if started {
-                self.follow_log(id, false);
+                self.follow_log(id);
             }
         }
         for id in ids {

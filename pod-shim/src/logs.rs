@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::LogsOptions;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -70,45 +69,12 @@ impl Followers {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts following `container`'s log into `path`, unless it is followed already. With
-    /// `first_look`, the follower waits for the pod's first read of the container after its
-    /// start (`Followers::first_look`: the one Docker's `start` event sets going, which
-    /// StartContainer waits for) and finds there where Docker keeps the log, instead of
-    /// asking Docker again.
-    pub fn follow(
-        &self,
-        engine: &Engine,
-        container: &str,
-        path: PathBuf,
-        checkpoint: PathBuf,
-        first_look: bool,
-    ) {
+    /// Starts following `container`'s log into `path`, unless it is followed already.
+    pub fn follow(&self, engine: &Engine, container: &str, path: PathBuf, checkpoint: PathBuf) {
         let mut map = self.map();
         if !map.contains_key(container) {
-            let (look, looked) = first_look.then(oneshot::channel).unzip();
-            let mut follower = Follower::start(
-                engine.clone(),
-                container.to_string(),
-                LogTarget::new(path, checkpoint),
-                looked,
-            );
-            follower.look = look;
+            let follower = Follower::start(engine.clone(), container.to_string(), path, checkpoint);
             map.insert(container.to_string(), follower);
-        }
-    }
-
-    /// Hands the follower of `container` that waits for its first look the read `inspect`,
-    /// made after the container's start; a follower that looked already is left as it is.
-    pub fn first_look(&self, container: &str, inspect: &ContainerInspectResponse) {
-        if let Some(look) = self.map().get_mut(container).and_then(|f| f.look.take()) {
-            let _ = look.send(Arc::new(inspect.clone()));
-        }
-    }
-
-    /// The follower of `container` that waits for its first look asks Docker itself.
-    pub fn no_first_look(&self, container: &str) {
-        if let Some(f) = self.map().get_mut(container) {
-            f.look = None;
         }
     }
 
@@ -130,8 +96,6 @@ impl Followers {
 pub struct Follower {
     handle: LogHandle,
     task: tokio::task::JoinHandle<()>,
-    /// Until the follower got its first look at the container (`Followers::follow`).
-    look: Option<oneshot::Sender<Arc<ContainerInspectResponse>>>,
 }
 
 /// What callers hold of a follower: cheap to clone, usable without any lock held.
@@ -146,13 +110,12 @@ pub struct LogHandle {
 }
 
 impl Follower {
-    /// Starts following `container`'s log into `target`; where Docker keeps that log is in
-    /// `first_look` when there is one (dropped unsent: asked of Docker).
-    fn start(
+    /// Starts following `container`'s log into `path`, keeping its checkpoint at `checkpoint`.
+    pub fn start(
         engine: Engine,
         container: String,
-        target: LogTarget,
-        first_look: Option<oneshot::Receiver<Arc<ContainerInspectResponse>>>,
+        path: PathBuf,
+        checkpoint: PathBuf,
     ) -> Follower {
         let (done_tx, done) = watch::channel(false);
         let (stopped, stopped_rx) = watch::channel(false);
@@ -160,11 +123,12 @@ impl Follower {
         let span = tracing::info_span!("log", container = %container);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let target = LogTarget::new(path, checkpoint);
                 let signals = Signals {
                     reopen: reopen_rx,
                     stopped: stopped_rx,
                 };
-                follow_until_stopped(&engine, &container, target, signals, first_look).await;
+                follow_until_stopped(&engine, &container, target, signals).await;
                 let _ = done_tx.send(true);
             },
             span,
@@ -176,7 +140,6 @@ impl Follower {
                 reopen,
             },
             task,
-            look: None,
         }
     }
 
@@ -389,7 +352,6 @@ async fn follow_until_stopped(
     container: &str,
     target: LogTarget,
     mut signals: Signals,
-    mut first_look: Option<oneshot::Receiver<Arc<ContainerInspectResponse>>>,
 ) {
     let path = target.path().to_path_buf();
     let copy = Arc::new(Mutex::new(LogCopy::new(target)));
@@ -403,14 +365,7 @@ async fn follow_until_stopped(
     let mut delay = Duration::from_millis(200);
     let mut retried_after_exit = false;
     loop {
-        let docker_log = match first_look.take() {
-            Some(look) => match look.await {
-                Ok(inspect) => json_file_of(&inspect),
-                Err(_) => json_file_path(engine, container).await,
-            },
-            None => json_file_path(engine, container).await,
-        };
-        let followed = match docker_log {
+        let followed = match json_file_path(engine, container).await {
             Some(docker_log) => follow_file(docker_log, &copy, &mut signals).await,
             None => follow_api(engine, container, &copy, &mut signals).await,
         };
@@ -440,20 +395,9 @@ async fn follow_until_stopped(
 
 /// Docker's own file of the container's log, when its driver is `json-file`.
 async fn json_file_path(engine: &Engine, container: &str) -> Option<PathBuf> {
-    json_file_of(&engine.inspect(container).await.ok()??)
-}
-
-/// Docker's own file of the log, from a read of the container made after its start (Docker
-/// names the file when it starts the container's logger).
-fn json_file_of(inspect: &ContainerInspectResponse) -> Option<PathBuf> {
-    let driver = inspect
-        .host_config
-        .as_ref()?
-        .log_config
-        .as_ref()?
-        .typ
-        .as_deref()?;
-    let path = inspect.log_path.as_deref().filter(|p| !p.is_empty())?;
+    let inspect = engine.inspect(container).await.ok()??;
+    let driver = inspect.host_config?.log_config?.typ?;
+    let path = inspect.log_path.filter(|p| !p.is_empty())?;
     (driver == "json-file").then(|| PathBuf::from(path))
 }
 

@@ -12,7 +12,7 @@ use dockpod_proto::cri::{
 };
 use dockpod_proto::pod_record::{ContainerRecord, Intent};
 
-use super::{Pod, EVENT_READ_WAIT};
+use super::{Pod, EXIT_EVENT_WAIT};
 use crate::docker::now_ns;
 use crate::error::{Error, Result};
 use crate::spec;
@@ -207,26 +207,9 @@ impl Pod {
         if let Some(path) = self.written_log(&id) {
             crate::logs::create_file(path.into()).await?;
         }
-        let created = self
-            .record()
-            .containers
-            .get(&id)
-            .is_some_and(|c| c.state == ContainerState::ContainerCreated as i32);
         self.engine.start(&id).await?;
-        self.follow_log(&id, created);
-        if !created {
-            // Not the kubelet's first start of it (a retry, say): Docker's answer is read.
-            return self.refresh_container(&id).await;
-        }
-        let recorded = self.left_state(&id, ContainerState::ContainerCreated).await;
-        // The follower's first look is the read that recorded the start, handed over by that
-        // read; should it have been answered before the follower was there, the same
-        // inspection, kept since. Without either the follower reads the container itself.
-        match self.inspections.get(&id).filter(|_| recorded.is_ok()) {
-            Some(started) => self.logs.first_look(&id, &started),
-            None => self.logs.no_first_look(&id),
-        }
-        recorded
+        self.follow_log(&id);
+        self.refresh_container(&id).await
     }
 
     /// Stops with `timeout` seconds of grace; an unknown or stopped container is fine.
@@ -238,28 +221,27 @@ impl Pod {
         self.engine
             .stop(&id, Duration::from_secs(timeout.max(0) as u64))
             .await?;
-        self.left_state(&id, ContainerState::ContainerRunning).await
+        self.exit_recorded(&id).await
     }
 
-    /// After Docker started or stopped container `id`: returns once the record has it in
-    /// another state than `before` and has saved that (it is reported). The read that
-    /// Docker's `start` or `die` event set going records it; a read of this call's own would
-    /// be a second one, and after a stop it would wait on Docker, which holds the container
-    /// while it cleans up (measured 24 ms on Docker 20.10, a third of the stop). Without the
-    /// event soon (Docker's event stream reconnecting, say), the container is read here.
-    pub(super) async fn left_state(&self, id: &str, before: ContainerState) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + EVENT_READ_WAIT;
+    /// After Docker stopped container `id`: returns once the record holds its exit and has
+    /// saved it (the exit is reported). The read that Docker's `die` event set going records
+    /// it; a read of this call's own would wait on Docker, which holds the container while it
+    /// cleans up after the stop (measured 24 ms on Docker 20.10, a third of the stop). Without
+    /// the event soon (Docker's event stream reconnecting, say), the container is read here.
+    pub(super) async fn exit_recorded(&self, id: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + EXIT_EVENT_WAIT;
         loop {
             let observed = self.observed.notified();
             tokio::pin!(observed);
             // Registered before the record is looked at, so no read lands unseen in between.
             observed.as_mut().enable();
-            // As reported: a change is recorded once it is on disk.
-            let unchanged = self
+            // As reported: the exit is recorded once it is on disk.
+            let running = self
                 .record
                 .reported_container(id)
-                .is_some_and(|c| c.state == before as i32);
-            if !unchanged {
+                .is_some_and(|c| c.state == ContainerState::ContainerRunning as i32);
+            if !running {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, observed).await.is_err() {

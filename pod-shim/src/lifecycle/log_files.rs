@@ -9,9 +9,8 @@ use crate::logs::LogHandle;
 
 impl Pod {
     /// Starts writing the container's CRI log file, unless that already happens or it has no
-    /// log path. A follower started with `after_start` waits for the pod's first read of the
-    /// container after its start (`first_look`) instead of reading it itself.
-    pub(super) fn follow_log(&self, id: &str, after_start: bool) {
+    /// log path.
+    pub(super) fn follow_log(&self, id: &str) {
         let Some(path) = self.written_log(id) else {
             return;
         };
@@ -20,7 +19,6 @@ impl Pod {
             id,
             path.into(),
             self.record.store().log_checkpoint(id),
-            after_start,
         );
     }
 
@@ -69,7 +67,7 @@ impl Pod {
             // A restarted shim serves before its first look at every container has started
             // their followers; this running container's follower starts now (it resumes from
             // its checkpoint, which also finds the file the kubelet just renamed).
-            self.follow_log(&id, false);
+            self.follow_log(&id);
         }
         let log: Option<LogHandle> = self.logs.handle(&id);
         match log {

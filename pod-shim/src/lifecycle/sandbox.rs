@@ -183,7 +183,7 @@ impl Pod {
         let recorded = ids.iter().zip(stopped).map(|(id, stopped)| async move {
             match stopped {
                 // Recorded by the read Docker's `die` event sets going, as StopContainer's is.
-                Stopped::Now => self.left_state(id, ContainerState::ContainerRunning).await,
+                Stopped::Now => self.exit_recorded(id).await,
                 // The kubelet stops a pod's containers before its sandbox: their exits are
                 // on the disk already, and a read of each would only ask Docker again. One
                 // still reported running (it exited by itself a moment ago) or in an unknown

@@ -262,59 +262,6 @@ async fn stop_pod_sandbox_asks_docker_nothing_of_containers_it_knows_have_exited
     remove_pod(&mut rt, &pod).await;
 }
 
-/// Containers created and started one after another in one pod: each is read from Docker
-/// once, by the read Docker's `start` event sets going, which StartContainer waits for and
-/// the container's log follower takes where Docker keeps the log from; the create is not read.
-#[tokio::test]
-async fn a_started_container_is_read_once() {
-    const CONTAINERS: usize = 6;
-    let proxy = DockerProxy::start();
-    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
-    let logs = tempfile::tempdir().expect("logs");
-    let mut rt = front.runtime();
-    let mut config = pod_config(&dockpod_tests::unique("startreads"), logs.path());
-    host_network(&mut config);
-    let pod = run_pod(&mut rt, &config).await;
-    quiet(&proxy).await;
-    let before = proxy.seen().len();
-    let mut started = Vec::new();
-    for i in 0..CONTAINERS {
-        let container = container_config(&format!("app{i}"), &["sleep", "3600"]);
-        let id = create_container(&mut rt, &pod, &config, container)
-            .await
-            .expect("CreateContainer");
-        start(&mut rt, &id).await;
-        // Reported running as soon as StartContainer answers.
-        assert_eq!(
-            status(&mut rt, &id).await.state,
-            ContainerState::ContainerRunning as i32
-        );
-        started.push(id);
-    }
-    quiet(&proxy).await;
-    let asked = proxy.seen().split_off(before);
-    let reads: Vec<usize> = started
-        .iter()
-        .map(|id| {
-            let read = format!("/containers/{id}/json");
-            asked
-                .iter()
-                .filter(|s| s.method == "GET" && s.path == read)
-                .count()
-        })
-        .collect();
-    // One read each (before, three: the event's, the call's own and the log follower's). A
-    // `start` event later than StartContainer waits for it (a loaded machine) brings the
-    // call's own read beside the event's, so a container may have two, but not every one:
-    // two each is what a read of the call's own beside the event's would make every time.
-    assert!(
-        reads.iter().all(|&n| (1..=2).contains(&n)) && reads.iter().sum::<usize>() < 2 * CONTAINERS,
-        "reads of each started container: {reads:?}; {:?}",
-        summary(&asked)
-    );
-    remove_pod(&mut rt, &pod).await;
-}
-
 #[tokio::test]
 async fn a_list_of_fifty_images_is_one_docker_request() {
     let docker = dockpod_tests::docker::docker().await;
