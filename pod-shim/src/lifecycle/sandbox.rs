@@ -24,12 +24,8 @@ impl Pod {
         config: PodSandboxConfig,
         runtime_handler: String,
     ) -> Result<String> {
-        self.starting
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let result = self.run_sandbox_locked(config, runtime_handler).await;
-        self.starting
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        result
+        let _starting = Raised::new(&self.starting);
+        self.run_sandbox_locked(config, runtime_handler).await
     }
 
     pub(super) async fn run_sandbox_locked(
@@ -148,11 +144,10 @@ impl Pod {
     /// Stops every container, then the sandbox. Idempotent.
     pub async fn stop_sandbox(&self) -> Result<()> {
         let _guard = self.ops.pod().await;
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let stopped = self.stop_sandbox_locked().await;
-        self.stopping
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let stopped = {
+            let _stopping = Raised::new(&self.stopping);
+            self.stop_sandbox_locked().await
+        };
         if stopped.is_err() {
             // No `die` of the sandbox was read meanwhile (`refresh_sandbox`), and it may have
             // ended by itself before this call got as far as stopping it.
@@ -334,5 +329,22 @@ impl Pod {
             resources,
         });
         self.persist().await
+    }
+}
+
+/// A flag of the pod's set for as long as this lives: cleared however the call holding it
+/// ends, also when its future is dropped (the client went away inside it).
+struct Raised<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Raised<'a> {
+    fn new(flag: &'a std::sync::atomic::AtomicBool) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        Raised(flag)
+    }
+}
+
+impl Drop for Raised<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
