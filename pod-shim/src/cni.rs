@@ -16,17 +16,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use dockpod_proto::cni_conf::{find_cni_network, CniNetwork};
 use dockpod_proto::cri::{PodSandboxConfig, Protocol};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 
+mod plugin_process;
 mod versions;
 pub use versions::VersionCache;
 
@@ -360,47 +359,26 @@ impl Cni {
         let args: Vec<String> = a.cni_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let path = std::env::join_paths(&self.bin_dirs)
             .map_err(|e| Error::Network(format!("CNI plugin directories: {e}")))?;
-        let mut plugin_command = tokio::process::Command::new(&binary);
-        // A plugin outlives a shim killed inside ADD unless it dies with it: left running, it
-        // finishes its ADD (firewall rules, say) after the next shim's clean-up DEL has run,
-        // and what it adds then is never deleted.
-        #[allow(unsafe_code)]
-        // SAFETY: the closure runs in the forked child before exec and makes one prctl call,
-        // which is async-signal-safe and touches no memory shared with the parent.
-        unsafe {
-            plugin_command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let mut child = plugin_command
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", &a.container_id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", &a.if_name)
-            .env("CNI_ARGS", args.join(";"))
-            .env("CNI_PATH", path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(Error::io(format!(
-                "starting CNI plugin {}",
-                binary.display()
-            )))?;
+        let cni_args = args.join(";");
+        let env: [(&str, &std::ffi::OsStr); 6] = [
+            ("CNI_COMMAND", command.as_ref()),
+            ("CNI_CONTAINERID", a.container_id.as_ref()),
+            ("CNI_NETNS", netns.as_ref()),
+            ("CNI_IFNAME", a.if_name.as_ref()),
+            ("CNI_ARGS", cni_args.as_ref()),
+            ("CNI_PATH", path.as_ref()),
+        ];
+        // Dies with the shim (see `plugin_process`): left running after a shim killed inside
+        // ADD, it would finish its ADD (firewall rules, say) after the next shim's clean-up
+        // DEL has run, and what it added then would never be deleted.
+        let child = plugin_process::spawn(&binary, &env).map_err(Error::io(format!(
+            "starting CNI plugin {}",
+            binary.display()
+        )))?;
         let input = serde_json::to_vec(stdin)
             .map_err(|e| Error::Network(format!("encoding the plugin's input: {e}")))?;
-        if let Some(mut pipe) = child.stdin.take() {
-            match pipe.write_all(&input).await {
-                // A plugin may exit without reading; its exit status tells what happened.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    return Err(Error::io(format!("writing to CNI plugin {plugin}"))(e));
-                }
-                _ => {}
-            }
-        }
-        let output = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
+        // The plugin is killed when its time is up (dropped with the output's future).
+        let output = tokio::time::timeout(PLUGIN_TIMEOUT, child.output(&input))
             .await
             .map_err(|_| {
                 Error::DeadlineExceeded(format!(
