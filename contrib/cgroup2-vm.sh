@@ -7,7 +7,9 @@
 #   contrib/cgroup2-vm.sh run EXE [ARG...]  boot a fresh copy of the image, run the test
 #                                            executable EXE of this tree with ARGs inside (after
 #                                            contrib/setup.sh without building), print what it
-#                                            printed and exit with its status
+#                                            printed and exit with its status (a failed
+#                                            test's kept logs are copied to the results folder,
+#                                            which a failed run keeps)
 # The tree is shared with the VM (9p) at the same path, so a test executable built here finds
 # its binaries and sources inside as it does here; the VM writes only its results folder. The
 # VM is stopped however this script ends: it never outlives a run. KVM is tried first where
@@ -196,9 +198,14 @@ run_job() {
 		echo "cd '$repo'"
 		echo "echo \"cgroup: \$(stat -fc %T /sys/fs/cgroup), docker cgroup driver: \$(docker info --format '{{.CgroupDriver}}')\""
 		echo "SKIP_BUILD=1 bash contrib/setup.sh"
-		printf 'exec'
+		echo "set +e"
 		printf " '%s'" "$exe" "$@"
 		echo
+		# A failed test keeps its front's and shims' logs in the VM's /tmp (see the tests'
+		# Front): copied out with the results, which the host keeps when the job fails.
+		echo "rc=\$?"
+		echo "for kept in /tmp/dockpod-failed-*; do [ -d \"\$kept\" ] && cp -r \"\$kept\" /mnt/results/; done"
+		echo "exit \$rc"
 	} >"$run/results/job.sh"
 	local accels=(tcg) accel
 	if [ -n "${VM_ACCEL:-}" ]; then
