@@ -59,6 +59,12 @@ impl Watched {
                 self.kills = kills;
                 true
             }
+            // Said, because a kill whose cgroup went before this read is lost to the count
+            // (Docker's report then stands alone).
+            None => {
+                tracing::debug!(container = %self.id, "an OOM kill counter could not be read: the cgroup is gone");
+                false
+            }
             _ => false,
         }
     }
@@ -128,6 +134,7 @@ impl OomKills {
             state.found.push_back(watched.id.clone());
             self.changed.notify_waiters();
         }
+        tracing::debug!(container = %id, kills = watched.kills, "watching the container's OOM kills");
         state.watched.insert(wd, watched);
     }
 
