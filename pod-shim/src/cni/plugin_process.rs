@@ -104,26 +104,30 @@ pub fn spawn(program: &Path, env: &[(&str, &OsStr)]) -> io::Result<PluginProcess
     }
     // The child's ends belong to it now.
     drop((stdin_read, stdout_write, stderr_write));
-    let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
-        // `new` is deprecated for fds the caller could close while registered; this AsyncFd
-        // owns its OwnedFd, so it cannot be, and `register` would need unsafe.
-        #[allow(deprecated)]
-        Ok(fd) => Some(AsyncFd::new(fd)?),
-        Err(e) if e == rustix::io::Errno::NOSYS => None,
-        Err(e) => {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-            return Err(e.into());
-        }
-    };
-    Ok(PluginProcess {
-        pid,
-        pidfd,
-        reaped: false,
-        stdin: Some(pipe::Sender::from_owned_fd(stdin_write)?),
-        stdout: pipe::Receiver::from_owned_fd(stdout_read)?,
-        stderr: pipe::Receiver::from_owned_fd(stderr_read)?,
-    })
+    let watched = (|| {
+        let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
+            // `new` is deprecated for fds the caller could close while registered; this
+            // AsyncFd owns its OwnedFd, so it cannot be, and `register` would need unsafe.
+            #[allow(deprecated)]
+            Ok(fd) => Some(AsyncFd::new(fd)?),
+            Err(e) if e == rustix::io::Errno::NOSYS => None,
+            Err(e) => return Err(io::Error::from(e)),
+        };
+        Ok(PluginProcess {
+            pid,
+            pidfd,
+            reaped: false,
+            stdin: Some(pipe::Sender::from_owned_fd(stdin_write)?),
+            stdout: pipe::Receiver::from_owned_fd(stdout_read)?,
+            stderr: pipe::Receiver::from_owned_fd(stderr_read)?,
+        })
+    })();
+    if watched.is_err() {
+        // A plugin nobody could wait for or talk to: ended now, not left running.
+        let _ = rustix::process::kill_process(pid, Signal::KILL);
+        let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+    }
+    watched
 }
 
 impl PluginProcess {
@@ -206,10 +210,17 @@ impl Drop for PluginProcess {
         }
         let (pid, pidfd) = (self.pid, self.pidfd.take());
         let reaper = async move {
-            if let Some(pidfd) = pidfd {
-                let _ = pidfd.readable().await;
+            match pidfd {
+                // Readable once it has exited: the reaping does not block.
+                Some(pidfd) => {
+                    let _ = pidfd.readable().await;
+                    let _ = reap(pid, WaitOptions::NOHANG);
+                }
+                None => {
+                    let _ =
+                        tokio::task::spawn_blocking(move || reap(pid, WaitOptions::empty())).await;
+                }
             }
-            let _ = tokio::task::spawn_blocking(move || reap(pid, WaitOptions::empty())).await;
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(reaper)),
