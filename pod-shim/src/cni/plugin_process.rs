@@ -169,22 +169,7 @@ impl PluginProcess {
 
     /// Waits for the plugin's exit and reaps it.
     async fn wait(&mut self) -> io::Result<ExitStatus> {
-        let status = match &self.pidfd {
-            Some(pidfd) => loop {
-                let mut ready = pidfd.readable().await?;
-                match reap(self.pid, WaitOptions::NOHANG)? {
-                    Some(status) => break status,
-                    None => ready.clear_ready(),
-                }
-            },
-            None => {
-                let pid = self.pid;
-                tokio::task::spawn_blocking(move || reap(pid, WaitOptions::empty()))
-                    .await
-                    .map_err(io::Error::other)??
-                    .ok_or_else(|| io::Error::other("waitpid answered nothing"))?
-            }
-        };
+        let status = exit_of(self.pid, self.pidfd.as_ref()).await?;
         self.reaped = true;
         Ok(status)
     }
@@ -210,22 +195,30 @@ impl Drop for PluginProcess {
         }
         let (pid, pidfd) = (self.pid, self.pidfd.take());
         let reaper = async move {
-            match pidfd {
-                // Readable once it has exited: the reaping does not block.
-                Some(pidfd) => {
-                    let _ = pidfd.readable().await;
-                    let _ = reap(pid, WaitOptions::NOHANG);
-                }
-                None => {
-                    let _ =
-                        tokio::task::spawn_blocking(move || reap(pid, WaitOptions::empty())).await;
-                }
-            }
+            let _ = exit_of(pid, pidfd.as_ref()).await;
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(reaper)),
             Err(_) => drop(std::thread::spawn(move || reap(pid, WaitOptions::empty()))),
         }
+    }
+}
+
+/// Waits for child `pid` to exit, on its pidfd when there is one (readable once it has
+/// exited, so the reaping does not block), else on a thread of the blocking pool, and reaps it.
+async fn exit_of(pid: Pid, pidfd: Option<&AsyncFd<OwnedFd>>) -> io::Result<ExitStatus> {
+    match pidfd {
+        Some(pidfd) => loop {
+            let mut ready = pidfd.readable().await?;
+            match reap(pid, WaitOptions::NOHANG)? {
+                Some(status) => return Ok(status),
+                None => ready.clear_ready(),
+            }
+        },
+        None => tokio::task::spawn_blocking(move || reap(pid, WaitOptions::empty()))
+            .await
+            .map_err(io::Error::other)??
+            .ok_or_else(|| io::Error::other("waitpid answered nothing")),
     }
 }
 
