@@ -54,7 +54,7 @@ impl Engine {
                 minor_version: api.minor,
             };
             let docker = if endpoint.starts_with("unix://") {
-                Some(Docker::connect_with_unix(
+                Some(dockpod_proto::docker_socket::connect(
                     endpoint,
                     REQUEST_TIMEOUT,
                     &version,

@@ -10,6 +10,7 @@ pub mod cni_conf;
 pub mod cri;
 pub mod cri_stream;
 pub mod docker_errors;
+pub mod docker_socket;
 pub mod engine_api;
 pub mod failpoints;
 pub mod files;

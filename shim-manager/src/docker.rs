@@ -66,12 +66,19 @@ impl Engine {
         if let Some(docker) = client.as_ref() {
             return Ok(docker.clone());
         }
-        let docker = Docker::connect_with_host(&self.endpoint)
-            .map_err(Error::docker(format!(
-                "connecting to dockerd at {}",
-                self.endpoint
-            )))?
-            .with_timeout(REQUEST_TIMEOUT);
+        let docker = match self.endpoint.starts_with("unix://") {
+            true => dockpod_proto::docker_socket::connect(
+                &self.endpoint,
+                REQUEST_TIMEOUT.as_secs(),
+                bollard::API_DEFAULT_VERSION,
+            ),
+            false => Docker::connect_with_host(&self.endpoint),
+        }
+        .map_err(Error::docker(format!(
+            "connecting to dockerd at {}",
+            self.endpoint
+        )))?
+        .with_timeout(REQUEST_TIMEOUT);
         *client = Some(docker.clone());
         Ok(docker)
     }

@@ -21,6 +21,19 @@ pub async fn docker() -> Docker {
     })
 }
 
+/// A client for the local dockerd over connections kept between requests, as dockpod's front
+/// and shims make them (`dockpod_proto::docker_socket`), version-negotiated: a floor that
+/// pays for Docker's work and not for a connection per request.
+pub async fn docker_kept() -> Docker {
+    let endpoint = endpoint();
+    let docker =
+        dockpod_proto::docker_socket::connect(&endpoint, 120, bollard::API_DEFAULT_VERSION)
+            .expect("docker client");
+    docker.negotiate_version().await.unwrap_or_else(|e| {
+        panic!("no dockerd answers on {endpoint} ({e}); run `bash contrib/setup.sh` as root")
+    })
+}
+
 /// The engine the tests run against: `DOCKPOD_TEST_DOCKER_ENDPOINT` (a `unix://` address, as
 /// `contrib/engines.sh env` prints for a newer engine), or the default dockerd's socket. The
 /// fronts the tests start are pointed at the same engine.

@@ -15,6 +15,7 @@
 //! does not stall dockpod's Docker traffic.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +91,10 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     rules: Mutex<Vec<Rule>>,
     arrived: Notify,
+    /// Client connections accepted so far.
+    opened: AtomicUsize,
+    /// The path of the last request of each open client connection (empty before its first).
+    open: Mutex<std::collections::HashMap<usize, String>>,
 }
 
 impl Shared {
@@ -228,6 +233,20 @@ impl DockerProxy {
         lock(&self.shared.seen).clone()
     }
 
+    /// Client connections accepted so far.
+    pub fn connections_opened(&self) -> usize {
+        self.shared.opened.load(Ordering::SeqCst)
+    }
+
+    /// Client connections open now whose last request was not a subscription to Docker's
+    /// events: with no request in flight, the connections a client keeps idle.
+    pub fn connections_open_besides_events(&self) -> usize {
+        lock(&self.shared.open)
+            .values()
+            .filter(|path| path.as_str() != "/events")
+            .count()
+    }
+
     /// Waits until a request matching `method` and `pattern` has arrived and returns it.
     pub async fn arrival(&self, method: &str, pattern: &str, timeout: Duration) -> Seen {
         let found = |seen: &[Seen]| {
@@ -265,10 +284,13 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = shared.clone();
+        let connection = shared.opened.fetch_add(1, Ordering::SeqCst);
+        lock(&shared.open).insert(connection, String::new());
         tokio::spawn(async move {
             if let Ok(upstream) = UnixStream::connect(crate::docker::socket_path()).await {
-                let _ = relay(client, upstream, shared).await;
+                let _ = relay(client, upstream, connection, shared.clone()).await;
             }
+            lock(&shared.open).remove(&connection);
         });
     }
 }
@@ -286,6 +308,7 @@ type ClientWriter = Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>;
 async fn relay(
     client: UnixStream,
     upstream: UnixStream,
+    connection: usize,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     let (mut from_client, to_client) = client.into_split();
@@ -307,6 +330,9 @@ async fn relay(
                 return Ok(false);
             };
             let head: Vec<u8> = buf.drain(..head_len).collect();
+            if let Some(last) = lock(&shared.open).get_mut(&connection) {
+                last.clone_from(&seen.path);
+            }
             let fault = shared.admit(&seen);
             match &fault {
                 Some(Fault::Delay(d)) => tokio::time::sleep(*d).await,

@@ -1,13 +1,15 @@
 //! Pod benchmark, from one run on this machine:
 //! - every call of a pod's life through dockpod (a CNI chain: loopback, bridge, firewall, portmap),
 //!   one pod at a time, beside its floor: the same Docker requests (the container bodies the
-//!   shim's own `spec` builds) made with bollard and the same CNI plugin chain run directly,
+//!   shim's own `spec` builds) made with bollard, over connections kept between requests as
+//!   dockpod keeps them, and the same CNI plugin chain run directly,
 //!   no dockpod in between, interleaved pod by pod (each going first every other pod) so
 //!   both see the same machine; medians and their ratio, and each pod's ratio to the floor's
 //!   pod beside it (median and quartiles), which a slow spell of the machine moves less;
 //! - what the runtime's hops cost apart from Docker's work: ContainerStatus through the front
-//!   and the shim, and straight to the shim, beside a Docker inspection, back to back and
-//!   after an idle pause (`BENCH_HOPS=0` skips it);
+//!   and the shim, and straight to the shim, beside a Docker inspection (on a connection of its
+//!   own, as bollard makes each request, and on a kept one), back to back and after an idle
+//!   pause (`BENCH_HOPS=0` skips it);
 //! - ListPodSandbox and ListContainers latency with 10, 110 (the kubelet's default maximum)
 //!   and 250 pods, and the CPU the front and every shim use while a client relists once a
 //!   second, as the kubelet does;
@@ -47,7 +49,7 @@ use dockpod_tests::cni::CniNet;
 use dockpod_tests::cri::{
     container_config, create_container, pod_config, remove_pod, run_pod, start,
 };
-use dockpod_tests::docker::{docker, PAUSE_IMAGE, TOOL_IMAGE};
+use dockpod_tests::docker::{docker, docker_kept, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::front::Front;
 use dockpod_tests::procs;
 use pod_shim::host::Host;
@@ -371,7 +373,7 @@ async fn lifecycle() {
     }
     let (net, front) = cni_front().await;
     let logs = tempfile::tempdir().expect("log dir");
-    let docker = docker().await;
+    let docker = docker_kept().await;
     let at_floor = Floor::new(logs.path()).await;
     let mut rt = front.runtime();
     let (mut through, mut floor) = (Times::new(), Times::new());
@@ -429,19 +431,20 @@ async fn hops() {
     let mut direct =
         RuntimeServiceClient::new(dockpod_proto::sockets::channel(&front.shim_socket()));
     let docker = docker().await;
+    let kept = docker_kept().await;
     let request = || ContainerStatusRequest {
         container_id: c.clone(),
         verbose: false,
     };
     println!("one call's hops: ContainerStatus, {HOP_CALLS} calls each, alternating; medians");
     println!(
-        "{:<28} {:>14} {:>14} {:>14}",
-        "pace", "front + shim", "shim alone", "docker inspect"
+        "{:<28} {:>14} {:>14} {:>14} {:>14}",
+        "pace", "front + shim", "shim alone", "docker inspect", "kept conn."
     );
     for (pace, pause) in [("back to back", None), ("after 10 ms idle", Some(HOP_IDLE))] {
         let mut times = Times::new();
         for _ in 0..HOP_CALLS {
-            for way in ["front", "shim", "docker"] {
+            for way in ["front", "shim", "docker", "kept"] {
                 if let Some(pause) = pause {
                     tokio::time::sleep(pause).await;
                 }
@@ -454,21 +457,27 @@ async fn hops() {
                             .await
                             .expect("to the shim"),
                     ),
-                    _ => drop(
+                    "docker" => drop(
                         docker
                             .inspect_container(&c, None)
                             .await
                             .expect("docker inspect"),
+                    ),
+                    _ => drop(
+                        kept.inspect_container(&c, None)
+                            .await
+                            .expect("docker inspect, kept connection"),
                     ),
                 }
                 times.entry(way).or_default().push(t.elapsed());
             }
         }
         println!(
-            "{pace:<28} {:>11.3} ms {:>11.3} ms {:>11.3} ms",
+            "{pace:<28} {:>11.3} ms {:>11.3} ms {:>11.3} ms {:>11.3} ms",
             median(&times["front"]),
             median(&times["shim"]),
             median(&times["docker"]),
+            median(&times["kept"]),
         );
     }
     remove_pod(&mut rt, &pod).await;
@@ -810,7 +819,7 @@ async fn bursts() {
     }
     let (net, front) = cni_front().await;
     let logs = tempfile::tempdir().expect("log dir");
-    let docker = docker().await;
+    let docker = docker_kept().await;
     let at_floor = Arc::new(Floor::new(logs.path()).await);
     let rt = front.runtime();
     for n in sizes {

@@ -12,6 +12,7 @@ use dockpod_tests::docker::{derive_image, ImageRefs, PAUSE_IMAGE, TOOL_IMAGE};
 use dockpod_tests::docker_proxy::{DockerProxy, Seen};
 use dockpod_tests::front::Front;
 use dockpod_tests::metrics;
+use dockpod_tests::wait::wait_until;
 use futures_util::StreamExt;
 
 const SECS: Duration = Duration::from_secs(60);
@@ -682,5 +683,56 @@ async fn a_json_file_log_is_copied_from_dockers_file_without_its_logs_api() {
         // Only json-file's files can be read directly; any other driver goes through the API.
         assert!(!asked.is_empty(), "driver {driver}: no logs request");
     }
+    remove_pod(&mut rt, &pod).await;
+}
+
+/// A shim keeps its connections to Docker while it works and lets them go once quiet: calls
+/// made back to back share connections instead of each request opening one (a connect and a
+/// close in the shim, an accept and a connection's goroutine in dockerd), and an idle pod
+/// holds none beyond its event stream.
+#[tokio::test]
+async fn a_busy_shim_reuses_its_docker_connections_and_an_idle_one_keeps_none() {
+    const CALLS: i64 = 10;
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    quiet(&proxy).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let mut config = pod_config(&dockpod_tests::unique("keptconn"), logs.path());
+    host_network(&mut config);
+    let pod = run_pod(&mut rt, &config).await;
+    let app = container_config("app", &["sleep", "3600"]);
+    let container = run_container(&mut rt, &pod, &config, app).await;
+    quiet(&proxy).await;
+    let (requests, opened) = (proxy.seen().len(), proxy.connections_opened());
+    for i in 0..CALLS {
+        rt.update_container_resources(UpdateContainerResourcesRequest {
+            container_id: container.clone(),
+            linux: Some(LinuxContainerResources {
+                cpu_shares: 256 + i,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateContainerResources");
+    }
+    let made = proxy.seen().len() - requests;
+    let connections = proxy.connections_opened() - opened;
+    assert!(
+        made >= CALLS as usize,
+        "{made} Docker requests for {CALLS} updates"
+    );
+    // One connection would do; a pause between two calls longer than the time a connection
+    // is kept (a loaded machine) opens another, so only reuse itself is asserted.
+    assert!(
+        connections * 2 <= made,
+        "{connections} connections opened for {made} Docker requests"
+    );
+    // Quiet, the front and the pod's shim hold their event streams and nothing else.
+    wait_until("the kept connections closed", SECS, || async {
+        (proxy.connections_open_besides_events() == 0).then_some(())
+    })
+    .await;
     remove_pod(&mut rt, &pod).await;
 }
