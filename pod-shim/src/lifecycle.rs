@@ -242,14 +242,7 @@ impl Pod {
         self.refresh_sandbox().await?;
         let ids: Vec<String> = self.record().containers.keys().cloned().collect();
         for id in &ids {
-            let started = self
-                .record()
-                .containers
-                .get(id)
-                .is_some_and(|c| c.started_at > 0 && !c.log_complete);
-            if started {
-                self.follow_log(id);
-            }
+            self.follow_log_if_started(id);
         }
         for id in ids {
             self.refresh_container(&id).await?;

@@ -159,14 +159,7 @@ impl Pod {
         for (id, _) in &plan.finished_creates {
             self.emit(id, ContainerEventType::ContainerCreatedEvent);
             self.refresh_container(id).await?;
-            let started = self
-                .record()
-                .containers
-                .get(id)
-                .is_some_and(|c| c.started_at > 0 && !c.log_complete);
-            if started {
-                self.follow_log(id);
-            }
+            self.follow_log_if_started(id);
         }
         Ok(())
     }
