@@ -242,7 +242,14 @@ impl Pod {
         self.refresh_sandbox().await?;
         let ids: Vec<String> = self.record().containers.keys().cloned().collect();
         for id in &ids {
-            self.follow_log_if_started(id);
+            let started = self
+                .record()
+                .containers
+                .get(id)
+                .is_some_and(|c| c.started_at > 0 && !c.log_complete);
+            if started {
+                self.follow_log(id);
+            }
         }
         for id in ids {
             self.refresh_container(&id).await?;

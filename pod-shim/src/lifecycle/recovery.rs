@@ -159,7 +159,14 @@ impl Pod {
         for (id, _) in &plan.finished_creates {
             self.emit(id, ContainerEventType::ContainerCreatedEvent);
             self.refresh_container(id).await?;
-            self.follow_log_if_started(id);
+            let started = self
+                .record()
+                .containers
+                .get(id)
+                .is_some_and(|c| c.started_at > 0 && !c.log_complete);
+            if started {
+                self.follow_log(id);
+            }
         }
         Ok(())
     }

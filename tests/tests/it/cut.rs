@@ -13,7 +13,6 @@ use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tonic::transport::Channel;
 
 const SECS: Duration = Duration::from_secs(60);
 
@@ -50,15 +49,6 @@ async fn retries_wait(front: &Front, n: usize) {
         async move { (logs.matches(WAITING).count() >= n).then_some(()) }
     })
     .await;
-}
-
-/// The containers ListContainers reports in pod `sandbox`.
-async fn pod_containers(rt: RuntimeServiceClient<Channel>, sandbox: String) -> Vec<String> {
-    let filter = ContainerFilter {
-        pod_sandbox_id: sandbox,
-        ..Default::default()
-    };
-    container_ids(rt, filter).await
 }
 
 /// The record of the front's only pod, as its shim saved it.
@@ -194,9 +184,17 @@ async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
     // Docker made the container, and the intent holds the record the create would have
     // made: the new shim records it as the cut call would have, and settles the intent.
     let made = wait_until("the cut create's container recorded", SECS, || {
-        let listed = pod_containers(rt.clone(), id.clone());
+        let rt = rt.clone();
+        let id = id.clone();
         async move {
-            let listed = listed.await;
+            let listed = container_ids(
+                rt,
+                ContainerFilter {
+                    pod_sandbox_id: id,
+                    ..Default::default()
+                },
+            )
+            .await;
             (listed.len() == 1).then(|| listed[0].clone())
         }
     })
@@ -268,8 +266,19 @@ async fn a_removal_cut_by_a_shim_crash_is_finished_by_the_next_shim() {
     // Without a retry, the new shim finishes the removal: the container is gone from the
     // record (not listed as exited "outside of dockpod") and the intent is settled.
     wait_until("the cut removal finished", SECS, || {
-        let listed = pod_containers(rt.clone(), id.clone());
-        async move { listed.await.is_empty().then_some(()) }
+        let rt = rt.clone();
+        let id = id.clone();
+        async move {
+            let listed = container_ids(
+                rt,
+                ContainerFilter {
+                    pod_sandbox_id: id,
+                    ..Default::default()
+                },
+            )
+            .await;
+            listed.is_empty().then_some(())
+        }
     })
     .await;
     assert!(intents(&front).is_empty(), "{:?}", intents(&front));
