@@ -276,14 +276,8 @@ impl Pod {
     /// settles the intent in the save that records the container. A name conflict with a
     /// container no live shim stands for (see `orphan`) is resolved by removing it and
     /// creating once more, so the kubelet's retry of the same call succeeds.
-    ///
-    /// Returns Docker's answer and whether the intent reached the disk.
-    async fn create_named(
-        &self,
-        name: &str,
-        body: ContainerCreateBody,
-    ) -> Result<(Result<String>, bool)> {
-        let (created, intended) = self
+    async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+        let (created, _) = self
             .intending(
                 name,
                 Intent::Create,
@@ -291,21 +285,12 @@ impl Pod {
             )
             .await?;
         if created.is_err() {
-            self.settle_failed_create(name).await;
+            self.record().intents.remove(name);
+            if let Err(e) = self.persist().await {
+                tracing::warn!(error = %e, name, "settling a failed create's intent");
+            }
         }
-        Ok((created, intended))
-    }
-
-    /// Drops the intent of a create that made nothing (and the record it would have made).
-    async fn settle_failed_create(&self, name: &str) {
-        {
-            let mut r = self.record();
-            r.intents.remove(name);
-            r.creating.remove(name);
-        }
-        if let Err(e) = self.persist().await {
-            tracing::warn!(error = %e, name, "settling a failed create's intent");
-        }
+        created
     }
 
     /// Runs the Docker call `effect` once `intent` for `key` is written to the record, and

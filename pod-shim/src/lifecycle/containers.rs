@@ -53,17 +53,6 @@ impl Pod {
         if let Some(id) = self.retried_create(&config, &image).await? {
             return Ok(id);
         }
-        // Saved with the intent: what Docker's container of this name is recorded as, by this
-        // call or by the next shim should this one die before its own save.
-        let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
-        let mut made = ContainerRecord {
-            config,
-            log_path,
-            state: ContainerState::ContainerCreated as i32,
-            resources,
-            ..Default::default()
-        };
-        self.record().creating.insert(name.clone(), made.clone());
         // The image's name is resolved beside the create, so the container is not read back
         // on the call's path; its first read (StartContainer's, or a status's) settles the
         // image ID and the creation time on what Docker reports for it
@@ -72,20 +61,13 @@ impl Pod {
             self.create_named(&name, body),
             self.engine.inspect_image(&image)
         );
-        let (id, intended) = match created {
-            Err(e) => {
-                // The intent was not saved: nothing was asked of Docker.
-                let mut r = self.record();
-                r.intents.remove(&name);
-                r.creating.remove(&name);
-                return Err(e);
-            }
-            Ok((Err(e), _)) if e.is_missing_image() => {
+        let id = match created {
+            Err(e) if e.is_missing_image() => {
                 return Err(Error::NotFound(format!(
                     "image {image:?} not found; pull it first"
                 )))
             }
-            Ok((created, intended)) => (created?, intended),
+            created => created?,
         };
         let (image_id, inspected) = match resolved.ok().flatten().and_then(|i| i.id) {
             Some(image_id) => (image_id, None),
@@ -99,7 +81,8 @@ impl Pod {
                     Err(e) => {
                         // Nothing to record it with: the container goes, as a failed save's does.
                         let _ = self.engine.remove(&id).await;
-                        self.settle_failed_create(&name).await;
+                        self.record().intents.remove(&name);
+                        let _ = self.persist().await;
                         return Err(e);
                     }
                 }
@@ -109,23 +92,23 @@ impl Pod {
             .as_ref()
             .and_then(|(_, c)| c.as_ref()?.created.as_deref())
             .map_or_else(now_ns, crate::docker::parse_time);
-        made.id.clone_from(&id);
-        made.image_id = image_id;
-        made.created_at = created_at;
+        let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
+        let record = ContainerRecord {
+            id: id.clone(),
+            config,
+            image_id,
+            log_path,
+            created_at,
+            state: ContainerState::ContainerCreated as i32,
+            resources,
+            ..Default::default()
+        };
         {
             let mut r = self.record();
-            r.containers.insert(id.clone(), made);
+            r.containers.insert(id.clone(), record);
             r.intents.remove(&name);
-            r.creating.remove(&name);
         }
-        // With the intent on the disk, so is what this save records (`PodRecord::creating`):
-        // the container is reported and the call answered at once, the save written in its
-        // turn. Without it, the save goes to the disk first.
-        let reach = match intended {
-            true => super::record::Reach::Implied,
-            false => super::record::Reach::Disk,
-        };
-        if let Err(e) = self.record.save_then(reach, None).await {
+        if let Err(e) = self.persist().await {
             self.record().containers.remove(&id);
             let _ = self.engine.remove(&id).await;
             return Err(e);

@@ -10,8 +10,7 @@
 //! no client hears of a state that a restarted shim would not remember. One kind of save is
 //! reported at once and written in its turn without a flush of its own (`Reach::Implied`): a
 //! change that the record on the disk already implies (a removal whose intent is there, which
-//! a restarted shim finishes the same way; a container's create, whose intent holds the
-//! record it makes). Readers never wait for the disk. A part settles
+//! a restarted shim finishes the same way). Readers never wait for the disk. A part settles
 //! when the save that holds its change finishes, whether it succeeded or failed: a failed
 //! save fails its operation, and what that operation changed in memory is reported from then
 //! on, as it is by every later save.
@@ -78,8 +77,7 @@ pub(super) enum Reach {
     Disk,
     /// Reported and answered at once, then written in its turn: for a change that a save
     /// already on the disk implies (a removal's outcome, which a shim that finds its intent
-    /// finishes the same way, whether it died before this write or after it; a container
-    /// create's, which such a shim records from its intent). The writer
+    /// finishes the same way, whether it died before this write or after it). The writer
     /// flushes it once idle, or with the next save; a failure is logged (the next save
     /// writes the change again).
     Implied,
