@@ -2,7 +2,7 @@
 //! is busy. bollard's own Unix transport keeps none (`pool_max_idle_per_host(0)`), so each
 //! Docker request opened a connection and closed it: on our side a socket, a connect and a
 //! close, and on dockerd's an accept and a new connection's goroutine, for each of a
-//! StartContainer's five requests and each of a burst's (bench-pods' hops: an inspect after an
+//! StartContainer's four requests and each of a burst's (bench-pods' hops: an inspect after an
 //! idle pause 0.27 ms faster over a kept connection). A kept connection goes after `IDLE`
 //! without a request, before a quiet shim gives its heap back (pod-shim's `memory`), so an
 //! idle shim holds none; the pool's clean-up timer stops once it has nothing to clean.

@@ -16,6 +16,11 @@ pub async fn docker() -> Docker {
     let endpoint = endpoint();
     let docker = Docker::connect_with_unix(&endpoint, 120, bollard::API_DEFAULT_VERSION)
         .expect("docker client");
+    negotiated(docker, &endpoint).await
+}
+
+/// `docker` speaking the version dockerd at `endpoint` negotiates.
+async fn negotiated(docker: Docker, endpoint: &str) -> Docker {
     docker.negotiate_version().await.unwrap_or_else(|e| {
         panic!("no dockerd answers on {endpoint} ({e}); run `bash contrib/setup.sh` as root")
     })
@@ -29,9 +34,7 @@ pub async fn docker_kept() -> Docker {
     let docker =
         dockpod_proto::docker_socket::connect(&endpoint, 120, bollard::API_DEFAULT_VERSION)
             .expect("docker client");
-    docker.negotiate_version().await.unwrap_or_else(|e| {
-        panic!("no dockerd answers on {endpoint} ({e}); run `bash contrib/setup.sh` as root")
-    })
+    negotiated(docker, &endpoint).await
 }
 
 /// The engine the tests run against: `DOCKPOD_TEST_DOCKER_ENDPOINT` (a `unix://` address, as
