@@ -8,9 +8,11 @@
 //! Durable before reported: a part of the record (the pod's own fields, or one container)
 //! whose change is still on its way to the disk is reported as it was before that change, so
 //! no client hears of a state that a restarted shim would not remember. One kind of save is
-//! reported at once and written in its turn without a flush of its own (`Reach::Implied`): a
+//! reported at once and answered once written, without a flush of its own (`Reach::Implied`): a
 //! change that the record on the disk already implies (a removal whose intent is there, which
-//! a restarted shim finishes the same way). Readers never wait for the disk. A part settles
+//! a restarted shim finishes the same way). It is written before its answer because the
+//! front's lists read the files (`shim-manager/src/listing.rs`): a list made after the answer
+//! must not show what the call removed. Readers never wait for the disk. A part settles
 //! when the save that holds its change finishes, whether it succeeded or failed: a failed
 //! save fails its operation, and what that operation changed in memory is reported from then
 //! on, as it is by every later save.
@@ -75,11 +77,12 @@ impl Disk for Store {
 pub(super) enum Reach {
     /// On the disk: what a restarted shim remembers whatever crashed.
     Disk,
-    /// Reported and answered at once, then written in its turn: for a change that a save
-    /// already on the disk implies (a removal's outcome, which a shim that finds its intent
-    /// finishes the same way, whether it died before this write or after it). The writer
-    /// flushes it once idle, or with the next save; a failure is logged (the next save
-    /// writes the change again).
+    /// Reported at once, answered once written (where the front's lists and a restarted shim
+    /// read it), and flushed later: for a change that a save already on the disk implies (a
+    /// removal's outcome, which a shim that finds its intent finishes the same way, whether
+    /// it died before this write or after it, or the machine before the flush). The writer
+    /// flushes it once idle, or with the next save; a failed write fails the call, a failed
+    /// flush is logged (the next save writes the change again).
     Implied,
 }
 
@@ -235,12 +238,14 @@ impl Record {
     /// answered, on its thread: off the caller's way, and after the record (a crash between
     /// the two leaves a file nothing reads, not a record naming a file that is gone).
     pub(super) async fn save_then(&self, reach: Reach, then: Option<Then>) -> Result<()> {
-        let (_, done) = self.queue(reach, false, then)?;
-        if reach == Reach::Implied {
+        let implied = reach == Reach::Implied;
+        let (written, done) = self.queue(reach, implied, then)?;
+        if let Some(written) = written {
+            self.outcome("writing", written.await)?;
             let path = self.store.path().display().to_string();
             drop(tokio::spawn(async move {
                 if let Ok(Err(e)) = done.await {
-                    tracing::warn!(error = %e, path, "writing a change the disk implies; the next save writes it");
+                    tracing::warn!(error = %e, path, "flushing a change the disk implies; the next save writes it");
                 }
             }));
             return Ok(());
@@ -839,12 +844,12 @@ mod tests {
         assert_eq!(syncs.load(Ordering::SeqCst), 1);
     }
 
-    /// A save the disk already implies is reported and answered at once, before the writer
-    /// has written it (held at the disk here, behind the save of another container's change,
-    /// which stays unreported meanwhile); it is written in its turn, and the work that goes
-    /// with it after it.
+    /// A save the disk already implies is reported at once, but answered only once it is
+    /// written (the front's lists read the file): here it waits, held at the disk behind the
+    /// save of another container's change, which stays unreported meanwhile. The work that
+    /// goes with it runs after it.
     #[tokio::test]
-    async fn a_save_the_disk_implies_is_reported_before_it_is_written() {
+    async fn a_save_the_disk_implies_is_reported_at_once_and_answered_once_written() {
         let mut first = PodRecord::default();
         for id in ["a", "b"] {
             first
@@ -867,14 +872,11 @@ mod tests {
                 ran.fetch_add(1, Ordering::SeqCst);
             }
         });
-        tokio::time::timeout(
-            // Generous: only a save that waited for the held disk would take it.
-            Duration::from_secs(30),
-            f.record.save_then(Reach::Implied, Some(then)),
-        )
-        .await
-        .expect("answered without the disk")
-        .expect("queued");
+        let mut removal = Box::pin(f.record.save_then(Reach::Implied, Some(then)));
+        assert!(
+            still_waiting(&mut removal).await,
+            "answered before it was written"
+        );
         let reported = f.record.reported();
         assert!(
             !reported.containers.contains_key("b"),
@@ -888,18 +890,46 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 0, "nothing written yet");
         f.gate.set(false);
         exit.await.expect("the exit saved");
+        removal.await.expect("the removal written");
+        let read = on_disk(&f);
+        assert!(!read.containers.contains_key("b"), "answered, not written");
+        assert_eq!(
+            read.containers["a"].state,
+            ContainerState::ContainerExited as i32
+        );
         // The work after the save runs on the writer's thread once the save is written.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while ran.load(Ordering::SeqCst) == 0 {
             assert!(std::time::Instant::now() < deadline, "never ran");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let read = on_disk(&f);
-        assert!(!read.containers.contains_key("b"));
-        assert_eq!(
-            read.containers["a"].state,
-            ContainerState::ContainerExited as i32
+    }
+
+    /// A save the disk already implies does not wait for a flush: with every flush held, it
+    /// is answered once written, and asks for none.
+    #[tokio::test]
+    async fn a_save_the_disk_implies_waits_for_no_flush() {
+        let (dir, record, gate, syncs) = slow_flush();
+        gate.set(true);
+        record.lock().containers.insert(
+            "c1".into(),
+            container("c1", ContainerState::ContainerExited),
         );
+        tokio::time::timeout(
+            // Generous: only a save that waited for the held flush would take it.
+            Duration::from_secs(30),
+            record.save_then(Reach::Implied, None),
+        )
+        .await
+        .expect("answered without a flush")
+        .expect("written");
+        let read = Store::new(dir.path()).load().expect("load").expect("saved");
+        assert!(
+            read.containers.contains_key("c1"),
+            "a restarted shim reads it"
+        );
+        assert_eq!(syncs.load(Ordering::SeqCst), 0, "no flush of its own");
+        gate.set(false);
     }
 
     /// Removal comes after every save asked for before it.
