@@ -242,14 +242,7 @@ impl Pod {
         self.refresh_sandbox().await?;
         let ids: Vec<String> = self.record().containers.keys().cloned().collect();
         for id in &ids {
-            let started = self
-                .record()
-                .containers
-                .get(id)
-                .is_some_and(|c| c.started_at > 0 && !c.log_complete);
-            if started {
-                self.follow_log(id);
-            }
+            self.follow_log_if_started(id);
         }
         for id in ids {
             self.refresh_container(&id).await?;
@@ -276,8 +269,14 @@ impl Pod {
     /// settles the intent in the save that records the container. A name conflict with a
     /// container no live shim stands for (see `orphan`) is resolved by removing it and
     /// creating once more, so the kubelet's retry of the same call succeeds.
-    async fn create_named(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
-        let (created, _) = self
+    ///
+    /// Returns Docker's answer and whether the intent reached the disk.
+    async fn create_named(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<(Result<String>, bool)> {
+        let (created, intended) = self
             .intending(
                 name,
                 Intent::Create,
@@ -285,12 +284,21 @@ impl Pod {
             )
             .await?;
         if created.is_err() {
-            self.record().intents.remove(name);
-            if let Err(e) = self.persist().await {
-                tracing::warn!(error = %e, name, "settling a failed create's intent");
-            }
+            self.settle_failed_create(name).await;
         }
-        created
+        Ok((created, intended))
+    }
+
+    /// Drops the intent of a create that made nothing (and the record it would have made).
+    async fn settle_failed_create(&self, name: &str) {
+        {
+            let mut r = self.record();
+            r.intents.remove(name);
+            r.creating.remove(name);
+        }
+        if let Err(e) = self.persist().await {
+            tracing::warn!(error = %e, name, "settling a failed create's intent");
+        }
     }
 
     /// Runs the Docker call `effect` once `intent` for `key` is written to the record, and

@@ -47,6 +47,14 @@ pub struct PodRecord {
     /// predecessor was doing when it died (see `reconcile`).
     #[serde(default)]
     pub intents: BTreeMap<String, Intent>,
+    /// For a container's create intent, by the same Docker name: the record its outcome will
+    /// hold, but for what Docker decides (the ID, the image ID, the creation time). A shim
+    /// that finds the intent and Docker's container of that name records the container as
+    /// this, so the disk implies a create's outcome once its intent is there, as it does a
+    /// removal's. An intent without it (a sandbox's, or one a shim before this field saved)
+    /// is a create whose container is removed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub creating: BTreeMap<String, ContainerRecord>,
     /// The pod's resources as the kubelet last gave them (UpdatePodSandboxResources, on every
     /// in-place resize): None until it first does.
     #[serde(default)]
@@ -82,6 +90,10 @@ pub struct Reconciliation {
     pub cut_creates: Vec<String>,
     /// Recorded containers whose removal was begun: the removal is finished.
     pub unfinished_removals: Vec<String>,
+    /// Containers of a create cut after Docker made them, whose intent was saved with the
+    /// record the create would make (`creating`), as (ID, name): recorded as that create
+    /// would have recorded them.
+    pub finished_creates: Vec<(String, String)>,
 }
 
 impl PodRecord {
@@ -102,6 +114,7 @@ impl PodRecord {
             adopted,
             cri_dockerd_checkpoint,
             intents: _,
+            creating: _,
             sandbox_resources,
         } = self;
         *shim_id == other.shim_id
@@ -132,6 +145,7 @@ impl PodRecord {
             adopted: self.adopted,
             cri_dockerd_checkpoint: self.cri_dockerd_checkpoint.clone(),
             intents: Default::default(),
+            creating: Default::default(),
             sandbox_resources: self.sandbox_resources.clone(),
         }
     }
@@ -141,6 +155,10 @@ impl PodRecord {
         let mut plan = Reconciliation::default();
         for (id, name) in labelled {
             if *id == self.sandbox_id || self.containers.contains_key(id) {
+                continue;
+            }
+            if self.intents.get(name) == Some(&Intent::Create) && self.creating.contains_key(name) {
+                plan.finished_creates.push((id.clone(), name.clone()));
                 continue;
             }
             plan.orphans.push(id.clone());
@@ -658,6 +676,43 @@ mod tests {
         assert_eq!(pod.find("bb").map(|c| c.id.as_str()), Some("bb33"));
         assert!(pod.find("aa").is_none(), "ambiguous prefix");
         assert_eq!(pod.find("aa22").map(|c| c.id.as_str()), Some("aa22"));
+    }
+
+    #[test]
+    fn reconciliation_records_a_cut_create_whose_intent_holds_its_record() {
+        let mut r = PodRecord {
+            sandbox_id: "sb".into(),
+            ..Default::default()
+        };
+        let made = ContainerRecord {
+            log_path: "/var/log/pods/p/app/1.log".into(),
+            ..Default::default()
+        };
+        r.intents.insert("k8s_app_p_ns_u_1".into(), Intent::Create);
+        r.creating.insert("k8s_app_p_ns_u_1".into(), made.clone());
+        // Saved by a shim before `creating` existed: its container goes, as it did.
+        r.intents.insert("k8s_old_p_ns_u_0".into(), Intent::Create);
+        let labelled = [
+            ("sb".to_string(), "k8s_POD_p_ns_u_0".to_string()),
+            ("made".to_string(), "k8s_app_p_ns_u_1".to_string()),
+            ("cut".to_string(), "k8s_old_p_ns_u_0".to_string()),
+        ];
+        let plan = r.reconcile(&labelled);
+        assert_eq!(
+            plan.finished_creates,
+            vec![("made".to_string(), "k8s_app_p_ns_u_1".to_string())]
+        );
+        assert_eq!(plan.orphans, vec!["cut"]);
+        assert_eq!(plan.cut_creates, vec!["cut"]);
+        let json = serde_json::to_string(&r).expect("serialize");
+        let back: PodRecord = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.creating.get("k8s_app_p_ns_u_1"), Some(&made));
+        // Nothing being created: the field is left out, and a record without it reads.
+        r.creating.clear();
+        let json = serde_json::to_string(&r).expect("serialize");
+        assert!(!json.contains("creating"), "{json}");
+        let back: PodRecord = serde_json::from_str(&json).expect("parse");
+        assert!(back.creating.is_empty());
     }
 
     #[test]

@@ -53,6 +53,17 @@ impl Pod {
         if let Some(id) = self.retried_create(&config, &image).await? {
             return Ok(id);
         }
+        // Saved with the intent: what Docker's container of this name is recorded as, by this
+        // call or by the next shim should this one die before its own save.
+        let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
+        let mut made = ContainerRecord {
+            config,
+            log_path,
+            state: ContainerState::ContainerCreated as i32,
+            resources,
+            ..Default::default()
+        };
+        self.record().creating.insert(name.clone(), made.clone());
         // The image's name is resolved beside the create, so the container is not read back
         // on the call's path; its first read (StartContainer's, or a status's) settles the
         // image ID and the creation time on what Docker reports for it
@@ -61,13 +72,20 @@ impl Pod {
             self.create_named(&name, body),
             self.engine.inspect_image(&image)
         );
-        let id = match created {
-            Err(e) if e.is_missing_image() => {
+        let (id, intended) = match created {
+            Err(e) => {
+                // The intent was not saved: nothing was asked of Docker.
+                let mut r = self.record();
+                r.intents.remove(&name);
+                r.creating.remove(&name);
+                return Err(e);
+            }
+            Ok((Err(e), _)) if e.is_missing_image() => {
                 return Err(Error::NotFound(format!(
                     "image {image:?} not found; pull it first"
                 )))
             }
-            created => created?,
+            Ok((created, intended)) => (created?, intended),
         };
         let (image_id, inspected) = match resolved.ok().flatten().and_then(|i| i.id) {
             Some(image_id) => (image_id, None),
@@ -81,8 +99,7 @@ impl Pod {
                     Err(e) => {
                         // Nothing to record it with: the container goes, as a failed save's does.
                         let _ = self.engine.remove(&id).await;
-                        self.record().intents.remove(&name);
-                        let _ = self.persist().await;
+                        self.settle_failed_create(&name).await;
                         return Err(e);
                     }
                 }
@@ -92,23 +109,24 @@ impl Pod {
             .as_ref()
             .and_then(|(_, c)| c.as_ref()?.created.as_deref())
             .map_or_else(now_ns, crate::docker::parse_time);
-        let resources = config.linux.as_ref().and_then(|l| l.resources.clone());
-        let record = ContainerRecord {
-            id: id.clone(),
-            config,
-            image_id,
-            log_path,
-            created_at,
-            state: ContainerState::ContainerCreated as i32,
-            resources,
-            ..Default::default()
-        };
+        made.id.clone_from(&id);
+        made.image_id = image_id;
+        made.created_at = created_at;
         {
             let mut r = self.record();
-            r.containers.insert(id.clone(), record);
+            r.containers.insert(id.clone(), made);
             r.intents.remove(&name);
+            r.creating.remove(&name);
         }
-        if let Err(e) = self.persist().await {
+        // With the intent on the disk, so is what this save records (`PodRecord::creating`):
+        // the container is reported at once and the call answered once the save is written
+        // (the front's lists read it), its flush in its turn. Without it, the save goes to
+        // the disk first.
+        let reach = match intended {
+            true => super::record::Reach::Implied,
+            false => super::record::Reach::Disk,
+        };
+        if let Err(e) = self.record.save_then(reach, None).await {
             self.record().containers.remove(&id);
             let _ = self.engine.remove(&id).await;
             return Err(e);
@@ -271,8 +289,8 @@ impl Pod {
     /// After Docker removed container `id`: its follower, position and record go, and the
     /// removal intent with them, in one save. With the intent on the disk (`intended`), that
     /// save is one the disk implies: a shim that finds the intent finishes the removal and
-    /// forgets the container the same way, so the removal is reported and answered at once
-    /// and the save written in its turn.
+    /// forgets the container the same way, so the removal is reported at once and answered
+    /// once the save is written (the front's lists read it), its flush in its turn.
     pub(super) async fn forget_container(&self, id: &str, intended: bool) -> Result<()> {
         self.logs.stop(id);
         self.inspections.remove(id);

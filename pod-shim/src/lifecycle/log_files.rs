@@ -22,6 +22,19 @@ impl Pod {
         );
     }
 
+    /// Starts the follower of a container the record has seen start and whose log is not
+    /// complete: what a restarted shim resumes.
+    pub(super) fn follow_log_if_started(&self, id: &str) {
+        let started = self
+            .record()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.started_at > 0 && !c.log_complete);
+        if started {
+            self.follow_log(id);
+        }
+    }
+
     /// The CRI log path of container `id` when this shim writes it: it has one, and it is not
     /// an adopted container's link to Docker's own file.
     pub(super) fn written_log(&self, id: &str) -> Option<String> {

@@ -10,7 +10,8 @@
 //! no client hears of a state that a restarted shim would not remember. One kind of save is
 //! reported at once and answered once written, without a flush of its own (`Reach::Implied`): a
 //! change that the record on the disk already implies (a removal whose intent is there, which
-//! a restarted shim finishes the same way). It is written before its answer because the
+//! a restarted shim finishes the same way; a container's create, whose intent holds the record
+//! it makes). It is written before its answer because the
 //! front's lists read the files (`shim-manager/src/listing.rs`): a list made after the answer
 //! must not show what the call removed. Readers never wait for the disk. A part settles
 //! when the save that holds its change finishes, whether it succeeded or failed: a failed
@@ -80,7 +81,8 @@ pub(super) enum Reach {
     /// Reported at once, answered once written (where the front's lists and a restarted shim
     /// read it), and flushed later: for a change that a save already on the disk implies (a
     /// removal's outcome, which a shim that finds its intent finishes the same way, whether
-    /// it died before this write or after it, or the machine before the flush). The writer
+    /// it died before this write or after it, or the machine before the flush; a container
+    /// create's, which such a shim records from its intent). The writer
     /// flushes it once idle, or with the next save; a failed write fails the call, a failed
     /// flush is logged (the next save writes the change again).
     Implied,

@@ -1,10 +1,12 @@
 //! Crash recovery of the pod's containers: what a shim killed between Docker and its record
 //! left behind. A create that meets its name taken asks who stands for that container (an
 //! orphan is removed, another pod's sandbox is reported to the front); a starting shim
-//! reconciles its record with the containers carrying its label; a RunPodSandbox that never
+//! reconciles its record with the containers carrying its label (finishing the creates and
+//! removals that were cut, removing what no record explains); a RunPodSandbox that never
 //! completed is abandoned, its network and containers deleted.
 
 use bollard::models::ContainerCreateBody;
+use dockpod_proto::cri::ContainerEventType;
 
 use super::Pod;
 use crate::error::{Error, Result};
@@ -96,9 +98,11 @@ impl Pod {
     }
 
     /// Brings the record and Docker in step when the shim starts (see
-    /// `PodRecord::reconcile`): removes every container of this shim that no record holds
-    /// (a create cut between Docker and the record, named by its intent when it got that
-    /// far), finishes removals that were cut, and settles every intent. It holds the pod
+    /// `PodRecord::reconcile`): records the container of a create cut after Docker made it
+    /// when its intent holds the record the create would make (`PodRecord::creating`), removes
+    /// every other container of this shim that no record holds (a create cut between Docker
+    /// and the record, named by its intent when it got that far), finishes removals that were
+    /// cut, and settles every intent. It holds the pod
     /// lock, so no operation of this shim is between Docker and the record meanwhile.
     pub async fn reconcile(&self) -> Result<()> {
         let _guard = self.ops.pod().await;
@@ -132,14 +136,30 @@ impl Pod {
             // frames of a shim that died): this save goes to the disk itself.
             self.forget_container(id, false).await?;
         }
+        for (id, name) in &plan.finished_creates {
+            tracing::warn!(container = %id, name = %name, "recording the container of a create that was cut after Docker made it");
+            let mut r = self.record();
+            if let Some(mut made) = r.creating.remove(name) {
+                made.id.clone_from(id);
+                r.containers.insert(id.clone(), made);
+            }
+        }
         let settled = {
             let mut r = self.record();
-            let had = !r.intents.is_empty();
+            let had = !r.intents.is_empty() || !r.creating.is_empty();
             r.intents.clear();
+            r.creating.clear();
             had
         };
         if settled {
             self.persist().await?;
+        }
+        // What Docker says of them since (their image and creation time; a start that reached
+        // Docker before the shim died), as a restarted shim reads every container it holds.
+        for (id, _) in &plan.finished_creates {
+            self.emit(id, ContainerEventType::ContainerCreatedEvent);
+            self.refresh_container(id).await?;
+            self.follow_log_if_started(id);
         }
         Ok(())
     }

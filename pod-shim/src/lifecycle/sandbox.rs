@@ -58,7 +58,11 @@ impl Pod {
         let (name, body) = spec::sandbox(&ctx, &config, &self.sandbox_image)?;
         // The front made sure of the image (pulled it if missing); one removed since is
         // Docker's "No such image" at create.
-        let id = match self.create_named(&name, body).await {
+        let id = match self
+            .create_named(&name, body)
+            .await
+            .and_then(|(made, _)| made)
+        {
             Err(e) if e.is_missing_image() => {
                 return Err(Error::NotFound(format!(
                     "sandbox image {} is not present (contrib/setup.sh builds the default one)",

@@ -13,6 +13,7 @@ use dockpod_tests::front::Front;
 use dockpod_tests::wait::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tonic::transport::Channel;
 
 const SECS: Duration = Duration::from_secs(60);
 
@@ -49,6 +50,15 @@ async fn retries_wait(front: &Front, n: usize) {
         async move { (logs.matches(WAITING).count() >= n).then_some(()) }
     })
     .await;
+}
+
+/// The containers ListContainers reports in pod `sandbox`.
+async fn pod_containers(rt: RuntimeServiceClient<Channel>, sandbox: String) -> Vec<String> {
+    let filter = ContainerFilter {
+        pod_sandbox_id: sandbox,
+        ..Default::default()
+    };
+    container_ids(rt, filter).await
 }
 
 /// The record of the front's only pod, as its shim saved it.
@@ -181,16 +191,33 @@ async fn create_container_cut_by_a_shim_crash_succeeds_when_retried() {
     assert!(cut.is_err(), "the cut call answered {cut:?}");
     answer.open();
     wait_new_shim(&rt, &id, shim, SECS).await;
-    // The new shim removed the cut create's container and settled its intent.
-    docker_holds(&front, 1).await;
+    // Docker made the container, and the intent holds the record the create would have
+    // made: the new shim records it as the cut call would have, and settles the intent.
+    let made = wait_until("the cut create's container recorded", SECS, || {
+        let listed = pod_containers(rt.clone(), id.clone());
+        async move {
+            let listed = listed.await;
+            (listed.len() == 1).then(|| listed[0].clone())
+        }
+    })
+    .await;
+    docker_holds(&front, 2).await;
     wait_until("the intents settled", SECS, || async {
         intents(&front).is_empty().then_some(())
     })
     .await;
+    assert_eq!(
+        status(&mut rt.clone(), &made).await.state,
+        ContainerState::ContainerCreated as i32
+    );
 
     let container = create_container(&mut rt.clone(), &id, &pod, config)
         .await
         .unwrap_or_else(|e| panic!("the kubelet's retry of CreateContainer: {e:?}"));
+    assert_eq!(
+        container, made,
+        "the retry is answered with the container Docker made"
+    );
     assert_docker_holds(&front, vec![id.clone(), container.clone()]).await;
     start(&mut rt.clone(), &container).await;
     assert_eq!(
@@ -241,19 +268,8 @@ async fn a_removal_cut_by_a_shim_crash_is_finished_by_the_next_shim() {
     // Without a retry, the new shim finishes the removal: the container is gone from the
     // record (not listed as exited "outside of dockpod") and the intent is settled.
     wait_until("the cut removal finished", SECS, || {
-        let rt = rt.clone();
-        let id = id.clone();
-        async move {
-            let listed = container_ids(
-                rt,
-                ContainerFilter {
-                    pod_sandbox_id: id,
-                    ..Default::default()
-                },
-            )
-            .await;
-            listed.is_empty().then_some(())
-        }
+        let listed = pod_containers(rt.clone(), id.clone());
+        async move { listed.await.is_empty().then_some(()) }
     })
     .await;
     assert!(intents(&front).is_empty(), "{:?}", intents(&front));
