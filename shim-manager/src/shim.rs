@@ -9,7 +9,7 @@ use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::process::ProcessHandle;
 use dockpod_proto::shim::shim_client::ShimClient;
 use dockpod_proto::shim::{InfoRequest, InfoResponse, ShutdownRequest};
-use tonic::transport::Channel;
+use dockpod_proto::shim_channel::ShimChannel;
 
 use crate::metrics::ShimCalls;
 
@@ -25,17 +25,17 @@ pub struct ShimHandle {
     pub pid: u32,
     /// The shim's process, when it was running as the handle was made.
     pub process: Option<ProcessHandle>,
-    pub channel: Channel,
+    pub channel: ShimChannel,
 }
 
 impl ShimHandle {
-    pub fn runtime(&self) -> RuntimeServiceClient<ShimCalls<Channel>> {
+    pub fn runtime(&self) -> RuntimeServiceClient<ShimCalls<ShimChannel>> {
         RuntimeServiceClient::new(ShimCalls::new(self.channel.clone()))
             .max_decoding_message_size(dockpod_proto::MAX_MESSAGE)
             .max_encoding_message_size(dockpod_proto::MAX_MESSAGE)
     }
 
-    pub fn control(&self) -> ShimClient<ShimCalls<Channel>> {
+    pub fn control(&self) -> ShimClient<ShimCalls<ShimChannel>> {
         ShimClient::new(ShimCalls::new(self.channel.clone()))
     }
 }
@@ -69,7 +69,7 @@ impl ShimHandle {
         ShimHandle {
             shim_id: shim_id.to_string(),
             sandbox_id: sandbox_id.to_string(),
-            channel: dockpod_proto::sockets::channel(&socket),
+            channel: ShimChannel::new(&socket),
             socket,
             pid: process.as_ref().map_or(0, ProcessHandle::pid),
             process,
