@@ -27,7 +27,6 @@ pub mod pod_record;
 pub mod pod_state;
 pub mod process;
 pub mod procfs;
-pub mod shim_channel;
 pub mod shim_log;
 pub mod sockets;
 pub mod state_journal;

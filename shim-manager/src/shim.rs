@@ -9,7 +9,7 @@ use dockpod_proto::cri::runtime_service_client::RuntimeServiceClient;
 use dockpod_proto::process::ProcessHandle;
 use dockpod_proto::shim::shim_client::ShimClient;
 use dockpod_proto::shim::{InfoRequest, InfoResponse, ShutdownRequest};
-use dockpod_proto::shim_channel::ShimChannel;
+use tonic::transport::Channel;
 
 use crate::metrics::ShimCalls;
 
@@ -25,17 +25,17 @@ pub struct ShimHandle {
     pub pid: u32,
     /// The shim's process, when it was running as the handle was made.
     pub process: Option<ProcessHandle>,
-    pub channel: ShimChannel,
+    pub channel: Channel,
 }
 
 impl ShimHandle {
-    pub fn runtime(&self) -> RuntimeServiceClient<ShimCalls<ShimChannel>> {
+    pub fn runtime(&self) -> RuntimeServiceClient<ShimCalls<Channel>> {
         RuntimeServiceClient::new(ShimCalls::new(self.channel.clone()))
             .max_decoding_message_size(dockpod_proto::MAX_MESSAGE)
             .max_encoding_message_size(dockpod_proto::MAX_MESSAGE)
     }
 
-    pub fn control(&self) -> ShimClient<ShimCalls<ShimChannel>> {
+    pub fn control(&self) -> ShimClient<ShimCalls<Channel>> {
         ShimClient::new(ShimCalls::new(self.channel.clone()))
     }
 }
@@ -69,7 +69,7 @@ impl ShimHandle {
         ShimHandle {
             shim_id: shim_id.to_string(),
             sandbox_id: sandbox_id.to_string(),
-            channel: ShimChannel::new(&socket),
+            channel: dockpod_proto::sockets::channel(&socket),
             socket,
             pid: process.as_ref().map_or(0, ProcessHandle::pid),
             process,

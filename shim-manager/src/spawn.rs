@@ -146,7 +146,7 @@ impl Spawner {
         Ok(ShimHandle {
             shim_id: shim_id.to_string(),
             sandbox_id: String::new(),
-            channel: dockpod_proto::shim_channel::ShimChannel::new(&socket),
+            channel: dockpod_proto::sockets::channel(&socket),
             socket,
             pid,
             process,
