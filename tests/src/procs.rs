@@ -110,19 +110,31 @@ impl Drop for Stopped {
 /// (nanoseconds; the tick-sampled utime and stime charge an idle shim's rare short wake-ups
 /// to nobody).
 pub fn cpu_time(pids: &[u32]) -> std::time::Duration {
-    let nanos: u64 = pids
-        .iter()
+    std::time::Duration::from_nanos(sched(pids).0)
+}
+
+/// How many times the processes `pids` were switched in so far (every thread's timeslices,
+/// from /proc's scheduler statistics): each is a wake-up or a preemption's return.
+pub fn switched_in(pids: &[u32]) -> u64 {
+    sched(pids).1
+}
+
+/// The CPU nanoseconds and timeslices of every thread of `pids`.
+fn sched(pids: &[u32]) -> (u64, u64) {
+    pids.iter()
         .flat_map(|pid| {
             std::fs::read_dir(format!("/proc/{pid}/task"))
                 .into_iter()
                 .flatten()
                 .filter_map(|task| {
                     let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-                    stat.split_whitespace().next()?.parse::<u64>().ok()
+                    let mut fields = stat.split_whitespace();
+                    let cpu = fields.next()?.parse::<u64>().ok()?;
+                    let slices = fields.nth(1)?.parse::<u64>().ok()?;
+                    Some((cpu, slices))
                 })
         })
-        .sum();
-    std::time::Duration::from_nanos(nanos)
+        .fold((0, 0), |(cpu, slices), (c, s)| (cpu + c, slices + s))
 }
 
 /// PIDs of live processes whose name (`/proc/<pid>/comm`, cut at 15 bytes) is one of `names`.

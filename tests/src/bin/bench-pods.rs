@@ -9,7 +9,8 @@
 //! - what the runtime's hops cost apart from Docker's work: ContainerStatus through the front
 //!   and the shim, and straight to the shim, beside a Docker inspection (on a connection of its
 //!   own, as bollard makes each request, and on a kept one), back to back and after an idle
-//!   pause (`BENCH_HOPS=0` skips it);
+//!   pause, with how often the front and the shim were switched in per call through the
+//!   front and the CPU they spent (`BENCH_HOPS=0` skips it);
 //! - ListPodSandbox and ListContainers latency with 10, 110 (the kubelet's default maximum)
 //!   and 250 pods, and the CPU the front and every shim use while a client relists once a
 //!   second, as the kubelet does;
@@ -441,13 +442,29 @@ async fn hops() {
         "{:<28} {:>14} {:>14} {:>14} {:>14}",
         "pace", "front + shim", "shim alone", "docker inspect", "kept conn."
     );
+    let front_pid = front.pid().into_iter().collect::<Vec<_>>();
+    let shim_pids = front.shim_pids();
+    // Per call through the front: how often the front and the shim were switched in, and
+    // their CPU, counted around each call (outside its timing).
+    let mut wakes = Vec::new();
     for (pace, pause) in [("back to back", None), ("after 10 ms idle", Some(HOP_IDLE))] {
         let mut times = Times::new();
+        let mut woken = [0u64; 2];
+        let mut cpu = [Duration::ZERO; 2];
         for _ in 0..HOP_CALLS {
             for way in ["front", "shim", "docker", "kept"] {
                 if let Some(pause) = pause {
                     tokio::time::sleep(pause).await;
                 }
+                let before = (way == "front").then(|| {
+                    (
+                        [
+                            procs::switched_in(&front_pid),
+                            procs::switched_in(&shim_pids),
+                        ],
+                        [procs::cpu_time(&front_pid), procs::cpu_time(&shim_pids)],
+                    )
+                });
                 let t = Instant::now();
                 match way {
                     "front" => drop(rt.container_status(request()).await.expect("via the front")),
@@ -470,14 +487,36 @@ async fn hops() {
                     ),
                 }
                 times.entry(way).or_default().push(t.elapsed());
+                if let Some((switches, used)) = before {
+                    woken[0] += procs::switched_in(&front_pid) - switches[0];
+                    woken[1] += procs::switched_in(&shim_pids) - switches[1];
+                    cpu[0] += procs::cpu_time(&front_pid) - used[0];
+                    cpu[1] += procs::cpu_time(&shim_pids) - used[1];
+                }
             }
         }
+        wakes.push((pace, woken, cpu));
         println!(
             "{pace:<28} {:>11.3} ms {:>11.3} ms {:>11.3} ms {:>11.3} ms",
             median(&times["front"]),
             median(&times["shim"]),
             median(&times["docker"]),
             median(&times["kept"]),
+        );
+    }
+    println!("per call through the front, means: times switched in, and CPU");
+    println!(
+        "{:<28} {:>14} {:>14} {:>14} {:>14}",
+        "pace", "front", "shim", "front CPU", "shim CPU"
+    );
+    let calls = HOP_CALLS as f64;
+    for (pace, woken, cpu) in wakes {
+        println!(
+            "{pace:<28} {:>14.1} {:>14.1} {:>11.3} ms {:>11.3} ms",
+            woken[0] as f64 / calls,
+            woken[1] as f64 / calls,
+            ms(cpu[0]) / calls,
+            ms(cpu[1]) / calls,
         );
     }
     remove_pod(&mut rt, &pod).await;
