@@ -597,6 +597,14 @@ mod tests {
         entered: Arc<AtomicUsize>,
     }
 
+    impl Drop for Fixture {
+        /// A test that fails with the gate closed would otherwise hang: the runtime waits
+        /// for the writer held at it.
+        fn drop(&mut self) {
+            self.gate.set(false);
+        }
+    }
+
     fn start(first: PodRecord) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::new(dir.path());
