@@ -98,12 +98,16 @@ pub const CRI_DOCKERD_LOOPBACK: &str = "cni-loopback";
 impl Cni {
     /// Attaches the network namespace `netns` of sandbox `sandbox_id` to the first valid
     /// network configuration. On failure whatever part of the chain ran is deleted again.
+    /// The record of the whole chain is written and its flush under way: the caller reports
+    /// the network once `Flushing::done` says it is on the disk, and may save its own record
+    /// beside that flush (each waits behind the other's disk otherwise). A caller that fails
+    /// before it deletes the attachment itself (the record on the disk names it).
     pub async fn add(
         &self,
         sandbox_id: &str,
         netns: &str,
         config: &PodSandboxConfig,
-    ) -> Result<Attachment> {
+    ) -> Result<(Attachment, Flushing)> {
         let (conf_dir, bin_dirs) = (self.conf_dir.clone(), self.bin_dirs.clone());
         let network = tokio::task::spawn_blocking(move || find_cni_network(&conf_dir, &bin_dirs))
             .await
@@ -118,13 +122,10 @@ impl Cni {
         let added = self
             .add_chain(&attachment, netns, &mut partial, &mut flushing)
             .await;
-        // The record of the whole chain (the last one written) is on the disk before the
-        // network is reported.
-        let flushed = flushing.done().await;
-        match added.and_then(|result| flushed.map(|()| result)) {
+        match added {
             Ok(result) => {
                 attachment.result = Some(result);
-                Ok(attachment)
+                Ok((attachment, flushing))
             }
             Err(e) => {
                 // DEL gets the result as far as the chain got, so that plugins which act on
@@ -480,11 +481,13 @@ impl Attachment {
 }
 
 /// A record's flush under way on the blocking pool (`Cni::write`), until it is waited for.
-struct Flushing(Option<tokio::task::JoinHandle<Result<()>>>);
+#[derive(Default)]
+pub struct Flushing(Option<tokio::task::JoinHandle<Result<()>>>);
 
 impl Flushing {
-    /// Returns once the record is on the disk, or why it is not (the first time it is asked).
-    async fn done(&mut self) -> Result<()> {
+    /// Returns once the record is on the disk, or why it is not (the first time it is asked;
+    /// a flush never asked for, `Flushing::default()`, is done).
+    pub async fn done(&mut self) -> Result<()> {
         match self.0.take() {
             Some(flush) => flush
                 .await

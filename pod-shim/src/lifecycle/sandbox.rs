@@ -100,6 +100,7 @@ impl Pod {
             Error::NotFound(format!("sandbox container {id} vanished after start"))
         })?;
         let mut ips = pod_ips(&inspect);
+        let mut network_flushing = crate::cni::Flushing::default();
         if let Some(cni) = self.pod_cni(&config) {
             let pid = inspect
                 .state
@@ -110,7 +111,9 @@ impl Pod {
                     Error::FailedPrecondition(format!("sandbox container {id} is not running"))
                 })?;
             self.hold_sandbox_process(id, pid);
-            let attachment = cni.add(id, &format!("/proc/{pid}/ns/net"), &config).await?;
+            let (attachment, flushing) =
+                cni.add(id, &format!("/proc/{pid}/ns/net"), &config).await?;
+            network_flushing = flushing;
             ips = attachment.ips();
             {
                 let mut r = self.record();
@@ -134,7 +137,11 @@ impl Pod {
             // RunPodSandbox holds the pod lock alone: the only create under way was its own.
             r.intents.retain(|_, i| *i != Intent::Create);
         }
-        self.persist().await?;
+        // The pod's record and its network's go to the disk together; the sandbox is reported
+        // once both are there. A failure of either is the call's (the caller deletes the
+        // network and the sandbox, and the front gives the pod's directory up).
+        let (saved, flushed) = tokio::join!(self.persist(), network_flushing.done());
+        saved.and(flushed)?;
         // As containerd announces a sandbox: created, then started, under the sandbox's ID.
         self.emit(id, ContainerEventType::ContainerCreatedEvent);
         self.emit(id, ContainerEventType::ContainerStartedEvent);
@@ -204,11 +211,31 @@ impl Pod {
             .into_iter()
             .collect::<Result<Vec<()>>>()?;
         self.teardown_network().await?;
-        if !sandbox.is_empty() {
-            self.engine.stop(&sandbox, SANDBOX_STOP_GRACE).await?;
-        }
+        // The sandbox's end is written before Docker is asked to stop it and flushed while
+        // Docker works (the network is gone already, and a status read meanwhile still gets
+        // the saved state until this save is on the disk); a failed stop writes back what was.
         let was_ready = std::mem::replace(&mut self.record().ready, false);
-        self.persist().await?;
+        let mut saving = self.record.save_ahead()?;
+        saving.written().await?;
+        let stop = async {
+            match sandbox.is_empty() {
+                true => Ok(()),
+                false => self
+                    .engine
+                    .stop(&sandbox, SANDBOX_STOP_GRACE)
+                    .await
+                    .map(drop),
+            }
+        };
+        let (stopped, saved) = tokio::join!(stop, saving.done());
+        if let Err(e) = stopped {
+            self.record().ready = was_ready;
+            if let Err(save) = self.persist().await {
+                tracing::warn!(error = %save, "saving the sandbox's state after a failed stop");
+            }
+            return Err(e);
+        }
+        saved?;
         if was_ready {
             self.emit(&sandbox, ContainerEventType::ContainerStoppedEvent);
         }

@@ -761,6 +761,57 @@ async fn sandboxes_announce_their_life_on_the_event_stream_as_containerd_does() 
     assert_eq!(seen.len(), 1, "only the removal after the stop: {seen:?}");
 }
 
+/// StopPodSandbox writes the sandbox's end beside Docker's stop of it: a stop Docker refuses
+/// leaves the pod as it was (ready, the call failed), and the kubelet's retry records the
+/// stop and announces it, once.
+#[tokio::test]
+async fn a_sandbox_stop_docker_refuses_is_undone_and_its_retry_announces_the_stop() {
+    use ContainerEventType::*;
+    let proxy = DockerProxy::start();
+    let endpoint = proxy.endpoint();
+    let front = Front::start(&["--docker-endpoint", &endpoint]).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut rt = front.runtime();
+    let mut events = rt
+        .get_container_events(GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    let config = pod_config(&dockpod_tests::unique("refused-stop"), logs.path());
+    let pod = run_pod(&mut rt, &config).await;
+    events_until(&mut events, &[&pod], (&pod, ContainerStartedEvent)).await;
+    proxy.once("POST", &format!("/containers/{pod}/stop"), Fault::Fail(500));
+    let refused = rt
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect_err("a stop Docker refused");
+    assert_ne!(refused.code(), Code::Ok);
+    assert_eq!(
+        pod_status(&mut rt, &pod).await.status.map(|s| s.state),
+        Some(PodSandboxState::SandboxReady as i32),
+        "the sandbox still runs: {refused:?}"
+    );
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox, retried");
+    assert_eq!(
+        pod_status(&mut rt, &pod).await.status.map(|s| s.state),
+        Some(PodSandboxState::SandboxNotready as i32)
+    );
+    remove_pod(&mut rt, &pod).await;
+    let seen = events_until(&mut events, &[&pod], (&pod, ContainerDeletedEvent)).await;
+    let kinds: Vec<ContainerEventType> = seen.iter().map(|(_, kind, _)| *kind).collect();
+    assert_eq!(
+        kinds,
+        [ContainerStoppedEvent, ContainerDeletedEvent],
+        "{seen:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_pod_in_the_nodes_user_namespace_runs_as_any_pod() {
     let front = Front::start(&[]).await;
