@@ -76,9 +76,33 @@ const STOP_TIMEOUT: i64 = 2;
 
 type Times = BTreeMap<&'static str, Vec<Duration>>;
 
-/// Every pod's one container, through dockpod and at the floor alike.
+/// The tool image's ID, which the kubelet creates containers with (`tool_image_id`).
+static TOOL_IMAGE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The ID PullImage and ImageStatus answer for the tool image, as Docker gives it: the image
+/// a kubelet's CreateContainer names (with the pod spec's name beside it).
+async fn tool_image_id() -> String {
+    docker()
+        .await
+        .inspect_image(TOOL_IMAGE)
+        .await
+        .expect("the tool image (contrib/setup.sh builds it)")
+        .id
+        .expect("the tool image's ID")
+}
+
+/// Every pod's one container, through dockpod and at the floor alike, named as the kubelet
+/// names it.
 fn app_config() -> ContainerConfig {
-    container_config("app", &["sleep", "3600"])
+    let id = TOOL_IMAGE_ID.get().expect("set by main");
+    ContainerConfig {
+        image: Some(ImageSpec {
+            image: id.clone(),
+            user_specified_image: TOOL_IMAGE.to_string(),
+            ..Default::default()
+        }),
+        ..container_config("app", &["sleep", "3600"])
+    }
 }
 
 /// Times `call` into `times[what]`.
@@ -212,7 +236,8 @@ impl Floor {
 
     fn container(&self, pod: &FloorConfig, sandbox: &str) -> (String, ContainerCreateBody) {
         let app = app_config();
-        spec::container(&self.ctx(pod), sandbox, &pod.pod, &app, TOOL_IMAGE)
+        let image = TOOL_IMAGE_ID.get().expect("set by main");
+        spec::container(&self.ctx(pod), sandbox, &pod.pod, &app, image)
             .expect("the container's body")
     }
 }
@@ -546,6 +571,7 @@ fn row(what: &str, v: Vec<Duration>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let _ = TOOL_IMAGE_ID.set(tool_image_id().await);
     let contention = std::env::var("BENCH_CONTENTION").is_ok_and(|v| v == "1");
     let writer = contention.then(Writer::start);
     lifecycle().await;

@@ -263,6 +263,69 @@ async fn stop_pod_sandbox_asks_docker_nothing_of_containers_it_knows_have_exited
     remove_pod(&mut rt, &pod).await;
 }
 
+/// The kubelet creates a container with the image's ID that PullImage or ImageStatus answered
+/// (and the name its pod spec gave as `user_specified_image`): the create asks Docker for no
+/// image, and the container reports that ID and the name it was asked by. An ID no image has
+/// is Docker's to refuse, and the call's NotFound.
+#[tokio::test]
+async fn a_create_naming_its_image_by_id_asks_docker_for_no_image() {
+    let proxy = DockerProxy::start();
+    let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rt = front.runtime();
+    let image_id = front
+        .images()
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: TOOL_IMAGE.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+        .expect("the test image")
+        .id;
+    let mut config = pod_config(&dockpod_tests::unique("by-id"), logs.path());
+    host_network(&mut config);
+    let pod = run_pod(&mut rt, &config).await;
+    let by_id = |name: &str, id: &str| ContainerConfig {
+        image: Some(ImageSpec {
+            image: id.to_string(),
+            user_specified_image: TOOL_IMAGE.to_string(),
+            ..Default::default()
+        }),
+        ..container_config(name, &["sleep", "3600"])
+    };
+    quiet(&proxy).await;
+    let before = proxy.seen().len();
+    let id = create_container(&mut rt, &pod, &config, by_id("app", &image_id))
+        .await
+        .expect("CreateContainer");
+    let asked = proxy.seen().split_off(before);
+    assert!(
+        !asked.iter().any(|s| s.path.starts_with("/images/")),
+        "the create asked Docker for its image: {asked:?}"
+    );
+    start(&mut rt, &id).await;
+    let status = status(&mut rt, &id).await;
+    assert_eq!(status.image_ref, image_id);
+    let image = status.image.expect("the status's image");
+    assert_eq!(
+        (image.image.as_str(), image.user_specified_image.as_str()),
+        (image_id.as_str(), TOOL_IMAGE)
+    );
+    assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let refused = create_container(&mut rt, &pod, &config, by_id("nowhere", &missing))
+        .await
+        .expect_err("a create of an image no one has");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    remove_pod(&mut rt, &pod).await;
+}
+
 #[tokio::test]
 async fn a_list_of_fifty_images_is_one_docker_request() {
     let docker = dockpod_tests::docker::docker().await;
