@@ -76,20 +76,8 @@ const STOP_TIMEOUT: i64 = 2;
 
 type Times = BTreeMap<&'static str, Vec<Duration>>;
 
-/// The tool image's ID, which the kubelet creates containers with (`tool_image_id`).
+/// The tool image's ID, which the kubelet creates containers with.
 static TOOL_IMAGE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// The ID PullImage and ImageStatus answer for the tool image, as Docker gives it: the image
-/// a kubelet's CreateContainer names (with the pod spec's name beside it).
-async fn tool_image_id() -> String {
-    docker()
-        .await
-        .inspect_image(TOOL_IMAGE)
-        .await
-        .expect("the tool image (contrib/setup.sh builds it)")
-        .id
-        .expect("the tool image's ID")
-}
 
 /// Every pod's one container, through dockpod and at the floor alike, named as the kubelet
 /// names it.
@@ -571,7 +559,8 @@ fn row(what: &str, v: Vec<Duration>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let _ = TOOL_IMAGE_ID.set(tool_image_id().await);
+    // The ID PullImage and ImageStatus answer for it, as Docker gives it.
+    let _ = TOOL_IMAGE_ID.set(dockpod_tests::docker::image_id(&docker().await, TOOL_IMAGE).await);
     let contention = std::env::var("BENCH_CONTENTION").is_ok_and(|v| v == "1");
     let writer = contention.then(Writer::start);
     lifecycle().await;

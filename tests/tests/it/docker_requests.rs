@@ -273,21 +273,9 @@ async fn a_create_naming_its_image_by_id_asks_docker_for_no_image() {
     let front = Front::start(&["--docker-endpoint", &proxy.endpoint()]).await;
     let logs = tempfile::tempdir().expect("logs");
     let mut rt = front.runtime();
-    let image_id = front
-        .images()
-        .image_status(ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: TOOL_IMAGE.to_string(),
-                ..Default::default()
-            }),
-            verbose: false,
-        })
-        .await
-        .expect("ImageStatus")
-        .into_inner()
-        .image
-        .expect("the test image")
-        .id;
+    // What ImageStatus answers as the image's ID (images::image_status_reports_present_absent_and_bad_names).
+    let image_id =
+        dockpod_tests::docker::image_id(&dockpod_tests::docker::docker().await, TOOL_IMAGE).await;
     let mut config = pod_config(&dockpod_tests::unique("by-id"), logs.path());
     host_network(&mut config);
     let pod = run_pod(&mut rt, &config).await;

@@ -627,6 +627,18 @@ async fn a_shim_that_stops_answering_is_replaced_after_the_liveness_bound() {
     remove_pod(&mut rt, &id).await;
 }
 
+/// The runtime's event stream, as the kubelet's evented PLEG follows it.
+async fn event_stream(
+    rt: &mut dockpod_proto::cri::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> tonic::Streaming<ContainerEventResponse> {
+    rt.get_container_events(GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner()
+}
+
 /// Reads `events` until `last` (an ID and an event type) arrives; every event of `ids` seen on
 /// the way, in order, with the sandbox each names.
 async fn events_until(
@@ -666,11 +678,7 @@ async fn sandboxes_announce_their_life_on_the_event_stream_as_containerd_does() 
     let front = Front::start(&[]).await;
     let logs = tempfile::tempdir().expect("log dir");
     let mut rt = front.runtime();
-    let mut events = rt
-        .get_container_events(GetEventsRequest {})
-        .await
-        .expect("GetContainerEvents")
-        .into_inner();
+    let mut events = event_stream(&mut rt).await;
     let config = pod_config("sandbox-events", logs.path());
     let pod = run_pod(&mut rt, &config).await;
     let c = run_container(
@@ -772,11 +780,7 @@ async fn a_sandbox_stop_docker_refuses_is_undone_and_its_retry_announces_the_sto
     let front = Front::start(&["--docker-endpoint", &endpoint]).await;
     let logs = tempfile::tempdir().expect("log dir");
     let mut rt = front.runtime();
-    let mut events = rt
-        .get_container_events(GetEventsRequest {})
-        .await
-        .expect("GetContainerEvents")
-        .into_inner();
+    let mut events = event_stream(&mut rt).await;
     let config = pod_config(&dockpod_tests::unique("refused-stop"), logs.path());
     let pod = run_pod(&mut rt, &config).await;
     events_until(&mut events, &[&pod], (&pod, ContainerStartedEvent)).await;
