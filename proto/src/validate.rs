@@ -42,6 +42,15 @@ pub fn id(kind: &str, id: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The image ID `name` is, as Docker gives IDs (`sha256:<64 lowercase hex digits>`), when it
+/// is one: written so, or as the bare hex digits, which Docker also takes for an ID. None for
+/// anything else (a reference, or a malformed ID, which the caller refuses or passes on).
+pub fn image_id(name: &str) -> Option<String> {
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| format!("sha256:{hex}"))
+}
+
 /// A Kubernetes name as it appears in Docker names (`k8s_..._...`): non-empty, bounded, and
 /// free of `_` (the separator) and anything Docker's names do not allow.
 pub fn name(kind: &str, name: &str) -> Result<(), Invalid> {
@@ -191,6 +200,25 @@ pub fn user_namespace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_whole_image_id_is_an_image_id() {
+        let hex = "0123456789abcdef".repeat(4);
+        let id = format!("sha256:{hex}");
+        assert_eq!(image_id(&id), Some(id.clone()));
+        assert_eq!(image_id(&hex), Some(id));
+        for name in [
+            "busybox",
+            "busybox:latest",
+            "sha256:0123",
+            &format!("sha256:{}", "0123456789ABCDEF".repeat(4)),
+            &format!("sha256:{hex}0"),
+            &format!("sha256:sha256:{hex}"),
+            &format!("localhost/x@sha256:{hex}"),
+        ] {
+            assert_eq!(image_id(name), None, "{name}");
+        }
+    }
 
     #[test]
     fn ids() {

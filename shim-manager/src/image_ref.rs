@@ -28,9 +28,8 @@ impl ImageName {
                 name.len()
             )));
         }
-        let hex = name.strip_prefix("sha256:").unwrap_or(name);
-        if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Ok(ImageName::Id(format!("sha256:{hex}")));
+        if let Some(id) = dockpod_proto::validate::image_id(name) {
+            return Ok(ImageName::Id(id));
         }
         if name.starts_with("sha256:") {
             return Err(Error::InvalidArgument(format!(

@@ -70,7 +70,7 @@ impl Pod {
         // (`ContainerRecord::settle_identity`), should the name have led elsewhere meanwhile.
         // The kubelet names the image by the ID PullImage or ImageStatus answered: that needs
         // no resolving (Docker refuses the create if no image has it).
-        let named_id = image_id_named(&image);
+        let named_id = dockpod_proto::validate::image_id(&image);
         let resolve = async {
             match named_id {
                 Some(_) => Ok(None),
@@ -93,9 +93,7 @@ impl Pod {
             }
             Ok((created, intended)) => (created?, intended),
         };
-        let resolved = named_id
-            .map(str::to_string)
-            .or_else(|| resolved.ok().flatten().and_then(|i| i.id));
+        let resolved = named_id.or_else(|| resolved.ok().flatten().and_then(|i| i.id));
         let (image_id, inspected) = match resolved {
             Some(image_id) => (image_id, None),
             // The name led nowhere beside the create (the image removed or retagged, or
@@ -444,37 +442,4 @@ fn process_user(pid: i64) -> Option<ContainerUser> {
             supplemental_groups: field("Groups:"),
         }),
     })
-}
-
-/// `image` when it is an image's ID in the form Docker gives it (`sha256:` and 64 lowercase hex
-/// digits), which PullImage and ImageStatus answer and the kubelet creates containers with.
-fn image_id_named(image: &str) -> Option<&str> {
-    let hex = image.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(image)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_whole_image_id_needs_no_resolving() {
-        let id = format!("sha256:{}", "0123456789abcdef".repeat(4));
-        assert_eq!(image_id_named(&id), Some(id.as_str()));
-        for name in [
-            "busybox",
-            "busybox:latest",
-            "sha256:0123",
-            &format!("sha256:{}", "0123456789ABCDEF".repeat(4)),
-            &format!("sha256:{}0", "0123456789abcdef".repeat(4)),
-            &"0123456789abcdef".repeat(4),
-            &format!("localhost/x@sha256:{}", "0123456789abcdef".repeat(4)),
-        ] {
-            assert_eq!(image_id_named(name), None, "{name}");
-        }
-    }
 }
