@@ -110,18 +110,22 @@ impl Drop for Stopped {
 /// (nanoseconds; the tick-sampled utime and stime charge an idle shim's rare short wake-ups
 /// to nobody).
 pub fn cpu_time(pids: &[u32]) -> std::time::Duration {
-    std::time::Duration::from_nanos(sched(pids).0)
+    sched(pids).cpu
 }
 
-/// How many times the processes `pids` were switched in so far (every thread's timeslices,
-/// from /proc's scheduler statistics): each is a wake-up or a preemption's return.
-pub fn switched_in(pids: &[u32]) -> u64 {
-    sched(pids).1
+/// What the scheduler counted of a set of processes so far, over every thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Sched {
+    pub cpu: std::time::Duration,
+    /// Timeslices: each is a wake-up or a preemption's return.
+    pub switched_in: u64,
 }
 
-/// The CPU nanoseconds and timeslices of every thread of `pids`.
-fn sched(pids: &[u32]) -> (u64, u64) {
-    pids.iter()
+/// The CPU time and timeslices of every thread of `pids`, from one read of each thread's
+/// /proc scheduler statistics.
+pub fn sched(pids: &[u32]) -> Sched {
+    let (nanos, switched_in) = pids
+        .iter()
         .flat_map(|pid| {
             std::fs::read_dir(format!("/proc/{pid}/task"))
                 .into_iter()
@@ -134,7 +138,11 @@ fn sched(pids: &[u32]) -> (u64, u64) {
                     Some((cpu, slices))
                 })
         })
-        .fold((0, 0), |(cpu, slices), (c, s)| (cpu + c, slices + s))
+        .fold((0, 0), |(cpu, slices), (c, s)| (cpu + c, slices + s));
+    Sched {
+        cpu: std::time::Duration::from_nanos(nanos),
+        switched_in,
+    }
 }
 
 /// PIDs of live processes whose name (`/proc/<pid>/comm`, cut at 15 bytes) is one of `names`.

@@ -469,15 +469,8 @@ async fn hops() {
                 if let Some(pause) = pause {
                     tokio::time::sleep(pause).await;
                 }
-                let before = (way == "front").then(|| {
-                    (
-                        [
-                            procs::switched_in(&front_pid),
-                            procs::switched_in(&shim_pids),
-                        ],
-                        [procs::cpu_time(&front_pid), procs::cpu_time(&shim_pids)],
-                    )
-                });
+                let before =
+                    (way == "front").then(|| [procs::sched(&front_pid), procs::sched(&shim_pids)]);
                 let t = Instant::now();
                 match way {
                     "front" => drop(rt.container_status(request()).await.expect("via the front")),
@@ -500,11 +493,12 @@ async fn hops() {
                     ),
                 }
                 times.entry(way).or_default().push(t.elapsed());
-                if let Some((switches, used)) = before {
-                    woken[0] += procs::switched_in(&front_pid) - switches[0];
-                    woken[1] += procs::switched_in(&shim_pids) - switches[1];
-                    cpu[0] += procs::cpu_time(&front_pid) - used[0];
-                    cpu[1] += procs::cpu_time(&shim_pids) - used[1];
+                if let Some(before) = before {
+                    let after = [procs::sched(&front_pid), procs::sched(&shim_pids)];
+                    for i in 0..2 {
+                        woken[i] += after[i].switched_in - before[i].switched_in;
+                        cpu[i] += after[i].cpu - before[i].cpu;
+                    }
                 }
             }
         }
